@@ -1,0 +1,192 @@
+"""Packet capture on a lab host, and what one connection looked like on the wire."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from harness.errors import LabError
+from harness.lab import Host
+from harness.outcomes import Attempt, Outcome
+
+SNAPLEN = 256  # headers plus the start of the payload; enough to read every decision
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class WireEvent:
+    """One packet of a connection (or an ICMP error about it), as the client's host saw it."""
+
+    t: float
+    direction: str  # "out": from the client; "in": towards the client
+    what: str  # TCP flags such as "S", "SA", "PA", "FA", "R", or "icmp <type>/<code>"
+    length: int  # TCP payload bytes
+    ttl: int
+    retransmission: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "t": self.t,
+            "direction": self.direction,
+            "what": self.what,
+            "length": self.length,
+            "ttl": self.ttl,
+            "retransmission": self.retransmission,
+        }
+
+
+class Capture:
+    """tcpdump on one interface of a host, writing a pcap file until stop()."""
+
+    def __init__(self, host: Host, interface: str, bpf: str, path: str) -> None:
+        self.path = path
+        # --immediate-mode: without it libpcap hands packets over in blocks, and whatever is still
+        # in the ring when tcpdump is stopped is lost.
+        self._process = host.spawn(
+            [
+                *("tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-Z", "root"),
+                *("-s", str(SNAPLEN), "-w", path, bpf),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self._wait_until_listening()
+
+    def _wait_until_listening(self) -> None:
+        # tcpdump says "listening on" once its socket is bound: packets from then on are kept.
+        deadline = time.monotonic() + 10
+        stream = self._process.stderr
+        seen = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([stream], [], [], 0.1)
+            if ready:
+                chunk = os.read(stream.fileno(), 4096)
+                seen += chunk
+                if b"listening on" in seen:
+                    return
+                if not chunk:
+                    break
+        self._process.kill()
+        self._process.wait()
+        raise LabError(f"tcpdump did not start capturing: {seen.decode(errors='replace').strip()}")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process.stderr.close()
+
+
+def connection_events(path: str, client: Endpoint, server: Endpoint) -> list[WireEvent]:
+    """Every packet of the client<->server connection in a pcap, plus ICMP errors quoting it."""
+    from scapy.layers.inet import IP, TCP, IPerror, TCPerror
+    from scapy.layers.inet6 import IPerror6, IPv6
+    from scapy.utils import PcapReader
+
+    events: list[WireEvent] = []
+    seen_segments: set[tuple[str, int, str, int]] = set()
+    with PcapReader(path) as packets:
+        for packet in packets:
+            ip = packet.getlayer(IP) or packet.getlayer(IPv6)
+            if ip is None:
+                continue
+            ttl = ip.ttl if isinstance(ip, IP) else ip.hlim
+            t = float(packet.time)
+            if packet.haslayer(TCPerror):
+                # An ICMP(v6) error quoting one of our segments: the ICMP header follows the IP one.
+                quoted = packet.getlayer(IPerror) or packet.getlayer(IPerror6)
+                tcp = packet[TCPerror]
+                if _matches(quoted.src, tcp.sport, quoted.dst, tcp.dport, client, server):
+                    icmp = ip.payload
+                    what = f"icmp{'' if isinstance(ip, IP) else 'v6'} {icmp.type}/{icmp.code}"
+                    events.append(WireEvent(t, "in", what, 0, ttl))
+                continue
+            if not packet.haslayer(TCP):
+                continue
+            tcp = packet[TCP]
+            if _matches(ip.src, tcp.sport, ip.dst, tcp.dport, client, server):
+                direction = "out"
+            elif _matches(ip.dst, tcp.dport, ip.src, tcp.sport, client, server):
+                direction = "in"
+            else:
+                continue
+            flags = str(tcp.flags)
+            length = len(bytes(tcp.payload))
+            # A segment seen again with the same sequence number and flags is a retransmission.
+            key = (direction, tcp.seq, flags, length)
+            retransmission = key in seen_segments and (length > 0 or "F" in flags or "S" in flags)
+            seen_segments.add(key)
+            events.append(WireEvent(t, direction, flags, length, ttl, retransmission))
+    return events
+
+
+def _matches(
+    src: str, sport: int, dst: str, dport: int, client: Endpoint, server: Endpoint
+) -> bool:
+    return (src, sport, dst, dport) == (client.address, client.port, server.address, server.port)
+
+
+def split_at_client_end(events: list[WireEvent]) -> tuple[list[WireEvent], list[WireEvent]]:
+    """Split a connection's events where the client gave up (its own FIN or RST once established).
+
+    What the server sends after that, such as the RST a silently closed socket's kernel answers to
+    the client's FIN, did not reach the client while it was still waiting.
+    """
+    established = False
+    for index, event in enumerate(events):
+        if event.direction == "in" and "S" in event.what and "A" in event.what:
+            established = True
+        elif event.direction == "out" and established and ("F" in event.what or "R" in event.what):
+            return events[:index], events[index:]
+    return events, []
+
+
+def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
+    """Fill `attempt`'s outcome and times from the wire: the first thing that ended it wins."""
+    established = syn_seen = request_seen = False
+    bytes_in = 0
+    ending: tuple[Outcome, float] | None = None
+    for event in split_at_client_end(events)[0]:
+        # Wire times replace the client's own clock readings where the wire has them.
+        if event.direction == "out":
+            if event.what == "S" and not syn_seen:
+                syn_seen, attempt.t_syn = True, event.t
+            elif event.length and not request_seen:
+                request_seen, attempt.t_request = True, event.t
+            continue
+        if event.what.startswith("icmp"):
+            ending = (Outcome.ICMP, event.t)
+            break
+        if "S" in event.what and "A" in event.what and not established:
+            established, attempt.t_established = True, event.t
+        if event.length and not event.retransmission:
+            if not bytes_in:
+                attempt.t_first_byte = event.t
+            bytes_in += event.length
+        if "R" in event.what:
+            ending = (Outcome.RST if established else Outcome.REFUSED, event.t)
+            break
+        if "F" in event.what:
+            ending = (Outcome.FIN, event.t)
+            break
+    attempt.bytes_received = bytes_in
+    attempt.data_first = bytes_in > 0
+    if ending is not None:
+        attempt.outcome, attempt.t_end = ending
+    else:
+        # Nothing ended it: the client's own timeout did (t_end was set by the client).
+        attempt.outcome = Outcome.SILENT if established else Outcome.SYN_TIMEOUT
+    return attempt

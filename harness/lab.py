@@ -1,0 +1,225 @@
+"""The lab: an attacker host and a defender host, optionally a router between them.
+
+Hosts are namespaces owned by keeper processes (see netns.py), joined by veth pairs and addressed
+from the benchmarking ranges 198.18.0.0/15 and 2001:2::/48. The host's own interfaces, routes and
+firewall are never touched: every link is created inside a lab namespace.
+
+    with Lab(routed=True) as lab:
+        server = lab.defender.spawn(["python3", "-m", "servers.reference", ...])
+        with lab.attacker.entered():
+            sock = socket.create_connection((lab.defender_ip(4), 8080))
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psutil
+
+from harness import netns
+from harness.errors import LabError
+
+_lab_numbers = itertools.count()
+_numbers_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """The addresses of lab number `n`: attacker side subnet A, defender side subnet D."""
+
+    n: int
+    routed: bool
+
+    def _v4(self, subnet: int, host: int) -> str:
+        base = int(ipaddress.IPv4Address("198.18.0.0"))
+        return str(ipaddress.IPv4Address(base + (subnet << 8) + host))
+
+    def _v6(self, subnet: int, host: int) -> str:
+        return f"2001:2:0:{subnet:x}::{host:x}"
+
+    def _defender_subnet(self) -> int:
+        return 256 + self.n if self.routed else self.n
+
+    def attacker(self, family: int) -> str:
+        return self._v4(self.n, 1) if family == 4 else self._v6(self.n, 1)
+
+    def defender(self, family: int) -> str:
+        subnet = self._defender_subnet()
+        return self._v4(subnet, 2) if family == 4 else self._v6(subnet, 2)
+
+    def router_attacker_side(self, family: int) -> str:
+        return self._v4(self.n, 254) if family == 4 else self._v6(self.n, 0xFE)
+
+    def router_defender_side(self, family: int) -> str:
+        subnet = self._defender_subnet()
+        return self._v4(subnet, 254) if family == 4 else self._v6(subnet, 0xFE)
+
+    @staticmethod
+    def prefix(family: int) -> int:
+        return 24 if family == 4 else 64
+
+
+class Host:
+    """One lab host: run short commands in it, spawn long-lived ones, or enter it from a thread."""
+
+    def __init__(self, lab_name: str, role: str) -> None:
+        self.role = role
+        self.keeper = netns.Keeper(f"{lab_name}:{role}")
+        self._spawned: list[subprocess.Popen] = []
+
+    @property
+    def pid(self) -> int:
+        return self.keeper.pid
+
+    def run(self, argv: list[str], stdin: str | None = None) -> str:
+        """Run a short command in this host's network namespace; raise LabError if it fails."""
+        result = subprocess.run(
+            ["nsenter", f"--net=/proc/{self.pid}/ns/net", "--", *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if result.returncode != 0:
+            problem = result.stderr.strip() or f"exit status {result.returncode}"
+            raise LabError(f"{self.role}: `{' '.join(argv)}` failed: {problem}")
+        return result.stdout
+
+    def spawn(self, argv: list[str], **popen_kwargs) -> subprocess.Popen:
+        """Start a long-lived command as a member of this host (it dies with the lab)."""
+        popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
+        process = subprocess.Popen(
+            netns.nsexec_argv(self.pid, argv),
+            preexec_fn=netns.die_with_parent,
+            **popen_kwargs,
+        )
+        self._spawned.append(process)
+        return process
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """Make sockets from this thread in this host (see netns.entered)."""
+        with netns.entered(self.pid):
+            yield
+
+    def proc_net(self, name: str) -> str:
+        """A /proc/net file (tcp, tcp6, snmp, sockstat...) as this host sees it."""
+        with open(f"/proc/{self.pid}/net/{name}") as f:
+            return f.read()
+
+    def listening(self, port: int) -> bool:
+        from harness.sockets import tcp_sockets
+
+        return any(s.state == "LISTEN" and s.local[1] == port for s in tcp_sockets(self))
+
+    def stop_spawned(self, grace: float = 2.0) -> None:
+        for process in self._spawned:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + grace
+        for process in self._spawned:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._spawned.clear()
+
+    def close(self) -> None:
+        self.stop_spawned()
+        self.keeper.close()
+
+
+class Lab:
+    """A set of hosts joined by veths. Use as a context manager; close() is idempotent."""
+
+    def __init__(self, routed: bool = False) -> None:
+        with _numbers_lock:
+            number = next(_lab_numbers) % 256
+        self.name = f"{os.getpid()}-{number}"
+        self.routed = routed
+        self.addressing = Addressing(number, routed)
+        self.hosts: list[Host] = []
+        try:
+            self.attacker = self._host("attacker")
+            self.defender = self._host("defender")
+            self.router = self._host("router") if routed else None
+            self._wire()
+        except BaseException:
+            self.close()
+            raise
+
+    def _host(self, role: str) -> Host:
+        host = Host(self.name, role)
+        self.hosts.append(host)
+        return host
+
+    def attacker_ip(self, family: int = 4) -> str:
+        return self.addressing.attacker(family)
+
+    def defender_ip(self, family: int = 4) -> str:
+        return self.addressing.defender(family)
+
+    def _wire(self) -> None:
+        a = self.addressing
+        if self.router is None:
+            self._veth(self.attacker, "eth0", self.defender, "eth0")
+            self._configure(self.attacker, "eth0", a.attacker, None)
+            self._configure(self.defender, "eth0", a.defender, None)
+            return
+        self._veth(self.attacker, "eth0", self.router, "to-attacker")
+        self._veth(self.defender, "eth0", self.router, "to-defender")
+        self._configure(self.attacker, "eth0", a.attacker, a.router_attacker_side)
+        self._configure(self.defender, "eth0", a.defender, a.router_defender_side)
+        self._configure(self.router, "to-attacker", a.router_attacker_side, None)
+        self._configure(self.router, "to-defender", a.router_defender_side, None)
+        self.router.run(
+            ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
+        )
+
+    @staticmethod
+    def _veth(left: Host, left_name: str, right: Host, right_name: str) -> None:
+        # Made inside `left`, peer moved straight into `right`: the host namespace never sees it.
+        peer = ("peer", "name", right_name, "netns", str(right.pid))
+        left.run(["ip", "link", "add", left_name, "type", "veth", *peer])
+
+    @staticmethod
+    def _configure(host: Host, ifname: str, address, gateway) -> None:
+        commands = ["link set lo up", f"link set {ifname} up"]
+        for family in (4, 6):
+            prefix = Addressing.prefix(family)
+            # nodad: the lab is private, and duplicate address detection would delay IPv6 by ~2 s.
+            nodad = " nodad" if family == 6 else ""
+            commands.append(f"addr add {address(family)}/{prefix} dev {ifname}{nodad}")
+            if gateway is not None:
+                commands.append(f"route add default via {gateway(family)}")
+        host.run(["ip", "-batch", "-"], stdin="\n".join(commands) + "\n")
+
+    def close(self) -> None:
+        for host in reversed(self.hosts):
+            host.close()
+        self.hosts.clear()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def lab_processes() -> list[psutil.Process]:
+    """Keeper processes of any lab on this machine (ours or another run's)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline[:1] and cmdline[0].startswith(netns.KEEPER_PREFIX + ":"):
+            found.append(process)
+    return found

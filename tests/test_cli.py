@@ -1,0 +1,158 @@
+"""The `closebench` command as a user runs it: output, errors, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from harness.lab import lab_processes
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.needs_lab
+
+
+def closebench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_probe_json_document():
+    result = closebench("probe", "-s", "graceful", "-s", "repair", "--timeout", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["schema"] == "closebench.probe/1"
+    assert document["client_timeout"] == 2
+    outcomes = {r["strategy"]: r["outcome"] for r in document["results"]}
+    assert outcomes == {"graceful": "fin", "repair": "silent"}
+    for row in document["results"]:
+        assert row["attempt"]["outcome"] == row["outcome"]
+        assert row["timeline"][0]["what"] == "S"
+        assert row["error"] is None
+
+
+def test_probe_table_for_humans(tmp_path):
+    result = closebench("probe", "-s", "rst", "--timeout", "2", "--pcap-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "rst" in result.stdout and "RST" in result.stdout
+    pcaps = list(tmp_path.glob("*.pcap"))
+    assert len(pcaps) == 1 and pcaps[0].stat().st_size > 24  # more than a pcap header
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-s", "nonsense"], "unknown strategy 'nonsense'; choose one of: graceful"),
+        (["-s", "repair:delay=3"], "has no option 'delay'"),
+        (["-s", "tarpit:interval=soon"], "takes a float"),
+        (["--port", "70000"], "outside 1-65535"),
+        (["--timeout", "0"], "must be greater than 0"),
+    ],
+)
+def test_bad_options_are_one_clear_error(args, message):
+    result = closebench("probe", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not lab_processes()
+
+
+def test_strategy_and_command_together_is_an_error():
+    result = closebench("probe", "-s", "rst", "--", "true")
+    assert result.returncode == 2
+    assert "either --strategy or a command" in result.stderr
+
+
+def test_command_that_exits_is_reported():
+    result = closebench("probe", "--", "sh", "-c", "echo cannot start >&2; exit 3")
+    assert result.returncode == 1
+    assert "exited with status 3 before listening on port 8080: cannot start" in result.stderr
+
+
+def test_command_that_never_listens_is_reported():
+    result = closebench("probe", "--listen-timeout", "1", "--", "sleep", "30")
+    assert result.returncode == 1
+    assert "did not listen on port 8080 within 1 s" in result.stderr
+    assert not lab_processes()
+
+
+def test_user_command_is_probed():
+    server = [sys.executable, "-m", "http.server", "--bind", "::", "8081"]
+    result = closebench("probe", "--port", "8081", "--timeout", "2", "--json", "--", *server)
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)["results"][0]
+    assert row["command"] == server
+    assert row["outcome"] == "fin" and row["data_first"] is True
+
+
+def test_kill_9_of_a_running_probe_leaves_nothing():
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "probe", "-s", "never", "--timeout", "60"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: _reference_servers(), timeout=20), "the probe never started"
+        os.kill(probe.pid, signal.SIGKILL)
+        probe.wait(10)
+        assert wait_until(lambda: not lab_processes()), "lab keepers survived kill -9"
+        assert wait_until(lambda: not _reference_servers()), "the server survived kill -9"
+        assert wait_until(lambda: not _tcpdumps()), "tcpdump survived kill -9"
+    finally:
+        probe.kill()
+        probe.wait()
+
+
+def test_ctrl_c_stops_cleanly():
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "probe", "-s", "never", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: _reference_servers(), timeout=20)
+        probe.send_signal(signal.SIGINT)
+        _, stderr = probe.communicate(timeout=20)
+        assert probe.returncode == 130
+        assert "interrupted" in stderr and "Traceback" not in stderr
+        assert not lab_processes()
+        assert wait_until(lambda: not _reference_servers())
+    finally:
+        probe.kill()
+        probe.wait()
+
+
+def test_lab_clean_removes_old_named_namespaces():
+    subprocess.run(["ip", "netns", "add", "closebench-test-old"], check=True)
+    try:
+        result = closebench("lab", "clean")
+        assert result.returncode == 0
+        assert "deleted network namespace closebench-test-old" in result.stdout
+        assert "closebench-test-old" not in os.listdir("/run/netns")
+    finally:
+        subprocess.run(["ip", "netns", "delete", "closebench-test-old"], capture_output=True)
+    again = closebench("lab", "clean")
+    assert "nothing to clean" in again.stdout
+
+
+def _pgrep(pattern: str) -> list[str]:
+    return subprocess.run(
+        ["pgrep", "-f", "--", pattern], capture_output=True, text=True
+    ).stdout.split()
+
+
+def _reference_servers() -> list[str]:
+    return _pgrep(r"-m servers\.reference --strategy [^ ]+ --port [0-9]+ --abuse-path")
+
+
+def _tcpdumps() -> list[str]:
+    return _pgrep(r"^tcpdump -i eth0 --immediate-mode")

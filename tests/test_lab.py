@@ -1,0 +1,132 @@
+"""The lab: real namespaces, real veths, and nothing left behind however the runner ends."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from harness.lab import Lab, lab_processes
+from tests.conftest import namespaces_in_use, wait_until
+
+pytestmark = pytest.mark.needs_lab
+
+
+def _connect(lab: Lab, family: int, port: int) -> tuple[socket.socket, socket.socket]:
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    with lab.defender.entered():
+        listener = socket.socket(af, socket.SOCK_STREAM)
+    listener.bind((lab.defender_ip(family), port))
+    listener.listen()
+    with lab.attacker.entered():
+        client = socket.create_connection((lab.defender_ip(family), port), timeout=5)
+    server, _ = listener.accept()
+    listener.close()
+    return client, server
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("routed", [False, True], ids=["direct", "routed"])
+def test_attacker_reaches_defender(family, routed):
+    with Lab(routed=routed) as lab:
+        client, server = _connect(lab, family, 9000)
+        with client, server:
+            assert server.getpeername()[0] == lab.attacker_ip(family)
+            client.sendall(b"ping")
+            assert server.recv(4) == b"ping"
+
+
+IP_RECVTTL = 12  # linux/in.h; Python's socket module does not export it
+
+
+def test_router_hop_decrements_ttl(routed_lab, lab):
+    # IP_RECVTTL tells the defender the TTL each datagram arrived with.
+    seen = {}
+    for name, each in (("direct", lab), ("routed", routed_lab)):
+        with each.defender.entered():
+            receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with each.attacker.entered():
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with receiver, sender:
+            receiver.bind((each.defender_ip(4), 9001))
+            receiver.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            receiver.settimeout(5)
+            sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 64)
+            sender.sendto(b"x", (each.defender_ip(4), 9001))
+            _, ancillary, _, _ = receiver.recvmsg(16, socket.CMSG_SPACE(4))
+            seen[name] = int.from_bytes(ancillary[0][2][:4], sys.byteorder)
+    assert seen == {"direct": 64, "routed": 63}
+
+
+def test_labs_at_once_have_their_own_names_and_subnets():
+    with Lab() as first, Lab() as second:
+        assert first.name != second.name
+        assert first.attacker_ip() != second.attacker_ip()
+        assert first.defender_ip(6) != second.defender_ip(6)
+
+
+def test_labs_use_the_benchmarking_ranges_only(routed_lab):
+    import ipaddress
+
+    v4 = ipaddress.ip_network("198.18.0.0/15")
+    v6 = ipaddress.ip_network("2001:2::/48")
+    for family, network in ((4, v4), (6, v6)):
+        assert ipaddress.ip_address(routed_lab.attacker_ip(family)) in network
+        assert ipaddress.ip_address(routed_lab.defender_ip(family)) in network
+
+
+def test_host_interfaces_untouched():
+    before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    with Lab(routed=True):
+        during = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert during == before
+
+
+def test_exception_inside_lab_leaves_nothing():
+    namespaces = namespaces_in_use()
+    with pytest.raises(RuntimeError), Lab(routed=True) as lab:
+        lab.defender.spawn(["sleep", "60"])
+        raise RuntimeError("boom")
+    assert not lab_processes()
+    assert wait_until(lambda: namespaces_in_use() <= namespaces)
+
+
+HOLD_A_LAB = textwrap.dedent(
+    """
+    import sys, time
+    from harness.lab import Lab
+    lab = Lab(routed=True)
+    lab.defender.spawn(["sleep", "600"])
+    lab.attacker.spawn(["sleep", "600"])
+    print("ready", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
+def test_runner_death_leaves_nothing(how):
+    namespaces = namespaces_in_use()
+    runner = subprocess.Popen([sys.executable, "-c", HOLD_A_LAB], stdout=subprocess.PIPE, text=True)
+    try:
+        assert runner.stdout.readline().strip() == "ready"
+        assert len(lab_processes()) == 3
+        assert wait_until(lambda: len(_sleepers()) == 2)
+        runner.send_signal(how)
+        runner.wait(10)
+        assert wait_until(lambda: not lab_processes()), "keepers survived their runner"
+        assert wait_until(lambda: not _sleepers()), "lab processes survived their runner"
+        assert wait_until(lambda: namespaces_in_use() <= namespaces)
+    finally:
+        runner.kill()
+        runner.wait()
+        runner.stdout.close()
+
+
+def _sleepers() -> list[str]:
+    out = subprocess.run(["pgrep", "-f", "^sleep 600$"], capture_output=True, text=True).stdout
+    return out.split()
