@@ -7,13 +7,15 @@ import select
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 from harness.errors import LabError
 from harness.lab import Host
-from harness.outcomes import Attempt, Outcome
+from harness.outcomes import Attempt, Outcome, http_status
 
 SNAPLEN = 256  # headers plus the start of the payload; enough to read every decision
+HEAD_BYTES = 32  # payload bytes kept per packet: enough for an HTTP status line
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class WireEvent:
     length: int  # TCP payload bytes
     ttl: int
     retransmission: bool = False
+    head: bytes = field(default=b"", compare=False, repr=False)  # the payload's first bytes
 
     def to_dict(self) -> dict:
         return {
@@ -92,12 +95,41 @@ class Capture:
 
 def connection_events(path: str, client: Endpoint, server: Endpoint) -> list[WireEvent]:
     """Every packet of the client<->server connection in a pcap, plus ICMP errors quoting it."""
+    events: list[WireEvent] = []
+    for endpoint, each in connections(path, server):
+        if endpoint == client:
+            events.extend(each)
+    return events
+
+
+def connections(path: str, server: Endpoint) -> list[tuple[Endpoint, list[WireEvent]]]:
+    """Every connection to `server` in a pcap, in the order their first packet was seen.
+
+    A new SYN from a client port already seen starts a new connection (a reused port).
+    """
+    found: list[tuple[Endpoint, list[WireEvent]]] = []
+    current: dict[Endpoint, tuple[list[WireEvent], set]] = {}
+    for client, event, seq in _segments(path, server):
+        events, seen = current.get(client, (None, set()))
+        key = (event.direction, seq, event.what, event.length)
+        fresh_syn = event.direction == "out" and event.what == "S" and key not in seen
+        if events is None or fresh_syn:
+            events, seen = [], set()
+            current[client] = (events, seen)
+            found.append((client, events))
+        # A segment seen again with the same sequence number and flags is a retransmission.
+        retransmitted = key in seen and (event.length > 0 or "F" in event.what or "S" in event.what)
+        seen.add(key)
+        events.append(replace(event, retransmission=retransmitted) if retransmitted else event)
+    return found
+
+
+def _segments(path: str, server: Endpoint) -> Iterator[tuple[Endpoint, WireEvent, int]]:
+    """(client, event, sequence number) per packet to or from `server`, ICMP errors included."""
     from scapy.layers.inet import IP, TCP, IPerror, TCPerror
     from scapy.layers.inet6 import IPerror6, IPv6
     from scapy.utils import PcapReader
 
-    events: list[WireEvent] = []
-    seen_segments: set[tuple[str, int, str, int]] = set()
     with PcapReader(path) as packets:
         for packet in packets:
             ip = packet.getlayer(IP) or packet.getlayer(IPv6)
@@ -109,48 +141,52 @@ def connection_events(path: str, client: Endpoint, server: Endpoint) -> list[Wir
                 # An ICMP(v6) error quoting one of our segments: the ICMP header follows the IP one.
                 quoted = packet.getlayer(IPerror) or packet.getlayer(IPerror6)
                 tcp = packet[TCPerror]
-                if _matches(quoted.src, tcp.sport, quoted.dst, tcp.dport, client, server):
+                if Endpoint(quoted.dst, tcp.dport) == server:
                     icmp = ip.payload
                     what = f"icmp{'' if isinstance(ip, IP) else 'v6'} {icmp.type}/{icmp.code}"
-                    events.append(WireEvent(t, "in", what, 0, ttl))
+                    yield Endpoint(quoted.src, tcp.sport), WireEvent(t, "in", what, 0, ttl), -1
                 continue
             if not packet.haslayer(TCP):
                 continue
             tcp = packet[TCP]
-            if _matches(ip.src, tcp.sport, ip.dst, tcp.dport, client, server):
-                direction = "out"
-            elif _matches(ip.dst, tcp.dport, ip.src, tcp.sport, client, server):
-                direction = "in"
+            length = len(bytes(tcp.payload))
+            if Endpoint(ip.dst, tcp.dport) == server:
+                client, direction = Endpoint(ip.src, tcp.sport), "out"
+            elif Endpoint(ip.src, tcp.sport) == server:
+                client, direction = Endpoint(ip.dst, tcp.dport), "in"
             else:
                 continue
-            flags = str(tcp.flags)
-            length = len(bytes(tcp.payload))
-            # A segment seen again with the same sequence number and flags is a retransmission.
-            key = (direction, tcp.seq, flags, length)
-            retransmission = key in seen_segments and (length > 0 or "F" in flags or "S" in flags)
-            seen_segments.add(key)
-            events.append(WireEvent(t, direction, flags, length, ttl, retransmission))
-    return events
+            head = bytes(tcp.payload)[:HEAD_BYTES] if length else b""
+            event = WireEvent(t, direction, str(tcp.flags), length, ttl, head=head)
+            yield client, event, tcp.seq
 
 
-def _matches(
-    src: str, sport: int, dst: str, dport: int, client: Endpoint, server: Endpoint
-) -> bool:
-    return (src, sport, dst, dport) == (client.address, client.port, server.address, server.port)
+GAVE_UP = 0.9  # a client that closes after this share of its timeout closed because of it
 
 
-def split_at_client_end(events: list[WireEvent]) -> tuple[list[WireEvent], list[WireEvent]]:
-    """Split a connection's events where the client gave up (its own FIN or RST once established).
+def split_at_client_end(
+    events: list[WireEvent], client_timeout: float
+) -> tuple[list[WireEvent], list[WireEvent]]:
+    """Split a connection's events where the client gave up: its own FIN or RST, once established,
+    sent at its timeout.
 
     What the server sends after that, such as the RST a silently closed socket's kernel answers to
-    the client's FIN, did not reach the client while it was still waiting.
+    the client's FIN, did not reach the client while it was still waiting. A client that closes
+    early (it had its whole response, or disliked it) did not give up: the server's answer to that
+    close still counts.
     """
-    established = False
+    established = requested = None
     for index, event in enumerate(events):
         if event.direction == "in" and "S" in event.what and "A" in event.what:
-            established = True
-        elif event.direction == "out" and established and ("F" in event.what or "R" in event.what):
-            return events[:index], events[index:]
+            established = established or event.t
+        elif event.direction != "out" or established is None:
+            continue
+        elif event.length:
+            requested = requested or event.t
+        elif "F" in event.what or "R" in event.what:
+            waited = event.t - (requested or established)  # the timeout runs from the request
+            if waited >= GAVE_UP * client_timeout:
+                return events[:index], events[index:]
     return events, []
 
 
@@ -159,7 +195,7 @@ def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
     established = syn_seen = request_seen = False
     bytes_in = 0
     ending: tuple[Outcome, float] | None = None
-    for event in split_at_client_end(events)[0]:
+    for event in split_at_client_end(events, attempt.client_timeout)[0]:
         # Wire times replace the client's own clock readings where the wire has them.
         if event.direction == "out":
             if event.what == "S" and not syn_seen:
@@ -175,6 +211,7 @@ def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
         if event.length and not event.retransmission:
             if not bytes_in:
                 attempt.t_first_byte = event.t
+                attempt.http_status = http_status(event.head)
             bytes_in += event.length
         if "R" in event.what:
             ending = (Outcome.RST if established else Outcome.REFUSED, event.t)

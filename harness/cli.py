@@ -7,15 +7,18 @@ import json
 import os
 import platform
 import sys
+import time
 
 from rich.console import Console
 
 from harness import __version__
+from harness.attackers import ATTACKERS
 from harness.errors import ClosebenchError, UsageError
 from harness.privileges import ensure_privileges, require_tools
 from servers.strategies import STRATEGIES, parse_spec
 
 PROBE_SCHEMA = "closebench.probe/1"
+ATTACK_SCHEMA = "closebench.attack/1"
 
 
 def _port(text: str) -> int:
@@ -35,6 +38,16 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
 
 
@@ -91,6 +104,48 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", action="store_true", help="print a JSON document instead")
     probe.add_argument("server_command", nargs="*", metavar="-- CMD", help="probe this command")
 
+    attack = commands.add_parser(
+        "attack",
+        help="run one attacker against one strategy and summarise what it cost the attacker",
+        description="Start a strategy (or your own server: -- CMD) in a lab and attack it from the "
+        "attacker host with one attacker and its policy; a legitimate client runs beside it.",
+    )
+    attack.add_argument(
+        "-s", "--strategy", type=_strategy, metavar="NAME[:k=v,...]", help="strategy to attack"
+    )
+    attack.add_argument(
+        "-a", "--attacker", choices=list(ATTACKERS), default="kernel", help="attacker kind"
+    )
+    attack.add_argument(
+        "--attacker-command",
+        metavar="CMD",
+        help="with --attacker curl: run this instead of curl; placeholders {url} {address} {port} "
+        "{path} {timeout} {source}",
+    )
+    attack.add_argument("--port", type=_port, default=8080, help="port the server listens on")
+    attack.add_argument("--timeout", type=_positive, default=10.0, help="attempt timeout T, s")
+    attack.add_argument("--duration", type=_positive, help="attack length, s (default 30)")
+    attack.add_argument("--attempts", type=_count, help="stop after this many attempts")
+    attack.add_argument("--concurrency", type=_count, default=1, help="connections in flight")
+    attack.add_argument("--rate", type=_positive, help="cap on attempts started per second")
+    attack.add_argument(
+        "--no-reconnect", action="store_true", help="one attempt per connection slot, then stop"
+    )
+    attack.add_argument("--request-delay", type=float, default=0.0, metavar="S")
+    attack.add_argument("--path", default="/spam", help="request path the attacker asks for")
+    attack.add_argument(
+        "--legit-rate",
+        type=float,
+        default=2.0,
+        metavar="R",
+        help="legitimate requests per second from another address (0: none)",
+    )
+    attack.add_argument("--ipv6", action="store_true", help="attack over IPv6")
+    attack.add_argument("--routed", action="store_true", help="put a router hop in between")
+    attack.add_argument("--json", action="store_true", help="print a JSON document instead")
+    attack.add_argument("--records", metavar="FILE", help="write every attempt here (JSON lines)")
+    attack.add_argument("server_command", nargs="*", metavar="-- CMD", help="attack this command")
+
     lab = commands.add_parser("lab", help="manage labs")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
     lab_commands.add_parser("clean", help="remove anything left by older closebench versions")
@@ -140,6 +195,103 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
     return 1 if failed else 0
 
 
+def run_attack_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
+    import shlex
+
+    from harness.attack import AttackConfig, LegitClient
+    from harness.attackers.policy import Policy
+    from harness.defender import ServerConfig
+
+    require_tools("ip", "nsenter", "unshare", "sysctl", "tcpdump")
+    if args.attacker in ("scapy", "volume"):
+        require_tools("nft")
+    if args.attacker == "curl" and not args.attacker_command:
+        require_tools("curl")
+    if bool(args.server_command) == bool(args.strategy):
+        raise UsageError("give one --strategy, or a server command after --")
+    if args.attacker_command and args.attacker != "curl":
+        raise UsageError("--attacker-command goes with --attacker curl")
+    duration = args.duration if args.duration or args.attempts else 30.0
+    policy = Policy(
+        timeout=args.timeout,
+        reconnect=not args.no_reconnect,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        duration=duration,
+        attempts=args.attempts,
+        request_delay=args.request_delay,
+    )
+    server = ServerConfig(args.port, args.strategy, command=args.server_command)
+    config = AttackConfig(
+        server=server,
+        attacker=args.attacker,
+        attacker_command=shlex.split(args.attacker_command) if args.attacker_command else None,
+        policy=policy,
+        path=args.path,
+        family=6 if args.ipv6 else 4,
+        routed=args.routed,
+        legit=LegitClient(rate=args.legit_rate) if args.legit_rate > 0 else None,
+    )
+    result = _attack_with_progress(config, console, show=not args.json and console.is_terminal)
+    if args.records:
+        with open(args.records, "w") as records:
+            for attempt in result.attempts + result.legit_attempts:
+                records.write(json.dumps(attempt.to_dict()) + "\n")
+    if args.json:
+        print(json.dumps({"schema": ATTACK_SCHEMA, **result.to_dict()}, indent=2))
+    else:
+        from harness.render import print_attack
+
+        print_attack(result, console)
+    if not result.complete:
+        errors.print("closebench: interrupted; the figures cover the attack so far")
+        return 130
+    return 0
+
+
+def _attack_with_progress(config, console: Console, show: bool):
+    """Run the attack in a worker thread, so Ctrl-C here can stop it and keep what it measured."""
+    import threading
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from harness.attack import run_attack
+
+    cancel = threading.Event()
+    outcome: dict = {}
+    count: list[int] = []  # one entry per attempt: list.append is atomic across threads
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_attack(config, cancel, lambda _: count.append(1))
+        except BaseException as error:  # handed to the main thread
+            outcome["error"] = error
+
+    policy = config.policy
+    total = policy.duration or float(policy.attempts or 1)
+    worker = threading.Thread(target=work, name="attack")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[n]} attempts"),
+    )
+    with Progress(*columns, TimeRemainingColumn(), console=console, disable=not show) as progress:
+        task = progress.add_task(f"{config.attacker} vs {config.server.label}", total=total, n=0)
+        started = time.monotonic()
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+                done = time.monotonic() - started if policy.duration else len(count)
+                progress.update(task, completed=min(done, total), n=len(count))
+        except KeyboardInterrupt:
+            cancel.set()
+            worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def run_lab_clean(console: Console) -> int:
     from harness.cleanup import clean
 
@@ -158,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_privileges(argv)
         if args.command == "probe":
             return run_probe(args, console, errors)
+        if args.command == "attack":
+            return run_attack_command(args, console, errors)
         if args.command == "lab":
             return run_lab_clean(console)
     except ClosebenchError as error:

@@ -31,6 +31,10 @@ _lab_numbers = itertools.count()
 _numbers_lock = threading.Lock()
 
 
+FIRST_EXTRA = 10  # extra attacker addresses are .10 upwards; .254 is the router's
+MAX_EXTRA_ADDRESSES = 240
+
+
 @dataclass(frozen=True)
 class Addressing:
     """The addresses of lab number `n`: attacker side subnet A, defender side subnet D."""
@@ -50,6 +54,13 @@ class Addressing:
 
     def attacker(self, family: int) -> str:
         return self._v4(self.n, 1) if family == 4 else self._v6(self.n, 1)
+
+    def attacker_extra(self, family: int, index: int) -> str:
+        """More addresses of the attacker host: a legitimate client, a botnet."""
+        if not 0 <= index < MAX_EXTRA_ADDRESSES:
+            raise ValueError(f"the attacker host has {MAX_EXTRA_ADDRESSES} extra addresses at most")
+        host = FIRST_EXTRA + index
+        return self._v4(self.n, host) if family == 4 else self._v6(self.n, host)
 
     def defender(self, family: int) -> str:
         subnet = self._defender_subnet()
@@ -167,6 +178,16 @@ class Lab:
 
     def defender_ip(self, family: int = 4) -> str:
         return self.addressing.defender(family)
+
+    def add_attacker_addresses(self, count: int) -> None:
+        """Give the attacker host `count` more addresses (attacker_extra(family, 0..count-1))."""
+        commands = [
+            f"addr add {self.addressing.attacker_extra(family, i)}/"
+            f"{Addressing.prefix(family)} dev eth0{' nodad' if family == 6 else ''}"
+            for i in range(count)
+            for family in (4, 6)
+        ]
+        self.attacker.run(["ip", "-batch", "-"], stdin="\n".join(commands) + "\n")
 
     def _wire(self) -> None:
         a = self.addressing

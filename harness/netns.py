@@ -26,8 +26,6 @@ PR_SET_PDEATHSIG = 1
 KEEPER_PREFIX = "closebench-lab"
 
 _libc = ctypes.CDLL(None, use_errno=True)
-# setns changes the calling thread only; one lock keeps a thread from being switched twice.
-_switch_lock = threading.RLock()
 
 
 def _check(result: int, what: str) -> None:
@@ -54,18 +52,18 @@ def entered(pid: int) -> Iterator[None]:
     """Run the body with this thread inside the network namespace of `pid`.
 
     Sockets made inside keep that namespace for their whole life, so an attacker can live in the
-    runner process and still send from the attacker host.
+    runner process and still send from the attacker host. setns affects the calling thread only, so
+    threads can each be in a different host at once; nesting restores each thread's own home.
     """
-    with _switch_lock:
-        home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    try:
+        setns(f"/proc/{pid}/ns/net", CLONE_NEWNET)
         try:
-            setns(f"/proc/{pid}/ns/net", CLONE_NEWNET)
-            try:
-                yield
-            finally:
-                _check(_libc.setns(home, CLONE_NEWNET), "setns(back home)")
+            yield
         finally:
-            os.close(home)
+            _check(_libc.setns(home, CLONE_NEWNET), "setns(back home)")
+    finally:
+        os.close(home)
 
 
 class Keeper:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+import errno
+from dataclasses import asdict, dataclass, fields
 
 
 class Outcome(enum.StrEnum):
@@ -53,6 +54,7 @@ class Attempt:
     t_end: float | None = None
     bytes_received: int = 0
     data_first: bool = False  # response bytes arrived before whatever ended the attempt
+    http_status: int | None = None  # from the response's status line, when one came
     detail: str = ""
 
     @property
@@ -67,3 +69,36 @@ class Attempt:
         record["outcome"] = self.outcome.value
         record["hang_s"] = self.hang_s
         return record
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Attempt:
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in record.items() if key in known}
+        values["outcome"] = Outcome(values["outcome"])
+        return cls(**values)
+
+
+ICMP_ERRNOS = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPROTO}
+)
+
+
+def outcome_of_error(error: OSError, established: bool) -> Outcome | None:
+    """What a socket error means for an attempt, as a kernel-socket client learns it."""
+    if isinstance(error, TimeoutError):
+        return Outcome.SILENT if established else Outcome.SYN_TIMEOUT
+    if isinstance(error, ConnectionRefusedError):
+        return Outcome.REFUSED
+    if isinstance(error, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return Outcome.RST if established else Outcome.REFUSED
+    if error.errno in ICMP_ERRNOS:
+        return Outcome.ICMP
+    return None
+
+
+def http_status(head: bytes) -> int | None:
+    """The status code of an HTTP/1.x response's first line, if `head` starts with one."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
+        return int(parts[1])
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from harness.attack import AttackResult
 from harness.capture import WireEvent, split_at_client_end
 from harness.outcomes import Outcome
 from harness.probe import ProbeResult
@@ -44,10 +45,10 @@ def _describe(events: list[WireEvent], since: float | None) -> list[str]:
     return parts
 
 
-def wire_summary(timeline: list[WireEvent], since: float | None) -> str:
+def wire_summary(timeline: list[WireEvent], since: float | None, client_timeout: float) -> str:
     """What came back after the request, e.g. 'data 40 B +0.001 s, FIN +0.001 s', and what came
     only once the client had given up."""
-    waiting, after = split_at_client_end(timeline)
+    waiting, after = split_at_client_end(timeline, client_timeout)
     text = ", ".join(_describe(waiting, since)) or "nothing"
     late = _describe(after, since)
     return text + (f" [dim](after the client gave up: {', '.join(late)})[/]" if late else "")
@@ -72,7 +73,7 @@ def probe_table(results: list[ProbeResult], timeout: float) -> Table:
             f"[{style}]{attempt.outcome}[/]",
             "yes" if attempt.data_first else "no",
             hang,
-            wire_summary(result.timeline, attempt.t_request),
+            wire_summary(result.timeline, attempt.t_request, attempt.client_timeout),
         )
     return table
 
@@ -83,3 +84,42 @@ def print_probe(results: list[ProbeResult], timeout: float, console: Console) ->
     for outcome in Outcome:
         if outcome in seen:
             console.print(f"  [bold]{outcome}[/]: {outcome.explanation}")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
+def print_attack(result: AttackResult, console: Console) -> None:
+    summary = result.summary
+    config = result.config
+    title = f"{config.attacker} attacker vs {config.server.label}"
+    table = Table(title=title + ("" if result.complete else " (interrupted)"), show_header=False)
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    table.add_row("attempts", f"{summary.attempts} in {summary.duration_s:.1f} s")
+    table.add_row("attempts/s", f"{summary.attempts_per_s:.2f}")
+    hangs = (summary.hang_median_s, summary.hang_p95_s, summary.hang_max_s)
+    table.add_row("hang median / p95 / max", " / ".join(_seconds(h) for h in hangs))
+    outcomes = ", ".join(
+        f"[{OUTCOME_STYLE[Outcome(name)]}]{name}[/] {count}"
+        for name, count in summary.outcomes.items()
+    )
+    table.add_row("outcomes", outcomes or "none")
+    table.add_row("response data first", f"{summary.data_first} attempts")
+    cost = summary.attacker_cost
+    if "peak_open_sockets" in cost:
+        table.add_row("attacker peak open fds", str(cost["peak_open_sockets"]))
+    table.add_row("attacker peak kernel sockets", str(cost.get("peak_kernel_sockets", "-")))
+    if result.legit:
+        legit = result.legit
+        rate = "-" if legit.success_rate is None else f"{legit.success_rate:.1%}"
+        table.add_row(
+            "legitimate client",
+            f"{legit.succeeded}/{legit.requests} served ({rate}), latency median "
+            f"{_seconds(legit.latency_median_s)}",
+        )
+    if result.server_stats:
+        stats = ", ".join(f"{k} {v}" for k, v in result.server_stats.items() if k != "strategy")
+        table.add_row("server counters", stats)
+    console.print(table)

@@ -1,0 +1,45 @@
+"""Attackers: each runs a Policy against a Target from the attacker host, one Attempt a connection.
+
+Every attacker has a `name` and a blocking `run(lab, target, policy, sink, cancel, source=None)`
+that calls `sink(attempt)` for each finished connection, stops when the policy's bounds are reached
+or `cancel` is set, and returns a dict of what the attack cost the attacker itself.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+# The attacker kinds, and what each is for. The one list the CLI and scenarios accept.
+ATTACKERS = {
+    "kernel": "asyncio kernel sockets: what an ordinary spam script experiences",
+    "scapy": "crafted packets, no kernel socket: the truth packet by packet",
+    "volume": "prebuilt packets on raw sockets: stateless handshakes at volume",
+    "curl": "curl itself, or any command given with --attacker-command",
+}
+
+
+class Attacker(Protocol):
+    name: str
+
+    def run(self, lab, target, policy, sink, cancel, source=None) -> dict: ...
+
+
+def make_attacker(kind: str, command: list[str] | None = None, label: str | None = None):
+    """An attacker of `kind` (one of ATTACKERS); `command` replaces curl for the curl kind."""
+    if kind == "kernel":
+        from harness.attackers.kernel import KernelSpammer
+
+        return KernelSpammer(label or kind)
+    if kind == "scapy":
+        from harness.attackers.scapy_spammer import ScapySpammer
+
+        return ScapySpammer()
+    if kind == "volume":
+        from harness.attackers.volume import VolumeAttacker
+
+        return VolumeAttacker()
+    if kind == "curl":
+        from harness.attackers.command import CommandClient
+
+        return CommandClient(command, label)
+    raise ValueError(f"unknown attacker {kind!r}; choose one of: {', '.join(ATTACKERS)}")

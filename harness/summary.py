@@ -1,0 +1,80 @@
+"""Figures derived from attempt records: what an attack cost the attacker."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from harness.outcomes import Attempt, Outcome
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by the nearest-rank method; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class AttackSummary:
+    attacker: str
+    attempts: int
+    duration_s: float
+    attempts_per_s: float
+    hang_median_s: float | None
+    hang_p95_s: float | None
+    hang_max_s: float | None
+    outcomes: dict[str, int]
+    data_first: int  # attempts that got response bytes before their end
+    bytes_received: int
+    attacker_cost: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(
+    attacker: str, attempts: list[Attempt], duration_s: float, cost: dict | None = None
+) -> AttackSummary:
+    hangs = [a.hang_s for a in attempts if a.hang_s is not None]
+    counts = Counter(a.outcome.value for a in attempts)
+    return AttackSummary(
+        attacker=attacker,
+        attempts=len(attempts),
+        duration_s=duration_s,
+        attempts_per_s=len(attempts) / duration_s if duration_s > 0 else 0.0,
+        hang_median_s=percentile(hangs, 50),
+        hang_p95_s=percentile(hangs, 95),
+        hang_max_s=max(hangs) if hangs else None,
+        outcomes={o.value: counts[o.value] for o in Outcome if counts[o.value]},
+        data_first=sum(a.data_first for a in attempts),
+        bytes_received=sum(a.bytes_received for a in attempts),
+        attacker_cost=cost or {},
+    )
+
+
+@dataclass
+class LegitSummary:
+    requests: int
+    succeeded: int  # got an HTTP 200
+    success_rate: float | None
+    latency_median_s: float | None
+    latency_p95_s: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_legit(attempts: list[Attempt]) -> LegitSummary:
+    ok = [a for a in attempts if a.http_status == 200]
+    latencies = [a.t_end - a.t_syn for a in ok if a.t_end is not None]
+    return LegitSummary(
+        requests=len(attempts),
+        succeeded=len(ok),
+        success_rate=len(ok) / len(attempts) if attempts else None,
+        latency_median_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+    )

@@ -1,0 +1,152 @@
+"""Attacks on real servers in real labs: outcome classes, the seed's effect, real clients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness.attack import AttackConfig, LegitClient, run_attack
+from harness.attackers.policy import Policy
+from harness.defender import ServerConfig
+from servers.strategies import parse_spec
+
+pytestmark = pytest.mark.needs_lab
+
+T = 2.0  # the attacker's timeout: short, so a silent strategy shows within a few seconds
+SEED_POLICY = Policy(timeout=T, reconnect=True, concurrency=2, duration=5.0)
+STRATEGIES = ["graceful", "rst", "repair", "never", "tarpit", "delayed-reaper:delay=1"]
+
+
+def _config(strategy: str, **changes) -> AttackConfig:
+    fields = {"server": ServerConfig(8080, parse_spec(strategy)), "policy": SEED_POLICY}
+    return AttackConfig(**{**fields, **changes})
+
+
+@pytest.fixture(scope="module")
+def kernel_results():
+    """The seed's spam script (reconnect, T = 2 s) against each strategy, all at once."""
+    configs = {s: _config(s, legit=LegitClient(rate=4)) for s in STRATEGIES}
+    with ThreadPoolExecutor(len(configs)) as pool:
+        futures = {s: pool.submit(run_attack, c) for s, c in configs.items()}
+        return {s: f.result() for s, f in futures.items()}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "outcome"),
+    [
+        ("graceful", "fin"),
+        ("rst", "rst"),
+        ("repair", "silent"),
+        ("never", "silent"),
+        ("tarpit", "silent"),
+        ("delayed-reaper:delay=1", "fin"),
+    ],
+)
+def test_kernel_spammer_sees_the_wire_outcome(kernel_results, strategy, outcome):
+    summary = kernel_results[strategy].summary
+    assert set(summary.outcomes) == {outcome}, summary.outcomes
+    assert summary.attempts > 0
+
+
+def test_reconnecting_spammer_is_slowed_by_silence(kernel_results):
+    rate = {s: r.summary.attempts_per_s for s, r in kernel_results.items()}
+    # About one attempt per T per connection slot when the server stays silent...
+    for silent in ("repair", "never", "tarpit"):
+        assert 0.3 <= rate[silent] <= 2.0, rate
+    # ...and many times that when it answers with FIN or RST.
+    for loud in ("graceful", "rst"):
+        assert rate[loud] > 20 * max(rate["repair"], rate["never"], rate["tarpit"]), rate
+    # A 1 s delayed close lets through about one attempt per 1 s per slot: in between.
+    assert rate["repair"] < rate["delayed-reaper:delay=1"] < rate["graceful"]
+
+
+def test_hang_time_is_what_the_strategy_makes_it(kernel_results):
+    summaries = {s: r.summary for s, r in kernel_results.items()}
+    assert summaries["graceful"].hang_median_s < 0.5
+    assert summaries["repair"].hang_median_s >= 0.9 * T
+    assert 0.5 <= summaries["delayed-reaper:delay=1"].hang_median_s < 0.9 * T
+
+
+def test_tarpit_drips_data_before_the_timeout(kernel_results):
+    assert kernel_results["tarpit"].summary.data_first > 0
+
+
+def test_legitimate_client_stays_served(kernel_results):
+    for strategy, result in kernel_results.items():
+        legit = result.legit
+        assert legit.requests >= 5, strategy
+        assert legit.success_rate == 1.0, (strategy, legit)
+
+
+def test_kernel_spammer_reaches_high_concurrency():
+    config = _config("repair", policy=Policy(timeout=T, concurrency=300, duration=2.0))
+    result = run_attack(config)
+    assert result.summary.attacker_cost["peak_open_sockets"] >= 250
+    assert result.summary.attempts >= 250
+    assert set(result.summary.outcomes) == {"silent"}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "outcome", "curl_says"),
+    [
+        ("graceful", "fin", "(52) Empty reply from server"),
+        ("rst", "rst", "(56) Recv failure"),
+        ("repair", "silent", "(28) Operation timed out"),
+    ],
+)
+def test_curl_as_the_attacker(strategy, outcome, curl_says):
+    policy = Policy(timeout=T, reconnect=False, duration=10)
+    result = run_attack(_config(strategy, attacker="curl", policy=policy))
+    [attempt] = result.attempts
+    assert attempt.outcome.value == outcome
+    assert curl_says in attempt.detail
+    if outcome == "silent":
+        assert attempt.hang_s >= 0.9 * T  # curl hung until its --max-time
+
+
+def test_any_command_as_the_attacker():
+    command = ["curl", "-s", "--max-time", "{timeout}", "{url}"]
+    policy = Policy(timeout=T, reconnect=False, duration=10)
+    config = _config("graceful", attacker="curl", attacker_command=command, path="/", policy=policy)
+    [attempt] = run_attack(config).attempts
+    assert attempt.http_status == 200
+    assert attempt.detail.startswith("exit 0")
+
+
+def closebench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_attack_cli_json_and_records(tmp_path):
+    records = tmp_path / "attempts.jsonl"
+    args = ["-s", "rst", "--timeout", "1", "--duration", "1", "--records", str(records)]
+    result = closebench("attack", *args, "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["schema"] == "closebench.attack/1"
+    assert document["summary"]["outcomes"].keys() == {"rst"}
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    spam = [line for line in lines if line["attacker"] == "kernel"]
+    assert len(spam) == document["summary"]["attempts"]
+    assert {line["attacker"] for line in lines} == {"kernel", "legit"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-s", "rst", "--concurrency", "0"], "must be at least 1"),
+        (["-s", "rst", "--attacker", "kernel", "--attacker-command", "x"], "goes with --attacker"),
+        (["--duration", "1"], "give one --strategy"),
+        (["-s", "rst", "--attacker", "laser"], "invalid choice: 'laser'"),
+    ],
+)
+def test_attack_cli_bad_input(args, message):
+    result = closebench("attack", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
