@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import asdict
 
 from rich.console import Console
 
@@ -198,9 +199,9 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
 def run_attack_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
     import shlex
 
-    from harness.attack import AttackConfig, LegitClient
     from harness.attackers.policy import Policy
     from harness.defender import ServerConfig
+    from harness.trial import AttackerSpec, LegitClient, TrialConfig
 
     require_tools("ip", "nsenter", "unshare", "sysctl", "tcpdump")
     if args.attacker in ("scapy", "volume"):
@@ -221,16 +222,18 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         attempts=args.attempts,
         request_delay=args.request_delay,
     )
-    server = ServerConfig(args.port, args.strategy, command=args.server_command)
-    config = AttackConfig(
-        server=server,
-        attacker=args.attacker,
-        attacker_command=shlex.split(args.attacker_command) if args.attacker_command else None,
+    attacker = AttackerSpec(
+        kind=args.attacker,
         policy=policy,
         path=args.path,
+        command=shlex.split(args.attacker_command) if args.attacker_command else None,
+    )
+    config = TrialConfig(
+        server=ServerConfig(args.port, args.strategy, command=args.server_command),
+        attackers=(attacker,),
+        legit=LegitClient(rate=args.legit_rate) if args.legit_rate > 0 else None,
         family=6 if args.ipv6 else 4,
         routed=args.routed,
-        legit=LegitClient(rate=args.legit_rate) if args.legit_rate > 0 else None,
     )
     result = _attack_with_progress(config, console, show=not args.json and console.is_terminal)
     if args.records:
@@ -238,7 +241,7 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
             for attempt in result.attempts + result.legit_attempts:
                 records.write(json.dumps(attempt.to_dict()) + "\n")
     if args.json:
-        print(json.dumps({"schema": ATTACK_SCHEMA, **result.to_dict()}, indent=2))
+        print(json.dumps(attack_document(result), indent=2))
     else:
         from harness.render import print_attack
 
@@ -249,13 +252,33 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     return 0
 
 
+def attack_document(result) -> dict:
+    """The `closebench attack --json` document (schema closebench.attack/1)."""
+    config = result.config
+    [spec] = config.attackers
+    return {
+        "schema": ATTACK_SCHEMA,
+        "strategy": str(config.server.spec) if config.server.spec else None,
+        "command": config.server.command or None,
+        "attacker": spec.kind,
+        "policy": asdict(spec.policy),
+        "path": spec.path,
+        "family": config.family,
+        "routed": config.routed,
+        "complete": result.complete,
+        "summary": result.summaries[spec.name].to_dict(),
+        "legit": result.legit.to_dict() if result.legit else None,
+        "server_stats": result.server_stats,
+    }
+
+
 def _attack_with_progress(config, console: Console, show: bool):
     """Run the attack in a worker thread, so Ctrl-C here can stop it and keep what it measured."""
     import threading
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from harness.attack import run_attack
+    from harness.trial import run_trial
 
     cancel = threading.Event()
     outcome: dict = {}
@@ -263,11 +286,11 @@ def _attack_with_progress(config, console: Console, show: bool):
 
     def work() -> None:
         try:
-            outcome["result"] = run_attack(config, cancel, lambda _: count.append(1))
+            outcome["result"] = run_trial(config, cancel, lambda _: count.append(1))
         except BaseException as error:  # handed to the main thread
             outcome["error"] = error
 
-    policy = config.policy
+    policy = config.attackers[0].policy
     total = policy.duration or float(policy.attempts or 1)
     worker = threading.Thread(target=work, name="attack")
     columns = (
@@ -276,7 +299,7 @@ def _attack_with_progress(config, console: Console, show: bool):
         TextColumn("{task.fields[n]} attempts"),
     )
     with Progress(*columns, TimeRemainingColumn(), console=console, disable=not show) as progress:
-        task = progress.add_task(f"{config.attacker} vs {config.server.label}", total=total, n=0)
+        task = progress.add_task(config.name, total=total, n=0)
         started = time.monotonic()
         worker.start()
         try:

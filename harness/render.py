@@ -5,10 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from harness.attack import AttackResult
 from harness.capture import WireEvent, split_at_client_end
 from harness.outcomes import Outcome
 from harness.probe import ProbeResult
+from harness.trial import TrialResult
 
 OUTCOME_STYLE = {
     Outcome.FIN: "yellow",
@@ -90,10 +90,11 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} s"
 
 
-def print_attack(result: AttackResult, console: Console) -> None:
-    summary = result.summary
+def print_attack(result: TrialResult, console: Console) -> None:
     config = result.config
-    title = f"{config.attacker} attacker vs {config.server.label}"
+    [spec] = config.attackers
+    summary = result.summaries[spec.name]
+    title = f"{spec.name} attacker vs {config.name}"
     table = Table(title=title + ("" if result.complete else " (interrupted)"), show_header=False)
     table.add_column("figure", style="bold")
     table.add_column("value")

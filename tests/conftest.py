@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import psutil
 import pytest
 
 from harness.lab import Lab, lab_processes
@@ -35,15 +36,29 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05) -> bool:
     return predicate()
 
 
+def _ours(process: psutil.Process) -> bool:
+    """Started by this test run, or orphaned: not another closebench's lab on the same machine."""
+    try:
+        if process.ppid() == 1:
+            return True
+        return any(parent.pid == os.getpid() for parent in process.parents())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def our_keepers() -> set[int]:
+    return {p.pid for p in lab_processes() if _ours(p)}
+
+
 def namespaces_in_use() -> set[str]:
-    """Every network namespace some process on this machine is in."""
+    """Every network namespace a process of this test run (or an orphan) is in."""
     found = set()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                found.add(os.readlink(f"/proc/{pid}/ns/net"))
-            except OSError:
-                continue
+    for process in psutil.process_iter():
+        try:
+            if _ours(process):
+                found.add(os.readlink(f"/proc/{process.pid}/ns/net"))
+        except (OSError, psutil.NoSuchProcess):
+            continue
     return found
 
 
@@ -53,10 +68,10 @@ def no_leftovers(request):
     if "needs_lab" not in request.keywords:
         yield
         return
-    keepers_before = {p.pid for p in lab_processes()}
+    keepers_before = our_keepers()
     namespaces_before = namespaces_in_use()
     yield
-    assert wait_until(lambda: {p.pid for p in lab_processes()} <= keepers_before), (
+    assert wait_until(lambda: our_keepers() <= keepers_before), (
         "lab keeper processes were left behind"
     )
     assert wait_until(lambda: namespaces_in_use() <= namespaces_before), (

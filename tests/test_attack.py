@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.attack import AttackConfig, LegitClient, run_attack
 from harness.attackers.policy import Policy
 from harness.defender import ServerConfig
+from harness.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 from servers.strategies import parse_spec
 
 pytestmark = pytest.mark.needs_lab
@@ -21,9 +21,18 @@ SEED_POLICY = Policy(timeout=T, reconnect=True, concurrency=2, duration=5.0)
 STRATEGIES = ["graceful", "rst", "repair", "never", "tarpit", "delayed-reaper:delay=1"]
 
 
-def _config(strategy: str, **changes) -> AttackConfig:
-    fields = {"server": ServerConfig(8080, parse_spec(strategy)), "policy": SEED_POLICY}
-    return AttackConfig(**{**fields, **changes})
+def _config(
+    strategy: str, kind: str = "kernel", policy: Policy = SEED_POLICY, path: str = "/spam", **more
+) -> TrialConfig:
+    attacker = AttackerSpec(kind, policy, path, more.pop("command", None))
+    return TrialConfig(ServerConfig(8080, parse_spec(strategy)), (attacker,), **more)
+
+
+def run_attack(config: TrialConfig):
+    """Run the trial and return it with its one attacker's summary."""
+    result = run_trial(config)
+    result.summary = result.summaries[config.attackers[0].name]
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +109,7 @@ def test_kernel_spammer_reaches_high_concurrency():
 )
 def test_curl_as_the_attacker(strategy, outcome, curl_says):
     policy = Policy(timeout=T, reconnect=False, duration=10)
-    result = run_attack(_config(strategy, attacker="curl", policy=policy))
+    result = run_attack(_config(strategy, "curl", policy))
     [attempt] = result.attempts
     assert attempt.outcome.value == outcome
     assert curl_says in attempt.detail
@@ -111,7 +120,7 @@ def test_curl_as_the_attacker(strategy, outcome, curl_says):
 def test_any_command_as_the_attacker():
     command = ["curl", "-s", "--max-time", "{timeout}", "{url}"]
     policy = Policy(timeout=T, reconnect=False, duration=10)
-    config = _config("graceful", attacker="curl", attacker_command=command, path="/", policy=policy)
+    config = _config("graceful", "curl", policy, "/", command=command)
     [attempt] = run_attack(config).attempts
     assert attempt.http_status == 200
     assert attempt.detail.startswith("exit 0")

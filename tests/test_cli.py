@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from harness.lab import lab_processes
-from tests.conftest import wait_until
+from tests.conftest import our_keepers, wait_until
 
 pytestmark = pytest.mark.needs_lab
 
@@ -62,7 +61,7 @@ def test_bad_options_are_one_clear_error(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert not lab_processes()
+    assert not our_keepers()
 
 
 def test_strategy_and_command_together_is_an_error():
@@ -81,7 +80,7 @@ def test_command_that_never_listens_is_reported():
     result = closebench("probe", "--listen-timeout", "1", "--", "sleep", "30")
     assert result.returncode == 1
     assert "did not listen on port 8080 within 1 s" in result.stderr
-    assert not lab_processes()
+    assert not our_keepers()
 
 
 def test_user_command_is_probed():
@@ -103,7 +102,7 @@ def test_kill_9_of_a_running_probe_leaves_nothing():
         assert wait_until(lambda: _reference_servers(), timeout=20), "the probe never started"
         os.kill(probe.pid, signal.SIGKILL)
         probe.wait(10)
-        assert wait_until(lambda: not lab_processes()), "lab keepers survived kill -9"
+        assert wait_until(lambda: not our_keepers()), "lab keepers survived kill -9"
         assert wait_until(lambda: not _reference_servers()), "the server survived kill -9"
         assert wait_until(lambda: not _tcpdumps()), "tcpdump survived kill -9"
     finally:
@@ -124,7 +123,7 @@ def test_ctrl_c_stops_cleanly():
         _, stderr = probe.communicate(timeout=20)
         assert probe.returncode == 130
         assert "interrupted" in stderr and "Traceback" not in stderr
-        assert not lab_processes()
+        assert not our_keepers()
         assert wait_until(lambda: not _reference_servers())
     finally:
         probe.kill()

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from harness.lab import Lab, lab_processes
-from tests.conftest import namespaces_in_use, wait_until
+from harness.lab import Lab
+from tests.conftest import namespaces_in_use, our_keepers, wait_until
 
 pytestmark = pytest.mark.needs_lab
 
@@ -91,7 +91,7 @@ def test_exception_inside_lab_leaves_nothing():
     with pytest.raises(RuntimeError), Lab(routed=True) as lab:
         lab.defender.spawn(["sleep", "60"])
         raise RuntimeError("boom")
-    assert not lab_processes()
+    assert not our_keepers()
     assert wait_until(lambda: namespaces_in_use() <= namespaces)
 
 
@@ -114,11 +114,11 @@ def test_runner_death_leaves_nothing(how):
     runner = subprocess.Popen([sys.executable, "-c", HOLD_A_LAB], stdout=subprocess.PIPE, text=True)
     try:
         assert runner.stdout.readline().strip() == "ready"
-        assert len(lab_processes()) == 3
+        assert len(our_keepers()) == 3
         assert wait_until(lambda: len(_sleepers()) == 2)
         runner.send_signal(how)
         runner.wait(10)
-        assert wait_until(lambda: not lab_processes()), "keepers survived their runner"
+        assert wait_until(lambda: not our_keepers()), "keepers survived their runner"
         assert wait_until(lambda: not _sleepers()), "lab processes survived their runner"
         assert wait_until(lambda: namespaces_in_use() <= namespaces)
     finally:

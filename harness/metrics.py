@@ -1,0 +1,133 @@
+"""What the defender pays: its process (psutil) and its kernel's TCP sockets, sampled over time.
+
+The fd count alone misses sockets the application closed but the kernel still keeps (an orphan
+retransmitting its FIN, TIME-WAIT entries), so the socket table is sampled beside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import psutil
+
+from harness.lab import Host
+from harness.sockets import tcp_counters, tcp_sockets
+
+# Socket states reported as columns; the rest are summed into "other".
+STATES = ("ESTABLISHED", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT", "TIME-WAIT")
+
+
+@dataclass
+class Sample:
+    t: float  # seconds since the trial started
+    fds: int
+    threads: int
+    rss_bytes: int
+    cpu_s: float  # user + system CPU time of the server so far
+    sockets: dict[str, int] = field(default_factory=dict)  # by state, LISTEN excluded
+    orphans: int = 0
+    retrans_segs: int = 0  # the host's TCP RetransSegs counter
+
+    def row(self) -> dict:
+        row = asdict(self)
+        sockets = row.pop("sockets")
+        for state in STATES:
+            row[state.lower().replace("-", "_")] = sockets.get(state, 0)
+        row["other_sockets"] = sum(v for k, v in sockets.items() if k not in STATES)
+        return row
+
+
+class DefenderSampler:
+    """Samples a server process and its host at `hz` in a thread, until stop()."""
+
+    def __init__(self, host: Host, pid: int, hz: float = 10.0) -> None:
+        self.host = host
+        self.process = psutil.Process(pid)
+        self.interval = 1.0 / hz
+        self.samples: list[Sample] = []
+        self.own_cpu_s = 0.0  # CPU the sampler itself spent: its overhead
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="defender-sampler", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            before = time.thread_time()
+            sample = self.take()
+            self.own_cpu_s += time.thread_time() - before
+            if sample is None:
+                return  # the server is gone
+            self.samples.append(sample)
+            next_at += self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def take(self) -> Sample | None:
+        try:
+            with self.process.oneshot():
+                cpu = self.process.cpu_times()
+                sample = Sample(
+                    t=time.monotonic() - self.started,
+                    fds=self.process.num_fds(),
+                    threads=self.process.num_threads(),
+                    rss_bytes=self.process.memory_info().rss,
+                    cpu_s=cpu.user + cpu.system,
+                )
+        except psutil.NoSuchProcess:
+            return None
+        entries = [s for s in tcp_sockets(self.host) if s.state != "LISTEN"]
+        sample.sockets = dict(Counter(s.state for s in entries))
+        sample.orphans = sum(s.orphan for s in entries)
+        sample.retrans_segs = tcp_counters(self.host)["RetransSegs"]
+        return sample
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+    @property
+    def overhead(self) -> float:
+        """The sampler's CPU as a share of one core over its run."""
+        wall = time.monotonic() - self.started
+        return self.own_cpu_s / wall if wall > 0 else 0.0
+
+
+@dataclass
+class DefenderCost:
+    peak_fds: int
+    fd_seconds: float  # fds held above the idle baseline, integrated over time
+    cpu_seconds: float
+    peak_threads: int
+    peak_rss_mb: float
+    peak_orphans: int
+    peak_sockets: int  # kernel TCP sockets, LISTEN excluded
+    retransmissions: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def defender_cost(samples: list[Sample]) -> DefenderCost | None:
+    if not samples:
+        return None
+    baseline = samples[0].fds
+    fd_seconds = sum(
+        max(0, earlier.fds - baseline) * (later.t - earlier.t)
+        for earlier, later in itertools.pairwise(samples)
+    )
+    return DefenderCost(
+        peak_fds=max(s.fds for s in samples),
+        fd_seconds=fd_seconds,
+        cpu_seconds=samples[-1].cpu_s - samples[0].cpu_s,
+        peak_threads=max(s.threads for s in samples),
+        peak_rss_mb=max(s.rss_bytes for s in samples) / 2**20,
+        peak_orphans=max(s.orphans for s in samples),
+        peak_sockets=max(sum(s.sockets.values()) for s in samples),
+        retransmissions=samples[-1].retrans_segs - samples[0].retrans_segs,
+    )

@@ -1,0 +1,223 @@
+"""One trial: one server in its own lab, attacked by one or more attackers, with legitimate
+clients beside them, the defender sampled and the attacker's wire captured.
+
+`closebench attack` runs one trial; `closebench run` runs one per strategy of a scenario.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from harness.attackers import make_attacker
+from harness.attackers.policy import Policy, Target
+from harness.capture import Capture
+from harness.defender import Defender, ServerConfig
+from harness.lab import Lab
+from harness.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
+from harness.outcomes import Attempt
+from harness.sockets import tcp_sockets
+from harness.summary import AttackSummary, LegitSummary, summarize, summarize_legit
+
+SAMPLE_EVERY = 0.2  # seconds between looks at the attacker host's kernel sockets
+LEGIT_HORIZON = 86400.0  # legitimate clients stop with the attack; this only bounds the loop
+
+
+@dataclass(frozen=True)
+class AttackerSpec:
+    kind: str = "kernel"
+    policy: Policy = field(default_factory=Policy)
+    path: str = "/spam"
+    command: list[str] | None = None  # for the curl kind: the command to run instead
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+@dataclass(frozen=True)
+class LegitClient:
+    """A steady, low-rate client asking for `/` from its own address."""
+
+    rate: float = 2.0
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    server: ServerConfig
+    attackers: tuple[AttackerSpec, ...] = (AttackerSpec(),)
+    legit: LegitClient | None = LegitClient()
+    family: int = 4
+    routed: bool = False
+    sample_hz: float | None = None  # sample the defender at this rate; None: not at all
+    pcap: str | None = None  # capture the attacker's wire into this file
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.server.label + (" (via router)" if self.routed else "")
+
+
+@dataclass
+class TrialResult:
+    config: TrialConfig
+    attempts: list[Attempt]  # every attacker's, in the order they ended
+    legit_attempts: list[Attempt]
+    summaries: dict[str, AttackSummary]  # per attacker name
+    legit: LegitSummary | None
+    samples: list[Sample]
+    defender: DefenderCost | None
+    sampler_overhead: float | None
+    server_stats: dict
+    duration_s: float
+    complete: bool  # False when interrupted
+
+
+def run_trial(
+    config: TrialConfig,
+    cancel: threading.Event | None = None,
+    on_attempt: Callable[[Attempt], None] | None = None,
+) -> TrialResult:
+    """Build a lab, start the server, run every attacker and legitimate client until done."""
+    cancel = cancel or threading.Event()
+    with Lab(routed=config.routed) as lab:
+        if config.legit:
+            lab.add_attacker_addresses(1)
+        server = _with_address_rule(config.server, lab.attacker_ip(config.family))
+        defender = Defender(lab, server)
+        capture = None
+        try:
+            if config.pcap:
+                bpf = f"tcp port {server.port} or icmp or icmp6"
+                capture = Capture(lab.attacker, "eth0", bpf, config.pcap)
+            sampler = None
+            if config.sample_hz:
+                sampler = DefenderSampler(lab.defender, defender.server_pid, config.sample_hz)
+            result = _attack(lab, config, cancel, on_attempt)
+            samples = sampler.stop() if sampler else []
+        finally:
+            if capture:
+                capture.stop()
+            server_stats = defender.stop()
+            defender.close()
+    attempts, legit_attempts, costs, duration = result
+    by_attacker: dict[str, list[Attempt]] = {spec.name: [] for spec in config.attackers}
+    for attempt in attempts:
+        by_attacker.setdefault(attempt.attacker, []).append(attempt)
+    return TrialResult(
+        config=config,
+        attempts=attempts,
+        legit_attempts=legit_attempts,
+        summaries={
+            name: summarize(name, records, duration, costs.get(name))
+            for name, records in by_attacker.items()
+        },
+        legit=summarize_legit(legit_attempts) if config.legit else None,
+        samples=samples,
+        defender=defender_cost(samples),
+        sampler_overhead=sampler.overhead if sampler else None,
+        server_stats=server_stats,
+        duration_s=duration,
+        complete=not cancel.is_set(),
+    )
+
+
+def _with_address_rule(server: ServerConfig, attacker_ip: str) -> ServerConfig:
+    """Acting at accept (read_first=false) needs an address rule: name the attacker."""
+    if server.spec and server.spec.options.get("read_first") is False:
+        prefix = 32 if ":" not in attacker_ip else 128
+        return replace(server, abuse_sources=[*server.abuse_sources, f"{attacker_ip}/{prefix}"])
+    return server
+
+
+def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
+    attempts: list[Attempt] = []
+    legit_attempts: list[Attempt] = []
+    costs: dict[str, dict] = {}
+    lock = threading.Lock()
+
+    def sink_for(name: str) -> Callable[[Attempt], None]:
+        def sink(attempt: Attempt) -> None:
+            attempt.attacker = name  # one name per attacker entry, whatever its kind calls itself
+            with lock:
+                attempts.append(attempt)
+            if on_attempt:
+                on_attempt(attempt)
+
+        return sink
+
+    address = lab.defender_ip(config.family)
+    threads = []
+    for spec in config.attackers:
+        target = Target(address, config.server.port, config.family, spec.path)
+        attacker = make_attacker(spec.kind, spec.command, spec.label)
+
+        def work(attacker=attacker, spec=spec, target=target) -> None:
+            sink = sink_for(spec.name)
+            costs[spec.name] = attacker.run(lab, target, spec.policy, sink, cancel)
+
+        threads.append(threading.Thread(target=work, name=f"attacker-{spec.name}"))
+    # Attackers run in threads of this one; cancel reaches them through the shared event.
+    legit_stop = threading.Event()
+    legit = _legit_thread(lab, config, legit_attempts, legit_stop)
+    watcher = AttackerHostSampler(lab)
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    duration = time.monotonic() - started
+    legit_stop.set()
+    if legit:
+        legit.join()
+    host_cost = watcher.stop()
+    for name in costs:
+        costs[name] = {**costs[name], **host_cost}
+    return attempts, legit_attempts, costs, duration
+
+
+def _legit_thread(lab: Lab, config: TrialConfig, records: list, stop) -> threading.Thread | None:
+    if not config.legit:
+        return None
+    from harness.attackers.kernel import KernelSpammer
+
+    target = Target(lab.defender_ip(config.family), config.server.port, config.family, "/")
+    policy = Policy(timeout=config.legit.timeout, rate=config.legit.rate, duration=LEGIT_HORIZON)
+    source = lab.addressing.attacker_extra(config.family, 0)
+    thread = threading.Thread(
+        target=KernelSpammer("legit").run,
+        args=(lab, target, policy, records.append, stop, source),
+        name="legit",
+    )
+    thread.start()
+    return thread
+
+
+class AttackerHostSampler:
+    """Peaks of the attacker host's kernel sockets: what the attack costs the attacker's kernel."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.peak_sockets = 0
+        self.peak_by_state: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY):
+            counts: dict[str, int] = {}
+            for entry in tcp_sockets(self.lab.attacker):
+                counts[entry.state] = counts.get(entry.state, 0) + 1
+            self.peak_sockets = max(self.peak_sockets, sum(counts.values()))
+            for state, count in counts.items():
+                self.peak_by_state[state] = max(self.peak_by_state.get(state, 0), count)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"peak_kernel_sockets": self.peak_sockets, "peak_by_state": self.peak_by_state}
