@@ -147,6 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--records", metavar="FILE", help="write every attempt here (JSON lines)")
     attack.add_argument("server_command", nargs="*", metavar="-- CMD", help="attack this command")
 
+    run = commands.add_parser(
+        "run",
+        help="compare every strategy of a scenario and write a report",
+        description="Run a scenario (default: seed) against every strategy it names, each in "
+        "its own lab, and write reports/<run-id>/ (reports/latest points at it).",
+    )
+    run.add_argument(
+        "scenario", nargs="?", help="a scenario file, or a shipped one by name (default: seed)"
+    )
+    run.add_argument("--out", default="reports", metavar="DIR", help="where runs are written")
+    run.add_argument("--jobs", type=_count, help="trials at once (default: the scenario's)")
+    run.add_argument(
+        "--duration", type=_positive, metavar="S", help="override the scenario's duration"
+    )
+
     lab = commands.add_parser("lab", help="manage labs")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
     lab_commands.add_parser("clean", help="remove anything left by older closebench versions")
@@ -315,6 +330,55 @@ def _attack_with_progress(config, console: Console, show: bool):
     return outcome["result"]
 
 
+def run_scenario_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
+    import threading
+    from pathlib import Path
+
+    from harness.render import print_run, progress_table
+    from harness.runner import Runner
+    from harness.scenario import find_scenario, load_scenario
+
+    path = find_scenario(args.scenario)
+    scenario, text, digest = load_scenario(path)
+    if args.duration:
+        scenario = scenario.model_copy(update={"duration": args.duration})
+    require_tools("ip", "nsenter", "unshare", "sysctl", "tcpdump")
+    runner = Runner(scenario, text, digest, path, Path(args.out))
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["run"] = runner.run(args.jobs)
+        except BaseException as error:  # handed to the main thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, name="run")
+    worker.start()
+    interrupted = False
+    from rich.live import Live
+
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+        try:
+            while worker.is_alive():
+                if console.is_terminal:
+                    live.update(progress_table(runner.progress))
+                worker.join(0.25)
+        except KeyboardInterrupt:
+            interrupted = True
+            runner.cancel.set()
+            errors.print("closebench: stopping; keeping what was measured...")
+            worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["run"]
+    print_run(result, scenario, console)
+    for line in result.errors:
+        errors.print(f"[bold red]closebench: error:[/] {line}", highlight=False)
+    if interrupted:
+        return 130
+    return 1 if result.errors else 0
+
+
 def run_lab_clean(console: Console) -> int:
     from harness.cleanup import clean
 
@@ -333,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_privileges(argv)
         if args.command == "probe":
             return run_probe(args, console, errors)
+        if args.command == "run":
+            return run_scenario_command(args, console, errors)
         if args.command == "attack":
             return run_attack_command(args, console, errors)
         if args.command == "lab":

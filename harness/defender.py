@@ -31,6 +31,7 @@ class ServerConfig:
     abuse_path: str = DEFAULT_ABUSE_PATH
     abuse_sources: list[str] = field(default_factory=list)
     nofile: int | None = None
+    backlog: int | None = None
 
     @property
     def label(self) -> str:
@@ -45,6 +46,8 @@ class ServerConfig:
             argv += ["--abuse-source", source]
         if self.nofile is not None:
             argv += ["--nofile", str(self.nofile)]
+        if self.backlog is not None:
+            argv += ["--backlog", str(self.backlog)]
         return argv
 
 

@@ -8,6 +8,8 @@ from rich.table import Table
 from harness.capture import WireEvent, split_at_client_end
 from harness.outcomes import Outcome
 from harness.probe import ProbeResult
+from harness.runner import RunOutcome, TrialProgress
+from harness.scenario import Scenario
 from harness.trial import TrialResult
 
 OUTCOME_STYLE = {
@@ -124,3 +126,63 @@ def print_attack(result: TrialResult, console: Console) -> None:
         stats = ", ".join(f"{k} {v}" for k, v in result.server_stats.items() if k != "strategy")
         table.add_row("server counters", stats)
     console.print(table)
+
+
+def progress_table(progress: list[TrialProgress]) -> Table:
+    table = Table(title="closebench run", show_edge=False)
+    for column in ("trial", "state", "elapsed", "attempts"):
+        table.add_column(column)
+    for trial in progress:
+        done = min(trial.elapsed(), trial.duration)
+        bar = "#" * int(20 * done / trial.duration) if trial.duration else ""
+        table.add_row(
+            trial.name,
+            trial.state,
+            f"{bar:<20} {trial.elapsed():5.1f} s" if trial.started else "",
+            str(trial.attempts),
+        )
+    return table
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
+    table = Table(title=f"{scenario.name}: {scenario.description}")
+    columns = (
+        "strategy",
+        "attempts/s",
+        "hang median",
+        "outcomes",
+        "legit ok",
+        "peak fds",
+        "fd-s",
+        "CPU s",
+        "peak orphans",
+        "wasted s per fd-s",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("strategy", "outcomes") else "right")
+    for row in result.rows:
+        if row.error:
+            table.add_row(row.trial, f"[red]{row.error}[/]", *[""] * (len(columns) - 2))
+            continue
+        legit = "-" if row.legit_success_rate is None else f"{row.legit_success_rate:.0%}"
+        table.add_row(
+            row.trial,
+            _number(row.attempts_per_s),
+            _seconds(row.hang_median_s),
+            ", ".join(f"{k} {v}" for k, v in row.outcomes.items()),
+            legit,
+            str(row.peak_fds if row.peak_fds is not None else "-"),
+            _number(row.fd_seconds, 1),
+            _number(row.cpu_seconds),
+            str(row.peak_orphans if row.peak_orphans is not None else "-"),
+            _number(row.wasted_per_fd_second) if row.wasted_per_fd_second else "no fd held",
+        )
+    console.print(table)
+    state = "complete" if result.complete else "[yellow]incomplete[/]"
+    console.print(
+        f"run {state}: {result.directory} (summary.json, attempts.jsonl, samples.csv, pcaps/)"
+    )

@@ -78,3 +78,52 @@ def summarize_legit(attempts: list[Attempt]) -> LegitSummary:
         latency_median_s=percentile(latencies, 50),
         latency_p95_s=percentile(latencies, 95),
     )
+
+
+@dataclass
+class TrialRow:
+    """One row of summary.json: one trial (a strategy, maybe a repetition) of a run.
+
+    Attacker figures cover every attacker of the trial together; `attackers` has them one by one.
+    """
+
+    trial: str
+    strategy: str | None
+    routed: bool
+    complete: bool
+    error: str | None
+    duration_s: float | None
+    attempts: int = 0
+    attempts_per_s: float = 0.0
+    hang_median_s: float | None = None
+    hang_p95_s: float | None = None
+    hang_max_s: float | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+    attacker_seconds_wasted: float = 0.0  # the sum of every attempt's hang time
+    legit_requests: int = 0
+    legit_success_rate: float | None = None
+    legit_latency_median_s: float | None = None
+    legit_latency_p95_s: float | None = None
+    peak_fds: int | None = None
+    fd_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_threads: int | None = None
+    peak_rss_mb: float | None = None
+    peak_orphans: int | None = None
+    peak_sockets: int | None = None
+    retransmissions: int | None = None
+    wasted_per_fd_second: float | None = None  # None where the defender held no extra fd
+    wasted_per_cpu_second: float | None = None
+    sampler_overhead: float | None = None
+    attackers: dict[str, dict] = field(default_factory=dict)
+    server_stats: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ratio(numerator: float, denominator: float | None) -> float | None:
+    """numerator / denominator, or None when the denominator is nothing measurable."""
+    if denominator is None or denominator <= 1e-9:
+        return None
+    return numerator / denominator

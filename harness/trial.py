@@ -73,6 +73,7 @@ class TrialResult:
     defender: DefenderCost | None
     sampler_overhead: float | None
     server_stats: dict
+    server_log: str
     duration_s: float
     complete: bool  # False when interrupted
 
@@ -103,6 +104,7 @@ def run_trial(
             if capture:
                 capture.stop()
             server_stats = defender.stop()
+            server_log = defender.log()
             defender.close()
     attempts, legit_attempts, costs, duration = result
     by_attacker: dict[str, list[Attempt]] = {spec.name: [] for spec in config.attackers}
@@ -121,6 +123,7 @@ def run_trial(
         defender=defender_cost(samples),
         sampler_overhead=sampler.overhead if sampler else None,
         server_stats=server_stats,
+        server_log=server_log,
         duration_s=duration,
         complete=not cancel.is_set(),
     )

@@ -1,0 +1,211 @@
+"""Scenario files: what `closebench run` compares, declared in TOML and validated on load.
+
+One schema (the pydantic models below) is the whole definition: an unknown key, a wrong type, an
+unknown strategy or an impossible value is an error naming the file, the key and what is allowed,
+and nothing starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.attackers import ATTACKERS
+from harness.attackers.policy import Policy
+from harness.defender import DEFAULT_ABUSE_PATH, ServerConfig
+from harness.errors import UsageError
+from harness.trial import AttackerSpec, LegitClient, TrialConfig
+from servers.strategies import StrategySpec, parse_spec
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+DEFAULT_SCENARIO = "seed"
+
+Positive = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StrategyEntry(Strict):
+    """One strategy to compare: its spec, and where it runs."""
+
+    strategy: str
+    routed: bool = False
+    label: str | None = None
+
+    @field_validator("strategy")
+    @classmethod
+    def known_strategy(cls, value: str) -> str:
+        return str(parse_spec(value))  # ValueError names the strategies and options allowed
+
+    @property
+    def spec(self) -> StrategySpec:
+        return parse_spec(self.strategy)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.strategy + (" (via router)" if self.routed else "")
+
+
+class AttackerEntry(Strict):
+    kind: Literal[tuple(ATTACKERS)] = "kernel"  # type: ignore[valid-type]
+    label: str | None = None
+    timeout: Positive = 10.0
+    reconnect: bool = True
+    concurrency: Annotated[int, Field(ge=1, le=20000)] = 1
+    rate: Positive | None = None
+    attempts: Annotated[int, Field(ge=1)] | None = None
+    request_delay: Annotated[float, Field(ge=0)] = 0.0
+    path: str = "/spam"
+    command: list[str] | None = None
+
+    def spec(self, duration: float) -> AttackerSpec:
+        policy = Policy(
+            timeout=self.timeout,
+            reconnect=self.reconnect,
+            concurrency=self.concurrency,
+            rate=self.rate,
+            duration=duration,
+            attempts=self.attempts,
+            request_delay=self.request_delay,
+        )
+        return AttackerSpec(self.kind, policy, self.path, self.command, self.label)
+
+
+class LegitEntry(Strict):
+    rate: Positive = 2.0
+    timeout: Positive = 5.0
+
+
+class ServerEntry(Strict):
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    nofile: Annotated[int, Field(ge=64)] | None = None
+    backlog: Annotated[int, Field(ge=1)] = 1024
+    abuse_path: str = DEFAULT_ABUSE_PATH
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    duration: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    repetitions: Annotated[int, Field(ge=1, le=100)] = 1
+    seed: int = 1
+    sample_hz: Annotated[float, Field(ge=1, le=100)] = 10.0
+    family: Literal[4, 6] = 4
+    parallel: Annotated[int, Field(ge=1, le=32)] | None = None
+    server: ServerEntry = ServerEntry()
+    strategies: list[StrategyEntry] = Field(min_length=1)
+    attackers: list[AttackerEntry] = Field(min_length=1)
+    legit: LegitEntry | None = LegitEntry()
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def plain_names(cls, values: object) -> object:
+        """`"repair:read_first=false"` is short for `{strategy = "repair:read_first=false"}`."""
+        if isinstance(values, list):
+            return [{"strategy": v} if isinstance(v, str) else v for v in values]
+        return values
+
+    @field_validator("strategies")
+    @classmethod
+    def each_once(cls, values: list[StrategyEntry]) -> list[StrategyEntry]:
+        names = [v.name for v in values]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"each strategy once (give a label to repeat one): {duplicates}")
+        return values
+
+    def trials(self) -> list[TrialConfig]:
+        """One trial per strategy (per repetition), in the scenario's order."""
+        trials = []
+        for repetition in range(self.repetitions):
+            for entry in self.strategies:
+                label = entry.name + (f" #{repetition + 1}" if self.repetitions > 1 else "")
+                server = ServerConfig(
+                    self.server.port,
+                    entry.spec,
+                    abuse_path=self.server.abuse_path,
+                    nofile=self.server.nofile,
+                    backlog=self.server.backlog,
+                )
+                trials.append(
+                    TrialConfig(
+                        server=server,
+                        attackers=tuple(a.spec(self.duration) for a in self.attackers),
+                        legit=LegitClient(self.legit.rate, self.legit.timeout)
+                        if self.legit
+                        else None,
+                        family=self.family,
+                        routed=entry.routed,
+                        sample_hz=self.sample_hz,
+                        label=label,
+                    )
+                )
+        return trials
+
+
+def find_scenario(name_or_path: str | None) -> Path:
+    """A path as given, or a shipped scenario by name (`seed`, `fd-exhaustion`...)."""
+    if not name_or_path:
+        name_or_path = DEFAULT_SCENARIO
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UsageError(f"no scenario file {path}")
+        return path
+    shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")))
+        raise UsageError(f"no scenario {name_or_path!r}: give a .toml file or one of: {known}")
+    return shipped
+
+
+def load_scenario(path: Path) -> tuple[Scenario, str, str]:
+    """The validated scenario, its text and its sha256; UsageError on any problem."""
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text)
+    except OSError as error:
+        raise UsageError(f"cannot read scenario {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as error:
+        raise UsageError(f"{path}: " + "; ".join(_explain(e) for e in error.errors())) from None
+    return scenario, text, hashlib.sha256(text.encode()).hexdigest()
+
+
+def _explain(error: dict) -> str:
+    """One pydantic error as `key: problem`, with the allowed keys for an unknown one."""
+    location = [str(part) for part in error["loc"]]
+    key = ".".join(location) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        model = _model_at(location[:-1])
+        allowed = ", ".join(model.model_fields) if model else "see the README"
+        return f"unknown key {key!r}; allowed here: {allowed}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"key {key!r}: {message}"
+
+
+def _model_at(location: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Scenario
+    for part in location:
+        if part.isdigit() or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        nested = {
+            "server": ServerEntry,
+            "attackers": AttackerEntry,
+            "legit": LegitEntry,
+            "strategies": StrategyEntry,
+        }
+        model = nested.get(part)
+    return model
