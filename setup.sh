@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything closebench uses on Debian/Ubuntu, then run the default comparison.
-#   sudo ./setup.sh              install, then probe every strategy
+#   sudo ./setup.sh              install, probe every strategy, run the seed scenario (about 1 min)
 #   sudo ./setup.sh --install    install only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,7 +10,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 2
 fi
 
-packages=(iproute2 util-linux procps nftables tcpdump curl python3 python3-venv python3-pip)
+packages=(iproute2 util-linux procps nftables tcpdump curl wrk python3 python3-venv python3-pip)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -30,4 +30,6 @@ echo "installed: .venv/bin/closebench"
 
 if [[ ${1:-} != "--install" ]]; then
   .venv/bin/closebench probe
+  .venv/bin/closebench run
+  echo "report: reports/latest/summary.json (and attempts.jsonl, samples.csv, pcaps/)"
 fi

@@ -8,12 +8,14 @@ import os
 import platform
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 
 from rich.console import Console
 
 from harness import __version__
 from harness.attackers import ATTACKERS
+from harness.background import Background, ctrl_c_sets
 from harness.errors import ClosebenchError, UsageError
 from harness.privileges import ensure_privileges, require_tools
 from servers.strategies import STRATEGIES, parse_spec
@@ -188,11 +190,15 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
     else:
         cases = default_cases(args.port, family)
     probe = Probe(args.timeout, args.path, args.pcap_dir, args.listen_timeout)
-    if not args.json and console.is_terminal:
-        with console.status(f"probing {len(cases)} case(s), up to {args.timeout:g} s each..."):
-            results = probe.run_all(cases, args.jobs)
-    else:
+    status = f"probing {len(cases)} case(s), up to {args.timeout:g} s each..."
+    with (
+        ctrl_c_sets(probe.cancel),
+        console.status(status) if console.is_terminal else nullcontext(),
+    ):
         results = probe.run_all(cases, args.jobs)
+    if probe.cancel.is_set():
+        errors.print("closebench: interrupted; the lab was removed")
+        return 130
     if args.json:
         document = {
             "schema": PROBE_SCHEMA,
@@ -296,18 +302,9 @@ def _attack_with_progress(config, console: Console, show: bool):
     from harness.trial import run_trial
 
     cancel = threading.Event()
-    outcome: dict = {}
     count: list[int] = []  # one entry per attempt: list.append is atomic across threads
-
-    def work() -> None:
-        try:
-            outcome["result"] = run_trial(config, cancel, lambda _: count.append(1))
-        except BaseException as error:  # handed to the main thread
-            outcome["error"] = error
-
     policy = config.attackers[0].policy
     total = policy.duration or float(policy.attempts or 1)
-    worker = threading.Thread(target=work, name="attack")
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -316,23 +313,20 @@ def _attack_with_progress(config, console: Console, show: bool):
     with Progress(*columns, TimeRemainingColumn(), console=console, disable=not show) as progress:
         task = progress.add_task(config.name, total=total, n=0)
         started = time.monotonic()
-        worker.start()
-        try:
-            while worker.is_alive():
-                worker.join(0.2)
+        with ctrl_c_sets(cancel):
+            worker = Background(
+                lambda: run_trial(config, cancel, lambda _: count.append(1)), "attack"
+            )
+            while not worker.wait(0.2):
                 done = time.monotonic() - started if policy.duration else len(count)
                 progress.update(task, completed=min(done, total), n=len(count))
-        except KeyboardInterrupt:
-            cancel.set()
-            worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    return worker.result()
 
 
 def run_scenario_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
-    import threading
     from pathlib import Path
+
+    from rich.live import Live
 
     from harness.render import print_run, progress_table
     from harness.runner import Runner
@@ -344,33 +338,17 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         scenario = scenario.model_copy(update={"duration": args.duration})
     require_tools("ip", "nsenter", "unshare", "sysctl", "tcpdump")
     runner = Runner(scenario, text, digest, path, Path(args.out))
-    outcome: dict = {}
-
-    def work() -> None:
-        try:
-            outcome["run"] = runner.run(args.jobs)
-        except BaseException as error:  # handed to the main thread
-            outcome["error"] = error
-
-    worker = threading.Thread(target=work, name="run")
-    worker.start()
-    interrupted = False
-    from rich.live import Live
-
-    with Live(console=console, refresh_per_second=4, transient=True) as live:
-        try:
-            while worker.is_alive():
-                if console.is_terminal:
-                    live.update(progress_table(runner.progress))
-                worker.join(0.25)
-        except KeyboardInterrupt:
-            interrupted = True
-            runner.cancel.set()
-            errors.print("closebench: stopping; keeping what was measured...")
-            worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    result = outcome["run"]
+    told = False
+    with ctrl_c_sets(runner.cancel), Live(console=console, transient=True) as live:
+        worker = Background(lambda: runner.run(args.jobs), "run")
+        while not worker.wait(0.25):
+            if console.is_terminal:
+                live.update(progress_table(runner.progress))
+            if runner.cancel.is_set() and not told:
+                errors.print("closebench: stopping; keeping what was measured...")
+                told = True
+    result = worker.result()
+    interrupted = runner.cancel.is_set()
     print_run(result, scenario, console)
     for line in result.errors:
         errors.print(f"[bold red]closebench: error:[/] {line}", highlight=False)

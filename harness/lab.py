@@ -171,6 +171,12 @@ class Lab:
     def _host(self, role: str) -> Host:
         host = Host(self.name, role)
         self.hosts.append(host)
+        # No duplicate address detection on any address, link-local ones included: until DAD
+        # ends a router forwards nothing over IPv6, and the first SYNs of a trial are lost.
+        host.run(
+            ["sysctl", "-q", "-w"]
+            + [f"net.ipv6.conf.{which}.accept_dad=0" for which in ("all", "default")]
+        )
         return host
 
     def attacker_ip(self, family: int = 4) -> str:

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from types import FrameType
 
-from servers.strategies import STRATEGIES, StrategySpec, parse_spec
+from servers.strategies import STRATEGIES, Option, StrategySpec, parse_spec
 
 PROG = "closebench-server"
 TCP_REPAIR = 19  # linux/tcp.h; Python's socket module does not export it
@@ -262,6 +262,7 @@ class Server:
         self.emfile_events = 0
         self.emfile_logged_at = -1.0e9
         self.wakeup: tuple[socket.socket, socket.socket] | None = None
+        # Names come from servers/strategies.py; the check below catches one left unimplemented.
         self.strategies: dict[str, Callable[[socket.socket], None]] = {
             "graceful": close_with_fin,
             "rst": close_with_rst,
@@ -655,13 +656,15 @@ def _checked(parse: Callable[[str], object]) -> Callable[[str], object]:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    convert.__name__ = getattr(parse, "__name__", "value")
     return convert
 
 
 def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
         if value < minimum or (maximum is not None and value > maximum):
             upper = f" and at most {maximum}" if maximum is not None else ""
             raise ValueError(f"must be at least {minimum}{upper}, got {value}")
@@ -677,7 +680,9 @@ def _regex(text: str) -> re.Pattern[str]:
         raise ValueError(f"bad regular expression {text!r}: {exc}") from None
 
 
-def _literal(kind: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]) -> Callable:
+def _literal(
+    kind: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address],
+) -> Callable[[str], str]:
     def parse(text: str) -> str:
         return str(kind(text))  # AddressValueError is a ValueError
 
@@ -689,7 +694,7 @@ def strategies_epilog() -> str:
         return str(value).lower() if isinstance(value, bool) else str(value)
 
     lines = ["strategies (SPEC is NAME[:key=value,...], e.g. repair:read_first=false):"]
-    options = {}
+    options: dict[str, Option] = {}  # each option once, though most strategies share them
     for strategy in STRATEGIES.values():
         lines.append(f"  {strategy.name:18}{strategy.summary}")
         options.update({o.name: o for o in strategy.options})
@@ -743,7 +748,7 @@ def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Co
             "read_first=false acts at accept, before the request is read, so it needs "
             "--abuse-source CIDR (path rules need the request)"
         )
-    if spec.options.get("interval", 1.0) <= 0:
+    if float(spec.options.get("interval", 1.0)) <= 0:  # 0 would drip in a busy loop
         parser.error("tarpit needs interval > 0")
     return Config(
         spec=spec,

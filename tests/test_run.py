@@ -1,0 +1,121 @@
+"""`closebench run` end to end: short versions of every shipped scenario, in real labs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.runner import Runner
+from harness.scenario import find_scenario, load_scenario
+from tests.conftest import our_keepers, wait_until
+
+pytestmark = pytest.mark.needs_lab
+
+
+def run(name: str, out, duration: float):
+    path = find_scenario(name)
+    scenario, text, digest = load_scenario(path)
+    scenario = scenario.model_copy(update={"duration": duration})
+    outcome = Runner(scenario, text, digest, path, out).run()
+    assert outcome.complete, outcome.errors
+    return outcome, {row.trial: row for row in outcome.rows}
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory):
+    return run("seed", tmp_path_factory.mktemp("reports"), duration=8)
+
+
+def test_seed_silence_slows_the_spammer(seed):
+    _, rows = seed
+    silent = max(rows[s].attempts_per_s for s in ("repair", "never", "tarpit"))
+    for loud in ("graceful", "rst", "ttl-drop"):
+        assert rows[loud].attempts_per_s > 20 * silent, (loud, rows[loud].attempts_per_s, silent)
+    for name in ("repair", "never", "tarpit", "ttl-drop (via router)"):
+        assert set(rows[name].outcomes) == {"silent"}, (name, rows[name].outcomes)
+
+
+def test_seed_costs_are_measured(seed):
+    _, rows = seed
+    for row in rows.values():
+        assert row.legit_success_rate == 1.0, row.trial
+        assert row.peak_fds > 0 and row.cpu_seconds is not None
+        assert row.sampler_overhead is not None
+    # A thread per socket shows in the thread count; the reaper keeps one thread.
+    assert rows["delayed-thread"].peak_threads > rows["delayed-reaper"].peak_threads
+    # The FIN that dies at the router leaves an orphan the fd count cannot see.
+    assert rows["ttl-drop (via router)"].peak_orphans > 0
+    assert rows["ttl-drop (via router)"].retransmissions > 0
+    assert rows["repair"].peak_orphans == 0
+
+
+def test_seed_run_directory(seed):
+    outcome, rows = seed
+    directory = outcome.directory
+    summary = json.loads((directory / "summary.json").read_text())
+    assert summary["schema"] == "closebench.summary/1" and summary["complete"] is True
+    assert summary["meta"]["scenario_name"] == "seed"
+    assert summary["meta"]["capabilities"]["CAP_NET_ADMIN"] is True
+    assert [r["trial"] for r in summary["rows"]] == list(rows)
+    attempts = [json.loads(line) for line in (directory / "attempts.jsonl").open()]
+    spam = [a for a in attempts if a["attacker"] != "legit"]
+    assert len(spam) == sum(row.attempts for row in rows.values())
+    with (directory / "samples.csv").open() as samples:
+        trials = {row["trial"] for row in csv.DictReader(samples)}
+    assert trials == set(rows)
+    pcaps = list((directory / "pcaps").glob("*.pcap"))
+    assert len(pcaps) == len(rows) and all(p.stat().st_size > 24 for p in pcaps)
+    assert (directory / "scenario.toml").read_text().startswith("# The seed's case")
+    assert (directory.parent / "latest").resolve() == directory.resolve()
+    assert "graceful: done" in (directory / "run.log").read_text()
+
+
+def test_fd_exhaustion_only_never_stops_serving(tmp_path):
+    _, rows = run("fd-exhaustion", tmp_path, duration=10)
+    assert rows["never"].peak_fds >= 1000
+    assert rows["never"].legit_success_rate < 0.9
+    assert rows["never"].server_stats["refused_emfile"] > 0
+    for name, row in rows.items():
+        if name != "never":
+            assert row.legit_success_rate >= 0.95, (name, row.legit_success_rate)
+
+
+def test_read_first_shows_the_trap(tmp_path):
+    _, rows = run("read-first", tmp_path, duration=6)
+    assert set(rows["repair"].outcomes) == {"silent"}
+    late = rows["repair:read_first=false"].attackers["late"]
+    assert set(late["outcomes"]) == {"rst"}
+
+
+def test_ttl_drop_needs_the_router(tmp_path):
+    _, rows = run("ttl-drop", tmp_path, duration=6)
+    assert set(rows["ttl-drop (direct)"].outcomes) == {"fin"}
+    assert set(rows["ttl-drop (via router)"].outcomes) == {"silent"}
+    assert set(rows["repair (via router)"].outcomes) == {"silent"}
+    assert rows["ttl-drop (via router)"].peak_orphans > 0
+    assert rows["repair (via router)"].peak_orphans == 0
+
+
+def test_ctrl_c_keeps_what_was_measured(tmp_path):
+    run_command = [sys.executable, "-m", "harness.cli", "run", "seed", "--out", str(tmp_path)]
+    process = subprocess.Popen(run_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: len(our_keepers()) >= 9, timeout=30)
+        time.sleep(2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, stderr
+    summary = json.loads((tmp_path / "latest" / "summary.json").read_text())
+    assert summary["complete"] is False
+    assert len(summary["rows"]) == 9
+    assert any(row["attempts"] > 0 for row in summary["rows"])
+    assert wait_until(lambda: not our_keepers())

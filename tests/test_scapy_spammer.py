@@ -1,0 +1,409 @@
+"""The scapy spammer against real servers in real labs, and its TCP bookkeeping on its own.
+
+The lab scenarios are independent, so they run at once in a module fixture (a few seconds each);
+the tests then check what each one saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pytest
+
+from harness.attackers.kernel import KernelSpammer
+from harness.attackers.policy import Policy, Target
+from harness.attackers.scapy_spammer import (
+    ACK,
+    FIN,
+    MARK,
+    PSH,
+    SYN,
+    TABLE_PREFIX,
+    ChildConfig,
+    Engine,
+    PortRange,
+    ScapySpammer,
+    Segment,
+    State,
+    rst_filter_rules,
+    seq_add,
+)
+from harness.defender import Defender, ServerConfig
+from harness.errors import EnvironmentProblem
+from harness.lab import Host, Lab
+from harness.outcomes import Attempt, Outcome
+from harness.sockets import tcp_sockets
+from servers.strategies import parse_spec
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.needs_lab
+
+PORT = 8080
+T = 2.0  # the spammer's timeout
+DURATION = 5.0
+FAST = Policy(timeout=T, duration=DURATION, concurrency=2)  # flat out, for the reconnect effect
+CAPPED = Policy(timeout=T, duration=3.0, concurrency=2, rate=30.0)  # outcome checks, less CPU
+
+
+@dataclass
+class Scenario:
+    strategy: str | None  # None: no server listens
+    policy: Policy = CAPPED
+    family: int = 4
+    path: str = "/spam"
+    routed: bool = False
+    setup: Callable[[Lab], None] | None = None
+    # runs in a thread beside the spammer, may cancel it; returns what the test wants to check
+    beside: Callable[[Lab, threading.Event], dict] | None = None
+
+
+@dataclass
+class Result:
+    records: list[Attempt]
+    counters: dict
+    ended_at: float  # time.monotonic() when run() returned
+    tables_after: str
+    left_in_attacker: list[int]  # processes still in the attacker host after run()
+    child_status: int | None
+    ephemeral_after: str
+    established_at_defender: int  # the server's connections from the spammer still open after
+    beside: dict = field(default_factory=dict)
+
+    def outcomes(self) -> Counter:
+        return Counter(record.outcome for record in self.records)
+
+
+def _reject_at_router(lab: Lab) -> None:
+    # The router answers the attacker's SYNs with ICMP errors (both families).
+    assert lab.router is not None
+    lab.router.run(
+        ["nft", "-f", "-"],
+        stdin="table inet t {\n chain reject_syns {\n type filter hook forward priority 0\n"
+        f" tcp dport {PORT} reject with icmpx type admin-prohibited\n }}\n}}\n",
+    )
+
+
+def _drop_at_defender(lab: Lab) -> None:
+    lab.defender.run(
+        ["nft", "-f", "-"],
+        stdin="table inet t {\n chain drop_syns {\n type filter hook input priority 0\n"
+        f" tcp dport {PORT} drop\n }}\n}}\n",
+    )
+
+
+def _overlapping_ephemeral_range(lab: Lab) -> None:
+    lab.attacker.run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=32768 64000"])
+
+
+def _kernel_client_beside(lab: Lab, _cancel: threading.Event) -> dict:
+    """A kernel-socket client in the same host while the scapy spammer's rule is in place."""
+    rule_in_place = wait_until(lambda: TABLE_PREFIX in _tables(lab.attacker), timeout=10)
+    records: list[Attempt] = []
+    policy = Policy(timeout=T, duration=2.0, rate=10.0)
+    target = Target(lab.defender_ip(4), PORT, 4, "/")
+    KernelSpammer().run(lab, target, policy, records.append, threading.Event())
+    still_in_place = TABLE_PREFIX in _tables(lab.attacker)
+    return {"rule_in_place": rule_in_place and still_in_place, "records": records}
+
+
+def _cancel_once_established(lab: Lab, cancel: threading.Event) -> dict:
+    """Cancel while the spammer's connection is open (its start takes a while on a busy box)."""
+    opened = wait_until(lambda: _spammer_connections(lab.defender) > 0, timeout=20)
+    cancel.set()
+    return {"opened": opened, "cancelled_at": time.monotonic()}
+
+
+SCENARIOS = {
+    "graceful": Scenario("graceful", FAST, beside=_kernel_client_beside),
+    "repair": Scenario("repair", FAST),
+    "rst": Scenario("rst"),
+    "tarpit": Scenario("tarpit:interval=0.5"),
+    "never": Scenario("never", Policy(timeout=1.5, duration=3.0, concurrency=2)),
+    "served": Scenario("graceful", path="/"),
+    "graceful-v6": Scenario("graceful", family=6),
+    "repair-v6": Scenario("repair", Policy(timeout=1.5, duration=3.0), family=6),
+    "refused": Scenario(None, Policy(timeout=1.0, attempts=3), setup=_overlapping_ephemeral_range),
+    "syn-timeout": Scenario(None, Policy(timeout=1.5, attempts=2), setup=_drop_at_defender),
+    "icmp": Scenario(None, Policy(timeout=1.0, attempts=2), routed=True, setup=_reject_at_router),
+    "icmp-v6": Scenario(
+        None, Policy(timeout=1.0, attempts=2), family=6, routed=True, setup=_reject_at_router
+    ),
+    "cancelled": Scenario(
+        "never", Policy(timeout=10.0, duration=30.0), beside=_cancel_once_established
+    ),
+}
+
+
+def _spammer_connections(host: Host) -> int:
+    return sum(
+        s.state == "ESTABLISHED" and s.remote[1] in ScapySpammer().ports for s in tcp_sockets(host)
+    )
+
+
+def _tables(host: Host) -> str:
+    return host.run(["nft", "list", "tables"])
+
+
+def _members(host: Host) -> list[int]:
+    """Processes in the host's PID namespace other than its keeper."""
+    ns = os.readlink(f"/proc/{host.pid}/ns/pid")
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == ns and int(pid) != host.pid:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def _play(scenario: Scenario) -> Result:
+    with Lab(routed=scenario.routed) as lab:
+        defender = None
+        if scenario.strategy:
+            defender = Defender(lab, ServerConfig(PORT, parse_spec(scenario.strategy)))
+        try:
+            if scenario.setup:
+                scenario.setup(lab)
+            return _attack(lab, scenario)
+        finally:
+            if defender:
+                defender.close()
+
+
+def _attack(lab: Lab, scenario: Scenario) -> Result:
+    target = Target(lab.defender_ip(scenario.family), PORT, scenario.family, scenario.path)
+    cancel = threading.Event()
+    records: list[Attempt] = []
+    spammer = ScapySpammer()
+    with ThreadPoolExecutor(1) as pool:
+        beside = pool.submit(scenario.beside, lab, cancel) if scenario.beside else None
+        counters = spammer.run(lab, target, scenario.policy, records.append, cancel)
+        ended_at = time.monotonic()
+        beside_result = beside.result() if beside else {}
+    assert spammer.process is not None
+    return Result(
+        records=records,
+        counters=counters,
+        ended_at=ended_at,
+        tables_after=_tables(lab.attacker),
+        left_in_attacker=_members(lab.attacker),
+        child_status=spammer.process.poll(),
+        ephemeral_after=lab.attacker.run(["sysctl", "-n", "net.ipv4.ip_local_port_range"]),
+        established_at_defender=_spammer_connections(lab.defender),
+        beside=beside_result,
+    )
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Result]:
+    with ThreadPoolExecutor(len(SCENARIOS)) as pool:
+        futures = {name: pool.submit(_play, scenario) for name, scenario in SCENARIOS.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _only(result: Result, outcome: Outcome) -> None:
+    assert result.records, "no attempt was reported"
+    assert set(result.outcomes()) == {outcome}, result.outcomes()
+
+
+@pytest.mark.parametrize("name", ["graceful", "graceful-v6"])
+def test_graceful_is_fin(results, name):
+    result = results[name]
+    _only(result, Outcome.FIN)
+    assert not any(r.data_first for r in result.records)
+    assert all(r.hang_s is not None and r.hang_s < 1.0 for r in result.records)
+
+
+def test_rst_is_rst(results):
+    _only(results["rst"], Outcome.RST)
+
+
+@pytest.mark.parametrize("name", ["repair", "repair-v6", "never"])
+def test_silent_strategies_hang_until_the_timeout(results, name):
+    result = results[name]
+    _only(result, Outcome.SILENT)
+    timeout = SCENARIOS[name].policy.timeout
+    for record in result.records:
+        assert not record.data_first and record.bytes_received == 0
+        assert record.hang_s == pytest.approx(timeout, abs=0.3)
+    # It gave up like an aborting client: one RST a connection, passed by its mark.
+    assert result.counters["rsts_sent"] >= len(result.records)
+
+
+def test_tarpit_is_silent_with_data_first(results):
+    result = results["tarpit"]
+    _only(result, Outcome.SILENT)
+    assert all(r.data_first and r.bytes_received >= 2 for r in result.records)
+    assert all(r.t_first_byte is not None for r in result.records)
+
+
+def test_served_path_is_fin_with_200(results):
+    result = results["served"]
+    _only(result, Outcome.FIN)
+    assert all(r.http_status == 200 and r.data_first for r in result.records)
+
+
+def test_nothing_listening_is_refused(results):
+    _only(results["refused"], Outcome.REFUSED)
+    assert len(results["refused"].records) == 3
+
+
+def test_unanswered_syn_is_syn_timeout_after_retransmissions(results):
+    result = results["syn-timeout"]
+    _only(result, Outcome.SYN_TIMEOUT)
+    assert result.counters["syn_retransmits_sent"] >= 2  # Linux-like: again after 1 s
+    assert all(r.t_established is None and r.t_request is None for r in result.records)
+
+
+@pytest.mark.parametrize("name", ["icmp", "icmp-v6"])
+def test_icmp_error_ends_the_attempt(results, name):
+    result = results[name]
+    _only(result, Outcome.ICMP)
+    assert all(r.detail.startswith("icmp") for r in result.records)
+
+
+def test_reconnect_effect_fin_versus_silence(results):
+    graceful = len(results["graceful"].records)
+    repair = len(results["repair"].records)
+    # repair: 2 slots x (5 s / 2 s) attempts; graceful: as fast as scapy builds packets.
+    assert repair <= 2 * (int(DURATION // T) + 1)
+    assert graceful >= 10 * repair, (graceful, repair)
+
+
+def test_kernel_client_beside_it_still_connects(results):
+    beside = results["graceful"].beside
+    assert beside["rule_in_place"]
+    records = beside["records"]
+    assert records
+    assert {(r.outcome, r.http_status) for r in records} == {(Outcome.FIN, 200)}
+
+
+def test_cancel_stops_it_promptly(results):
+    result = results["cancelled"]
+    assert result.beside["opened"]
+    assert result.ended_at - result.beside["cancelled_at"] < 1.0
+    assert result.records == []  # nothing had ended; abandoned attempts are not reported
+    assert result.counters["rsts_sent"] >= 1  # the abandoned connection was reset
+
+
+@pytest.mark.parametrize("name", ["repair", "never", "tarpit", "cancelled"])
+def test_giving_up_leaves_the_server_no_connection_of_ours(results, name):
+    assert results[name].established_at_defender == 0
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_nothing_left_behind(results, name):
+    result = results[name]
+    assert TABLE_PREFIX not in result.tables_after
+    assert result.left_in_attacker == []
+    assert result.child_status is not None
+
+
+def test_ephemeral_range_moved_off_the_spammer_ports(results):
+    assert results["refused"].ephemeral_after.split() == ["32768", "60999"]
+
+
+def test_missing_nft_is_one_clear_error(monkeypatch):
+    real_which = __import__("shutil").which
+    monkeypatch.setattr(
+        "harness.privileges.shutil.which", lambda tool: None if tool == "nft" else real_which(tool)
+    )
+    with pytest.raises(EnvironmentProblem, match="nft"):
+        ScapySpammer().run(None, Target("198.18.0.2", PORT), CAPPED, print, threading.Event())
+
+
+def test_rule_spares_marked_resets_and_other_ports():
+    rules = rst_filter_rules("t", 4, "198.18.0.1", PortRange(61000, 65535))
+    assert "tcp sport 61000-65535" in rules and f"meta mark != {MARK:#x}" in rules
+    assert "ip saddr 198.18.0.1" in rules
+    assert PortRange.parse("32768\t60999") == PortRange(32768, 60999)
+
+
+# The TCP bookkeeping, without a lab: a fake wire records what would be sent.
+
+
+class FakeWire:
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int, int, int, bytes]] = []
+
+    def send(self, port: int, seq: int, ack: int, flags: int, payload: bytes = b"") -> float:
+        self.sent.append((port, seq, ack, flags, payload))
+        return time.time()
+
+
+def _engine() -> tuple[Engine, FakeWire]:
+    config = ChildConfig(
+        label="scapy",
+        family=4,
+        source="198.18.0.1",
+        dst="198.18.0.2",
+        dport=PORT,
+        request=b"GET /spam HTTP/1.1\r\n\r\n",
+        policy=Policy(timeout=T, attempts=1),
+        ports=PortRange(61000, 61009),
+    )
+    wire = FakeWire()
+    return Engine(wire, config, lambda record: None), wire
+
+
+def _established(engine: Engine, server_isn: int = 1000):
+    conn = engine._open()
+    engine.on_segment(Segment(time.time(), conn.port, server_isn, seq_add(conn.iss, 1), SYN | ACK))
+    return conn
+
+
+def test_retransmitted_data_is_counted_once_and_acknowledged_again():
+    async def scenario():
+        engine, wire = _engine()
+        conn = _established(engine)
+        ack = conn.snd_nxt
+        data = Segment(time.time(), conn.port, 1001, ack, PSH | ACK, b"HTTP/1.1 200 OK\r\n")
+        engine.on_segment(data)
+        engine.on_segment(data)  # the same segment again
+        assert conn.attempt.bytes_received == len(data.payload)
+        assert engine.counters.retransmissions_seen == 1
+        assert wire.sent[-1][3] == ACK and wire.sent[-1][2] == 1001 + len(data.payload)
+        assert not conn.over
+
+    asyncio.run(scenario())
+
+
+def test_duplicate_fin_is_not_a_new_end():
+    async def scenario():
+        engine, wire = _engine()
+        conn = _established(engine)
+        fin = Segment(time.time(), conn.port, 1001, conn.snd_nxt, FIN | ACK)
+        engine.on_segment(fin)
+        assert conn.over and conn.attempt.outcome is Outcome.FIN
+        first_end = conn.attempt.t_end
+        # Our FIN went out acknowledging theirs.
+        assert wire.sent[-1][3] == FIN | ACK and wire.sent[-1][2] == 1002
+        engine.on_segment(fin)  # their FIN again: our ACK was lost or late
+        assert engine.counters.duplicate_fins_seen == 1
+        assert conn.attempt.t_end == first_end
+        assert wire.sent[-1][3] == ACK and wire.sent[-1][2] == 1002
+        engine.on_segment(Segment(time.time(), conn.port, 1002, conn.snd_nxt, ACK))
+        assert conn.state is State.CLOSED
+
+    asyncio.run(scenario())
+
+
+def test_retransmitted_syn_ack_is_acknowledged_not_restarted():
+    async def scenario():
+        engine, wire = _engine()
+        conn = _established(engine)
+        t_established = conn.attempt.t_established
+        engine.on_segment(Segment(time.time(), conn.port, 1000, seq_add(conn.iss, 1), SYN | ACK))
+        assert engine.counters.retransmissions_seen == 1
+        assert conn.attempt.t_established == t_established
+        assert wire.sent[-1][3] == ACK
+
+    asyncio.run(scenario())

@@ -1,0 +1,106 @@
+"""Scenario files: the shipped ones load, and malformed ones are one clear error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from harness.errors import UsageError
+from harness.scenario import SCENARIO_DIR, find_scenario, load_scenario
+
+SHIPPED = ["seed", "fd-exhaustion", "read-first", "ttl-drop"]
+
+VALID = """
+name = "t"
+strategies = ["graceful"]
+[[attackers]]
+kind = "kernel"
+"""
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_scenarios_load(name):
+    scenario, text, digest = load_scenario(find_scenario(name))
+    assert scenario.name == name
+    assert scenario.trials() and len(digest) == 64 and text
+
+
+def test_every_scenario_file_is_tested():
+    assert sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")) == sorted(SHIPPED)
+
+
+def test_seed_is_the_default_and_covers_every_strategy():
+    from servers.strategies import STRATEGIES
+
+    scenario, _, _ = load_scenario(find_scenario(None))
+    assert scenario.name == "seed"
+    assert {t.server.spec.name for t in scenario.trials()} == set(STRATEGIES)
+    [attacker] = scenario.attackers
+    assert (attacker.rate, attacker.timeout, attacker.reconnect) == (10, 10, True)
+    assert scenario.legit is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ('colour = "red"', "unknown key 'colour'; allowed here: name, description"),
+        ("duration = -3", "key 'duration': Input should be greater than 0"),
+        ('duration = "long"', "key 'duration': Input should be a valid number"),
+        ('strategies = ["shouting"]', "unknown strategy 'shouting'; choose one of: graceful"),
+        ('strategies = ["tarpit:colour=red"]', "strategy 'tarpit' has no option 'colour'"),
+        ('strategies = ["rst", "rst"]', "each strategy once"),
+        ("strategies = []", "key 'strategies': List should have at least 1 item"),
+        (
+            "[server]\nport = 70000",
+            "key 'server.port': Input should be less than or equal to 65535",
+        ),
+        ("[server]\nbacklogg = 5", "unknown key 'server.backlogg'; allowed here: port, nofile"),
+    ],
+)
+def test_malformed_scenarios_name_file_key_and_fix(tmp_path, change, message):
+    path = tmp_path / "bad.toml"
+    base = VALID
+    if change.startswith("strategies"):
+        base = base.replace('strategies = ["graceful"]', change)
+        change = ""
+    path.write_text(change + "\n" + base if not change.startswith("[") else base + change)
+    with pytest.raises(UsageError) as error:
+        load_scenario(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_unknown_attacker_kind(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(VALID.replace('kind = "kernel"', 'kind = "laser"'))
+    with pytest.raises(UsageError, match=r"attackers\.0\.kind.*'kernel', 'scapy'"):
+        load_scenario(path)
+
+
+def test_not_toml_and_missing_files(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("name = ")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_scenario(path)
+    with pytest.raises(UsageError, match="no scenario file"):
+        find_scenario(str(tmp_path / "missing.toml"))
+    with pytest.raises(UsageError, match=r"give a \.toml file or one of: fd-exhaustion, read"):
+        find_scenario("nonesuch")
+
+
+def test_bad_scenario_on_the_command_line_starts_nothing(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("repetitions = 0\n" + VALID)
+    out = tmp_path / "reports"
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "key 'repetitions': Input should be greater than or equal to 1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
