@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from harness.errors import LabError
 from harness.lab import Host
 from harness.outcomes import Attempt, Outcome, http_status
+from harness.privileges import IN_USERNS_ENV
 
 SNAPLEN = 256  # headers plus the start of the payload; enough to read every decision
 HEAD_BYTES = 32  # payload bytes kept per packet: enough for an HTTP status line
@@ -55,10 +57,7 @@ class Capture:
         # --immediate-mode: without it libpcap hands packets over in blocks, and whatever is still
         # in the ring when tcpdump is stopped is lost.
         self._process = host.spawn(
-            [
-                *("tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-Z", "root"),
-                *("-s", str(SNAPLEN), "-w", path, bpf),
-            ],
+            capture_argv(interface, path, bpf),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -91,6 +90,16 @@ class Capture:
                 self._process.kill()
                 self._process.wait()
         self._process.stderr.close()
+
+
+def capture_argv(interface: str, path: str, bpf: str) -> list[str]:
+    if os.environ.get(IN_USERNS_ENV):
+        # tcpdump cannot drop privileges in a user namespace that maps only root.
+        return [sys.executable, "-m", "harness.sniffer", interface, path, str(SNAPLEN), bpf]
+    return [
+        *("tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-Z", "root"),
+        *("-s", str(SNAPLEN), "-w", path, bpf),
+    ]
 
 
 def connection_events(path: str, client: Endpoint, server: Endpoint) -> list[WireEvent]:
