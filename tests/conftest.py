@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from harness.lab import Lab, lab_processes
+from harness.lab import Host, Lab, lab_processes
 from harness.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 
 CAPABLE = all(has_capability(bit) for bit in (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN))
@@ -34,6 +34,19 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+def members(host: Host) -> list[int]:
+    """Processes in the host's PID namespace other than its keeper."""
+    namespace = os.readlink(f"/proc/{host.pid}/ns/pid")
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == namespace and int(pid) != host.pid:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
 
 
 def _ours(process: psutil.Process) -> bool:

@@ -7,7 +7,6 @@ the tests then check what each one saw.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections import Counter
@@ -17,8 +16,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from harness.attackers import rst_filter
 from harness.attackers.kernel import KernelSpammer
 from harness.attackers.policy import Policy, Target
+from harness.attackers.rst_filter import PortRange
 from harness.attackers.scapy_spammer import (
     ACK,
     FIN,
@@ -28,7 +29,6 @@ from harness.attackers.scapy_spammer import (
     TABLE_PREFIX,
     ChildConfig,
     Engine,
-    PortRange,
     ScapySpammer,
     Segment,
     State,
@@ -41,7 +41,7 @@ from harness.lab import Host, Lab
 from harness.outcomes import Attempt, Outcome
 from harness.sockets import tcp_sockets
 from servers.strategies import parse_spec
-from tests.conftest import wait_until
+from tests.conftest import members, wait_until
 
 pytestmark = pytest.mark.needs_lab
 
@@ -104,12 +104,12 @@ def _overlapping_ephemeral_range(lab: Lab) -> None:
 
 def _kernel_client_beside(lab: Lab, _cancel: threading.Event) -> dict:
     """A kernel-socket client in the same host while the scapy spammer's rule is in place."""
-    rule_in_place = wait_until(lambda: TABLE_PREFIX in _tables(lab.attacker), timeout=10)
+    rule_in_place = wait_until(lambda: rst_filter.present(lab.attacker, TABLE_PREFIX), timeout=10)
     records: list[Attempt] = []
     policy = Policy(timeout=T, duration=2.0, rate=10.0)
     target = Target(lab.defender_ip(4), PORT, 4, "/")
     KernelSpammer().run(lab, target, policy, records.append, threading.Event())
-    still_in_place = TABLE_PREFIX in _tables(lab.attacker)
+    still_in_place = rst_filter.present(lab.attacker, TABLE_PREFIX)
     return {"rule_in_place": rule_in_place and still_in_place, "records": records}
 
 
@@ -151,19 +151,6 @@ def _tables(host: Host) -> str:
     return host.run(["nft", "list", "tables"])
 
 
-def _members(host: Host) -> list[int]:
-    """Processes in the host's PID namespace other than its keeper."""
-    ns = os.readlink(f"/proc/{host.pid}/ns/pid")
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.readlink(f"/proc/{pid}/ns/pid") == ns and int(pid) != host.pid:
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 def _play(scenario: Scenario) -> Result:
     with Lab(routed=scenario.routed) as lab:
         defender = None
@@ -188,14 +175,14 @@ def _attack(lab: Lab, scenario: Scenario) -> Result:
         counters = spammer.run(lab, target, scenario.policy, records.append, cancel)
         ended_at = time.monotonic()
         beside_result = beside.result() if beside else {}
-    assert spammer.process is not None
+    assert spammer.child is not None and spammer.child.process is not None
     return Result(
         records=records,
         counters=counters,
         ended_at=ended_at,
         tables_after=_tables(lab.attacker),
-        left_in_attacker=_members(lab.attacker),
-        child_status=spammer.process.poll(),
+        left_in_attacker=members(lab.attacker),
+        child_status=spammer.child.process.poll(),
         ephemeral_after=lab.attacker.run(["sysctl", "-n", "net.ipv4.ip_local_port_range"]),
         established_at_defender=_spammer_connections(lab.defender),
         beside=beside_result,

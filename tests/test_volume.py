@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -10,13 +9,14 @@ from collections import Counter
 
 import pytest
 
+from harness.attackers import rst_filter
 from harness.attackers.policy import Policy, Target
-from harness.attackers.volume import NFT_TABLE, VolumeAttacker, nft_table_present
+from harness.attackers.volume import NFT_TABLE, VolumeAttacker
 from harness.defender import Defender, ServerConfig
-from harness.lab import Host, Lab
+from harness.lab import Lab
 from harness.outcomes import Attempt, Outcome
 from servers.strategies import parse_spec
-from tests.conftest import wait_until
+from tests.conftest import members, wait_until
 
 pytestmark = pytest.mark.needs_lab
 
@@ -54,21 +54,8 @@ def attack(lab: Lab, policy: Policy, family: int = 4, **kwargs):
     return attempts, stats
 
 
-def members(host: Host) -> list[int]:
-    """Processes in the host's PID namespace other than its keeper."""
-    namespace = os.readlink(f"/proc/{host.pid}/ns/pid")
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.readlink(f"/proc/{pid}/ns/pid") == namespace and int(pid) != host.pid:
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 def assert_clean(lab: Lab) -> None:
-    assert not nft_table_present(lab)
+    assert not rst_filter.present(lab.attacker, NFT_TABLE)
     assert wait_until(lambda: not members(lab.attacker), timeout=2)
 
 
@@ -143,7 +130,7 @@ def test_kernel_clients_in_the_attacker_host_still_connect(lab, serve):
     )
     runner.start()
     try:
-        assert wait_until(lambda: nft_table_present(lab))
+        assert wait_until(lambda: rst_filter.present(lab.attacker, NFT_TABLE))
         time.sleep(0.3)  # well into the flood
         rules = lab.attacker.run(["nft", "list", "table", "inet", NFT_TABLE])
         assert "sport 61000-65535" in rules and "dport 61000-65535" in rules

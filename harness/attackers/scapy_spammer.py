@@ -30,66 +30,31 @@ import ipaddress
 import itertools
 import json
 import os
-import re
-import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from harness.attackers import rst_filter
+from harness.attackers.child import Child
 from harness.attackers.policy import Budget, Policy, Target
-from harness.errors import LabError, UsageError
+from harness.attackers.rst_filter import SOURCE_PORTS, PortRange
+from harness.errors import UsageError
 from harness.outcomes import ICMP_ERRNOS, Attempt, Outcome, http_status
 from harness.privileges import require_tools
 
 if TYPE_CHECKING:  # the child imports this module too: keep its start light
-    from harness.lab import Host, Lab
+    from harness.lab import Lab
 
-CANCEL_POLL = 0.1  # seconds between looks at the cancel event
-STOP_GRACE = 3.0  # seconds the child has after SIGTERM to reset its connections and report
 MARK = 0x5CA9  # fwmark on the spammer's own packets: its RSTs pass the nft rule
 TABLE_PREFIX = "closebench_scapy"
-EPHEMERAL_SYSCTL = "net.ipv4.ip_local_port_range"  # also governs IPv6
 
 _table_numbers = itertools.count()
-
-
-@dataclass(frozen=True)
-class PortRange:
-    low: int
-    high: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.low <= self.high <= 65535:
-            raise UsageError(f"bad port range {self.low}-{self.high}")
-
-    def __str__(self) -> str:
-        return f"{self.low}-{self.high}"
-
-    def __len__(self) -> int:
-        return self.high - self.low + 1
-
-    def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and self.low <= port <= self.high
-
-    def overlaps(self, other: PortRange) -> bool:
-        return self.low <= other.high and other.low <= self.high
-
-    @classmethod
-    def parse(cls, text: str) -> PortRange:
-        """Read `61000-65535`, or sysctl's `32768<tab>60999`."""
-        low, high = re.split(r"[\s-]+", text.strip())
-        return cls(int(low), int(high))
-
-
-SOURCE_PORTS = PortRange(61000, 65535)  # above Linux's default ephemeral range 32768-60999
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +70,7 @@ class ScapySpammer:
         self.label = label
         self.ports = ports
         self.table: str | None = None  # the nft table of the latest run (removed when it ends)
-        self.process: subprocess.Popen | None = None  # the latest run's child (reaped by run())
+        self.child: Child | None = None  # the latest run's child (reaped by run())
 
     def run(
         self,
@@ -124,26 +89,16 @@ class ScapySpammer:
             )
         source = source or lab.attacker_ip(target.family)
         host = lab.attacker
-        keep_ephemeral_ports_apart(host, self.ports)
+        rst_filter.keep_ephemeral_ports_apart(host, self.ports, "the scapy spammer")
         self.table = f"{TABLE_PREFIX}_{os.getpid()}_{next(_table_numbers)}"
-        install_rst_filter(host, self.table, target.family, source, self.ports)
-        try:
-            with tempfile.TemporaryFile() as stderr:
-                self.process = host.spawn(
-                    self._argv(target, policy, source), stdout=subprocess.PIPE, stderr=stderr
-                )
-                relay = Relay(sink)
-                finished = False
-                try:
-                    relay.pump(self.process, cancel)
-                    finished = True
-                finally:
-                    # Its output ended: it is exiting by itself. Otherwise (the sink raised,
-                    # Ctrl-C) stop it now.
-                    stop_child(self.process, patience=STOP_GRACE if finished else 0.0)
-                return relay.result(self.process, cancel, _tail(stderr))
-        finally:
-            remove_rst_filter(host, self.table)
+        rules = rst_filter_rules(self.table, target.family, source, self.ports)
+        with rst_filter.installed(host, self.table, rules):
+            self.child = Child(host, self._argv(target, policy, source))
+            relay = Relay(sink)
+            self.child.run(relay, cancel)
+        if relay.result is None and relay.error is None and cancel.is_set():
+            return {"attempts": relay.relayed, "complete": False}  # killed while stopping
+        return self.child.result(relay, "scapy spammer")
 
     def _argv(self, target: Target, policy: Policy, source: str) -> list[str]:
         return [
@@ -158,66 +113,9 @@ class ScapySpammer:
         ]
 
 
-def keep_ephemeral_ports_apart(host: Host, ports: PortRange) -> PortRange:
-    """Shrink the host's ephemeral range if it overlaps `ports`; return the range in force.
-
-    Otherwise a kernel-socket client could be given one of our ports and lose its RSTs to our rule.
-    """
-    ephemeral = PortRange.parse(host.run(["sysctl", "-n", EPHEMERAL_SYSCTL]).strip())
-    if not ephemeral.overlaps(ports):
-        return ephemeral
-    if ephemeral.low < ports.low:
-        ephemeral = PortRange(ephemeral.low, ports.low - 1)
-    elif ephemeral.high > ports.high:
-        ephemeral = PortRange(ports.high + 1, ephemeral.high)
-    else:
-        raise LabError(
-            f"the attacker host's ephemeral ports ({ephemeral}) cover the scapy spammer's "
-            f"source ports ({ports}); give it a range outside them"
-        )
-    host.run(["sysctl", "-q", "-w", f"{EPHEMERAL_SYSCTL}={ephemeral.low} {ephemeral.high}"])
-    return ephemeral
-
-
 def rst_filter_rules(table: str, family: int, source: str, ports: PortRange) -> str:
-    saddr = "ip saddr" if family == 4 else "ip6 saddr"
-    return (
-        f"table inet {table} {{\n"
-        "  chain out {\n"
-        "    type filter hook output priority 0; policy accept;\n"
-        f"    {saddr} {source} tcp sport {ports} tcp flags & rst == rst "
-        f"meta mark != {MARK:#x} drop\n"
-        "  }\n"
-        "}\n"
-    )
-
-
-def install_rst_filter(host: Host, table: str, family: int, source: str, ports: PortRange) -> None:
-    """Stop the kernel resetting the connections it has no socket for (ours only)."""
-    host.run(["nft", "-f", "-"], stdin=rst_filter_rules(table, family, source, ports))
-
-
-def remove_rst_filter(host: Host, table: str) -> None:
-    try:
-        host.run(["nft", "delete", "table", "inet", table])
-    except LabError:
-        if host.keeper.alive():  # a closed lab took the table with it: nothing to do
-            raise
-
-
-def stop_child(process: subprocess.Popen, patience: float = 0.0) -> None:
-    """Let it exit within `patience`, else SIGTERM it (it resets and reports), SIGKILL late."""
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(patience)
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            process.kill()  # the child itself dies with its launcher (PR_SET_PDEATHSIG)
-            process.wait()
-    if process.stdout:
-        process.stdout.close()
+    """Drop the kernel's RSTs from `source`'s `ports`; ours carry MARK and pass."""
+    return rst_filter.rules(table, family, ports, source=source, spare_mark=MARK)
 
 
 class Relay:
@@ -225,44 +123,13 @@ class Relay:
 
     def __init__(self, sink: Callable[[Attempt], None]) -> None:
         self.sink = sink
-        self.counters: dict | None = None
+        self.result: dict | None = None  # the counters
         self.error: str | None = None
         self.relayed = 0
         self.ready = False
-        self._partial = b""
 
-    def pump(self, process: subprocess.Popen, cancel: threading.Event) -> None:
-        """Until the child's stdout ends; on cancel, SIGTERM it and read what it still says."""
-        stream = process.stdout
-        assert stream is not None
-        cancelled_at: float | None = None
-        terminated = killed = False
-        while True:
-            if cancel.is_set() and cancelled_at is None:
-                cancelled_at = time.monotonic()
-            waited = time.monotonic() - cancelled_at if cancelled_at is not None else 0.0
-            # SIGTERM once the child catches it (it says "ready"), so it always reports.
-            if cancelled_at is not None and not terminated and (self.ready or waited > STOP_GRACE):
-                process.terminate()
-                terminated = True
-            if waited > 2 * STOP_GRACE and not killed:
-                process.kill()  # the child itself dies with its launcher (PR_SET_PDEATHSIG)
-                killed = True
-            readable, _, _ = select.select([stream], [], [], CANCEL_POLL)
-            if not readable:
-                continue
-            chunk = os.read(stream.fileno(), 65536)
-            if not chunk:
-                return
-            self.feed(chunk)
-
-    def feed(self, chunk: bytes) -> None:
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        for line in lines:
-            if line.strip():
-                self._line(json.loads(line))
-
-    def _line(self, record: dict) -> None:
+    def line(self, text: str) -> None:
+        record = json.loads(text)
         kind = record.get("kind")
         if kind == "ready":
             self.ready = True
@@ -270,27 +137,9 @@ class Relay:
             self.relayed += 1
             self.sink(Attempt.from_dict(record))
         elif kind == "counters":
-            self.counters = {k: v for k, v in record.items() if k != "kind"}
+            self.result = {k: v for k, v in record.items() if k != "kind"}
         elif kind == "error":
             self.error = record.get("message", "unknown error")
-
-    def result(self, process: subprocess.Popen, cancel: threading.Event, stderr: str) -> dict:
-        if self.error:
-            raise LabError(f"scapy spammer: {self.error}")
-        if self.counters is None:
-            if cancel.is_set():  # killed while stopping: report what we relayed
-                return {"attempts": self.relayed, "complete": False}
-            raise LabError(
-                f"the scapy spammer exited with status {process.returncode} without reporting"
-                + (f": {stderr}" if stderr else "")
-            )
-        return self.counters
-
-
-def _tail(stream, lines: int = 3) -> str:
-    stream.seek(0)
-    text = stream.read().decode(errors="replace").strip()
-    return " | ".join(text.splitlines()[-lines:])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ how it ended), to time it out and to retransmit SYNs.
       sink(Attempt) per record line                one stats line (S {...}) at the end
 
 The ports (61000-65535 by default) lie outside the kernel's ephemeral range, so kernel-socket
-clients in the same host are untouched by the nft rules.
+clients in the same host are untouched by the nft rules (see rst_filter.py; the child refuses to
+run if the ranges overlap).
 """
 
 from __future__ import annotations
@@ -24,15 +25,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
-import os
 import resource
 import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -41,16 +39,16 @@ from dataclasses import asdict, dataclass, field
 from hashlib import blake2b
 from typing import BinaryIO
 
+from harness.attackers import rst_filter
+from harness.attackers.child import Child
 from harness.attackers.policy import Policy, Target
+from harness.attackers.rst_filter import SOURCE_PORTS, PortRange
 from harness.errors import LabError, UsageError
 from harness.lab import Lab
 from harness.outcomes import Attempt, Outcome, http_status
 
-CANCEL_POLL = 0.1  # seconds between looks at the cancel event
-PORT_RANGE = (61000, 65535)  # above the kernel's default ephemeral range (32768-60999)
 NFT_TABLE = "closebench_volume"
 IFNAME = "eth0"  # the attacker host's link towards the defender (or the router)
-STOP_GRACE = 3.0  # seconds the child gets to flush after SIGTERM
 STARTUP_GRACE = 10.0  # seconds the child gets to start before a stop may kill it unheard
 WINDOW = 64240  # advertised receive window; no window scaling
 MSS = 1460
@@ -145,11 +143,11 @@ class VolumeAttacker:
         self,
         label: str = "volume",
         sources: Sequence[str] | None = None,
-        port_range: tuple[int, int] = PORT_RANGE,
+        ports: PortRange = SOURCE_PORTS,
     ) -> None:
         self.label = label
         self.sources = list(sources or [])
-        self.port_range = port_range
+        self.ports = ports
 
     def run(
         self,
@@ -165,41 +163,39 @@ class VolumeAttacker:
         require_tools("nft")
         sources = [source] if source else self.sources or [lab.attacker_ip(target.family)]
         config = self._child_config(target, policy, sources)
-        _install_nft(lab, target, *self.port_range)
-        try:
-            with tempfile.TemporaryFile() as stderr:
-                child = lab.attacker.spawn(
-                    [sys.executable, "-m", "harness.attackers.volume"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=stderr,
-                )
-                try:
-                    stats = self._converse(child, config, target, policy, sink, cancel)
-                finally:
-                    _stop(child)
-                if "error" in stats:
-                    raise LabError(f"volume attacker: {stats['error']}")
-                if not stats:
-                    stderr.seek(0)
-                    tail = stderr.read().decode(errors="replace").strip().splitlines()[-3:]
-                    raise LabError(
-                        f"volume attacker exited with status {child.returncode} without "
-                        f"a result: {' | '.join(tail) or 'no output'}"
-                    )
-        finally:
-            _remove_nft(lab)
-        return stats
+        host = lab.attacker
+        if rst_filter.present(host, NFT_TABLE):
+            raise LabError(f"a volume attacker already runs in this lab (nft table {NFT_TABLE})")
+        # The target's segments to our ports are dropped before the attacker kernel's TCP sees
+        # them (the AF_PACKET socket has had its copy), and any RST from our ports to the target
+        # that still gets out is dropped too.
+        rules = rst_filter.rules(
+            NFT_TABLE,
+            target.family,
+            self.ports,
+            peer=target.address,
+            replies_from=(target.address, target.port),
+        )
+        with rst_filter.installed(host, NFT_TABLE, rules):
+            child = Child(
+                host,
+                [sys.executable, "-m", "harness.attackers.volume"],
+                stdin=json.dumps(asdict(config)).encode() + b"\n",
+                startup_grace=STARTUP_GRACE,
+            )
+            records = _Records(lambda line: self._attempt(line, config, target, policy), sink)
+            child.run(records, cancel, deadline=_hard_deadline(policy))
+        return child.result(records, "volume attacker")
 
     def _child_config(self, target: Target, policy: Policy, sources: list[str]) -> ChildConfig:
-        lo, hi = self.port_range
-        if not 1024 <= lo <= hi <= 65535:
-            raise UsageError(f"bad volume port range {lo}-{hi}")
-        slots = (hi - lo + 1) * len(sources)
+        lo, hi = self.ports.low, self.ports.high
+        if lo < 1024:
+            raise UsageError(f"bad volume port range {self.ports}")
+        slots = len(self.ports) * len(sources)
         if policy.concurrency > slots:
             raise UsageError(
                 f"concurrency {policy.concurrency} needs more source ports than the {slots} of "
-                f"{len(sources)} address(es) x ports {lo}-{hi}: add attacker addresses"
+                f"{len(sources)} address(es) x ports {self.ports}: add attacker addresses"
             )
         request = target.request()
         attempts = policy.attempts
@@ -226,36 +222,6 @@ class VolumeAttacker:
             port_hi=hi,
             base_time=time.time(),
         )
-
-    def _converse(self, child, config, target, policy, sink, cancel) -> dict:
-        """Feed the child its config, then turn its lines into Attempts until it exits."""
-        with contextlib.suppress(BrokenPipeError):  # it died at once: its stderr will say why
-            child.stdin.write(json.dumps(asdict(config)).encode() + b"\n")
-            child.stdin.close()
-        reader = _Lines(child.stdout.fileno())
-        deadline = _hard_deadline(policy)
-        patience = time.monotonic() + STARTUP_GRACE  # for it to say it listens for SIGTERM
-        stats: dict = {}
-        listening = False  # its SIGTERM handler is in place: a stop now is an orderly one
-        kill_at = None  # set once the child has been asked to stop
-        while True:
-            readable, _, _ = select.select([reader.fd], [], [], CANCEL_POLL)
-            for line in reader.read() if readable else []:
-                if line == "R":
-                    listening = True
-                elif line.startswith("S "):
-                    stats = json.loads(line[2:])
-                else:
-                    sink(self._attempt(line, config, target, policy))
-            if reader.eof:
-                return stats
-            now = time.monotonic()
-            stop = cancel.is_set() or now > deadline
-            if kill_at is None and stop and (listening or now > patience):
-                child.terminate()  # it flushes what has ended, reports, exits
-                kill_at = time.monotonic() + STOP_GRACE
-            elif kill_at is not None and now > kill_at:
-                child.kill()  # the child dies with its launcher (PDEATHSIG): EOF ends this loop
 
     def _attempt(self, line: str, config: ChildConfig, target: Target, policy: Policy) -> Attempt:
         src, sport, code, t0, est, req, first, end, nbytes, status = line.split()
@@ -285,21 +251,27 @@ class VolumeAttacker:
         )
 
 
-class _Lines:
-    """Complete text lines from a pipe, read without blocking the cancel checks."""
+class _Records:
+    """The child's lines: `R` (it catches SIGTERM), a record an attempt, `S {...}` last."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.eof = False
-        self._rest = b""
+    def __init__(self, attempt: Callable[[str], Attempt], sink: Callable[[Attempt], None]) -> None:
+        self.attempt = attempt
+        self.sink = sink
+        self.ready = False
+        self.error: str | None = None
+        self.result: dict | None = None
 
-    def read(self) -> list[str]:
-        chunk = os.read(self.fd, 1 << 20)
-        if not chunk:
-            self.eof = True
-            return []
-        *lines, self._rest = (self._rest + chunk).split(b"\n")
-        return [line.decode() for line in lines]
+    def line(self, text: str) -> None:
+        if text == "R":
+            self.ready = True
+        elif text.startswith("S "):
+            stats = json.loads(text[2:])
+            if "error" in stats:
+                self.error = stats["error"]
+            else:
+                self.result = stats
+        else:
+            self.sink(self.attempt(text))
 
 
 def _hard_deadline(policy: Policy) -> float:
@@ -308,57 +280,6 @@ def _hard_deadline(policy: Policy) -> float:
         return float("inf")
     longest = 2 * policy.timeout + policy.request_delay
     return time.monotonic() + policy.duration + longest + 5.0
-
-
-def _stop(child: subprocess.Popen) -> None:
-    child.stdout.close()  # one still writing (the parent failed) gets EPIPE, not a full pipe
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.wait(0.5)  # normally it has ended its output and is on its way out
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
-def _install_nft(lab: Lab, target: Target, lo: int, hi: int) -> None:
-    """Keep the attacker host's kernel out of our connections, and out of nothing else.
-
-    Its TCP stack knows no socket for them and would answer every SYN-ACK with an RST: the
-    target's segments to our ports are dropped before TCP sees them (the AF_PACKET socket has
-    already had its copy), and any RST from our ports to the target that still gets out is dropped
-    too. Kernel sockets use other ports (the ephemeral range), so they keep their RSTs.
-    """
-    if nft_table_present(lab):
-        raise LabError(f"a volume attacker already runs in this lab (nft table {NFT_TABLE})")
-    ip = "ip" if target.family == 4 else "ip6"
-    ruleset = f"""
-table inet {NFT_TABLE} {{
-    chain in {{
-        type filter hook prerouting priority 0; policy accept;
-        {ip} saddr {target.address} tcp sport {target.port} tcp dport {lo}-{hi} drop
-    }}
-    chain out {{
-        type filter hook output priority 0; policy accept;
-        {ip} daddr {target.address} tcp sport {lo}-{hi} tcp flags & rst == rst drop
-    }}
-}}
-"""
-    lab.attacker.run(["nft", "-f", "-"], stdin=ruleset)
-
-
-def _remove_nft(lab: Lab) -> None:
-    try:
-        lab.attacker.run(["nft", "delete", "table", "inet", NFT_TABLE])
-    except LabError:
-        if lab.attacker.keeper.alive():  # a dead lab took its table with it
-            raise
-
-
-def nft_table_present(lab: Lab) -> bool:
-    return f"table inet {NFT_TABLE}" in lab.attacker.run(["nft", "list", "tables"])
 
 
 # --- templates and BPF, built once in the parent with scapy -------------------------------------
@@ -898,11 +819,12 @@ class Engine:
 
 def _ephemeral_overlap(config: ChildConfig) -> str | None:
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        low, high = (int(x) for x in f.read().split())
-    if low <= config.port_hi and config.port_lo <= high:
+        ephemeral = PortRange.parse(f.read())
+    ports = PortRange(config.port_lo, config.port_hi)
+    if ephemeral.overlaps(ports):
         return (
-            f"source ports {config.port_lo}-{config.port_hi} overlap the attacker host's "
-            f"ephemeral range {low}-{high}: kernel clients there would lose their RSTs"
+            f"source ports {ports} overlap the attacker host's ephemeral range {ephemeral}: "
+            "kernel clients there would lose their RSTs"
         )
     return None
 
