@@ -10,7 +10,9 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 2
 fi
 
-packages=(iproute2 util-linux procps nftables tcpdump curl wrk python3 python3-venv python3-pip)
+# chromium: the report tests render index.html in a real headless browser.
+packages=(iproute2 util-linux procps nftables tcpdump curl wrk python3 python3-venv python3-pip
+  chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

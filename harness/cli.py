@@ -12,10 +12,13 @@ from contextlib import nullcontext
 from dataclasses import asdict
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness import __version__
 from harness.attackers import ATTACKERS
 from harness.background import Background, ctrl_c_sets
+from harness.check import add_check_parser, run_check_command
+from harness.compare import add_compare_parser, run_compare_command
 from harness.errors import ClosebenchError, UsageError
 from harness.privileges import ensure_privileges, require_tools
 from servers.strategies import STRATEGIES, parse_spec
@@ -163,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--duration", type=_positive, metavar="S", help="override the scenario's duration"
     )
+    report = commands.add_parser(
+        "report",
+        help="rebuild a run's report (figures, index.html, summary.md) from its raw files",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. reports/latest")
+    add_compare_parser(commands)
+    add_check_parser(commands)
 
     lab = commands.add_parser("lab", help="manage labs")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
@@ -213,7 +223,7 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
     failed = [result for result in results if result.error]
     for result in failed:
         which = f"{result.case.label}: " if len(results) > 1 else ""
-        errors.print(f"[bold red]closebench: error:[/] {which}{result.error}", highlight=False)
+        print_error(errors, f"{which}{result.error}")
     return 1 if failed else 0
 
 
@@ -350,8 +360,10 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     result = worker.result()
     interrupted = runner.cancel.is_set()
     print_run(result, scenario, console)
+    if result.report:
+        console.print(f"report: {result.report}", highlight=False)
     for line in result.errors:
-        errors.print(f"[bold red]closebench: error:[/] {line}", highlight=False)
+        print_error(errors, line)
     if interrupted:
         return 130
     return 1 if result.errors else 0
@@ -365,6 +377,11 @@ def run_lab_clean(console: Console) -> int:
     return 0
 
 
+def print_error(errors: Console, message: str) -> None:
+    # Escaped: a message may hold brackets ([repair], [::1]) that rich would take for markup.
+    errors.print(f"[bold red]closebench: error:[/] {escape(message)}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -372,6 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=140)
     errors = Console(stderr=True, soft_wrap=True)
     try:
+        # compare and check only read run directories: no lab, so no privileges needed.
+        if args.command == "compare":
+            return run_compare_command(args, console)
+        if args.command == "check":
+            return run_check_command(args, console)
+        if args.command == "report":  # reads a run directory too
+            from harness.report import run_report_command
+
+            console.print(f"report: {run_report_command(args.run_dir)}", highlight=False)
+            return 0
         ensure_privileges(argv)
         if args.command == "probe":
             return run_probe(args, console, errors)
@@ -382,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lab":
             return run_lab_clean(console)
     except ClosebenchError as error:
-        errors.print(f"[bold red]closebench: error:[/] {error}", highlight=False)
+        print_error(errors, str(error))
         return error.status
     except KeyboardInterrupt:
         errors.print("closebench: interrupted; the lab was removed")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from harness import firewall
 from harness.errors import LabError
 from harness.lab import Lab
 from servers.strategies import StrategySpec
@@ -32,6 +33,7 @@ class ServerConfig:
     abuse_sources: list[str] = field(default_factory=list)
     nofile: int | None = None
     backlog: int | None = None
+    ban_netns: str | None = None  # fw-* with where=router: the router's namespace (firewall.py)
 
     @property
     def label(self) -> str:
@@ -48,6 +50,8 @@ class ServerConfig:
             argv += ["--nofile", str(self.nofile)]
         if self.backlog is not None:
             argv += ["--backlog", str(self.backlog)]
+        if self.ban_netns is not None:
+            argv += ["--ban-netns", self.ban_netns]
         return argv
 
 
@@ -65,6 +69,8 @@ class Defender:
                 "choose another with --port"
             )
         self.lab = lab
+        # A fw-* strategy needs its nftables table (in this host or the router) before it starts.
+        config = self.config = firewall.prepare(lab, config)
         # Output goes to files, not pipes: a chatty server must never block on a full pipe.
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115

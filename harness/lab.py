@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -31,6 +32,12 @@ _lab_numbers = itertools.count()
 _numbers_lock = threading.Lock()
 
 
+CHILD_EHASH = 16384  # TCP hash buckets per lab host
+# Limits the kernel sizes from the hash table: kept at the machine's values, as read here.
+_MACHINE_LIMITS = [
+    f"net.ipv4.{name}={Path('/proc/sys/net/ipv4', name).read_text().strip()}"
+    for name in ("tcp_max_tw_buckets", "tcp_max_syn_backlog")
+]
 FIRST_EXTRA = 10  # extra attacker addresses are .10 upwards; .254 is the router's
 MAX_EXTRA_ADDRESSES = 240
 
@@ -81,9 +88,9 @@ class Addressing:
 class Host:
     """One lab host: run short commands in it, spawn long-lived ones, or enter it from a thread."""
 
-    def __init__(self, lab_name: str, role: str) -> None:
+    def __init__(self, lab_name: str, role: str, parent: Host | None = None) -> None:
         self.role = role
-        self.keeper = netns.Keeper(f"{lab_name}:{role}")
+        self.keeper = netns.Keeper(f"{lab_name}:{role}", parent.keeper if parent else None)
         self._spawned: list[subprocess.Popen] = []
 
     @property
@@ -160,6 +167,7 @@ class Lab:
         self.addressing = Addressing(number, routed)
         self.hosts: list[Host] = []
         try:
+            self._root = self._make_root()
             self.attacker = self._host("attacker")
             self.defender = self._host("defender")
             self.router = self._host("router") if routed else None
@@ -168,9 +176,22 @@ class Lab:
             self.close()
             raise
 
+    def _make_root(self) -> Host:
+        """A namespace the hosts are created from, so that each gets a TCP hash table of its own.
+
+        By default every namespace shares the machine's table, and reading /proc/net/tcp walks
+        all of it (milliseconds per read); a small table of its own makes sampling cheap. The
+        limits derived from the table size are set back to the machine's own.
+        """
+        root = Host(self.name, "root")
+        self.hosts.append(root)
+        root.run(["sysctl", "-q", "-w", f"net.ipv4.tcp_child_ehash_entries={CHILD_EHASH}"])
+        return root
+
     def _host(self, role: str) -> Host:
-        host = Host(self.name, role)
+        host = Host(self.name, role, self._root)
         self.hosts.append(host)
+        host.run(["sysctl", "-q", "-w", *_MACHINE_LIMITS])
         # No duplicate address detection on any address, link-local ones included: until DAD
         # ends a router forwards nothing over IPv6, and the first SYNs of a trial are lost.
         host.run(

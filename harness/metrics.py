@@ -1,7 +1,8 @@
 """What the defender pays: its process (psutil) and its kernel's TCP sockets, sampled over time.
 
 The fd count alone misses sockets the application closed but the kernel still keeps (an orphan
-retransmitting its FIN, TIME-WAIT entries), so the socket table is sampled beside it.
+retransmitting its FIN, TIME-WAIT entries), so the socket table is sampled beside it. For the
+fw-* strategies the nftables ban table is sampled too: bans in force and SYNs refused.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import psutil
 
+from harness import firewall
+from harness.errors import LabError
 from harness.lab import Host
-from harness.sockets import tcp_counters, tcp_sockets
+from harness.sockets import state_summary, tcp_counters
 
 # Socket states reported as columns; the rest are summed into "other".
 STATES = ("ESTABLISHED", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT", "TIME-WAIT")
@@ -27,36 +29,51 @@ class Sample:
     fds: int
     threads: int
     rss_bytes: int
-    cpu_s: float  # user + system CPU time of the server so far
+    cpu_s: float  # user + system CPU time of the server so far, its nft children's included
     sockets: dict[str, int] = field(default_factory=dict)  # by state, LISTEN excluded
     orphans: int = 0
     retrans_segs: int = 0  # the host's TCP RetransSegs counter
+    bans_active: int = 0  # addresses banned (nft set elements; blacklist: the server's log)
+    syns_dropped: int = 0  # SYNs the ban firewall dropped or rejected so far
 
     def row(self) -> dict:
         row = asdict(self)
         sockets = row.pop("sockets")
+        bans = {name: row.pop(name) for name in ("bans_active", "syns_dropped")}
         for state in STATES:
             row[state.lower().replace("-", "_")] = sockets.get(state, 0)
         row["other_sockets"] = sum(v for k, v in sockets.items() if k not in STATES)
-        return row
+        return {**row, **bans}  # the columns added last stay last
 
 
 class DefenderSampler:
-    """Samples a server process and its host at `hz` in a thread, until stop()."""
+    """Samples a server process and its host at `hz` in a thread, until stop().
 
-    def __init__(self, host: Host, pid: int, hz: float = 10.0) -> None:
+    `firewall`: the host holding a fw-* strategy's ban table, read at every sample.
+    """
+
+    def __init__(
+        self, host: Host, pid: int, hz: float = 10.0, firewall: Host | None = None
+    ) -> None:
         self.host = host
+        self.firewall = firewall
         self.process = psutil.Process(pid)
         self.interval = 1.0 / hz
         self.samples: list[Sample] = []
-        self.own_cpu_s = 0.0  # CPU the sampler itself spent: its overhead
+        self.own_cpu_s = 0.0  # CPU the sampler itself spent (nft readings included): its overhead
         self.started = time.monotonic()
+        self.started_unix = time.time()
         self._stop = threading.Event()
+        # The first sample is taken here, before the attack starts: costs count from this idle
+        # baseline, and a sampler thread starting late would fold the first held fds into it.
+        first = self.take()
+        self.samples += [first] if first else []
         self._thread = threading.Thread(target=self._loop, name="defender-sampler", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        next_at = time.monotonic()
+        next_at = time.monotonic() + self.interval
+        self._stop.wait(self.interval)
         while not self._stop.is_set():
             before = time.thread_time()
             sample = self.take()
@@ -76,14 +93,21 @@ class DefenderSampler:
                     fds=self.process.num_fds(),
                     threads=self.process.num_threads(),
                     rss_bytes=self.process.memory_info().rss,
-                    cpu_s=cpu.user + cpu.system,
+                    # Children count once reaped: the nft processes of a fw-* server.
+                    cpu_s=cpu.user + cpu.system + cpu.children_user + cpu.children_system,
                 )
         except psutil.NoSuchProcess:
             return None
-        entries = [s for s in tcp_sockets(self.host) if s.state != "LISTEN"]
-        sample.sockets = dict(Counter(s.state for s in entries))
-        sample.orphans = sum(s.orphan for s in entries)
+        counts, sample.orphans = state_summary(self.host)
+        sample.sockets = dict(counts)
         sample.retrans_segs = tcp_counters(self.host)["RetransSegs"]
+        if self.firewall is not None:
+            try:
+                reading = firewall.read(self.firewall)
+            except LabError:
+                return sample  # the lab is going away; the trial reads the totals itself
+            sample.bans_active, sample.syns_dropped = reading.bans_active, reading.syns_dropped
+            self.own_cpu_s += reading.cpu_s
         return sample
 
     def stop(self) -> list[Sample]:
@@ -108,6 +132,7 @@ class DefenderCost:
     peak_orphans: int
     peak_sockets: int  # kernel TCP sockets, LISTEN excluded
     retransmissions: int
+    peak_bans_active: int = 0  # the most addresses banned at once
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,4 +155,5 @@ def defender_cost(samples: list[Sample]) -> DefenderCost | None:
         peak_orphans=max(s.orphans for s in samples),
         peak_sockets=max(sum(s.sockets.values()) for s in samples),
         retransmissions=samples[-1].retrans_segs - samples[0].retrans_segs,
+        peak_bans_active=max(s.bans_active for s in samples),
     )

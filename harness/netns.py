@@ -69,11 +69,15 @@ def entered(pid: int) -> Iterator[None]:
 class Keeper:
     """The process that owns one host's network and PID namespaces."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, parent: Keeper | None = None) -> None:
         self.name = name
+        # Created from inside `parent`'s network namespace, the new one inherits what that one
+        # sets for its children (tcp_child_ehash_entries).
+        inside = ["nsenter", f"--net=/proc/{parent.pid}/ns/net", "--"] if parent else []
         # bash's `exec -a` names PID 1 so that `closebench lab clean` and people can spot it.
         self._unshare = subprocess.Popen(
             [
+                *inside,
                 "unshare",
                 "--net",
                 "--pid",

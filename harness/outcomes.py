@@ -90,7 +90,9 @@ def outcome_of_error(error: OSError, established: bool) -> Outcome | None:
     if isinstance(error, ConnectionRefusedError):
         return Outcome.REFUSED
     if isinstance(error, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
-        return Outcome.RST if established else Outcome.REFUSED
+        # Even inside connect(): ECONNRESET means the handshake completed and then a reset came
+        # (a refused SYN is ECONNREFUSED, above).
+        return Outcome.RST
     if error.errno in ICMP_ERRNOS:
         return Outcome.ICMP
     return None

@@ -27,6 +27,7 @@ from harness import __version__
 from harness.errors import ClosebenchError
 from harness.metrics import Sample
 from harness.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
+from harness.report import build_run_report
 from harness.scenario import Scenario
 from harness.summary import TrialRow, ratio, summarize
 from harness.trial import TrialConfig, TrialResult, run_trial
@@ -54,6 +55,7 @@ class RunOutcome:
     rows: list[TrialRow]
     complete: bool
     errors: list[str] = field(default_factory=list)
+    report: Path | None = None  # index.html of the run's report, when it could be built
 
 
 class Runner:
@@ -154,7 +156,8 @@ class Runner:
         }
         (self.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _point_latest(self.directory)
-        return RunOutcome(self.directory, rows, complete, errors)
+        report = build_run_report(self.directory, self.log)
+        return RunOutcome(self.directory, rows, complete, errors, report)
 
     def metadata(self) -> dict:
         return {
@@ -164,6 +167,7 @@ class Runner:
             "scenario_sha256": self.digest,
             "scenario_name": self.scenario.name,
             "seed": self.scenario.seed,
+            "duration_s": self.scenario.duration,  # as run: --duration may override the file
             "started": self.started_at.isoformat(timespec="seconds"),
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_s": (datetime.now(UTC) - self.started_at).total_seconds(),
@@ -211,6 +215,9 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
             setattr(row, name, value)
         row.wasted_per_fd_second = ratio(wasted, defender.fd_seconds)
         row.wasted_per_cpu_second = ratio(wasted, defender.cpu_seconds)
+    if result.bans:
+        for name, value in result.bans.to_dict().items():
+            setattr(row, name, value)
     return row
 
 

@@ -12,12 +12,20 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.attackers import ATTACKERS
 from harness.attackers.policy import Policy
 from harness.defender import DEFAULT_ABUSE_PATH, ServerConfig
 from harness.errors import UsageError
+from harness.lab import MAX_EXTRA_ADDRESSES
 from harness.trial import AttackerSpec, LegitClient, TrialConfig
 from servers.strategies import StrategySpec, parse_spec
 
@@ -43,6 +51,12 @@ class StrategyEntry(Strict):
     def known_strategy(cls, value: str) -> str:
         return str(parse_spec(value))  # ValueError names the strategies and options allowed
 
+    @model_validator(mode="after")
+    def router_bans_need_a_router(self) -> StrategyEntry:
+        if self.spec.options.get("where") == "router" and not self.routed:
+            raise ValueError(f"{self.strategy} bans on the router: give it routed = true")
+        return self
+
     @property
     def spec(self) -> StrategySpec:
         return parse_spec(self.strategy)
@@ -63,6 +77,15 @@ class AttackerEntry(Strict):
     request_delay: Annotated[float, Field(ge=0)] = 0.0
     path: str = "/spam"
     command: list[str] | None = None
+    # A botnet: spread the connection slots over this many addresses of the attacker host.
+    addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
+    duration: Positive | None = None  # this attacker stops sooner than the scenario
+
+    @model_validator(mode="after")
+    def addresses_need_kernel(self) -> AttackerEntry:
+        if self.addresses is not None and self.kind != "kernel":
+            raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
+        return self
 
     def spec(self, duration: float) -> AttackerSpec:
         policy = Policy(
@@ -70,16 +93,20 @@ class AttackerEntry(Strict):
             reconnect=self.reconnect,
             concurrency=self.concurrency,
             rate=self.rate,
-            duration=duration,
+            duration=min(self.duration, duration) if self.duration else duration,
             attempts=self.attempts,
             request_delay=self.request_delay,
         )
-        return AttackerSpec(self.kind, policy, self.path, self.command, self.label)
+        return AttackerSpec(
+            self.kind, policy, self.path, self.command, self.label, self.addresses or 0
+        )
 
 
 class LegitEntry(Strict):
     rate: Positive = 2.0
     timeout: Positive = 5.0
+    start: Annotated[float, Field(ge=0)] = 0.0  # seconds into the trial
+    source: Literal["own", "attacker"] = "own"  # "attacker": the attackers' main address
 
 
 class ServerEntry(Strict):
@@ -120,6 +147,17 @@ class Scenario(Strict):
             raise ValueError(f"each strategy once (give a label to repeat one): {duplicates}")
         return values
 
+    @field_validator("attackers")
+    @classmethod
+    def addresses_fit(cls, values: list[AttackerEntry]) -> list[AttackerEntry]:
+        total = sum(v.addresses or 0 for v in values)
+        if total > MAX_EXTRA_ADDRESSES - 1:  # one extra address is the legitimate client's
+            raise ValueError(
+                f"the attackers ask for {total} addresses together; at most "
+                f"{MAX_EXTRA_ADDRESSES - 1}"
+            )
+        return values
+
     def trials(self) -> list[TrialConfig]:
         """One trial per strategy (per repetition), in the scenario's order."""
         trials = []
@@ -137,13 +175,16 @@ class Scenario(Strict):
                     TrialConfig(
                         server=server,
                         attackers=tuple(a.spec(self.duration) for a in self.attackers),
-                        legit=LegitClient(self.legit.rate, self.legit.timeout)
+                        legit=LegitClient(
+                            self.legit.rate, self.legit.timeout, self.legit.start, self.legit.source
+                        )
                         if self.legit
                         else None,
                         family=self.family,
                         routed=entry.routed,
                         sample_hz=self.sample_hz,
                         label=label,
+                        duration=self.duration,
                     )
                 )
         return trials

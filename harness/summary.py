@@ -81,6 +81,73 @@ def summarize_legit(attempts: list[Attempt]) -> LegitSummary:
 
 
 @dataclass
+class BanSummary:
+    """What a ban strategy did, from the server's ban log and the attempt records.
+
+    A ban is "in force" from its `t_effective` (blacklist: at once; fw-*: once nft committed it)
+    for its duration. Figures by address are summed (or, for rates, pooled) over the addresses.
+    """
+
+    bans: int  # bans the server issued (an address banned again counts again)
+    banned_addresses: int
+    longest_ban_s: float | None
+    time_to_ban_median_s: float | None  # from an address's first attempt to its first ban
+    time_to_ban_max_s: float | None
+    attempts_before_ban: int  # attempts started before their address's first ban (all, if none)
+    attempts_after_ban: int
+    attempts_per_s_after_ban: float | None  # per banned address: attempts / time after its ban
+    syns_dropped: int | None  # SYN packets the firewall dropped or rejected; None: no firewall
+    legit_wrongly_refused: int  # legitimate requests that failed while their address was banned
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_bans(
+    ban_log: list[dict],
+    attempts: list[Attempt],
+    legit_attempts: list[Attempt],
+    attack_end: float,
+    syns_dropped: int | None = None,
+) -> BanSummary:
+    """`ban_log`: the server's (servers/bans.py Ban.to_dict()); `attack_end`: Unix time."""
+    in_force = [b for b in ban_log if b.get("t_effective") is not None]
+    first_ban: dict[str, float] = {}
+    for ban in sorted(in_force, key=lambda b: b["t_effective"]):
+        first_ban.setdefault(ban["address"], ban["t_effective"])
+    first_attempt: dict[str, float] = {}
+    for attempt in attempts:
+        if attempt.src in first_ban:
+            first_attempt[attempt.src] = min(
+                first_attempt.get(attempt.src, math.inf), attempt.t_syn
+            )
+    delays = [first_ban[a] - first_attempt[a] for a in first_attempt]
+    before = [a for a in attempts if a.t_syn < first_ban.get(a.src, math.inf)]
+    after = len(attempts) - len(before)
+    time_banned = sum(max(0.0, attack_end - t) for t in first_ban.values())
+
+    def refused(attempt: Attempt) -> bool:
+        return attempt.http_status != 200 and any(
+            b["address"] == attempt.src
+            and b["t_detected"] <= attempt.t_syn < b["t_effective"] + b["duration_s"]
+            for b in in_force
+        )
+
+    return BanSummary(
+        bans=len(ban_log),
+        banned_addresses=len(first_ban),
+        longest_ban_s=max((b["duration_s"] for b in ban_log), default=None),
+        time_to_ban_median_s=percentile(delays, 50),
+        time_to_ban_max_s=max(delays, default=None),
+        attempts_before_ban=len(before),
+        attempts_after_ban=after,
+        attempts_per_s_after_ban=after / time_banned if time_banned > 0 else None,
+        syns_dropped=syns_dropped,
+        legit_wrongly_refused=sum(refused(a) for a in legit_attempts),
+    )
+
+
+@dataclass
 class TrialRow:
     """One row of summary.json: one trial (a strategy, maybe a repetition) of a run.
 
@@ -112,11 +179,23 @@ class TrialRow:
     peak_orphans: int | None = None
     peak_sockets: int | None = None
     retransmissions: int | None = None
+    peak_bans_active: int | None = None  # bans in force at once (nft set size; blacklist: log)
     wasted_per_fd_second: float | None = None  # None where the defender held no extra fd
     wasted_per_cpu_second: float | None = None
     sampler_overhead: float | None = None
     attackers: dict[str, dict] = field(default_factory=dict)
     server_stats: dict = field(default_factory=dict)
+    # Ban strategies only (BanSummary); None for the others.
+    bans: int | None = None
+    banned_addresses: int | None = None
+    longest_ban_s: float | None = None
+    time_to_ban_median_s: float | None = None
+    time_to_ban_max_s: float | None = None
+    attempts_before_ban: int | None = None
+    attempts_after_ban: int | None = None
+    attempts_per_s_after_ban: float | None = None
+    syns_dropped: int | None = None
+    legit_wrongly_refused: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from harness import firewall
 from harness.attackers import make_attacker
 from harness.attackers.policy import Policy, Target
 from harness.capture import Capture
@@ -19,7 +20,15 @@ from harness.lab import Lab
 from harness.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from harness.outcomes import Attempt
 from harness.sockets import tcp_sockets
-from harness.summary import AttackSummary, LegitSummary, summarize, summarize_legit
+from harness.summary import (
+    AttackSummary,
+    BanSummary,
+    LegitSummary,
+    summarize,
+    summarize_bans,
+    summarize_legit,
+)
+from servers.strategies import BAN_STRATEGIES
 
 SAMPLE_EVERY = 0.2  # seconds between looks at the attacker host's kernel sockets
 LEGIT_HORIZON = 86400.0  # legitimate clients stop with the attack; this only bounds the loop
@@ -32,6 +41,7 @@ class AttackerSpec:
     path: str = "/spam"
     command: list[str] | None = None  # for the curl kind: the command to run instead
     label: str | None = None
+    addresses: int = 0  # kernel kind: spread its connection slots over this many addresses
 
     @property
     def name(self) -> str:
@@ -40,10 +50,16 @@ class AttackerSpec:
 
 @dataclass(frozen=True)
 class LegitClient:
-    """A steady, low-rate client asking for `/` from its own address."""
+    """A steady, low-rate client asking for `/` from its own address.
+
+    `source = "attacker"` gives it the attacker's main address instead (an address reassigned
+    from an abuser to someone else); `start` is when it starts, in seconds into the trial.
+    """
 
     rate: float = 2.0
     timeout: float = 5.0
+    start: float = 0.0
+    source: str = "own"  # "own" or "attacker"
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,7 @@ class TrialConfig:
     sample_hz: float | None = None  # sample the defender at this rate; None: not at all
     pcap: str | None = None  # capture the attacker's wire into this file
     label: str | None = None
+    duration: float | None = None  # the legitimate client runs at least this long
 
     @property
     def name(self) -> str:
@@ -76,6 +93,8 @@ class TrialResult:
     server_log: str
     duration_s: float
     complete: bool  # False when interrupted
+    bans: BanSummary | None = None  # ban strategies only
+    ban_log: list[dict] = field(default_factory=list)  # the server's bans (servers/bans.py)
 
 
 def run_trial(
@@ -86,27 +105,41 @@ def run_trial(
     """Build a lab, start the server, run every attacker and legitimate client until done."""
     cancel = cancel or threading.Event()
     with Lab(routed=config.routed) as lab:
-        if config.legit:
-            lab.add_attacker_addresses(1)
+        # Extra address 0 is the legitimate client's; botnet addresses follow.
+        extra = sum(spec.addresses for spec in config.attackers)
+        if config.legit or extra:
+            lab.add_attacker_addresses(1 + extra)
         server = _with_address_rule(config.server, lab.attacker_ip(config.family))
+        ban_host = firewall.ban_host(lab, server.spec)
         defender = Defender(lab, server)
         capture = None
+        syns_dropped = None
         try:
             if config.pcap:
                 bpf = f"tcp port {server.port} or icmp or icmp6"
                 capture = Capture(lab.attacker, "eth0", bpf, config.pcap)
             sampler = None
             if config.sample_hz:
-                sampler = DefenderSampler(lab.defender, defender.server_pid, config.sample_hz)
+                sampler = DefenderSampler(
+                    lab.defender, defender.server_pid, config.sample_hz, ban_host
+                )
             result = _attack(lab, config, cancel, on_attempt)
             samples = sampler.stop() if sampler else []
+            if ban_host is not None:
+                syns_dropped = firewall.read(ban_host).syns_dropped
         finally:
             if capture:
                 capture.stop()
             server_stats = defender.stop()
             server_log = defender.log()
             defender.close()
-    attempts, legit_attempts, costs, duration = result
+    attempts, legit_attempts, costs, duration, attack_end = result
+    ban_log = server_stats.pop("ban_log", [])
+    bans = None
+    if server.spec and server.spec.name in BAN_STRATEGIES:
+        bans = summarize_bans(ban_log, attempts, legit_attempts, attack_end, syns_dropped)
+        if ban_host is None and sampler is not None:  # blacklist: its bans are the server's own
+            _bans_over_time(samples, ban_log, sampler.started_unix)
     by_attacker: dict[str, list[Attempt]] = {spec.name: [] for spec in config.attackers}
     for attempt in attempts:
         by_attacker.setdefault(attempt.attacker, []).append(attempt)
@@ -126,7 +159,20 @@ def run_trial(
         server_log=server_log,
         duration_s=duration,
         complete=not cancel.is_set(),
+        bans=bans,
+        ban_log=ban_log,
     )
+
+
+def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: float) -> None:
+    """Fill each sample's bans_active from the server's ban log (bans it keeps itself)."""
+    for sample in samples:
+        t = started_unix + sample.t
+        sample.bans_active = sum(
+            b["t_effective"] is not None
+            and b["t_effective"] <= t < b["t_effective"] + b["duration_s"]
+            for b in ban_log
+        )
 
 
 def _with_address_rule(server: ServerConfig, attacker_ip: str) -> ServerConfig:
@@ -155,13 +201,19 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
 
     address = lab.defender_ip(config.family)
     threads = []
+    first = 1  # extra address 0 is the legitimate client's
     for spec in config.attackers:
         target = Target(address, config.server.port, config.family, spec.path)
         attacker = make_attacker(spec.kind, spec.command, spec.label)
+        sources = [
+            lab.addressing.attacker_extra(config.family, i)
+            for i in range(first, first + spec.addresses)
+        ]
+        first += spec.addresses
 
-        def work(attacker=attacker, spec=spec, target=target) -> None:
+        def work(attacker=attacker, spec=spec, target=target, sources=sources or None) -> None:
             sink = sink_for(spec.name)
-            costs[spec.name] = attacker.run(lab, target, spec.policy, sink, cancel)
+            costs[spec.name] = attacker.run(lab, target, spec.policy, sink, cancel, sources)
 
         threads.append(threading.Thread(target=work, name=f"attacker-{spec.name}"))
     # Attackers run in threads of this one; cancel reaches them through the shared event.
@@ -174,13 +226,16 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
     for thread in threads:
         thread.join()
     duration = time.monotonic() - started
+    attack_end = time.time()
+    if legit and config.duration:  # attackers that stopped early: the legitimate client goes on
+        cancel.wait(max(0.0, started + config.duration - time.monotonic()))
     legit_stop.set()
     if legit:
         legit.join()
     host_cost = watcher.stop()
     for name in costs:
         costs[name] = {**costs[name], **host_cost}
-    return attempts, legit_attempts, costs, duration
+    return attempts, legit_attempts, costs, duration, attack_end
 
 
 def _legit_thread(lab: Lab, config: TrialConfig, records: list, stop) -> threading.Thread | None:
@@ -190,12 +245,16 @@ def _legit_thread(lab: Lab, config: TrialConfig, records: list, stop) -> threadi
 
     target = Target(lab.defender_ip(config.family), config.server.port, config.family, "/")
     policy = Policy(timeout=config.legit.timeout, rate=config.legit.rate, duration=LEGIT_HORIZON)
-    source = lab.addressing.attacker_extra(config.family, 0)
-    thread = threading.Thread(
-        target=KernelSpammer("legit").run,
-        args=(lab, target, policy, records.append, stop, source),
-        name="legit",
-    )
+    if config.legit.source == "attacker":
+        source = lab.attacker_ip(config.family)
+    else:
+        source = lab.addressing.attacker_extra(config.family, 0)
+
+    def run() -> None:
+        if not stop.wait(config.legit.start):
+            KernelSpammer("legit").run(lab, target, policy, records.append, stop, source)
+
+    thread = threading.Thread(target=run, name="legit")
     thread.start()
     return thread
 

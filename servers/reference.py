@@ -2,7 +2,8 @@
 
 Run ``python -m servers.reference --strategy SPEC``. Legitimate requests get a tiny 200; abusive
 ones (by request path or source address) are handed to the close strategy named in SPEC, whose
-names and options live in servers/strategies.py.
+names and options live in servers/strategies.py. A ban strategy (blacklist, fw-drop, fw-reject)
+also bans the abusive address (servers/bans.py) and closes with its `then` strategy.
 
 stdout: exactly one ``listening on ...`` line once ready, and one JSON line of counters after
 SIGTERM/SIGINT. stderr: short log lines prefixed ``closebench-server:``. Exit status 2 on bad
@@ -19,6 +20,7 @@ import ipaddress
 import itertools
 import json
 import os
+import queue
 import random
 import re
 import resource
@@ -35,7 +37,8 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from types import FrameType
 
-from servers.strategies import STRATEGIES, Option, StrategySpec, parse_spec
+from servers.bans import BanBook, BanError, BanPolicy, NftBanner
+from servers.strategies import CLOSE_NAMES, STRATEGIES, Option, StrategySpec, parse_spec
 
 PROG = "closebench-server"
 TCP_REPAIR = 19  # linux/tcp.h; Python's socket module does not export it
@@ -205,6 +208,7 @@ class Config:
     bind6: str | None  # None: --no-ipv6
     rules: AbuseRules
     backlog: int
+    ban_netns: str | None = None  # fw-*: enforce bans in this network namespace (a router's)
 
 
 @dataclass
@@ -222,6 +226,8 @@ class Conn:
     buf: bytearray = field(default_factory=bytearray)
     out: bytes = b""
     timer: Timer | None = None
+    host: str = ""  # the client's address
+    banned: bool = False  # blacklist with read_banned: closed once its request is read
 
 
 class Held:
@@ -249,6 +255,14 @@ class Server:
         self.config = config
         self.spec = config.spec
         self.read_first = bool(self.spec.options["read_first"])
+        bans = STRATEGIES[self.spec.name].bans
+        # A ban strategy closes abusive connections with its `then` close strategy.
+        self.close_name = str(self.spec.options["then"]) if bans else self.spec.name
+        self.book = BanBook(BanPolicy.from_options(self.spec.options)) if bans else None
+        self.blacklist = self.spec.name == "blacklist"
+        self.turned_away = 0  # blacklist: connections of banned addresses closed at once
+        self.banner: NftBanner | None = None  # fw-*: see start_banner()
+        self._done: queue.SimpleQueue[Action] = queue.SimpleQueue()
         self.listeners = list(listeners)
         self.sel = selectors.DefaultSelector()
         self.timers = Timers()
@@ -273,11 +287,17 @@ class Server:
             "tarpit": self._tarpit,
             "ttl-drop": self._ttl_drop,
         }
-        missing = STRATEGIES.keys() - self.strategies.keys()
+        missing = set(CLOSE_NAMES) - self.strategies.keys()
         if missing:
             raise RuntimeError(f"strategies without an implementation: {sorted(missing)}")
 
     # loop
+
+    def start_banner(self) -> None:
+        """fw-*: start the thread that adds bans to the nftables set; BanError if it cannot."""
+        verdict = "drop" if self.spec.name == "fw-drop" else "reject"
+        self.banner = NftBanner(verdict, self._call_soon)
+        self.banner.start(self.config.ban_netns)
 
     def run(self) -> dict[str, object]:
         """Serve until SIGTERM/SIGINT; return the counters."""
@@ -288,9 +308,33 @@ class Server:
             for key, _ in self.sel.select(self.timers.timeout()):
                 key.data()
             self.timers.run_due()
+            self._run_done()
         for listener in self.listeners:
             listener.close()
-        return {**asdict(self.counters), "held": len(self.held), "strategy": str(self.spec)}
+        summary = {**asdict(self.counters), "held": len(self.held), "strategy": str(self.spec)}
+        if self.book is not None:
+            if self.banner is not None:
+                self.banner.stop()
+                summary.update(self.banner.stats())
+            summary["bans"] = len(self.book.log)
+            summary["turned_away"] = self.turned_away
+            summary["ban_log"] = [ban.to_dict() for ban in self.book.log]
+        return summary
+
+    def _call_soon(self, action: Action) -> None:
+        """From another thread: run `action` in the event loop (the signal wakeup fd wakes it)."""
+        self._done.put(action)
+        if self.wakeup is not None:
+            with contextlib.suppress(OSError):  # full: the loop is awake already
+                self.wakeup[1].send(b"\0")
+
+    def _run_done(self) -> None:
+        while True:
+            try:
+                action = self._done.get_nowait()
+            except queue.Empty:
+                return
+            action()
 
     def ready_line(self) -> str:
         addresses = " ".join(format_address(*s.getsockname()[:2]) for s in self.listeners)
@@ -388,9 +432,15 @@ class Server:
 
     def _admit(self, sock: socket.socket, host: str) -> None:
         sock.setblocking(False)  # accept() hands back a blocking socket
-        conn = Conn(sock, flagged=self.config.rules.source_matches(host))
-        if conn.flagged and not self.read_first:
-            self._punish(sock)
+        conn = Conn(sock, flagged=self.config.rules.source_matches(host), host=host)
+        if self.blacklist and self.book is not None and self.book.banned(host):
+            self.turned_away += 1
+            if not self.spec.options["read_banned"]:
+                self.strategies[self.close_name](sock)
+                return
+            conn.banned = True
+        elif conn.flagged and not self.read_first:
+            self._punish(sock, host)
             return
         conn.timer = self.timers.after(IDLE_TIMEOUT, partial(self._on_idle, conn))
         self.sel.register(sock, selectors.EVENT_READ, partial(self._on_read, conn))
@@ -413,9 +463,12 @@ class Server:
 
     def _on_request(self, conn: Conn) -> None:
         target = request_target(conn.buf)
-        if conn.flagged or self.config.rules.path_matches(target):
+        if conn.banned:
             self._detach(conn)
-            self._punish(conn.sock)
+            self.strategies[self.close_name](conn.sock)
+        elif conn.flagged or self.config.rules.path_matches(target):
+            self._detach(conn)
+            self._punish(conn.sock, conn.host)
         elif b"\r\n\r\n" not in conn.buf:
             self._respond(conn, TOO_LARGE_431)
         elif target is None:
@@ -426,9 +479,12 @@ class Server:
 
     def _on_idle(self, conn: Conn) -> None:
         conn.timer = None
-        if conn.flagged or self.config.rules.path_matches(request_target(conn.buf)):
+        if conn.banned:
             self._detach(conn)
-            self._punish(conn.sock)  # a flagged client that sends nothing is still dealt with
+            self.strategies[self.close_name](conn.sock)
+        elif conn.flagged or self.config.rules.path_matches(request_target(conn.buf)):
+            self._detach(conn)
+            self._punish(conn.sock, conn.host)  # a flagged client that sends nothing still is
         else:
             self._drop(conn)
 
@@ -486,9 +542,19 @@ class Server:
 
     # strategies: each takes an accepted socket that is no longer in the selector
 
-    def _punish(self, sock: socket.socket) -> None:
+    def _punish(self, sock: socket.socket, host: str) -> None:
         self.counters.abusive += 1
-        self.strategies[self.spec.name](sock)
+        close = partial(self.strategies[self.close_name], sock)
+        ban = self.book.offend(host) if self.book is not None else None
+        if ban is None:
+            close()
+        elif self.banner is None:
+            ban.t_effective = ban.t_detected  # blacklist: in force as soon as it is written down
+            close()
+        else:
+            # Close once the firewall stands, so the abuser's immediate reconnect meets it.
+            family = 6 if ":" in host else 4
+            self.banner.ban(ban, family, close)
 
     def _repair(self, sock: socket.socket) -> None:
         try:
@@ -738,6 +804,12 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--backlog", type=_checked(_int_at_least(1)), default=1024, metavar="N", help="default 1024"
     )
+    add(
+        "--ban-netns",
+        metavar="PATH",
+        help="fw-drop/fw-reject: add bans to the nftables sets of this network namespace (e.g. "
+        "/proc/PID/ns/net of a router) instead of the server's own",
+    )
     return parser
 
 
@@ -750,6 +822,14 @@ def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Co
         )
     if float(spec.options.get("interval", 1.0)) <= 0:  # 0 would drip in a busy loop
         parser.error("tarpit needs interval > 0")
+    firewall = spec.name in ("fw-drop", "fw-reject")
+    if args.ban_netns and not firewall:
+        parser.error("--ban-netns goes with fw-drop or fw-reject")
+    if firewall and spec.options["where"] == "router" and not args.ban_netns:
+        parser.error(
+            "where=router bans on the router: give its network namespace with --ban-netns PATH "
+            "(closebench does)"
+        )
     return Config(
         spec=spec,
         port=args.port,
@@ -757,6 +837,7 @@ def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Co
         bind6=None if args.no_ipv6 else args.bind6,
         rules=AbuseRules(args.abuse_path, tuple(args.abuse_source)),
         backlog=args.backlog,
+        ban_netns=args.ban_netns,
     )
 
 
@@ -767,13 +848,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.nofile is not None:
             set_nofile(args.nofile)
-        if config.spec.name == "repair":
+        if "repair" in (config.spec.name, config.spec.options.get("then")):
             check_tcp_repair()
         listeners = bind_listeners(config)
     except StartupError as exc:
         log(f"error: {exc}")
         return 2
-    summary = Server(config, listeners).run()
+    server = Server(config, listeners)
+    if config.spec.name in ("fw-drop", "fw-reject"):
+        try:
+            server.start_banner()
+        except BanError as exc:
+            log(f"error: {exc}")
+            return 2
+    summary = server.run()
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -1,7 +1,10 @@
-"""The close strategies: names, options and defaults.
+"""The strategies: names, options and defaults.
 
 This is the single source of truth for strategy names. The reference server implements them
-(servers/reference.py) and the harness validates user input against them.
+(servers/reference.py) and the harness validates user input against them. Close strategies end
+an abusive connection one way or another; ban strategies (kind "ban") also refuse the abuser's
+further connections for a while, in the application (blacklist) or in an nftables set (fw-*), and
+end the connection that triggered the ban with a close strategy of their own (`then`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ class Option:
     type: type
     default: object
     help: str
+    choices: tuple[str, ...] = ()  # the values allowed, when it is one of a few words
+    minimum: float | None = None  # the smallest value allowed (numbers are never negative)
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,11 @@ class Strategy:
     name: str
     summary: str
     options: tuple[Option, ...] = ()
+    kind: str = "close"  # "close", or "ban": refuses the address's further connections
+
+    @property
+    def bans(self) -> bool:
+        return self.kind == "ban"
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,50 @@ READ_FIRST = Option(
     "wait for the request before acting; false acts at accept (needs an address rule)",
 )
 DELAY = Option("delay", float, 3.0, "seconds to hold the socket before close()")
+INTERVAL = Option("interval", float, 2.0, "seconds between dripped bytes")
+
+CLOSE_NAMES = (
+    "graceful",
+    "rst",
+    "repair",
+    "never",
+    "delayed-thread",
+    "delayed-reaper",
+    "tarpit",
+    "ttl-drop",
+)
+
+# Ban bookkeeping as fail2ban does it (servers/bans.py): `maxretry` abusive requests within
+# `findtime` seconds ban the address for `bantime` seconds; its n-th ban lasts
+# bantime * factor**(n-1), at most `maxtime` (fail2ban's bantime.increment).
+BAN_OPTIONS = (
+    READ_FIRST,
+    Option(
+        "then",
+        str,
+        "rst",
+        "close strategy for abusive requests that got through (the one that triggers the ban)",
+        choices=CLOSE_NAMES,
+    ),
+    DELAY,
+    INTERVAL,
+    Option("bantime", float, 30.0, "seconds the first ban lasts", minimum=0.01),
+    Option(
+        "factor", float, 1.0, "each further ban of an address lasts this much longer", minimum=1.0
+    ),
+    Option("maxtime", float, 3600.0, "the longest ban, in seconds", minimum=0.01),
+    Option("findtime", float, 60.0, "seconds in which maxretry abusive requests ban"),
+    Option(
+        "maxretry", int, 1, "abusive requests within findtime that ban (1: the first)", minimum=1
+    ),
+)
+WHERE = Option(
+    "where",
+    str,
+    "local",
+    "the nftables set: in the defender host (local) or on the router in front of it (router)",
+    choices=("local", "router"),
+)
 
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
@@ -67,22 +121,59 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy(
             "tarpit",
             "hold the connection and drip one byte every interval (endlessh-style)",
-            (READ_FIRST, Option("interval", float, 2.0, "seconds between dripped bytes")),
+            (READ_FIRST, INTERVAL),
         ),
         Strategy(
             "ttl-drop",
             "IP_TTL/IPV6_UNICAST_HOPS 1 then close(): the FIN dies at the first router",
             (READ_FIRST,),
         ),
+        Strategy(
+            "blacklist",
+            "ban in the application: a banned address's connections meet `then` at accept",
+            (
+                *BAN_OPTIONS,
+                Option(
+                    "read_banned",
+                    bool,
+                    False,
+                    "read a banned client's request before closing it (false: close at accept)",
+                ),
+            ),
+            kind="ban",
+        ),
+        Strategy(
+            "fw-drop",
+            "ban the address in an nftables set with a timeout: its SYNs are dropped",
+            (*BAN_OPTIONS, WHERE),
+            kind="ban",
+        ),
+        Strategy(
+            "fw-reject",
+            "ban the address in an nftables set with a timeout: its SYNs are answered with RST",
+            (*BAN_OPTIONS, WHERE),
+            kind="ban",
+        ),
     )
 }
+BAN_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.bans)
+if set(CLOSE_NAMES) != {name for name, s in STRATEGIES.items() if not s.bans}:
+    raise RuntimeError("CLOSE_NAMES must list every close strategy")
 
 
 def _format(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _convert(option: Option, text: str) -> object:
+    if option.choices:
+        value = text.strip()
+        if value not in option.choices:
+            allowed = ", ".join(option.choices)
+            raise ValueError(f"option {option.name!r} takes one of {allowed}; not {text!r}")
+        return value
     if option.type is bool:
         lowered = text.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -98,6 +189,10 @@ def _convert(option: Option, text: str) -> object:
         ) from None
     if isinstance(value, (int, float)) and value < 0:
         raise ValueError(f"option {option.name!r} must not be negative, got {text!r}")
+    if option.minimum is not None and value < option.minimum:
+        raise ValueError(
+            f"option {option.name!r} must be at least {option.minimum:g}, got {text!r}"
+        )
     return value
 
 

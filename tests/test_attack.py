@@ -18,7 +18,8 @@ pytestmark = pytest.mark.needs_lab
 
 T = 2.0  # the attacker's timeout: short, so a silent strategy shows within a few seconds
 SEED_POLICY = Policy(timeout=T, reconnect=True, concurrency=2, duration=5.0)
-STRATEGIES = ["graceful", "rst", "repair", "never", "tarpit", "delayed-reaper:delay=1"]
+TARPIT = "tarpit:interval=0.5"  # drips well inside the timeout T
+STRATEGIES = ["graceful", "rst", "repair", "never", TARPIT, "delayed-reaper:delay=1"]
 
 
 def _config(
@@ -51,7 +52,7 @@ def kernel_results():
         ("rst", "rst"),
         ("repair", "silent"),
         ("never", "silent"),
-        ("tarpit", "silent"),
+        (TARPIT, "silent"),
         ("delayed-reaper:delay=1", "fin"),
     ],
 )
@@ -64,11 +65,11 @@ def test_kernel_spammer_sees_the_wire_outcome(kernel_results, strategy, outcome)
 def test_reconnecting_spammer_is_slowed_by_silence(kernel_results):
     rate = {s: r.summary.attempts_per_s for s, r in kernel_results.items()}
     # About one attempt per T per connection slot when the server stays silent...
-    for silent in ("repair", "never", "tarpit"):
+    for silent in ("repair", "never", TARPIT):
         assert 0.3 <= rate[silent] <= 2.0, rate
     # ...and many times that when it answers with FIN or RST.
     for loud in ("graceful", "rst"):
-        assert rate[loud] > 20 * max(rate["repair"], rate["never"], rate["tarpit"]), rate
+        assert rate[loud] > 20 * max(rate["repair"], rate["never"], rate[TARPIT]), rate
     # A 1 s delayed close lets through about one attempt per 1 s per slot: in between.
     assert rate["repair"] < rate["delayed-reaper:delay=1"] < rate["graceful"]
 
@@ -81,7 +82,7 @@ def test_hang_time_is_what_the_strategy_makes_it(kernel_results):
 
 
 def test_tarpit_drips_data_before_the_timeout(kernel_results):
-    assert kernel_results["tarpit"].summary.data_first > 0
+    assert kernel_results[TARPIT].summary.data_first > 0
 
 
 def test_legitimate_client_stays_served(kernel_results):

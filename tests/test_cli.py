@@ -161,7 +161,7 @@ def test_probe_inside_a_user_namespace():
     # What an ordinary user gets: closebench re-executes itself like this when not root.
     command = ["unshare", "-Urnm", "--", "env", "CLOSEBENCH_IN_USERNS=1", sys.executable]
     command += ["-m", "harness.cli", "probe", "-s", "rst", "-s", "repair", "--timeout", "2"]
-    result = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     outcomes = {r["strategy"]: r["outcome"] for r in json.loads(result.stdout)["results"]}
     assert outcomes == {"rst": "rst", "repair": "silent"}

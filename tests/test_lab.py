@@ -114,7 +114,7 @@ def test_runner_death_leaves_nothing(how):
     runner = subprocess.Popen([sys.executable, "-c", HOLD_A_LAB], stdout=subprocess.PIPE, text=True)
     try:
         assert runner.stdout.readline().strip() == "ready"
-        assert len(our_keepers()) == 3
+        assert len(our_keepers()) == 4  # the three hosts and the namespace they were made from
         assert wait_until(lambda: len(_sleepers()) == 2)
         runner.send_signal(how)
         runner.wait(10)

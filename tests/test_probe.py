@@ -24,6 +24,10 @@ EXPECTED = {
     "tarpit": (Outcome.SILENT, True),
     "ttl-drop": (Outcome.FIN, False),
     "ttl-drop (via router)": (Outcome.SILENT, False),
+    # Ban strategies: the probe's one request triggers the ban and meets `then` (rst by default).
+    "blacklist": (Outcome.RST, False),
+    "fw-drop": (Outcome.RST, False),
+    "fw-reject": (Outcome.RST, False),
 }
 
 

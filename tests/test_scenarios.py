@@ -10,7 +10,7 @@ import pytest
 from harness.errors import UsageError
 from harness.scenario import SCENARIO_DIR, find_scenario, load_scenario
 
-SHIPPED = ["seed", "fd-exhaustion", "read-first", "ttl-drop"]
+SHIPPED = ["seed", "fd-exhaustion", "read-first", "ttl-drop", "bans", "botnet"]
 
 VALID = """
 name = "t"
@@ -31,15 +31,25 @@ def test_every_scenario_file_is_tested():
     assert sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")) == sorted(SHIPPED)
 
 
-def test_seed_is_the_default_and_covers_every_strategy():
-    from servers.strategies import STRATEGIES
+def test_seed_is_the_default_and_covers_every_close_strategy():
+    from servers.strategies import CLOSE_NAMES
 
     scenario, _, _ = load_scenario(find_scenario(None))
     assert scenario.name == "seed"
-    assert {t.server.spec.name for t in scenario.trials()} == set(STRATEGIES)
+    assert {t.server.spec.name for t in scenario.trials()} == set(CLOSE_NAMES)
     [attacker] = scenario.attackers
     assert (attacker.rate, attacker.timeout, attacker.reconnect) == (10, 10, True)
     assert scenario.legit is not None
+
+
+def test_bans_and_botnet_cover_every_ban_strategy():
+    from servers.strategies import BAN_STRATEGIES
+
+    for name in ("bans", "botnet"):
+        scenario, _, _ = load_scenario(find_scenario(name))
+        assert {t.server.spec.name for t in scenario.trials()} >= set(BAN_STRATEGIES)
+    botnet, _, _ = load_scenario(find_scenario("botnet"))
+    assert sum(a.addresses or 0 for a in botnet.attackers) == 200
 
 
 @pytest.mark.parametrize(
@@ -86,7 +96,9 @@ def test_not_toml_and_missing_files(tmp_path):
         load_scenario(path)
     with pytest.raises(UsageError, match="no scenario file"):
         find_scenario(str(tmp_path / "missing.toml"))
-    with pytest.raises(UsageError, match=r"give a \.toml file or one of: fd-exhaustion, read"):
+    with pytest.raises(
+        UsageError, match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, read"
+    ):
         find_scenario("nonesuch")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import resource
 import socket
 import threading
@@ -47,19 +48,25 @@ class KernelSpammer:
         policy: Policy,
         sink: Callable[[Attempt], None],
         cancel: threading.Event,
-        source: str | None = None,
+        source: str | list[str] | None = None,
     ) -> dict:
+        """`source`: the address to send from, or several (a botnet): see slot_sources()."""
         raise_fd_limit()
-        source = source or lab.attacker_ip(target.family)
+        if not source:
+            source = lab.attacker_ip(target.family)
+        sources = [source] if isinstance(source, str) else list(source)
         with lab.attacker.entered():
-            asyncio.run(self._main(target, policy, sink, cancel, source))
+            asyncio.run(self._main(target, policy, sink, cancel, sources))
         return {"peak_open_sockets": self.peak_in_flight}
 
-    async def _main(self, target, policy, sink, cancel, source) -> None:
+    async def _main(self, target, policy, sink, cancel, sources: list[str]) -> None:
+        self._cancel = cancel
         budget = Budget(policy)
         slots = [
-            asyncio.create_task(self._slot(budget, target, policy, sink, source))
-            for _ in range(policy.concurrency)
+            asyncio.create_task(
+                self._slot(budget, target, policy, sink, slot_sources(sources, i, policy))
+            )
+            for i in range(policy.concurrency)
         ]
         watcher = asyncio.create_task(_watch(cancel, slots))
         await asyncio.gather(*slots, return_exceptions=True)
@@ -67,9 +74,10 @@ class KernelSpammer:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
-    async def _slot(self, budget: Budget, target, policy, sink, source) -> None:
-        while await budget.take():
-            sink(await self.attempt(target, policy, source, policy.timeout))
+    async def _slot(self, budget: Budget, target, policy, sink, sources: list[str]) -> None:
+        turn = itertools.cycle(sources)
+        while not self._cancel.is_set() and await budget.take():
+            sink(await self.attempt(target, policy, next(turn), policy.timeout))
             if not policy.reconnect:
                 return
 
@@ -135,8 +143,21 @@ class KernelSpammer:
         attempt.http_status = http_status(head)
 
 
+def slot_sources(sources: list[str], slot: int, policy: Policy) -> list[str]:
+    """The addresses slot `slot` cycles over: with at least as many slots as addresses, one each
+    (slot i takes address i mod N); with more addresses than slots, slot i takes i, i+C, i+2C...
+    (C slots), so every address is used in turn."""
+    if len(sources) <= policy.concurrency:
+        return [sources[slot % len(sources)]]
+    return sources[slot :: policy.concurrency]
+
+
 async def _watch(cancel: threading.Event, tasks: list[asyncio.Task]) -> None:
     while not cancel.is_set():
         await asyncio.sleep(CANCEL_POLL)
-    for task in tasks:
-        task.cancel()
+    # asyncio.wait_for (Python 3.11) can swallow a cancellation that races its inner future, and
+    # the slot would attack on: keep cancelling until every task has ended.
+    while not all(task.done() for task in tasks):
+        for task in tasks:
+            task.cancel()
+        await asyncio.sleep(CANCEL_POLL)

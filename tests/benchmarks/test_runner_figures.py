@@ -39,7 +39,7 @@ def test_sampler_overhead_at_10_hz(benchmark):
 
     overhead = benchmark.pedantic(measure, rounds=1, iterations=1)
     benchmark.extra_info["sampler_overhead_share_of_one_core"] = overhead
-    assert overhead < 0.10  # target 0.02; the bound leaves room for a loaded machine
+    assert overhead < 0.05  # target 0.02 (about 0.012 seen); room for a loaded machine
 
 
 @pytest.mark.slow

@@ -1,0 +1,780 @@
+"""The report of a run: figures, a self-contained index.html and a summary.md.
+
+Built from the run directory's raw files alone (summary.json, attempts.jsonl, samples.csv,
+scenario.toml), so `closebench report RUN_DIR` can rebuild it at any time, also for an interrupted
+run or one whose trials failed. The reading of the result is derived from the numbers: nothing in
+it is written for a particular strategy's outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import itertools
+import json
+import math
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from harness import __version__
+from harness.errors import UsageError
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+LEGIT = "legit"  # the legitimate client's name in attempts.jsonl (harness/trial.py)
+RAW_FILES = ("summary.json", "attempts.jsonl", "samples.csv", "scenario.toml", "run.log")
+FD_NOISE = 1.0  # fd-seconds below this are a transient fd, not a held socket
+FEW_ATTEMPTS = 5
+
+# loading the run directory
+
+
+@dataclass
+class TrialData:
+    row: dict  # the trial's row of summary.json
+    attacks: list[dict] = field(default_factory=list)  # attacker attempts
+    legit: list[dict] = field(default_factory=list)  # legitimate client attempts
+    samples: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.row["trial"]
+
+    @cached_property  # read once per attempt by the figures: computing it each time is quadratic
+    def start(self) -> float | None:
+        """The first SYN of the trial: time zero for attempts (the sampler starts with it)."""
+        starts = [a["t_syn"] for a in self.attacks + self.legit if _number(a.get("t_syn"))]
+        return min(starts) if starts else None
+
+    @property
+    def ok(self) -> bool:
+        return not self.row.get("error")
+
+
+@dataclass
+class RunData:
+    directory: Path
+    summary: dict
+    trials: list[TrialData]
+    scenario_text: str | None
+    scenario: dict  # scenario.toml parsed, {} when missing or unreadable
+    problems: list[str]  # raw files that were missing or partly unreadable
+
+    @property
+    def meta(self) -> dict:
+        return self.summary.get("meta") or {}
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.summary.get("complete"))
+
+
+def load_run(directory: Path) -> RunData:
+    """Read a run directory; UsageError (one line) when it is not one."""
+    summary = _load_summary(directory)
+    trials = {row["trial"]: TrialData(row) for row in summary["rows"]}
+    problems: list[str] = []
+    _load_attempts(directory / "attempts.jsonl", trials, problems)
+    _load_samples(directory / "samples.csv", trials, problems)
+    text, scenario = _load_scenario(directory / "scenario.toml", problems)
+    return RunData(directory, summary, list(trials.values()), text, scenario, problems)
+
+
+def _load_summary(directory: Path) -> dict:
+    def refuse(why: str) -> UsageError:
+        return UsageError(
+            f"{directory} is not a closebench run directory ({why}); give one that "
+            "`closebench run` wrote, e.g. reports/latest"
+        )
+
+    if not directory.is_dir():
+        return _raise(refuse("no such directory"))
+    path = directory / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        return _raise(refuse("no summary.json"))
+    except (OSError, ValueError) as error:
+        return _raise(refuse(f"summary.json is unreadable: {error}"))
+    schema = summary.get("schema", "") if isinstance(summary, dict) else ""
+    if not str(schema).startswith("closebench.summary/") or not isinstance(
+        summary.get("rows"), list
+    ):
+        return _raise(refuse("summary.json is not a closebench.summary document"))
+    return summary
+
+
+def _raise(error: Exception):
+    raise error
+
+
+def _load_attempts(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
+    if not path.is_file():
+        problems.append("attempts.jsonl is missing: no per-attempt figures")
+        return
+    bad = 0
+    with path.open() as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+                trial = trials.get(record["trial"])
+            except (ValueError, KeyError, TypeError):
+                bad += 1  # e.g. the last line of an interrupted write
+                continue
+            if trial is not None and _number(record.get("t_syn")):
+                (trial.legit if record.get("attacker") == LEGIT else trial.attacks).append(record)
+    if bad:
+        problems.append(f"attempts.jsonl: {bad} unreadable line(s) skipped")
+
+
+def _load_samples(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
+    if not path.is_file():
+        problems.append("samples.csv is missing: no defender figures over time")
+        return
+    bad = 0
+    with path.open(newline="") as stream:
+        for record in csv.DictReader(stream):
+            trial = trials.get(record.get("trial") or "")
+            try:
+                sample = {k: float(v) for k, v in record.items() if k != "trial" and k}
+            except (TypeError, ValueError):
+                bad += 1
+                continue
+            if trial is not None:
+                trial.samples.append(sample)
+    if bad:
+        problems.append(f"samples.csv: {bad} unreadable row(s) skipped")
+
+
+def _load_scenario(path: Path, problems: list[str]) -> tuple[str | None, dict]:
+    try:
+        text = path.read_text()
+    except OSError:
+        problems.append("scenario.toml is missing")
+        return None, {}
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        problems.append(f"scenario.toml is not valid TOML ({error})")
+        return text, {}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# the summary table: one definition for the HTML and summary.md
+
+
+def _fixed(digits: int) -> Callable[[float], str]:
+    return lambda value: f"{value:.{digits}f}"
+
+
+def _whole(value: float) -> str:
+    return f"{value:.0f}"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _millis(value: float) -> str:
+    return f"{1000 * value:.1f}"
+
+
+def _outcomes(value: dict) -> str:
+    return ", ".join(f"{name} {count}" for name, count in value.items()) or "none"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # the summary.json row field
+    header: str
+    group: str
+    show: Callable[[object], str]
+    missing: str = "-"  # shown for null
+
+    def cell(self, row: dict) -> str:
+        value = row.get(self.key)
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return self.missing
+        return self.show(value)
+
+
+COLUMNS = (
+    Column("attempts", "attempts", "attacker", _whole),
+    Column("attempts_per_s", "attempts/s", "attacker", _fixed(2)),
+    Column("hang_median_s", "hang median (s)", "attacker", _fixed(3)),
+    Column("hang_p95_s", "hang p95 (s)", "attacker", _fixed(3)),
+    Column("hang_max_s", "hang max (s)", "attacker", _fixed(3)),
+    Column("outcomes", "outcomes", "attacker", _outcomes),
+    Column("attacker_seconds_wasted", "seconds wasted", "attacker", _fixed(1)),
+    Column("legit_requests", "requests", "legitimate clients", _whole),
+    Column("legit_success_rate", "answered", "legitimate clients", _percent),
+    Column("legit_latency_median_s", "latency median (ms)", "legitimate clients", _millis),
+    Column("legit_latency_p95_s", "latency p95 (ms)", "legitimate clients", _millis),
+    Column("peak_fds", "peak fds", "defender", _whole),
+    Column("fd_seconds", "fd-s", "defender", _fixed(1)),
+    Column("cpu_seconds", "CPU s", "defender", _fixed(2)),
+    Column("peak_threads", "peak threads", "defender", _whole),
+    Column("peak_rss_mb", "peak RSS (MiB)", "defender", _fixed(1)),
+    Column("peak_orphans", "peak orphans", "defender", _whole),
+    Column("peak_sockets", "peak sockets", "defender", _whole),
+    Column("retransmissions", "retransmits", "defender", _whole),
+    Column("wasted_per_fd_second", "wasted s per fd-s", "asymmetry", _fixed(2), "no fd held"),
+    Column("wasted_per_cpu_second", "wasted s per CPU s", "asymmetry", _fixed(1), "no CPU"),
+    Column("sampler_overhead", "sampler CPU", "harness", _percent),
+)
+
+
+# Shown as a third table when some trial banned (its `bans` is not null).
+BAN_COLUMNS = (
+    Column("bans", "bans", "bans", _whole),
+    Column("banned_addresses", "addresses banned", "bans", _whole),
+    Column("time_to_ban_median_s", "time to ban (s)", "bans", _fixed(3)),
+    Column("attempts_before_ban", "attempts before ban", "bans", _whole),
+    Column("attempts_per_s_after_ban", "attempts/s after ban", "bans", _fixed(2)),
+    Column("syns_dropped", "SYNs dropped", "bans", _whole),
+    Column("peak_bans_active", "peak bans active", "bans", _whole),
+    Column("legit_wrongly_refused", "legit wrongly refused", "bans", _whole),
+)
+
+# The HTML splits the table in two so that it fits a screen; summary.md keeps one.
+TABLES = (
+    ("The attacker and the legitimate clients", ("attacker", "legitimate clients")),
+    ("The defender and the cost asymmetry", ("defender", "asymmetry", "harness")),
+)
+
+
+def column_groups(columns: list[Column]) -> list[tuple[str, int]]:
+    """(group, number of columns) in order, for a table's grouped header."""
+    groups: list[tuple[str, int]] = []
+    for column in columns:
+        if groups and groups[-1][0] == column.group:
+            groups[-1] = (column.group, groups[-1][1] + 1)
+        else:
+            groups.append((column.group, 1))
+    return groups
+
+
+def html_tables(trials: list[TrialData], palette) -> list[dict]:
+    tables = []
+    banned = any(t.row.get("bans") is not None for t in trials)
+    for title, groups in TABLES + ((("Bans", ("bans",)),) if banned else ()):
+        columns = [c for c in COLUMNS + BAN_COLUMNS if c.group in groups]
+        rows = [
+            {
+                "name": t.name,
+                "color": palette.color(t.name),
+                "error": t.row.get("error"),
+                "cells": [(c.cell(t.row), c.key == "outcomes") for c in columns],
+            }
+            for t in trials
+        ]
+        tables.append(
+            {"title": title, "columns": columns, "groups": column_groups(columns), "rows": rows}
+        )
+    return tables
+
+
+# the reading: which trial wins on each axis, what each costs, what to beware of
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str
+    label: str
+    lower_is_better: bool
+    show: Callable[[float], str]
+    absolute: float = 0.0  # differences up to this (or `relative` of the best) are a tie
+    relative: float = 0.0
+
+    def ties(self, value: float, best: float) -> bool:
+        return abs(value - best) <= max(self.absolute, self.relative * abs(best)) + 1e-12
+
+
+AXES = (
+    Axis("attempts_per_s", "fewest attacker attempts/s", True, "{:.2f}/s".format, 0.0, 0.1),
+    Axis("hang_median_s", "longest attacker hang", False, "{:.2f} s median".format, 0.05, 0.1),
+    Axis("fd_seconds", "fewest defender fd-seconds", True, "{:.1f} fd-s".format, FD_NOISE),
+    Axis("cpu_seconds", "least defender CPU", True, "{:.2f} CPU s".format, 0.02, 0.1),
+    Axis("peak_threads", "fewest defender threads", True, "{:.0f} at peak".format),
+    Axis("peak_orphans", "fewest orphan sockets", True, "{:.0f} at peak".format),
+    Axis("legit_success_rate", "most legitimate requests answered", False, _percent, 0.01),
+)
+
+
+@dataclass
+class AxisResult:
+    axis: Axis
+    winners: list[str]
+    best: str  # the winners' value, shown
+    losers: list[str]  # the worst trials
+    worst: str
+    all_tied: bool
+
+
+def axis_results(trials: list[TrialData]) -> list[AxisResult]:
+    results = []
+    for axis in AXES:
+        values = {t.name: t.row[axis.key] for t in trials if t.ok and _number(t.row.get(axis.key))}
+        if not values:
+            continue
+        pick = min if axis.lower_is_better else max
+        best, worst = pick(values.values()), (max if axis.lower_is_better else min)(values.values())
+        winners = [name for name, value in values.items() if axis.ties(value, best)]
+        losers = [n for n, v in values.items() if axis.ties(v, worst) and n not in winners]
+        results.append(
+            AxisResult(
+                axis,
+                winners,
+                axis.show(best),
+                losers,
+                axis.show(worst),
+                axis.ties(worst, best) or not losers,
+            )
+        )
+    return results
+
+
+def _better(axis: Axis, a: float, b: float) -> bool:
+    """a is better than b beyond noise."""
+    if axis.ties(a, b):
+        return False
+    return a < b if axis.lower_is_better else a > b
+
+
+def undominated(trials: list[TrialData]) -> list[str]:
+    """Trials no other trial beats on one axis without being worse on any."""
+    ok = [t for t in trials if t.ok]
+
+    def dominates(a: TrialData, b: TrialData) -> bool:
+        shared = [x for x in AXES if _number(a.row.get(x.key)) and _number(b.row.get(x.key))]
+        better = any(_better(x, a.row[x.key], b.row[x.key]) for x in shared)
+        worse = any(_better(x, b.row[x.key], a.row[x.key]) for x in shared)
+        return better and not worse
+
+    return [b.name for b in ok if not any(dominates(a, b) for a in ok if a is not b)]
+
+
+# What the defender cares about most first: the service staying up, then what it holds.
+COST_PRIORITY = ("legit_success_rate", "fd_seconds", "peak_orphans", "cpu_seconds", "peak_threads")
+
+
+def best_silencer(trials: list[TrialData], results: list[AxisResult]) -> tuple[list[str], str]:
+    """Among the trials that slow the attacker most, those cheapest for the defender: keep the
+    best on each cost in COST_PRIORITY in turn (ties within noise stay)."""
+    rate = next((r for r in results if r.axis.key == "attempts_per_s"), None)
+    if rate is None:
+        return [], ""
+    candidates = [t for t in trials if t.name in rate.winners]
+    axes = {axis.key: axis for axis in AXES}
+    for key in COST_PRIORITY:
+        axis = axes[key]
+        values = [t.row[key] for t in candidates if _number(t.row.get(key))]
+        if not values:
+            continue
+        best = min(values) if axis.lower_is_better else max(values)
+        candidates = [
+            t for t in candidates if not _number(t.row.get(key)) or axis.ties(t.row[key], best)
+        ]
+    return [t.name for t in candidates], rate.best
+
+
+@dataclass
+class TrialReading:
+    name: str
+    color: str
+    error: str | None
+    sentences: list[str]
+    wins: list[str]
+    caveats: list[str]
+
+
+def read_trial(trial: TrialData, run: RunData, results: list[AxisResult]) -> TrialReading:
+    from harness.figures import Palette
+
+    color = Palette([t.name for t in run.trials]).color(trial.name)
+    row = trial.row
+    if not trial.ok:
+        return TrialReading(trial.name, color, row.get("error"), [], [], _caveats(trial, run))
+    wins = [r.axis.label for r in results if trial.name in r.winners and not r.all_tied]
+    sentences = [_attacker_sentence(trial, run), _defender_sentence(row)]
+    if row.get("legit_requests"):
+        sentences.append(
+            f"Legitimate clients: {_percent(row['legit_success_rate'])} of "
+            f"{row['legit_requests']} requests answered"
+            + (
+                f", median {_millis(row['legit_latency_median_s'])} ms."
+                if _number(row.get("legit_latency_median_s"))
+                else "."
+            )
+        )
+    return TrialReading(trial.name, color, None, sentences, wins, _caveats(trial, run))
+
+
+def _attacker_sentence(trial: TrialData, run: RunData) -> str:
+    row = trial.row
+    text = f"Attacker: {row['attempts']} attempts, {row['attempts_per_s']:.2f}/s"
+    loudest = max(
+        (t for t in run.trials if t.ok and _number(t.row.get("attempts_per_s"))),
+        key=lambda t: t.row["attempts_per_s"],
+        default=None,
+    )
+    rate = row["attempts_per_s"]
+    if loudest and loudest is not trial and rate > 0 and loudest.row["attempts_per_s"] >= 2 * rate:
+        text += f" ({loudest.row['attempts_per_s'] / rate:.0f} times fewer than {loudest.name})"
+    if _number(row.get("hang_median_s")):
+        text += f", each hanging {row['hang_median_s']:.2f} s (median)"
+    text += f"; outcomes {_outcomes(row.get('outcomes') or {})}"
+    return text + f"; {row.get('attacker_seconds_wasted') or 0:.1f} s wasted in all."
+
+
+def _defender_sentence(row: dict) -> str:
+    if not _number(row.get("fd_seconds")):
+        return "Defender: not sampled."
+    held = (
+        "no fd held beyond noise"
+        if row["fd_seconds"] < FD_NOISE
+        else f"{row['fd_seconds']:.1f} fd-s held"
+    )
+    text = (
+        f"Defender: {held} (peak {row['peak_fds']} fds), {row['cpu_seconds']:.2f} CPU s, "
+        f"peak {row['peak_threads']} thread(s), {row['peak_rss_mb']:.1f} MiB, "
+        f"{row['peak_orphans']} orphan socket(s) at peak"
+    )
+    ratio = row.get("wasted_per_fd_second")
+    if row["fd_seconds"] >= FD_NOISE and _number(ratio):
+        text += f"; the attacker lost {ratio:.2f} s per defender fd-second"
+    return text + "."
+
+
+def _caveats(trial: TrialData, run: RunData) -> list[str]:
+    notes = [check(trial, run) for check in CAVEATS]
+    return [note for note in notes if note]
+
+
+def _spec(trial: TrialData):
+    from servers.strategies import parse_spec
+
+    try:
+        return parse_spec(trial.row.get("strategy") or "")
+    except ValueError:
+        return None  # a user's own server command, or a strategy this version does not know
+
+
+def _caveat_error(trial: TrialData, run: RunData) -> str | None:
+    if trial.ok and not trial.row.get("complete", True):
+        return "Interrupted: the figures cover the trial so far."
+    return None
+
+
+def _caveat_capability(trial: TrialData, run: RunData) -> str | None:
+    spec = _spec(trial)
+    if spec is None or spec.name != "repair":
+        return None
+    had = (run.meta.get("capabilities") or {}).get("CAP_NET_ADMIN")
+    fallbacks = (trial.row.get("server_stats") or {}).get("repair_fallbacks") or 0
+    text = "TCP_REPAIR needs CAP_NET_ADMIN in the server: " + (
+        "this run had it." if had else "this run did not have it."
+    )
+    if fallbacks:
+        text += f" {fallbacks} close(s) fell back to RST."
+    return text
+
+
+def _caveat_read_first(trial: TrialData, run: RunData) -> str | None:
+    spec = _spec(trial)
+    if spec is None or "read_first" not in spec.options:
+        return None
+    outcomes = trial.row.get("outcomes") or {}
+    if spec.options["read_first"] is False:
+        text = (
+            "read_first=false acts at accept() on clients matched by address: a request that "
+            "arrives later meets no socket and is answered with RST"
+        )
+        return text + (f" ({outcomes['rst']} RST here)." if outcomes.get("rst") else ".")
+    # Silent without holding a socket: the socket is gone, so only reading first keeps a
+    # request that arrives late from meeting no socket (and an RST).
+    gone = _number(trial.row.get("fd_seconds")) and trial.row["fd_seconds"] < FD_NOISE
+    if gone and outcomes and outcomes.get("silent", 0) >= sum(outcomes.values()) / 2:
+        return (
+            "Silent because it reads the request first (read_first); acting at accept() "
+            "instead lets a late request meet no socket and get an RST."
+        )
+    return None
+
+
+def _caveat_router(trial: TrialData, run: RunData) -> str | None:
+    spec = _spec(trial)
+    if spec is None or spec.name != "ttl-drop":
+        return None
+    outcomes = trial.row.get("outcomes") or {}
+    told = outcomes.get("fin", 0) + outcomes.get("rst", 0)
+    if outcomes and told > sum(outcomes.values()) / 2:
+        where = "via a router" if trial.row.get("routed") else "with no router hop"
+        return f"The TTL-1 FIN reached the attacker {where}: here it is a plain close."
+    if trial.row.get("routed"):
+        return "Silent only because a router hop drops the TTL-1 FIN; on a direct link it arrives."
+    return None
+
+
+def _caveat_orphans(trial: TrialData, run: RunData) -> str | None:
+    orphans = trial.row.get("peak_orphans") or 0
+    lasting = orphan_seconds(trial.samples)
+    if orphans <= 0 or (trial.samples and lasting < FD_NOISE):
+        return None  # an orphan for a moment after close() is every close's lot
+    retrans = trial.row.get("retransmissions") or 0
+    text = f"Kept up to {orphans} orphan socket(s) in the kernel ({lasting:.0f} orphan-seconds)"
+    text += ", which no fd count shows"
+    return text + (f"; {retrans} retransmitted segments." if retrans else ".")
+
+
+def orphan_seconds(samples: list[dict[str, float]]) -> float:
+    """Orphan sockets integrated over time, like fd-seconds."""
+    return sum(a.get("orphans", 0) * (b["t"] - a["t"]) for a, b in itertools.pairwise(samples))
+
+
+def _caveat_fds(trial: TrialData, run: RunData) -> str | None:
+    row = trial.row
+    ratio = row.get("wasted_per_fd_second")
+    if not _number(row.get("fd_seconds")) or row["fd_seconds"] < FD_NOISE:
+        return None
+    stats = row.get("server_stats") or {}
+    nofile = (run.scenario.get("server") or {}).get("nofile")
+    limit = f"RLIMIT_NOFILE ({nofile})" if nofile else "RLIMIT_NOFILE"
+    if stats.get("refused_emfile"):
+        return f"Ran out of fds: {stats['refused_emfile']} request(s) refused with 503."
+    if stats.get("held"):
+        return (
+            f"Still held {stats['held']} socket(s) when the trial ended: they are never "
+            f"released, so a long or concurrent attack exhausts {limit}."
+        )
+    if _number(ratio) and ratio <= 1.5:
+        return (
+            "Holds an fd for about every second the attacker waits: a concurrent attacker "
+            f"makes it run into {limit}."
+        )
+    return None
+
+
+def _caveat_threads(trial: TrialData, run: RunData) -> str | None:
+    if not trial.samples:
+        return None
+    idle = trial.samples[0].get("threads", 0)
+    peak = trial.row.get("peak_threads") or 0
+    if peak > idle:
+        return f"Threads grew from {idle:.0f} to {peak}: a thread per held socket."
+    return None
+
+
+def _caveat_data_first(trial: TrialData, run: RunData) -> str | None:
+    got = sum(a.get("data_first") is True for a in trial.attacks)
+    if got:
+        return (
+            f"{got} attempt(s) received response bytes before they ended: the attacker sees "
+            "a live server."
+        )
+    return None
+
+
+def _caveat_legit(trial: TrialData, run: RunData) -> str | None:
+    rate = trial.row.get("legit_success_rate")
+    if _number(rate) and rate < 0.99:
+        return f"The service suffered: only {_percent(rate)} of legitimate requests were answered."
+    return None
+
+
+CAVEATS = (
+    _caveat_error,
+    _caveat_capability,
+    _caveat_read_first,
+    _caveat_router,
+    _caveat_orphans,
+    _caveat_fds,
+    _caveat_threads,
+    _caveat_data_first,
+    _caveat_legit,
+)
+
+
+def run_notes(run: RunData) -> list[str]:
+    """What a reader must know about the run as a whole before trusting its numbers."""
+    notes = []
+    if not run.complete:
+        notes.append("The run is incomplete (interrupted, or a trial failed): see the rows.")
+    failed = [t.name for t in run.trials if not t.ok]
+    if failed:
+        notes.append(f"No figures for: {', '.join(failed)} (their error is in the table).")
+    few = [t.name for t in run.trials if t.ok and (t.row.get("attempts") or 0) < FEW_ATTEMPTS]
+    if few:
+        notes.append(
+            f"Fewer than {FEW_ATTEMPTS} attacker attempts in {', '.join(few)}: their rates and "
+            "hang times are rough; run for several client timeouts to measure them."
+        )
+    durations = [t.row["duration_s"] for t in run.trials if _number(t.row.get("duration_s"))]
+    planned = run.scenario.get("duration")
+    if _number(planned) and durations and max(durations) < 0.9 * planned:
+        notes.append(
+            f"The trials ran at most {max(durations):.0f} s though scenario.toml says "
+            f"{planned:g} s (a --duration override)."
+        )
+    return notes + run.problems
+
+
+# writing the report
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    markdown: Path
+    figures: list
+
+
+def build_report(directory: Path) -> ReportFiles:
+    """Rebuild figures/, index.html and summary.md of a run directory from its raw files."""
+    from harness.figures import render_all
+
+    run = load_run(Path(directory))
+    figures = render_all(run, run.directory / "figures")
+    context = _context(run, figures)
+    html = run.directory / "index.html"
+    html.write_text(_environment().get_template("report.html.j2").render(context))
+    markdown = run.directory / "summary.md"
+    markdown.write_text(summary_markdown(context))
+    return ReportFiles(html, markdown, figures)
+
+
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,  # every value from the run is escaped: trial names, errors, TOML
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _context(run: RunData, figures: list) -> dict:
+    from harness.figures import Palette
+
+    palette = Palette([t.name for t in run.trials])
+    results = axis_results(run.trials)
+    best, best_rate = best_silencer(run.trials, results)
+    return {
+        "version": __version__,
+        "run": run,
+        "meta": run.meta,
+        "title": f"closebench: {run.meta.get('scenario_name') or run.directory.name}",
+        "description": run.scenario.get("description", ""),
+        "tables": html_tables(run.trials, palette),
+        "rows": [
+            {
+                "name": t.name,
+                "color": palette.color(t.name),
+                "error": t.row.get("error"),
+                "cells": [c.cell(t.row) for c in COLUMNS],
+            }
+            for t in run.trials
+        ],
+        "axes": results,
+        "undominated": undominated(run.trials),
+        "best": best,
+        "best_rate": best_rate,
+        "readings": [read_trial(t, run, results) for t in run.trials],
+        "notes": run_notes(run),
+        "figures": [_embedded(f) for f in figures],
+        "raw": _raw_links(run.directory),
+        "environment": _environment_rows(run.meta),
+    }
+
+
+def _embedded(figure) -> dict:
+    svg = figure.svg.read_bytes()
+    return {
+        "name": figure.name,
+        "title": figure.title,
+        "caption": figure.caption,
+        "src": "data:image/svg+xml;base64," + base64.b64encode(svg).decode(),
+        "png": f"figures/{figure.png.name}",
+        "svg": f"figures/{figure.svg.name}",
+    }
+
+
+def _raw_links(directory: Path) -> list[tuple[str, str]]:
+    links = [(name, name) for name in (*RAW_FILES, "summary.md") if (directory / name).exists()]
+    pcaps = directory / "pcaps"
+    if pcaps.is_dir():
+        links += [(f"pcaps/{p.name}", f"pcaps/{p.name}") for p in sorted(pcaps.glob("*.pcap"))]
+    return links
+
+
+def _environment_rows(meta: dict) -> list[tuple[str, str]]:
+    rows = []
+    for key, value in meta.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+        rows.append((key, _plain(value)))
+    return rows
+
+
+def _plain(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def summary_markdown(context: dict) -> str:
+    """The summary table and the winners, as GitHub markdown for a pull request."""
+    meta = context["meta"]
+    state = "complete" if context["run"].complete else "**incomplete**"
+    lines = [
+        f"## {_md(context['title'])}",
+        "",
+        f"Run {_md(meta.get('run_id', '?'))}, {state}, closebench "
+        f"{_md(meta.get('closebench', '?'))}, kernel {_md(meta.get('kernel', '?'))}.",
+        "",
+        "| trial | " + " | ".join(_md(c.header) for c in COLUMNS) + " |",
+        "| --- | " + " | ".join(":---" if c.key == "outcomes" else "---:" for c in COLUMNS) + " |",
+    ]
+    for row in context["rows"]:
+        cells = [_md(f"error: {row['error']}")] + [""] * (len(COLUMNS) - 1)
+        if not row["error"]:
+            cells = [_md(cell) for cell in row["cells"]]
+        lines.append(f"| {_md(row['name'])} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for result in context["axes"]:
+        who = "all alike" if result.all_tied else ", ".join(result.winners)
+        lines.append(f"- {result.axis.label}: {_md(who)} ({_md(result.best)})")
+    lines += [f"- note: {_md(note)}" for note in context["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: object) -> str:
+    """Text safe in a markdown table cell: no formatting, no HTML, no column breaks."""
+    escaped = "".join("\\" + c if c in "\\`*_[]<>|#" else c for c in str(text))
+    return " ".join(escaped.split())
+
+
+def run_report_command(directory: str) -> Path:
+    """`closebench report RUN_DIR`: rebuild the report; returns the path of index.html."""
+    return build_report(Path(directory)).html
+
+
+def build_run_report(directory: Path, log: Callable[[str], None]) -> Path | None:
+    """For `closebench run`: build the report; a failure is logged and never loses the run,
+    whose raw files are already written (`closebench report` can retry)."""
+    try:
+        html = build_report(directory).html
+    except Exception as error:
+        log(f"report: failed: {type(error).__name__}: {error}")
+        return None
+    log(f"report: {html.name}, summary.md, figures/")
+    return html

@@ -1,0 +1,74 @@
+"""The pytest plugin, as a user's test suite meets it: fixtures from the installed entry point."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+
+from harness import pytest_plugin
+
+pytest_plugins = ["pytester"]
+
+# "Their" server: the reference server as an opaque command, the way a user gives their own.
+USER_TESTS = """
+import sys
+
+COMMAND = [sys.executable, "-m", "servers.reference", "--strategy", "repair", "--port", "8081"]
+
+
+def test_probe_their_server(closebench_probe):
+    result = closebench_probe(COMMAND, port=8081, timeout=1.5)
+    assert result.attempt.outcome == "silent"
+    assert [event.what for event in result.timeline][:3] == ["S", "SA", "A"]
+
+
+def test_probe_a_strategy(closebench_probe):
+    assert closebench_probe("graceful", timeout=1).attempt.outcome == "fin"
+
+
+def test_attack_their_server(closebench_attack):
+    result = closebench_attack(COMMAND, port=8081, duration=1.5, timeout=1, legit_rate=2)
+    spam = result.summaries["kernel"]
+    assert spam.attempts >= 1 and set(spam.outcomes) == {"silent"}
+    assert result.legit.success_rate == 1.0
+    assert result.defender.peak_fds > 0
+
+
+def test_lab(closebench_lab):
+    assert closebench_lab.defender_ip(4) != closebench_lab.attacker_ip(4)
+"""
+
+
+def test_entry_point_is_installed():
+    """pytest finds the plugin through the pytest11 entry point (reinstall: pip install -e .)."""
+    [entry] = [e for e in entry_points(group="pytest11") if e.name == "closebench"]
+    assert entry.value == "harness.pytest_plugin"
+
+
+@pytest.mark.needs_lab
+def test_fixtures_in_a_users_suite(pytester):
+    pytester.makepyfile(test_their_server=USER_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=4)
+
+
+def test_without_privileges_skips_or_fails_in_ci(monkeypatch):
+    monkeypatch.setattr("harness.privileges.has_capability", lambda bit: False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="CAP_NET_ADMIN"):
+        pytest_plugin.require_lab()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="run pytest as root"):
+        pytest_plugin.require_lab()
+
+
+def test_server_is_a_strategy_or_a_command():
+    assert str(pytest_plugin.server_config("tarpit:interval=5", 8080).spec) == "tarpit:interval=5"
+    command = pytest_plugin.server_config([sys.executable, "-m", "my.server"], 9000)
+    assert command.command == [sys.executable, "-m", "my.server"] and command.port == 9000
+    with pytest.raises(pytest.UsageError, match=r"unknown strategy .my-server.*as a list"):
+        pytest_plugin.server_config("my-server --port 8080", 8080)
+    with pytest.raises(pytest.UsageError, match="non-empty list of strings"):
+        pytest_plugin.server_config([], 8080)
