@@ -28,6 +28,7 @@ from harness.compare import (
     FIGURES,
     HIGHER,
     RunSummary,
+    common_trials,
     load_run,
     mean,
     number,
@@ -274,12 +275,7 @@ def check_regressions(
 ) -> list[Verdict]:
     """Each shared trial's figures against the baseline's, in each figure's worse direction."""
     groups, base_groups = run.groups(), baseline.groups()
-    shared = [name for name in groups if name in base_groups]
-    if not shared:
-        raise UsageError(
-            f"the baseline {baseline.name} has no trial in common with {run.name} "
-            f"(baseline: {', '.join(base_groups)}; run: {', '.join(groups)})"
-        )
+    shared = common_trials(run, baseline)
     verdicts = []
     for name in shared:
         limit, figures = _regression_settings(name, groups[name], expectations)

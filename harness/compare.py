@@ -294,15 +294,24 @@ class Comparison:
         ]
 
 
+def common_trials(run: RunSummary, other: RunSummary) -> list[str]:
+    """The trials (repetitions grouped) `run` shares with `other`, in `run`'s order;
+    UsageError when they share none."""
+    groups, other_groups = run.groups(), other.groups()
+    common = [name for name in groups if name in other_groups]
+    if not common:
+        raise UsageError(
+            f"runs {other.name} and {run.name} have no trial in common "
+            f"({other.name}: {', '.join(other_groups) or 'none'}; "
+            f"{run.name}: {', '.join(groups) or 'none'})"
+        )
+    return common
+
+
 def compare_runs(run_a: RunSummary, run_b: RunSummary) -> Comparison:
     """Every figure of every trial the two runs share; UsageError when they share none."""
     groups_a, groups_b = run_a.groups(), run_b.groups()
-    common = [name for name in groups_b if name in groups_a]
-    if not common:
-        raise UsageError(
-            f"runs {run_a.name} and {run_b.name} have no trial in common "
-            f"(A: {', '.join(groups_a) or 'none'}; B: {', '.join(groups_b) or 'none'})"
-        )
+    common = common_trials(run_b, run_a)
     compared = []
     for name in common:
         before, after = groups_a[name], groups_b[name]
