@@ -25,6 +25,13 @@ from servers.strategies import STRATEGIES, parse_spec
 
 PROBE_SCHEMA = "closebench.probe/1"
 ATTACK_SCHEMA = "closebench.attack/1"
+LAB_TOOLS = (
+    "ip",
+    "nsenter",
+    "unshare",
+    "sysctl",
+    "tcpdump",
+)  # what building and watching a lab runs
 
 
 def _port(text: str) -> int:
@@ -185,7 +192,7 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
     from harness.probe import Probe, ProbeCase, default_cases
     from harness.render import print_probe
 
-    require_tools("ip", "nsenter", "unshare", "sysctl", "tcpdump")
+    require_tools(*LAB_TOOLS)
     family = 6 if args.ipv6 else 4
     if args.server_command and args.strategy:
         raise UsageError("give either --strategy or a command after --, not both")
@@ -234,7 +241,7 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     from harness.defender import ServerConfig
     from harness.trial import AttackerSpec, LegitClient, TrialConfig
 
-    require_tools("ip", "nsenter", "unshare", "sysctl", "tcpdump")
+    require_tools(*LAB_TOOLS)
     if args.attacker in ("scapy", "volume"):
         require_tools("nft")
     if args.attacker == "curl" and not args.attacker_command:
@@ -346,7 +353,7 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     scenario, text, digest = load_scenario(path)
     if args.duration:
         scenario = scenario.model_copy(update={"duration": args.duration})
-    require_tools("ip", "nsenter", "unshare", "sysctl", "tcpdump")
+    require_tools(*LAB_TOOLS)
     runner = Runner(scenario, text, digest, path, Path(args.out))
     told = False
     with ctrl_c_sets(runner.cancel), Live(console=console, transient=True) as live:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psutil
 
@@ -38,6 +38,13 @@ class ServerConfig:
     @property
     def label(self) -> str:
         return str(self.spec) if self.spec else " ".join(self.command)
+
+    def with_attacker_rule(self, attacker_ip: str) -> ServerConfig:
+        """Acting at accept (read_first=false) needs an address rule: name the attacker."""
+        if self.spec and self.spec.options.get("read_first") is False:
+            prefix = 32 if ":" not in attacker_ip else 128
+            return replace(self, abuse_sources=[*self.abuse_sources, f"{attacker_ip}/{prefix}"])
+        return self
 
     def argv(self) -> list[str]:
         if self.command:

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from harness.capture import Capture, Endpoint, WireEvent, classify, connection_events
 from harness.defender import LISTEN_TIMEOUT, Defender, ServerConfig
@@ -123,13 +123,7 @@ class Probe:
         return result
 
     def _run_in(self, lab: Lab, case: ProbeCase, result: ProbeResult) -> None:
-        server = case.server
-        if server.spec and server.spec.options.get("read_first") is False:
-            # Acting at accept needs an address rule: name the attacker.
-            attacker = lab.attacker_ip(case.family)
-            server = replace(
-                server, abuse_sources=[f"{attacker}/{32 if case.family == 4 else 128}"]
-            )
+        server = case.server.with_attacker_rule(lab.attacker_ip(case.family))
         defender = Defender(lab, server, self.listen_timeout)
         try:
             self.observe(lab, case, server.port, result)

@@ -79,10 +79,6 @@ def tcp_sockets(host: Host) -> list[TcpSocket]:
     return found
 
 
-def state_counts(host: Host) -> Counter[str]:
-    return Counter(entry.state for entry in tcp_sockets(host))
-
-
 def state_summary(host: Host) -> tuple[Counter[str], int]:
     """Sockets by state (LISTEN left out) and the orphan count, without decoding addresses:
     cheap enough to sample ten times a second."""

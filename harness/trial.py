@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from harness import firewall
 from harness.attackers import make_attacker
@@ -19,7 +19,7 @@ from harness.defender import Defender, ServerConfig
 from harness.lab import Lab
 from harness.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from harness.outcomes import Attempt
-from harness.sockets import tcp_sockets
+from harness.sockets import state_summary
 from harness.summary import (
     AttackSummary,
     BanSummary,
@@ -109,7 +109,7 @@ def run_trial(
         extra = sum(spec.addresses for spec in config.attackers)
         if config.legit or extra:
             lab.add_attacker_addresses(1 + extra)
-        server = _with_address_rule(config.server, lab.attacker_ip(config.family))
+        server = config.server.with_attacker_rule(lab.attacker_ip(config.family))
         ban_host = firewall.ban_host(lab, server.spec)
         defender = Defender(lab, server)
         capture = None
@@ -173,14 +173,6 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
             and b["t_effective"] <= t < b["t_effective"] + b["duration_s"]
             for b in ban_log
         )
-
-
-def _with_address_rule(server: ServerConfig, attacker_ip: str) -> ServerConfig:
-    """Acting at accept (read_first=false) needs an address rule: name the attacker."""
-    if server.spec and server.spec.options.get("read_first") is False:
-        prefix = 32 if ":" not in attacker_ip else 128
-        return replace(server, abuse_sources=[*server.abuse_sources, f"{attacker_ip}/{prefix}"])
-    return server
 
 
 def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
@@ -272,9 +264,7 @@ class AttackerHostSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY):
-            counts: dict[str, int] = {}
-            for entry in tcp_sockets(self.lab.attacker):
-                counts[entry.state] = counts.get(entry.state, 0) + 1
+            counts, _ = state_summary(self.lab.attacker)
             self.peak_sockets = max(self.peak_sockets, sum(counts.values()))
             for state, count in counts.items():
                 self.peak_by_state[state] = max(self.peak_by_state.get(state, 0), count)
