@@ -10,7 +10,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 2
 fi
 
-# chromium: the report tests render index.html in a real headless browser.
+# chromium: the browser attacker drives it headless; the report tests render index.html in it.
 packages=(iproute2 util-linux procps nftables tcpdump curl wrk python3 python3-venv python3-pip
   chromium)
 missing=()

@@ -5,6 +5,7 @@
 
     [repair]                         # a trial name, or a strategy (all its trials), or "*"
     outcome = "silent"               # every attempt ended silent
+    wire_agreement = true            # its records agree with the pcaps (closebench verify)
     hang_median_s_min = 5
     peak_fds_max = 50
 
@@ -50,6 +51,7 @@ TABLE_KEYS = (
     "outcome",
     "outcomes_only",
     "dominant_outcome",
+    "wire_agreement",
     "max_regression_pct",
     "regression_figures",
 )
@@ -72,6 +74,7 @@ class TrialExpectation:
     outcome: str | None = None
     outcomes_only: list[str] | None = None
     dominant_outcome: str | None = None
+    wire_agreement: bool | None = None  # True: the records must agree with the wire
     max_regression_pct: float | None = None
     regression_figures: list[str] | None = None
 
@@ -147,6 +150,10 @@ def _table(name: str, table: dict, source: Path) -> TrialExpectation:
             if not isinstance(value, list) or not value:
                 raise UsageError(f"{where} outcomes_only must be a non-empty list of outcomes")
             expectation.outcomes_only = [_outcome(v, f"{where} outcomes_only") for v in value]
+        elif key == "wire_agreement":
+            if not isinstance(value, bool):
+                raise UsageError(f"{where} wire_agreement must be true or false, not {value!r}")
+            expectation.wire_agreement = value
         elif key == "max_regression_pct":
             expectation.max_regression_pct = _percentage(value, f"table {name!r}: {key}", source)
         elif key == "regression_figures":
@@ -254,7 +261,24 @@ def check_row(row: dict, table: TrialExpectation) -> list[Verdict]:
         ok = top > 0 and top == counts[0] and (len(counts) == 1 or counts[1] < top)
         expected = f"more {table.dominant_outcome} than any other outcome"
         verdicts.append(Verdict(trial, "dominant_outcome", expected, seen, ok))
+    if table.wire_agreement is not None:
+        verdicts.append(check_wire(trial, row.get("wire_agreement"), table.wire_agreement))
     return verdicts
+
+
+def check_wire(trial: str, figures: object, expected: bool) -> Verdict:
+    """The trial's records against its pcap, as `closebench run` verified them."""
+    from harness.verify import agreement_text
+
+    if not isinstance(figures, dict):
+        return Verdict(trial, "wire_agreement", _wire_expected(expected), "not verified", False)
+    actual = ("agree: " if figures.get("ok") else "DISAGREE: ") + agreement_text(figures)
+    ok = bool(figures.get("ok")) == expected
+    return Verdict(trial, "wire_agreement", _wire_expected(expected), actual, ok)
+
+
+def _wire_expected(expected: bool) -> str:
+    return "records agree with the wire" if expected else "records disagree with the wire"
 
 
 def check_bound(trial: str, value: object, bound: Bound) -> Verdict:

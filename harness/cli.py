@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness import __version__
-from harness.attackers import ATTACKERS
+from harness.attackers import ATTACKERS, tools_for
 from harness.background import Background, ctrl_c_sets
 from harness.check import add_check_parser, run_check_command
 from harness.compare import add_compare_parser, run_compare_command
@@ -25,6 +25,7 @@ from servers.strategies import STRATEGIES, parse_spec
 
 PROBE_SCHEMA = "closebench.probe/1"
 ATTACK_SCHEMA = "closebench.attack/1"
+VERIFY_SCHEMA = "closebench.verify/1"
 LAB_TOOLS = (
     "ip",
     "nsenter",
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--attacker-command",
         metavar="CMD",
         help="with --attacker curl: run this instead of curl; placeholders {url} {address} {port} "
-        "{path} {timeout} {source}",
+        "{path} {timeout} {timeout_ms} {source} {scratch} (a fresh empty directory per run)",
     )
     attack.add_argument("--port", type=_port, default=8080, help="port the server listens on")
     attack.add_argument("--timeout", type=_positive, default=10.0, help="attempt timeout T, s")
@@ -173,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--duration", type=_positive, metavar="S", help="override the scenario's duration"
     )
+    run.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip checking every attempt record against the pcaps at the end",
+    )
+    verify = commands.add_parser(
+        "verify",
+        help="check a run's attempt records against its pcaps, read independently (dpkt)",
+        description="Re-derive every attempt's outcome class and end time from the run's "
+        "attacker-side pcaps with a second reader, join them to the records, and report the "
+        "agreement. Exit status 1 when a class differs or |Δ end| p95 exceeds 2 ms.",
+    )
+    verify.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. reports/latest")
+    verify.add_argument("--json", action="store_true", help="print a JSON document instead")
     report = commands.add_parser(
         "report",
         help="rebuild a run's report (figures, index.html, summary.md) from its raw files",
@@ -242,10 +257,8 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     from harness.trial import AttackerSpec, LegitClient, TrialConfig
 
     require_tools(*LAB_TOOLS)
-    if args.attacker in ("scapy", "volume"):
-        require_tools("nft")
-    if args.attacker == "curl" and not args.attacker_command:
-        require_tools("curl")
+    if args.attacker != "curl" or not args.attacker_command:  # a user's command: their business
+        require_tools(*tools_for(args.attacker))
     if bool(args.server_command) == bool(args.strategy):
         raise UsageError("give one --strategy, or a server command after --")
     if args.attacker_command and args.attacker != "curl":
@@ -275,9 +288,10 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     )
     result = _attack_with_progress(config, console, show=not args.json and console.is_terminal)
     if args.records:
+        from harness.records import write_records
+
         with open(args.records, "w") as records:
-            for attempt in result.attempts + result.legit_attempts:
-                records.write(json.dumps(attempt.to_dict()) + "\n")
+            write_records(records, result.attempts + result.legit_attempts)
     if args.json:
         print(json.dumps(attack_document(result), indent=2))
     else:
@@ -345,7 +359,7 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
 
     from rich.live import Live
 
-    from harness.render import print_run, progress_table
+    from harness.render import print_run, print_wire_line, progress_table
     from harness.runner import Runner
     from harness.scenario import find_scenario, load_scenario
 
@@ -354,7 +368,10 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     if args.duration:
         scenario = scenario.model_copy(update={"duration": args.duration})
     require_tools(*LAB_TOOLS)
-    runner = Runner(scenario, text, digest, path, Path(args.out))
+    for attacker in scenario.attackers:
+        if attacker.kind != "curl" or not attacker.command:
+            require_tools(*tools_for(attacker.kind))
+    runner = Runner(scenario, text, digest, path, Path(args.out), verify=not args.no_verify)
     told = False
     with ctrl_c_sets(runner.cancel), Live(console=console, transient=True) as live:
         worker = Background(lambda: runner.run(args.jobs), "run")
@@ -367,6 +384,8 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     result = worker.result()
     interrupted = runner.cancel.is_set()
     print_run(result, scenario, console)
+    if result.wire_agreement:
+        print_wire_line(result.wire_agreement, console)
     if result.report:
         console.print(f"report: {result.report}", highlight=False)
     for line in result.errors:
@@ -374,6 +393,23 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     if interrupted:
         return 130
     return 1 if result.errors else 0
+
+
+def run_verify_command(args: argparse.Namespace, console: Console) -> int:
+    from harness.render import print_verification
+    from harness.verify import verify_run
+
+    agreement = verify_run(args.run_dir)
+    if args.json:
+        document = {
+            "schema": VERIFY_SCHEMA,
+            **agreement.to_dict(),
+            "trials": {trial.trial: trial.to_dict() for trial in agreement.trials},
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        print_verification(agreement, console)
+    return 0 if agreement.ok else 1
 
 
 def run_lab_clean(console: Console) -> int:
@@ -396,11 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=140)
     errors = Console(stderr=True, soft_wrap=True)
     try:
-        # compare and check only read run directories: no lab, so no privileges needed.
+        # compare, check, verify and report only read run directories: no lab, no privileges.
         if args.command == "compare":
             return run_compare_command(args, console)
         if args.command == "check":
             return run_check_command(args, console)
+        if args.command == "verify":  # reads a run directory and its pcaps
+            return run_verify_command(args, console)
         if args.command == "report":  # reads a run directory too
             from harness.report import run_report_command
 

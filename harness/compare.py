@@ -59,10 +59,17 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("duration_s", None, 0.5, "seconds the trial's attackers ran"),
     Figure("attempts", HIGHER, 2, "attempts of every attacker together"),
     Figure("attempts_per_s", HIGHER, 0.05, "attempts per second the abuser managed"),
-    Figure("hang_median_s", LOWER, 0.05, "median seconds an attempt hung"),
+    Figure("hang_median_s", LOWER, 0.05, "median s an attempt hung (or waited to connect)"),
     Figure("hang_p95_s", LOWER, 0.05, "95th percentile of the hang"),
     Figure("hang_max_s", LOWER, 0.05, "longest hang"),
-    Figure("attacker_seconds_wasted", LOWER, 1.0, "sum of every attempt's hang"),
+    Figure("connect_wait_median_s", LOWER, 0.05, "median s from first SYN to established or end"),
+    Figure("connect_wait_p95_s", LOWER, 0.05, "95th percentile of the connect wait"),
+    Figure("slot_median_s", LOWER, 0.05, "median s of an attempt, first SYN to end"),
+    Figure("slot_p95_s", LOWER, 0.05, "95th percentile of the slot"),
+    Figure("attacker_seconds_wasted", LOWER, 1.0, "every attempt's slot, summed"),
+    Figure("connect_waits", None, 2, "attempts that never sent a request"),
+    Figure("runs", HIGHER, 2, "command runs (curl, browser page loads)"),
+    Figure("runs_per_s", HIGHER, 0.05, "command runs per second"),
     Figure("legit_requests", None, 2, "legitimate requests made"),
     Figure("legit_success_rate", LOWER, 0.0, "share of legitimate requests answered 200"),
     # A few requests per trial on a busy machine: tens of ms of jitter are normal.
@@ -186,6 +193,15 @@ def mean(numbers: list[float]) -> float | None:
     return statistics.fmean(numbers) if numbers else None
 
 
+def wire_state(rows: list[dict]) -> str:
+    """'ok' when every repetition's records agree with the wire, 'flagged' when one does not,
+    '-' when they were not verified."""
+    checked = [row["wire_agreement"] for row in rows if isinstance(row.get("wire_agreement"), dict)]
+    if not checked:
+        return "-"
+    return "ok" if all(w.get("ok") for w in checked) else "flagged"
+
+
 def summed_outcomes(rows: list[dict]) -> dict[str, int]:
     total: dict[str, int] = {}
     for row in rows:
@@ -267,6 +283,36 @@ class GroupComparison:
     @property
     def outcome_classes_changed(self) -> bool:
         return set(self.outcomes_before) != set(self.outcomes_after)
+
+    @property
+    def wire_verdict(self) -> str:
+        """How the records' agreement with the wire changed: 'worse' when B's disagree and A's
+        did not, 'better' the other way round, '' otherwise."""
+        before, after = wire_state(self.before), wire_state(self.after)
+        if "flagged" in (before, after) and before != after and "-" not in (before, after):
+            return "worse" if after == "flagged" else "better"
+        return ""
+
+    def special_lines(self) -> list[tuple[str, str, str, str, str, str]]:
+        """The lines that are not numbers: (figure, A, B, change, verdict, meaning)."""
+        return [
+            (
+                "outcomes",
+                outcomes_text(self.outcomes_before),
+                outcomes_text(self.outcomes_after),
+                "",
+                "changed" if self.outcome_classes_changed else "",
+                "outcome classes seen",
+            ),
+            (
+                "wire_agreement",
+                wire_state(self.before),
+                wire_state(self.after),
+                "",
+                self.wire_verdict,
+                "the records against the pcaps (closebench verify): ok, flagged, - not verified",
+            ),
+        ]
 
     def errors(self) -> list[str]:
         return [
@@ -389,15 +435,8 @@ def print_comparison(comparison: Comparison, console: Console, only_flagged: boo
     for column in ("trial", "figure", "A", "B", "change", "verdict"):
         table.add_column(column, justify="right" if column in ("A", "B", "change") else "left")
     for group in comparison.groups:
-        lines = [
-            (
-                "outcomes",
-                outcomes_text(group.outcomes_before),
-                outcomes_text(group.outcomes_after),
-                "",
-                "changed" if group.outcome_classes_changed else "",
-            )
-        ]
+        outcomes, wire = (line[:5] for line in group.special_lines())
+        lines = [outcomes] + ([wire] if wire[4] or not only_flagged else [])
         for change in group.changes:
             if not shown(change) or (only_flagged and not change.outside_noise):
                 continue
@@ -410,7 +449,7 @@ def print_comparison(comparison: Comparison, console: Console, only_flagged: boo
                     change.verdict,
                 )
             )
-        if only_flagged and len(lines) == 1 and not group.outcome_classes_changed:
+        if only_flagged and not any(line[4] for line in lines):
             continue
         for index, (figure, before, after, delta, verdict) in enumerate(lines):
             style = VERDICT_STYLE.get(verdict, "")
@@ -447,6 +486,10 @@ def comparison_notes(comparison: Comparison) -> list[str]:
     switched = [group.trial for group in comparison.groups if group.outcome_classes_changed]
     if switched:
         notes.append(f"outcome classes changed: {', '.join(switched)}")
+    for run, label in ((a, "A"), (b, "B")):
+        disagree = [name for name, rows in run.groups().items() if wire_state(rows) == "flagged"]
+        if disagree:
+            notes.append(f"run {label}'s records disagree with the wire: {', '.join(disagree)}")
     flagged = comparison.flagged()
     worse = sum(change.verdict == "worse" for _, change in flagged)
     notes.append(
@@ -466,16 +509,7 @@ def render_html(comparison: Comparison) -> str:
     e = html.escape
     rows = []
     for group in comparison.groups:
-        cells = [
-            (
-                "outcomes",
-                outcomes_text(group.outcomes_before),
-                outcomes_text(group.outcomes_after),
-                "",
-                "changed" if group.outcome_classes_changed else "",
-                "outcome classes seen",
-            )
-        ]
+        cells = group.special_lines()
         cells += [
             (
                 c.figure.name,

@@ -23,6 +23,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
+from harness.outcomes import waited
+
 if TYPE_CHECKING:
     from harness.report import RunData, TrialData
 
@@ -234,10 +236,18 @@ def _wrap(names: list[str], width: int = 34) -> str:
 def hang_cdf(run: RunData, palette: Palette) -> Figure:
     figure, [[ax]] = _figure()
     drawn = []
+    connect_waits = False
     for trial in run.trials:
-        hangs = sorted(max(HANG_FLOOR_S, a["hang_s"]) for a in trial.attacks if _num(a["hang_s"]))
-        if not hangs:
+        # (wait, is a connect wait): the hang after the request, or, for an attempt that never
+        # sent one, its wait to connect (outcomes.waited: one rule for the summary and this).
+        points = sorted(
+            (max(HANG_FLOOR_S, wait), a.get("t_request") is None)
+            for a in trial.attacks
+            if _num(wait := waited(a.get("hang_s"), a.get("connect_wait_s")))
+        )
+        if not points:
             continue
+        hangs = [wait for wait, _ in points]
         style = palette(trial.name)
         shares = np.arange(1, len(hangs) + 1) / len(hangs)
         ax.step(
@@ -249,6 +259,10 @@ def hang_cdf(run: RunData, palette: Palette) -> Figure:
             linewidth=2,
         )
         ax.plot(hangs[-1], 1.0, marker=style.marker, color=style.color)
+        marked = [(w, y) for (w, connect), y in zip(points, shares, strict=True) if connect]
+        if marked:
+            connect_waits = True
+            ax.scatter(*zip(*marked, strict=True), marker="x", s=36, color=style.color, zorder=4)
         drawn.append((float(np.median(hangs)), 0.5, trial))
     if not drawn:
         _no_data(ax)
@@ -267,13 +281,25 @@ def hang_cdf(run: RunData, palette: Palette) -> Figure:
     ax.set_xlim(HANG_FLOOR_S / 2, None)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel(
-        "attacker hang per attempt: request to the end it saw "
-        "(s, log scale; under 0.1 ms drawn at 0.1 ms)"
+        "attacker hang per attempt: request to its end; x: no request, its wait to connect "
+        "(s, log; < 0.1 ms drawn at 0.1 ms)"
     )
     ax.set_ylabel("share of attempts that hung at most this long")
     ax.grid(True, which="both", alpha=0.3)
     _label_clusters(ax, [(x, y, t.name) for x, y, t in drawn], 0.012, (0.62, 0.4, 0.18, 0.84))
-    _legend(figure, _trial_handles(palette, [t for _, _, t in drawn]))
+    handles = _trial_handles(palette, [t for _, _, t in drawn])
+    if connect_waits:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.3",
+                marker="x",
+                linestyle="none",
+                label="no request: wait to connect",
+            )
+        )
+    _legend(figure, handles)
     return figure
 
 
@@ -548,7 +574,7 @@ def cost_asymmetry(run: RunData, palette: Palette) -> Figure:
     ax.set_xlabel(
         "defender fd-seconds: fds held above idle, integrated over the trial (fd·s, symlog)"
     )
-    ax.set_ylabel("attacker seconds wasted: the sum of every attempt's hang (s, symlog)")
+    ax.set_ylabel("attacker seconds wasted: every attempt, first SYN to end, summed (s, symlog)")
     ax.grid(True, which="both", alpha=0.3)
     points = [(t.row["fd_seconds"], t.row.get("attacker_seconds_wasted") or 0.0) for t in drawn]
     _label_clusters(ax, [(x, y, t.name) for (x, y), t in zip(points, drawn, strict=True)], 0.09)
@@ -659,7 +685,9 @@ FIGURES = (
         "hang_cdf",
         "Attacker hang time per attempt",
         "For each trial, the share of attempts (y) that left the attacker hanging at most x "
-        "seconds. A curve far right means every attempt cost the attacker its whole timeout.",
+        "seconds: after its request, or, marked with an x, to connect for an attempt that "
+        "never got to send one (a dropped SYN). A curve far right means every attempt cost the "
+        "attacker its whole timeout.",
         hang_cdf,
     ),
     FigureSpec(

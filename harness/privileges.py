@@ -22,6 +22,8 @@ TOOLS = {
     "sysctl": "procps",
     "tcpdump": "tcpdump",
     "nft": "nftables",
+    "curl": "curl",
+    "chromium": "chromium",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.capture import WireEvent, split_at_client_end
@@ -11,6 +12,7 @@ from harness.probe import ProbeResult
 from harness.runner import RunOutcome, TrialProgress
 from harness.scenario import Scenario
 from harness.trial import TrialResult
+from harness.verify import RunAgreement
 
 OUTCOME_STYLE = {
     Outcome.FIN: "yellow",
@@ -102,8 +104,23 @@ def print_attack(result: TrialResult, console: Console) -> None:
     table.add_column("value")
     table.add_row("attempts", f"{summary.attempts} in {summary.duration_s:.1f} s")
     table.add_row("attempts/s", f"{summary.attempts_per_s:.2f}")
+    if summary.runs is not None:
+        per_run = summary.attempts / summary.runs if summary.runs else 0.0
+        table.add_row(
+            "command runs",
+            f"{summary.runs} ({summary.runs_per_s:.2f}/s), {per_run:.1f} connections per run",
+        )
     hangs = (summary.hang_median_s, summary.hang_p95_s, summary.hang_max_s)
-    table.add_row("hang median / p95 / max", " / ".join(_seconds(h) for h in hangs))
+    waits = f" ({summary.connect_waits} never sent a request: their wait to connect)"
+    table.add_row(
+        "hang median / p95 / max",
+        " / ".join(_seconds(h) for h in hangs) + (waits if summary.connect_waits else ""),
+    )
+    table.add_row(
+        "connect wait / slot median",
+        f"{_seconds(summary.connect_wait_median_s)} / {_seconds(summary.slot_median_s)}",
+    )
+    table.add_row("attacker seconds wasted", f"{summary.attacker_seconds_wasted:.1f} s")
     outcomes = ", ".join(
         f"[{OUTCOME_STYLE[Outcome(name)]}]{name}[/] {count}"
         for name, count in summary.outcomes.items()
@@ -155,6 +172,7 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
         "attempts/s",
         "hang median",
         "outcomes",
+        "wasted s",
         "legit ok",
         "peak fds",
         "fd-s",
@@ -162,8 +180,7 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
         "peak orphans",
         "wasted s per fd-s",
     )
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("strategy", "outcomes") else "right")
+    _add_columns(table, columns, left=("strategy", "outcomes"))
     for row in result.rows:
         if row.error:
             table.add_row(row.trial, f"[red]{row.error}[/]", *[""] * (len(columns) - 2))
@@ -174,6 +191,7 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
             _number(row.attempts_per_s),
             _seconds(row.hang_median_s),
             ", ".join(f"{k} {v}" for k, v in row.outcomes.items()),
+            _number(row.attacker_seconds_wasted, 1),
             legit,
             str(row.peak_fds if row.peak_fds is not None else "-"),
             _number(row.fd_seconds, 1),
@@ -186,3 +204,60 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     console.print(
         f"run {state}: {result.directory} (summary.json, attempts.jsonl, samples.csv, pcaps/)"
     )
+
+
+def print_wire_line(totals: dict, console: Console) -> None:
+    from harness.verify import agreement_text
+
+    verdict = "[green]agree[/]" if totals.get("ok") else "[bold red]DISAGREE[/]"
+    console.print(f"records against the wire: {verdict}: {escape(agreement_text(totals))}")
+
+
+def print_verification(agreement: RunAgreement, console: Console) -> None:
+    table = Table(title="closebench verify: attempt records against the pcaps (read with dpkt)")
+    columns = (
+        "trial",
+        "joined",
+        "class mismatches",
+        "|Δ end| median ms",
+        "p95 ms",
+        "max ms",
+        "ends not on wire",
+        "not on wire",
+        "unrecorded",
+        "verdict",
+    )
+    _add_columns(table, columns, left=("trial", "verdict"))
+    for trial in agreement.trials:
+        figures = trial.to_dict()
+        if trial.error:
+            table.add_row(escape(trial.trial), f"[red]{escape(trial.error)}[/]", *[""] * 7, "-")
+            continue
+        table.add_row(
+            escape(trial.trial),
+            f"{trial.joined}/{trial.records}",
+            str(figures["class_mismatches"]),
+            *(_millis(figures[key]) for key in ("end_delta_median_s", "end_delta_p95_s")),
+            _millis(figures["end_delta_max_s"]),
+            str(trial.ends_not_on_wire),
+            str(trial.missing_on_wire),
+            str(trial.missing_in_records),
+            "[green]ok[/]" if trial.ok else "[bold red]FLAGGED[/]",
+        )
+    console.print(table)
+    for trial in agreement.trials:
+        for mismatch in trial.mismatches[:5]:
+            console.print(f"  {escape(trial.trial)}: {escape(mismatch.describe())}")
+        if len(trial.mismatches) > 5:
+            console.print(f"  {escape(trial.trial)}: ... {len(trial.mismatches) - 5} more")
+    print_wire_line(agreement.to_dict(), console)
+
+
+def _add_columns(table: Table, columns: tuple[str, ...], left: tuple[str, ...]) -> None:
+    """Numbers to the right, words (those named in `left`) to the left."""
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+
+
+def _millis(value: float | None) -> str:
+    return "-" if value is None else f"{1000 * value:.2f}"

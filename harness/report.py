@@ -21,10 +21,11 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import UsageError
+from harness.records import ATTEMPTS_FILE, read_records
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LEGIT = "legit"  # the legitimate client's name in attempts.jsonl (harness/trial.py)
-RAW_FILES = ("summary.json", "attempts.jsonl", "samples.csv", "scenario.toml", "run.log")
+RAW_FILES = ("summary.json", ATTEMPTS_FILE, "samples.csv", "scenario.toml", "run.log")
 FD_NOISE = 1.0  # fd-seconds below this are a transient fd, not a held socket
 FEW_ATTEMPTS = 5
 
@@ -76,7 +77,7 @@ def load_run(directory: Path) -> RunData:
     summary = _load_summary(directory)
     trials = {row["trial"]: TrialData(row) for row in summary["rows"]}
     problems: list[str] = []
-    _load_attempts(directory / "attempts.jsonl", trials, problems)
+    _load_attempts(directory / ATTEMPTS_FILE, trials, problems)
     _load_samples(directory / "samples.csv", trials, problems)
     text, scenario = _load_scenario(directory / "scenario.toml", problems)
     return RunData(directory, summary, list(trials.values()), text, scenario, problems)
@@ -111,22 +112,22 @@ def _raise(error: Exception):
 
 
 def _load_attempts(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
-    if not path.is_file():
-        problems.append("attempts.jsonl is missing: no per-attempt figures")
+    try:
+        found = read_records(path)
+    except FileNotFoundError:
+        problems.append(f"{ATTEMPTS_FILE} is missing: no per-attempt figures")
         return
-    bad = 0
-    with path.open() as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-                trial = trials.get(record["trial"])
-            except (ValueError, KeyError, TypeError):
-                bad += 1  # e.g. the last line of an interrupted write
-                continue
-            if trial is not None and _number(record.get("t_syn")):
-                (trial.legit if record.get("attacker") == LEGIT else trial.attacks).append(record)
+    bad = found.unreadable  # e.g. the last line of an interrupted write
+    for record in found.records:
+        name = record.get("trial")
+        if not isinstance(name, str):
+            bad += 1
+            continue
+        trial = trials.get(name)
+        if trial is not None and _number(record.get("t_syn")):
+            (trial.legit if record.get("attacker") == LEGIT else trial.attacks).append(record)
     if bad:
-        problems.append(f"attempts.jsonl: {bad} unreadable line(s) skipped")
+        problems.append(f"{ATTEMPTS_FILE}: {bad} unreadable line(s) skipped")
 
 
 def _load_samples(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
@@ -209,6 +210,8 @@ COLUMNS = (
     Column("hang_median_s", "hang median (s)", "attacker", _fixed(3)),
     Column("hang_p95_s", "hang p95 (s)", "attacker", _fixed(3)),
     Column("hang_max_s", "hang max (s)", "attacker", _fixed(3)),
+    Column("connect_wait_median_s", "connect wait median (s)", "attacker", _fixed(3)),
+    Column("slot_median_s", "slot median (s)", "attacker", _fixed(3)),
     Column("outcomes", "outcomes", "attacker", _outcomes),
     Column("attacker_seconds_wasted", "seconds wasted", "attacker", _fixed(1)),
     Column("legit_requests", "requests", "legitimate clients", _whole),
@@ -426,10 +429,24 @@ def _attacker_sentence(trial: TrialData, run: RunData) -> str:
     rate = row["attempts_per_s"]
     if loudest and loudest is not trial and rate > 0 and loudest.row["attempts_per_s"] >= 2 * rate:
         text += f" ({loudest.row['attempts_per_s'] / rate:.0f} times fewer than {loudest.name})"
+    if _number(row.get("runs_per_s")) and row.get("runs"):
+        text += (
+            f", from {row['runs']} command runs ({row['runs_per_s']:.2f}/s, "
+            f"{row['attempts'] / row['runs']:.1f} connections each)"
+        )
     if _number(row.get("hang_median_s")):
         text += f", each hanging {row['hang_median_s']:.2f} s (median)"
+    waits = row.get("connect_waits") or 0
+    if waits and _number(row.get("connect_wait_median_s")):
+        text += (
+            f"; {waits} of them sent no request, and count their wait to connect "
+            f"(connect wait median {row['connect_wait_median_s']:.2f} s)"
+        )
     text += f"; outcomes {_outcomes(row.get('outcomes') or {})}"
-    return text + f"; {row.get('attacker_seconds_wasted') or 0:.1f} s wasted in all."
+    return text + (
+        f"; {row.get('attacker_seconds_wasted') or 0:.1f} s wasted in all, first SYN to end "
+        "of every attempt."
+    )
 
 
 def _defender_sentence(row: dict) -> str:
@@ -600,6 +617,33 @@ CAVEATS = (
 )
 
 
+@dataclass
+class WireAgreement:
+    """closebench verify's result as the report shows it: a verdict, a sentence, one row per
+    trial."""
+
+    ok: bool
+    verified: bool  # False: verification could not run (nothing to verify, a failure)
+    sentence: str
+    rows: list[tuple[str, bool, str]]  # trial, ok, its sentence
+
+
+def wire_agreement(run: RunData) -> WireAgreement | None:
+    """None when the run was not verified (run --no-verify, or an older run)."""
+    from harness.verify import agreement_text
+
+    totals = run.summary.get("wire_agreement")
+    if not isinstance(totals, dict):
+        return None
+    rows = [
+        (t.name, bool(figures.get("ok")), agreement_text(figures))
+        for t in run.trials
+        if isinstance(figures := t.row.get("wire_agreement"), dict)
+    ]
+    verified = not totals.get("error")
+    return WireAgreement(bool(totals.get("ok")), verified, agreement_text(totals), rows)
+
+
 def run_notes(run: RunData) -> list[str]:
     """What a reader must know about the run as a whole before trusting its numbers."""
     notes = []
@@ -688,6 +732,7 @@ def _context(run: RunData, figures: list) -> dict:
         "best_rate": best_rate,
         "readings": [read_trial(t, run, results) for t in run.trials],
         "notes": run_notes(run),
+        "wire": wire_agreement(run),
         "figures": [_embedded(f) for f in figures],
         "raw": _raw_links(run.directory),
         "environment": _environment_rows(run.meta),
@@ -754,6 +799,12 @@ def summary_markdown(context: dict) -> str:
         who = "all alike" if result.all_tied else ", ".join(result.winners)
         lines.append(f"- {result.axis.label}: {_md(who)} ({_md(result.best)})")
     lines += [f"- note: {_md(note)}" for note in context["notes"]]
+    wire = context["wire"]
+    if wire is not None:
+        verdict = "records agree with the wire" if wire.ok else "**records DISAGREE with the wire**"
+        verdict = verdict if wire.verified else "records not verified against the wire"
+        lines.append(f"- {verdict} (closebench verify): {_md(wire.sentence)}")
+        lines += [f"  - {_md(name)}: {_md(text)}" for name, ok, text in wire.rows if not ok]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -27,10 +26,12 @@ from harness import __version__
 from harness.errors import ClosebenchError
 from harness.metrics import Sample
 from harness.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
+from harness.records import ATTEMPTS_FILE, PCAP_DIR, pcap_name, write_records
 from harness.report import build_run_report
 from harness.scenario import Scenario
 from harness.summary import TrialRow, ratio, summarize
 from harness.trial import TrialConfig, TrialResult, run_trial
+from harness.verify import verify_trials
 
 SUMMARY_SCHEMA = "closebench.summary/1"
 
@@ -56,11 +57,21 @@ class RunOutcome:
     complete: bool
     errors: list[str] = field(default_factory=list)
     report: Path | None = None  # index.html of the run's report, when it could be built
+    wire_agreement: dict | None = None  # closebench verify's totals; None with --no-verify
 
 
 class Runner:
-    def __init__(self, scenario: Scenario, text: str, digest: str, source: Path, out: Path) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        text: str,
+        digest: str,
+        source: Path,
+        out: Path,
+        verify: bool = True,
+    ) -> None:
         self.scenario = scenario
+        self.verify = verify  # check every record against the pcaps once the trials are done
         self.text = text
         self.digest = digest
         self.source = source
@@ -82,7 +93,7 @@ class Runner:
         """Run every trial; on cancel (Ctrl-C) keep what was measured, marked incomplete."""
         random.seed(self.scenario.seed)
         (self.directory / "scenario.toml").write_text(self.text)
-        (self.directory / "pcaps").mkdir()
+        (self.directory / PCAP_DIR).mkdir()
         jobs = jobs or self.scenario.parallel or min(len(self.trials), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
         results: list[TrialResult | str | None] = [None] * len(self.trials)
@@ -103,7 +114,7 @@ class Runner:
             progress.state = "skipped"
             return
         config = replace(
-            self.trials[index], pcap=str(self.directory / "pcaps" / _file_name(progress.name))
+            self.trials[index], pcap=str(self.directory / PCAP_DIR / pcap_name(progress.name))
         )
         progress.state, progress.started = "running", time.monotonic()
         self.log(f"{progress.name}: started")
@@ -126,16 +137,13 @@ class Runner:
     def _write(self, results: list[TrialResult | str | None]) -> RunOutcome:
         rows, errors = [], []
         with (
-            open(self.directory / "attempts.jsonl", "w") as attempts,
+            open(self.directory / ATTEMPTS_FILE, "w") as attempts,
             open(self.directory / "samples.csv", "w", newline="") as samples,
         ):
             sample_writer = None
             for trial, result in zip(self.trials, results, strict=True):
                 if isinstance(result, TrialResult):
-                    for attempt in result.attempts + result.legit_attempts:
-                        attempts.write(
-                            json.dumps({"trial": trial.name, **attempt.to_dict()}) + "\n"
-                        )
+                    write_records(attempts, result.attempts + result.legit_attempts, trial.name)
                     sample_writer = _write_samples(
                         samples, sample_writer, trial.name, result.samples
                     )
@@ -148,16 +156,33 @@ class Runner:
                         TrialRow(trial.name, _strategy(trial), trial.routed, False, error, None)
                     )
         complete = not self.cancel.is_set() and all(isinstance(r, TrialResult) for r in results)
+        wire = self._verify(rows) if self.verify else None
         summary = {
             "schema": SUMMARY_SCHEMA,
             "meta": self.metadata(),
             "complete": complete,
+            "wire_agreement": wire,
             "rows": [row.to_dict() for row in rows],
         }
         (self.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _point_latest(self.directory)
         report = build_run_report(self.directory, self.log)
-        return RunOutcome(self.directory, rows, complete, errors, report)
+        return RunOutcome(self.directory, rows, complete, errors, report, wire)
+
+    def _verify(self, rows: list[TrialRow]) -> dict:
+        """closebench verify on the records and pcaps just written: totals for summary.json, and
+        each trial's figures in its row. A failure to verify is recorded, never loses the run."""
+        try:
+            agreement = verify_trials(self.directory, [row.trial for row in rows])
+        except Exception as error:
+            self.log(f"verify: failed: {type(error).__name__}: {error}")
+            return {"ok": False, "error": f"{type(error).__name__}: {error}"}
+        by_trial = {trial.trial: trial.to_dict() for trial in agreement.trials}
+        for row in rows:
+            row.wire_agreement = by_trial.get(row.trial)
+        totals = agreement.to_dict()
+        self.log(f"verify: {'ok' if totals['ok'] else 'FLAGGED'}, {json.dumps(totals)}")
+        return totals
 
     def metadata(self) -> dict:
         return {
@@ -184,8 +209,11 @@ class Runner:
 
 
 def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
-    everything = summarize("all", result.attempts, result.duration_s)
-    wasted = sum(a.hang_s or 0.0 for a in result.attempts)
+    runs = [s.runs for s in result.summaries.values() if s.runs is not None]
+    everything = summarize(
+        "all", result.attempts, result.duration_s, {"runs": sum(runs)} if runs else None
+    )
+    wasted = everything.attacker_seconds_wasted
     defender = result.defender
     row = TrialRow(
         trial=trial.name,
@@ -199,8 +227,15 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         hang_median_s=everything.hang_median_s,
         hang_p95_s=everything.hang_p95_s,
         hang_max_s=everything.hang_max_s,
+        connect_wait_median_s=everything.connect_wait_median_s,
+        connect_wait_p95_s=everything.connect_wait_p95_s,
+        slot_median_s=everything.slot_median_s,
+        slot_p95_s=everything.slot_p95_s,
         outcomes=everything.outcomes,
         attacker_seconds_wasted=wasted,
+        connect_waits=everything.connect_waits,
+        runs=everything.runs,
+        runs_per_s=everything.runs_per_s,
         sampler_overhead=result.sampler_overhead,
         attackers={name: s.to_dict() for name, s in result.summaries.items()},
         server_stats=result.server_stats,
@@ -235,13 +270,9 @@ def _write_samples(stream, writer, trial: str, samples: list[Sample]):
     return writer
 
 
-def _file_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_") + ".pcap"
-
-
 def _new_run_directory(out: Path, scenario: str, started: datetime) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    base = f"{started.strftime('%Y%m%d-%H%M%S')}-{_file_name(scenario)[:-5]}"
+    base = f"{started.strftime('%Y%m%d-%H%M%S')}-{Path(pcap_name(scenario)).stem}"
     for attempt in range(100):
         directory = out / (base if attempt == 0 else f"{base}-{attempt}")
         try:
@@ -263,13 +294,13 @@ def _point_latest(directory: Path) -> None:
 
 def tool_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
-    for tool, flag in (("tcpdump", "--version"), ("nft", "--version"), ("curl", "--version")):
+    for tool in ("tcpdump", "nft", "curl", "chromium"):
         if shutil.which(tool) is None:
             versions[tool] = None
             continue
-        result = subprocess.run([tool, flag], capture_output=True, text=True)
+        result = subprocess.run([tool, "--version"], capture_output=True, text=True)
         versions[tool] = (result.stdout or result.stderr).splitlines()[0].strip()
-    for module in ("scapy", "psutil", "pydantic"):
+    for module in ("scapy", "psutil", "pydantic", "dpkt"):
         imported = sys.modules.get(module) or __import__(module)
         versions[module] = getattr(imported, "__version__", None) or getattr(
             imported, "VERSION", None

@@ -85,6 +85,8 @@ class AttackerEntry(Strict):
     def addresses_need_kernel(self) -> AttackerEntry:
         if self.addresses is not None and self.kind != "kernel":
             raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
+        if self.command is not None and self.kind != "curl":
+            raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
         return self
 
     def spec(self, duration: float) -> AttackerSpec:
@@ -150,7 +152,7 @@ class Scenario(Strict):
     @field_validator("attackers")
     @classmethod
     def addresses_fit(cls, values: list[AttackerEntry]) -> list[AttackerEntry]:
-        total = sum(v.addresses or 0 for v in values)
+        total = sum(v.spec(1.0).extra_addresses for v in values)
         if total > MAX_EXTRA_ADDRESSES - 1:  # one extra address is the legitimate client's
             raise ValueError(
                 f"the attackers ask for {total} addresses together; at most "
@@ -219,6 +221,10 @@ def load_scenario(path: Path) -> tuple[Scenario, str, str]:
         scenario = Scenario.model_validate(data)
     except ValidationError as error:
         raise UsageError(f"{path}: " + "; ".join(_explain(e) for e in error.errors())) from None
+    try:
+        scenario.trials()  # what only a whole trial can check: attackers sharing an address
+    except UsageError as error:
+        raise UsageError(f"{path}: {error}") from None
     return scenario, text, hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -20,16 +20,27 @@ def percentile(values: list[float], q: float) -> float | None:
 
 @dataclass
 class AttackSummary:
+    """What attempts cost the attacker. The hang figures cover every attempt: its hang after the
+    request, or, for one that never sent a request, its wait to connect (Attempt.waited_s)."""
+
     attacker: str
-    attempts: int
+    attempts: int  # connections
     duration_s: float
     attempts_per_s: float
     hang_median_s: float | None
     hang_p95_s: float | None
     hang_max_s: float | None
+    connect_wait_median_s: float | None  # first SYN to established (or to the end)
+    connect_wait_p95_s: float | None
+    slot_median_s: float | None  # first SYN to the end: the whole attempt
+    slot_p95_s: float | None
+    attacker_seconds_wasted: float  # the sum of every attempt's slot, every outcome
+    connect_waits: int  # attempts that sent no request: their hang figure is their connect wait
     outcomes: dict[str, int]
     data_first: int  # attempts that got response bytes before their end
     bytes_received: int
+    runs: int | None = None  # command attackers: runs of the command (each opens connections)
+    runs_per_s: float | None = None
     attacker_cost: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -39,21 +50,40 @@ class AttackSummary:
 def summarize(
     attacker: str, attempts: list[Attempt], duration_s: float, cost: dict | None = None
 ) -> AttackSummary:
-    hangs = [a.hang_s for a in attempts if a.hang_s is not None]
+    waits = _present(a.waited_s for a in attempts)
+    connects = _present(a.connect_wait_s for a in attempts)
+    slots = _present(a.slot_s for a in attempts)
     counts = Counter(a.outcome.value for a in attempts)
+    runs = (cost or {}).get("runs")  # a command attacker's (a run may open no connection)
     return AttackSummary(
         attacker=attacker,
         attempts=len(attempts),
         duration_s=duration_s,
-        attempts_per_s=len(attempts) / duration_s if duration_s > 0 else 0.0,
-        hang_median_s=percentile(hangs, 50),
-        hang_p95_s=percentile(hangs, 95),
-        hang_max_s=max(hangs) if hangs else None,
+        attempts_per_s=_rate(len(attempts), duration_s),
+        hang_median_s=percentile(waits, 50),
+        hang_p95_s=percentile(waits, 95),
+        hang_max_s=max(waits) if waits else None,
+        connect_wait_median_s=percentile(connects, 50),
+        connect_wait_p95_s=percentile(connects, 95),
+        slot_median_s=percentile(slots, 50),
+        slot_p95_s=percentile(slots, 95),
+        attacker_seconds_wasted=sum(slots),
+        connect_waits=sum(a.t_request is None for a in attempts),
         outcomes={o.value: counts[o.value] for o in Outcome if counts[o.value]},
         data_first=sum(a.data_first for a in attempts),
         bytes_received=sum(a.bytes_received for a in attempts),
+        runs=runs,
+        runs_per_s=None if runs is None else _rate(runs, duration_s),
         attacker_cost=cost or {},
     )
+
+
+def _present(values) -> list[float]:
+    return [value for value in values if value is not None]
+
+
+def _rate(count: int, duration_s: float) -> float:
+    return count / duration_s if duration_s > 0 else 0.0
 
 
 @dataclass
@@ -162,11 +192,18 @@ class TrialRow:
     duration_s: float | None
     attempts: int = 0
     attempts_per_s: float = 0.0
-    hang_median_s: float | None = None
+    hang_median_s: float | None = None  # every attempt: hang, or its wait to connect
     hang_p95_s: float | None = None
     hang_max_s: float | None = None
+    connect_wait_median_s: float | None = None
+    connect_wait_p95_s: float | None = None
+    slot_median_s: float | None = None
+    slot_p95_s: float | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
-    attacker_seconds_wasted: float = 0.0  # the sum of every attempt's hang time
+    attacker_seconds_wasted: float = 0.0  # the sum of every attempt's slot, every outcome
+    connect_waits: int = 0  # attempts that never sent a request
+    runs: int | None = None  # command attackers' runs (None: no command attacker)
+    runs_per_s: float | None = None
     legit_requests: int = 0
     legit_success_rate: float | None = None
     legit_latency_median_s: float | None = None
@@ -185,6 +222,8 @@ class TrialRow:
     sampler_overhead: float | None = None
     attackers: dict[str, dict] = field(default_factory=dict)
     server_stats: dict = field(default_factory=dict)
+    # closebench verify: the trial's records against its pcap (harness/verify.py); None: unchecked.
+    wire_agreement: dict | None = None
     # Ban strategies only (BanSummary); None for the others.
     bans: int | None = None
     banned_addresses: int | None = None

@@ -6,16 +6,19 @@ clients beside them, the defender sampled and the attacker's wire captured.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness import firewall
-from harness.attackers import make_attacker
+from harness.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
 from harness.attackers.policy import Policy, Target
-from harness.capture import Capture
+from harness.capture import Capture, Endpoint, reconcile
 from harness.defender import Defender, ServerConfig
+from harness.errors import UsageError
 from harness.lab import Lab
 from harness.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from harness.outcomes import Attempt
@@ -47,6 +50,32 @@ class AttackerSpec:
     def name(self) -> str:
         return self.label or self.kind
 
+    @property
+    def binds_source(self) -> bool:
+        """A command that takes the address to leave from ({source}, as curl --interface)."""
+        if self.kind not in COMMAND_KINDS:
+            return False
+        argv = make_attacker_argv(self.kind, self.command)
+        return any("{source}" in part for part in argv)
+
+    @property
+    def extra_addresses(self) -> int:
+        """Addresses of its own it needs: a botnet's, or one per slot of a command that can
+        choose its source: its connections are read from the wire by their source address."""
+        if self.binds_source:
+            return self.policy.concurrency
+        return self.addresses
+
+    @property
+    def uses_main_address(self) -> bool:
+        return self.extra_addresses == 0
+
+    @property
+    def keeps_own_clock(self) -> bool:
+        """Its records come from a kernel socket's API: the trial's capture gives them wire
+        classes and times. (Command attackers read the wire already; packet attackers are on it.)"""
+        return self.kind == "kernel"
+
 
 @dataclass(frozen=True)
 class LegitClient:
@@ -73,6 +102,28 @@ class TrialConfig:
     pcap: str | None = None  # capture the attacker's wire into this file
     label: str | None = None
     duration: float | None = None  # the legitimate client runs at least this long
+
+    def __post_init__(self) -> None:
+        # A command that cannot choose its source address (a browser) is told apart on the wire
+        # by the attacker's main address alone: nothing else may send from it.
+        for spec in self.attackers:
+            if spec.kind not in COMMAND_KINDS or not spec.uses_main_address:
+                continue
+            if spec.policy.concurrency > 1:
+                raise UsageError(
+                    f"the {spec.name} attacker runs one command at a time (concurrency 1): its "
+                    "connections are told apart by source address, and its command cannot "
+                    "choose one (a command that takes {source} can)"
+                )
+            others = [o.name for o in self.attackers if o is not spec and o.uses_main_address]
+            if self.legit is not None and self.legit.source == "attacker":
+                others.append("the legitimate client (source = attacker)")
+            if others:
+                raise UsageError(
+                    f"the {spec.name} attacker cannot choose its source address, so it needs the "
+                    f"attacker's main address to itself, which {', '.join(others)} also use(s): "
+                    "give a kernel attacker `addresses`, or run them in separate scenarios"
+                )
 
     @property
     def name(self) -> str:
@@ -103,10 +154,14 @@ def run_trial(
     on_attempt: Callable[[Attempt], None] | None = None,
 ) -> TrialResult:
     """Build a lab, start the server, run every attacker and legitimate client until done."""
-    cancel = cancel or threading.Event()
+    with tempfile.TemporaryDirectory(prefix="closebench-trial-") as scratch:
+        return _run_trial(config, cancel or threading.Event(), on_attempt, scratch)
+
+
+def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialResult:
     with Lab(routed=config.routed) as lab:
         # Extra address 0 is the legitimate client's; botnet addresses follow.
-        extra = sum(spec.addresses for spec in config.attackers)
+        extra = sum(spec.extra_addresses for spec in config.attackers)
         if config.legit or extra:
             lab.add_attacker_addresses(1 + extra)
         server = config.server.with_attacker_rule(lab.attacker_ip(config.family))
@@ -114,10 +169,17 @@ def run_trial(
         defender = Defender(lab, server)
         capture = None
         syns_dropped = None
+        # Kernel-socket clients' records get the wire's classes and times: capture for them even
+        # when no pcap is kept.
+        own_clock = config.legit is not None or any(s.keeps_own_clock for s in config.attackers)
+        pcap = config.pcap or (os.path.join(scratch, "trial.pcap") if own_clock else None)
         try:
-            if config.pcap:
+            if pcap:
                 bpf = f"tcp port {server.port} or icmp or icmp6"
-                capture = Capture(lab.attacker, "eth0", bpf, config.pcap)
+                if not config.pcap and not any(s.keeps_own_clock for s in config.attackers):
+                    # Only the legitimate client needs it: keep a flood out of the capture.
+                    bpf = f"host {_legit_source(lab, config)} and ({bpf})"
+                capture = Capture(lab.attacker, "eth0", bpf, pcap)
             sampler = None
             if config.sample_hz:
                 sampler = DefenderSampler(
@@ -133,7 +195,12 @@ def run_trial(
             server_stats = defender.stop()
             server_log = defender.log()
             defender.close()
+        target = Endpoint(lab.defender_ip(config.family), server.port)
     attempts, legit_attempts, costs, duration, attack_end = result
+    if own_clock and pcap:
+        kernel = {spec.name for spec in config.attackers if spec.keeps_own_clock}
+        own = [a for a in attempts if a.attacker in kernel] + legit_attempts
+        reconcile(own, pcap, target)
     ban_log = server_stats.pop("ban_log", [])
     bans = None
     if server.spec and server.spec.name in BAN_STRATEGIES:
@@ -199,9 +266,9 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
         attacker = make_attacker(spec.kind, spec.command, spec.label)
         sources = [
             lab.addressing.attacker_extra(config.family, i)
-            for i in range(first, first + spec.addresses)
+            for i in range(first, first + spec.extra_addresses)
         ]
-        first += spec.addresses
+        first += spec.extra_addresses
 
         def work(attacker=attacker, spec=spec, target=target, sources=sources or None) -> None:
             sink = sink_for(spec.name)
@@ -237,10 +304,7 @@ def _legit_thread(lab: Lab, config: TrialConfig, records: list, stop) -> threadi
 
     target = Target(lab.defender_ip(config.family), config.server.port, config.family, "/")
     policy = Policy(timeout=config.legit.timeout, rate=config.legit.rate, duration=LEGIT_HORIZON)
-    if config.legit.source == "attacker":
-        source = lab.attacker_ip(config.family)
-    else:
-        source = lab.addressing.attacker_extra(config.family, 0)
+    source = _legit_source(lab, config)
 
     def run() -> None:
         if not stop.wait(config.legit.start):
@@ -249,6 +313,12 @@ def _legit_thread(lab: Lab, config: TrialConfig, records: list, stop) -> threadi
     thread = threading.Thread(target=run, name="legit")
     thread.start()
     return thread
+
+
+def _legit_source(lab: Lab, config: TrialConfig) -> str:
+    if config.legit is not None and config.legit.source == "attacker":
+        return lab.attacker_ip(config.family)
+    return lab.addressing.attacker_extra(config.family, 0)
 
 
 class AttackerHostSampler:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.needs_lab
 T = 2.0  # the attacker's timeout: short, so a silent strategy shows within a few seconds
 SEED_POLICY = Policy(timeout=T, reconnect=True, concurrency=2, duration=5.0)
 TARPIT = "tarpit:interval=0.5"  # drips well inside the timeout T
-STRATEGIES = ["graceful", "rst", "repair", "never", TARPIT, "delayed-reaper:delay=1"]
+STRATEGIES = ["graceful", "rst", "repair", "never", TARPIT, "delayed-reaper:delay=1", "fw-drop"]
 
 
 def _config(
@@ -92,6 +92,21 @@ def test_legitimate_client_stays_served(kernel_results):
         assert legit.success_rate == 1.0, (strategy, legit)
 
 
+def test_dropped_syns_cost_the_attacker_its_timeout(kernel_results):
+    # fw-drop: the first request is reset and bans the address; every later SYN is dropped and
+    # the spammer sits out its timeout in connect(). That time counts, as a connect wait.
+    summary = kernel_results["fw-drop"].summary
+    assert summary.outcomes.get("syn-timeout", 0) >= 1, summary.outcomes
+    assert summary.connect_waits == summary.outcomes["syn-timeout"]
+    assert summary.hang_median_s >= 0.9 * T
+    assert summary.connect_wait_median_s >= 0.9 * T
+    assert summary.attacker_seconds_wasted >= 0.9 * T * summary.outcomes["syn-timeout"]
+    # Told at once: no connect wait worth the name, and the whole slot is the short hang.
+    graceful = kernel_results["graceful"].summary
+    assert graceful.hang_median_s < 0.1 and graceful.connect_wait_median_s < 0.1
+    assert graceful.attacker_seconds_wasted < 0.1 * graceful.attempts
+
+
 def test_kernel_spammer_reaches_high_concurrency():
     config = _config("repair", policy=Policy(timeout=T, concurrency=300, duration=2.0))
     result = run_attack(config)
@@ -113,9 +128,14 @@ def test_curl_as_the_attacker(strategy, outcome, curl_says):
     result = run_attack(_config(strategy, "curl", policy))
     [attempt] = result.attempts
     assert attempt.outcome.value == outcome
-    assert curl_says in attempt.detail
+    assert curl_says in attempt.run_error
+    assert attempt.run == 1 and attempt.run_exit_status == int(curl_says[1:3])
+    assert attempt.run_duration_s >= attempt.slot_s
     if outcome == "silent":
         assert attempt.hang_s >= 0.9 * T  # curl hung until its --max-time
+        # It gave up with a FIN that met no socket: the server's kernel had dropped it silently.
+        assert attempt.detail.startswith("RST to the client's FIN at +")
+    assert result.summary.runs == 1
 
 
 def test_any_command_as_the_attacker():
@@ -124,7 +144,19 @@ def test_any_command_as_the_attacker():
     config = _config("graceful", "curl", policy, "/", command=command)
     [attempt] = run_attack(config).attempts
     assert attempt.http_status == 200
-    assert attempt.detail.startswith("exit 0")
+    assert attempt.run_exit_status == 0 and attempt.run_error == ""
+
+
+def test_every_connection_of_a_command_is_an_attempt():
+    # Two requests in one run of curl, each on a connection of its own (the server closes each).
+    command = ["curl", "-s", "--interface", "{source}", "--max-time", "{timeout}", "{url}", "{url}"]
+    policy = Policy(timeout=T, reconnect=True, duration=10, attempts=3)
+    result = run_attack(_config("graceful", "curl", policy, command=command))
+    assert result.summary.runs == 3 and result.summary.attempts == 6
+    assert sorted(a.run for a in result.attempts) == [1, 1, 2, 2, 3, 3]
+    assert {a.outcome.value for a in result.attempts} == {"fin"}
+    assert result.server_stats["abusive"] == 6  # every request the server saw is a record
+    assert len({(a.src, a.sport) for a in result.attempts}) == 6
 
 
 def closebench(*args: str) -> subprocess.CompletedProcess:

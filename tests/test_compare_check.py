@@ -419,6 +419,43 @@ def test_compare_command_prints_and_writes_html(capsys, tmp_path):
     assert status == 0 and (tmp_path / "x.html").exists()
 
 
+AGREE = {"ok": True, "records": 3, "joined": 3, "class_mismatches": 0, "end_delta_p95_s": 0.0}
+DISAGREE = {**AGREE, "ok": False, "class_mismatches": 1}
+
+
+def test_check_wire_agreement(capsys, tmp_path):
+    run = write_run(
+        tmp_path / "run",
+        [
+            row("graceful", **LOUD, wire_agreement=AGREE),
+            row("repair", wire_agreement=DISAGREE),
+            row("never"),  # not verified (run --no-verify)
+        ],
+    )
+    status, out, _ = closebench(
+        capsys, "check", str(run), "--expect", expect(tmp_path, '["*"]\nwire_agreement = true')
+    )
+    assert status == 1
+    failed = {trial: rest for trial, figure, *rest in failures(out) if figure == "wire_agreement"}
+    assert failed.keys() == {"repair", "never"}
+    assert failed["never"] == ["records agree with the wire", "not verified"]
+    assert failed["repair"][1].startswith("DISAGREE: 3 of 3 attempts joined")
+    bad = expect(tmp_path, "[repair]\nwire_agreement = 1", "bad.toml")
+    status, _, err = closebench(capsys, "check", str(run), "--expect", bad)
+    assert status == 2 and "wire_agreement must be true or false" in err
+
+
+def test_compare_shows_the_wire_agreement(capsys, tmp_path):
+    a = write_run(tmp_path / "a", [row("repair", wire_agreement=AGREE)])
+    b = write_run(tmp_path / "b", [row("repair", wire_agreement=DISAGREE)])
+    [group] = compare_runs(load_run(a), load_run(b)).groups
+    assert group.wire_verdict == "worse"
+    status, out, _ = closebench(capsys, "compare", str(a), str(b), "--only-flagged")
+    assert status == 0
+    assert "wire_agreement" in out and "flagged" in out
+    assert "run B's records disagree with the wire: repair" in out
+
+
 def test_compare_bad_input_is_exit_2(capsys, tmp_path):
     a = write_run(tmp_path / "a", [row("repair")])
     b = write_run(tmp_path / "b", [row("graceful")])
@@ -461,7 +498,9 @@ def real_run(tmp_path_factory) -> Path:
 def test_real_run_checked_and_compared(capsys, tmp_path, real_run):
     # repair reads first, so both the prompt and the late spammer hang until their own timeout.
     keeps = expect(
-        tmp_path, '[repair]\noutcome = "silent"\nhang_median_s_min = 4\npeak_fds_max = 50'
+        tmp_path,
+        '[repair]\noutcome = "silent"\nhang_median_s_min = 4\npeak_fds_max = 50\n'
+        '["*"]\nwire_agreement = true',
     )
     status, out, _ = closebench(capsys, "check", str(real_run), "--expect", keeps)
     assert status == 0, out

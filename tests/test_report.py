@@ -22,7 +22,7 @@ from harness.errors import UsageError
 from harness.figures import FIGURES
 from harness.report import build_report
 
-RUN = Path(__file__).parent / "data" / "20261125-201110-report-sample"
+RUN = Path(__file__).parent / "data" / "20261129-201808-report-sample"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -84,6 +84,8 @@ def expected_cells(row: dict) -> dict[str, str]:
         "attempts_per_s": f"{row['attempts_per_s']:.2f}",
         "hang_median_s": f"{row['hang_median_s']:.3f}",
         "hang_p95_s": f"{row['hang_p95_s']:.3f}",
+        "connect_wait_median_s": f"{row['connect_wait_median_s']:.3f}",
+        "slot_median_s": f"{row['slot_median_s']:.3f}",
         "outcomes": ", ".join(f"{k} {v}" for k, v in row["outcomes"].items()),
         "attacker_seconds_wasted": f"{row['attacker_seconds_wasted']:.1f}",
         "legit_success_rate": f"{100 * row['legit_success_rate']:.1f}%",
@@ -158,6 +160,46 @@ def test_reading_is_derived_from_the_numbers(built):
     # The routed ttl-drop's orphans are named; so is the FIN that arrives without a router.
     assert rows["ttl-drop (via router)"]["peak_orphans"] > 0
     assert "orphan-seconds" in html and "with no router hop" in html
+
+
+def test_every_second_the_attacker_spent_is_read(built):
+    html = " ".join((built / "index.html").read_text().split())
+    summary = json.loads((built / "summary.json").read_text())
+    fw_drop = next(row for row in summary["rows"] if row["trial"] == "fw-drop")
+    # Dropped SYNs: the spammer sat out its timeout in connect(), and that time counts.
+    assert fw_drop["outcomes"].get("syn-timeout") == fw_drop["connect_waits"] > 0
+    assert fw_drop["attacker_seconds_wasted"] >= 4 * fw_drop["connect_waits"] * 0.9
+    waits = fw_drop["connect_waits"]
+    assert f"{waits} of them sent no request, and count their wait to connect" in html
+    assert f"{fw_drop['attacker_seconds_wasted']:.1f} s wasted in all" in html
+
+
+@pytest.mark.parametrize("state", ["agree", "disagree", "not verified"])
+def test_the_wire_check_is_on_the_page(tmp_path, state):
+    directory = tmp_path / "run"
+    shutil.copytree(RUN, directory)
+    summary = json.loads((directory / "summary.json").read_text())
+    assert summary["wire_agreement"]["ok"]  # the stored run was verified when it was made
+    if state == "disagree":
+        summary["wire_agreement"].update(ok=False, class_mismatches=1)
+        summary["rows"][2]["wire_agreement"].update(ok=False, class_mismatches=1)
+    elif state == "not verified":
+        summary["wire_agreement"] = None
+    (directory / "summary.json").write_text(json.dumps(summary))
+    files = build_report(directory)
+    html = " ".join(files.html.read_text().split())
+    markdown = files.markdown.read_text()
+    if state == "agree":
+        assert "records agree with the wire" in html and "every class agrees" in html
+        assert "- records agree with the wire (closebench verify)" in markdown
+    elif state == "disagree":
+        assert "The attempt records disagree with the packet captures" in html
+        assert "1 class mismatch(es)" in html and "FLAGGED" in html
+        assert "**records DISAGREE with the wire**" in markdown
+        assert f"  - {summary['rows'][2]['trial']}: " in markdown
+    else:
+        assert "Not verified: this run was made with <code>--no-verify</code>" in html
+        assert "wire" not in markdown
 
 
 def test_incomplete_run_with_failed_trial_and_hostile_names(tmp_path):

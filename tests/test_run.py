@@ -73,6 +73,13 @@ def test_seed_run_directory(seed):
     assert (directory / "scenario.toml").read_text().startswith("# The seed's case")
     assert (directory.parent / "latest").resolve() == directory.resolve()
     assert "graceful: done" in (directory / "run.log").read_text()
+    # Every record proved against the pcaps by the second reader (closebench verify).
+    wire = summary["wire_agreement"]
+    assert wire["ok"], wire
+    assert wire["records"] == wire["joined"] == len(attempts) and wire["class_mismatches"] == 0
+    assert wire["end_delta_p95_s"] <= 0.002 and wire["missing_in_records"] == 0
+    assert all(row["wire_agreement"]["ok"] for row in summary["rows"])
+    assert "records agree with the wire" in (directory / "index.html").read_text()
 
 
 def test_fd_exhaustion_only_never_stops_serving(tmp_path):

@@ -89,6 +89,36 @@ def test_unknown_attacker_kind(tmp_path):
         load_scenario(path)
 
 
+@pytest.mark.parametrize(
+    ("attackers", "message"),
+    [
+        (
+            '[[attackers]]\nkind = "browser"\n[[attackers]]\nkind = "scapy"',
+            "the browser attacker cannot choose its source address, so it needs the attacker's "
+            "main address to itself, which scapy also use(s)",
+        ),
+        ('[[attackers]]\nkind = "browser"\nconcurrency = 2', "runs one command at a time"),
+        ('[[attackers]]\nkind = "browser"\ncommand = ["x"]', 'command goes with kind = "curl"'),
+    ],
+)
+def test_a_browser_needs_an_address_of_its_own(tmp_path, attackers, message):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "t"\nstrategies = ["graceful"]\n' + attackers)
+    with pytest.raises(UsageError, match=r"bad\.toml: ") as error:
+        load_scenario(path)
+    assert message in str(error.value)
+
+
+def test_commands_that_choose_their_source_get_addresses_of_their_own(tmp_path):
+    path = tmp_path / "ok.toml"
+    text = 'name = "t"\nstrategies = ["graceful"]\n[[attackers]]\nkind = "browser"\n'
+    path.write_text(text + '[[attackers]]\nkind = "curl"\nconcurrency = 3\n')
+    scenario, _, _ = load_scenario(path)
+    [trial] = scenario.trials()
+    browser, curl = trial.attackers
+    assert (browser.extra_addresses, curl.extra_addresses) == (0, 3)
+
+
 def test_not_toml_and_missing_files(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("name = ")

@@ -15,13 +15,39 @@ ATTACKERS = {
     "scapy": "crafted packets, no kernel socket: the truth packet by packet",
     "volume": "prebuilt packets on raw sockets: stateless handshakes at volume",
     "curl": "curl itself, or any command given with --attacker-command",
+    "browser": "headless Chromium, one page load per attempt slot",
 }
+# Kinds that run a command: each connection the command opens is an attempt (harness/capture.py
+# reads them from the attacker host's wire), tied to its run.
+COMMAND_KINDS = ("curl", "browser")
+
+
+def tools_for(kind: str, command: list[str] | None = None) -> tuple[str, ...]:
+    """The programs an attacker kind runs, to check for before any lab is built."""
+    if kind in ("scapy", "volume"):
+        return ("nft",)
+    if kind == "curl":
+        return (command[0],) if command else ("curl",)
+    if kind == "browser":
+        return ("chromium",)
+    return ()
 
 
 class Attacker(Protocol):
     name: str
 
     def run(self, lab, target, policy, sink, cancel, source=None) -> dict: ...
+
+
+def make_attacker_argv(kind: str, command: list[str] | None = None) -> list[str]:
+    """The command line a command kind runs (with its placeholders)."""
+    if kind == "browser":
+        from harness.attackers.browser import CHROMIUM
+
+        return CHROMIUM
+    from harness.attackers.command import CURL
+
+    return command or CURL
 
 
 def make_attacker(kind: str, command: list[str] | None = None, label: str | None = None):
@@ -42,4 +68,8 @@ def make_attacker(kind: str, command: list[str] | None = None, label: str | None
         from harness.attackers.command import CommandClient
 
         return CommandClient(command, label)
+    if kind == "browser":
+        from harness.attackers.browser import BrowserClient
+
+        return BrowserClient(label)
     raise ValueError(f"unknown attacker {kind!r}; choose one of: {', '.join(ATTACKERS)}")

@@ -215,6 +215,7 @@ class Conn:
     syns_sent: int = 1
     retransmissions_seen: int = 0
     fin_retries: int = 0
+    retransmitted_at: float | None = None  # our latest retransmission the server has not answered
     head: bytes = b""  # the response's first bytes, for its status line
     over: bool = False  # the attempt has ended (its outcome is final)
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # established or over
@@ -623,7 +624,7 @@ class Engine:
             return
         if conn.state is State.ESTABLISHED and not conn.over:
             sent = seq_delta(conn.snd_una, seq_add(conn.iss, 1))
-            self._send(conn, conn.snd_una, PSH | ACK, conn.request[sent:])
+            conn.retransmitted_at = self._send(conn, conn.snd_una, PSH | ACK, conn.request[sent:])
             self.counters.data_retransmits_sent += 1
         elif conn.state is State.CLOSING and conn.fin_retries < FIN_RETRIES:
             self._send(conn, seq_add(conn.snd_nxt, -1), FIN | ACK)
@@ -761,10 +762,18 @@ class Engine:
         if conn.over:
             self.counters.late_packets_seen += 1
             conn.state = State.ABORTED
+        elif conn.retransmitted_at is not None:
+            # It answers our retransmission: the server had dropped the socket without a word
+            # (the one rule, harness/capture.py prompting_segment): silent, learnt only now.
+            since = seg.t - (conn.attempt.t_request or conn.attempt.t_syn)
+            self.end(
+                conn, Outcome.SILENT, seg.t, f"RST to the client's retransmission at +{since:.1f} s"
+            )
         else:
             self.end(conn, Outcome.RST, seg.t)
 
     def _on_ack(self, conn: Conn, seg: Segment) -> None:
+        conn.retransmitted_at = None  # the server answered after it
         if not seg.flags & ACK:
             return
         if seq_delta(seg.ack, conn.snd_una) > 0 and seq_delta(seg.ack, conn.snd_nxt) <= 0:
