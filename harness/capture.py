@@ -23,7 +23,10 @@ from harness.privileges import IN_USERNS_ENV
 SNAPLEN = 256  # headers plus the start of the payload; enough to read every decision
 HEAD_BYTES = 32  # payload bytes kept per packet: enough for an HTTP status line
 SEQ_SPACE = 1 << 32
-JOIN_WINDOW = 1.0  # s: a record's t_syn and its connection's first SYN on the wire are this close
+# s: a record's t_syn and its connection's first SYN on the wire are this close. A client reads its
+# clock before connect(); an event loop starved by hundreds of sockets on a loaded machine has been
+# seen to send the SYN 1.3 s later.
+JOIN_WINDOW = 5.0
 LINKTYPE_ETHERNET = 1
 
 
@@ -421,10 +424,11 @@ def reconcile(attempts: list[Attempt], path: str, server: Endpoint) -> int:
         by_client[client].append(events)
     joined = 0
     for attempt in attempts:
-        client = Endpoint(attempt.src, attempt.sport)
-        events = nearest_connection(by_client.get(client, []), attempt)
+        candidates = by_client.get(Endpoint(attempt.src, attempt.sport), [])
+        events = nearest_connection(candidates, attempt)
         if events is None:
             continue
+        candidates.remove(events)  # one record per connection
         joined += 1
         said = attempt.outcome
         classify(events, attempt)

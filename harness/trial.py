@@ -277,7 +277,7 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
         threads.append(threading.Thread(target=work, name=f"attacker-{spec.name}"))
     # Attackers run in threads of this one; cancel reaches them through the shared event.
     legit_stop = threading.Event()
-    legit = _legit_thread(lab, config, legit_attempts, legit_stop)
+    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel)
     watcher = AttackerHostSampler(lab)
     started = time.monotonic()
     for thread in threads:
@@ -297,7 +297,11 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
     return attempts, legit_attempts, costs, duration, attack_end
 
 
-def _legit_thread(lab: Lab, config: TrialConfig, records: list, stop) -> threading.Thread | None:
+def _legit_thread(
+    lab: Lab, config: TrialConfig, records: list, stop, cancel
+) -> threading.Thread | None:
+    """The legitimate client until `stop`; its requests in flight then still end, and count
+    (Ctrl-C, `cancel`, abandons them)."""
     if not config.legit:
         return None
     from harness.attackers.kernel import KernelSpammer
@@ -308,7 +312,7 @@ def _legit_thread(lab: Lab, config: TrialConfig, records: list, stop) -> threadi
 
     def run() -> None:
         if not stop.wait(config.legit.start):
-            KernelSpammer("legit").run(lab, target, policy, records.append, stop, source)
+            KernelSpammer("legit").run(lab, target, policy, records.append, cancel, source, stop)
 
     thread = threading.Thread(target=run, name="legit")
     thread.start()

@@ -59,7 +59,9 @@ def _outcomes(kind: str, strategy: str, family: int) -> set[str]:
         ServerConfig(8080, parse_spec(strategy)), (spec,), legit=None, family=family
     )
     result = run_trial(config)
-    return set(result.summaries[spec.name].outcomes)
+    # The connections that carried the request: a browser's spare one, which it closes itself,
+    # ends as the timing of its close and the server's answer fall, on either family.
+    return {a.outcome.value for a in result.attempts if a.t_request is not None}
 
 
 @pytest.mark.needs_lab

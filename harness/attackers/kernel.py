@@ -49,12 +49,16 @@ class KernelSpammer:
         sink: Callable[[Attempt], None],
         cancel: threading.Event,
         source: str | list[str] | None = None,
+        drain: threading.Event | None = None,
     ) -> dict:
-        """`source`: the address to send from, or several (a botnet): see slot_sources()."""
+        """`source`: the address to send from, or several (a botnet): see slot_sources().
+        `cancel` abandons the attempts in flight; `drain` only stops new ones (those in flight
+        end and are recorded: every connection on the wire has its record)."""
         raise_fd_limit()
         if not source:
             source = lab.attacker_ip(target.family)
         sources = [source] if isinstance(source, str) else list(source)
+        self._drain = drain or threading.Event()
         with lab.attacker.entered():
             asyncio.run(self._main(target, policy, sink, cancel, sources))
         return {"peak_open_sockets": self.peak_in_flight}
@@ -77,6 +81,8 @@ class KernelSpammer:
     async def _slot(self, budget: Budget, target, policy, sink, sources: list[str]) -> None:
         turn = itertools.cycle(sources)
         while not self._cancel.is_set() and await budget.take():
+            if self._drain.is_set():
+                return
             sink(await self.attempt(target, policy, next(turn), policy.timeout))
             if not policy.reconnect:
                 return
