@@ -95,12 +95,18 @@ def test_legitimate_client_stays_served(kernel_results):
 def test_dropped_syns_cost_the_attacker_its_timeout(kernel_results):
     # fw-drop: the first request is reset and bans the address; every later SYN is dropped and
     # the spammer sits out its timeout in connect(). That time counts, as a connect wait.
-    summary = kernel_results["fw-drop"].summary
-    assert summary.outcomes.get("syn-timeout", 0) >= 1, summary.outcomes
-    assert summary.connect_waits == summary.outcomes["syn-timeout"]
-    assert summary.hang_median_s >= 0.9 * T
-    assert summary.connect_wait_median_s >= 0.9 * T
-    assert summary.attacker_seconds_wasted >= 0.9 * T * summary.outcomes["syn-timeout"]
+    # (How many requests get through before the ban is in force depends on the nft commit: the
+    # figures are checked attempt by attempt.)
+    result = kernel_results["fw-drop"]
+    dropped = [a for a in result.attempts if a.outcome.value == "syn-timeout"]
+    assert dropped, result.summary.outcomes
+    for attempt in dropped:
+        assert attempt.hang_s is None and attempt.t_request is None
+        assert attempt.waited_s == attempt.connect_wait_s == attempt.slot_s >= 0.9 * T
+    summary = result.summary
+    assert summary.connect_waits == len(dropped)
+    assert summary.hang_max_s >= 0.9 * T  # the connect waits are in the hang figures
+    assert summary.attacker_seconds_wasted >= sum(a.slot_s for a in dropped)
     # Told at once: no connect wait worth the name, and the whole slot is the short hang.
     graceful = kernel_results["graceful"].summary
     assert graceful.hang_median_s < 0.1 and graceful.connect_wait_median_s < 0.1
