@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -16,7 +17,7 @@ from rich.markup import escape
 
 from harness import __version__
 from harness.attackers import ATTACKERS
-from harness.background import Background, ctrl_c_sets
+from harness.background import Background, ctrl_c_sets, terminate_like_ctrl_c
 from harness.check import add_check_parser, run_check_command
 from harness.compare import add_compare_parser, run_compare_command
 from harness.errors import ClosebenchError, UsageError
@@ -44,13 +45,27 @@ def _port(text: str) -> int:
     return port
 
 
-def _positive(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):  # NaN passes every `value <= 0` check
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
 
 
@@ -105,14 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument(
         "--request-delay",
-        type=float,
+        type=_not_negative,
         default=0.0,
         metavar="S",
         help="wait S seconds after the handshake before sending the request",
     )
     probe.add_argument("--ipv6", action="store_true", help="probe over IPv6 instead of IPv4")
     probe.add_argument("--routed", action="store_true", help="put a router hop between the hosts")
-    probe.add_argument("--jobs", type=int, default=12, help="probes run at once (default 12)")
+    probe.add_argument("--jobs", type=_count, default=12, help="probes run at once (default 12)")
     probe.add_argument("--pcap-dir", metavar="DIR", help="keep the attacker-side pcaps here")
     probe.add_argument("--json", action="store_true", help="print a JSON document instead")
     probe.add_argument("server_command", nargs="*", metavar="-- CMD", help="probe this command")
@@ -144,11 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument(
         "--no-reconnect", action="store_true", help="one attempt per connection slot, then stop"
     )
-    attack.add_argument("--request-delay", type=float, default=0.0, metavar="S")
+    attack.add_argument("--request-delay", type=_not_negative, default=0.0, metavar="S")
     attack.add_argument("--path", default="/spam", help="request path the attacker asks for")
     attack.add_argument(
         "--legit-rate",
-        type=float,
+        type=_not_negative,
         default=2.0,
         metavar="R",
         help="legitimate requests per second from another address (0: none)",
@@ -173,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--duration", type=_positive, metavar="S", help="override the scenario's duration"
     )
+    scenarios = commands.add_parser(
+        "scenarios",
+        help="list the shipped scenarios, or print one (a start for your own)",
+        description="List the scenarios shipped with closebench and what each compares; with a "
+        "name, print that scenario's TOML (closebench scenarios seed > mine.toml).",
+    )
+    scenarios.add_argument("name", nargs="?", help="print this scenario's TOML")
     report = commands.add_parser(
         "report",
         help="rebuild a run's report (figures, index.html, summary.md) from its raw files",
@@ -352,7 +374,7 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     path = find_scenario(args.scenario)
     scenario, text, digest = load_scenario(path)
     if args.duration:
-        scenario = scenario.model_copy(update={"duration": args.duration})
+        scenario = scenario.with_duration(args.duration)
     require_tools(*LAB_TOOLS)
     runner = Runner(scenario, text, digest, path, Path(args.out))
     told = False
@@ -371,9 +393,21 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         console.print(f"report: {result.report}", highlight=False)
     for line in result.errors:
         print_error(errors, line)
-    if interrupted:
+    if interrupted and not result.stopped:  # Ctrl-C or SIGTERM; a full disk is a failed run
         return 130
     return 1 if result.errors else 0
+
+
+def run_scenarios_command(args: argparse.Namespace, console: Console) -> int:
+    from harness.render import print_scenarios
+    from harness.safe_files import read_text
+    from harness.scenario import SCENARIO_DIR, find_scenario, shipped_scenarios
+
+    if args.name:
+        sys.stdout.write(read_text(find_scenario(args.name), "scenario"))
+        return 0
+    print_scenarios(shipped_scenarios(), SCENARIO_DIR, console)
+    return 0
 
 
 def run_lab_clean(console: Console) -> int:
@@ -389,8 +423,13 @@ def print_error(errors: Console, message: str) -> None:
     errors.print(f"[bold red]closebench: error:[/] {escape(message)}", highlight=False)
 
 
+def print_warning(errors: Console, message: str) -> None:
+    errors.print(f"[yellow]closebench: warning:[/] {escape(message)}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    terminate_like_ctrl_c()
     args = build_parser().parse_args(argv)
     # Piped output keeps full rows rather than wrapping them at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=140)
@@ -401,10 +440,13 @@ def main(argv: list[str] | None = None) -> int:
             return run_compare_command(args, console)
         if args.command == "check":
             return run_check_command(args, console)
+        if args.command == "scenarios":
+            return run_scenarios_command(args, console)
         if args.command == "report":  # reads a run directory too
             from harness.report import run_report_command
 
-            console.print(f"report: {run_report_command(args.run_dir)}", highlight=False)
+            page = run_report_command(args.run_dir, lambda text: print_warning(errors, text))
+            console.print(f"report: {page}", highlight=False)
             return 0
         ensure_privileges(argv)
         if args.command == "probe":

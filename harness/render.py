@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.capture import WireEvent, split_at_client_end
@@ -186,3 +189,16 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     console.print(
         f"run {state}: {result.directory} (summary.json, attempts.jsonl, samples.csv, pcaps/)"
     )
+
+
+def print_scenarios(scenarios: list[tuple[str, str]], folder: Path, console: Console) -> None:
+    table = Table(box=None, pad_edge=False)
+    table.add_column("scenario")
+    table.add_column("what it compares")
+    for name, description in scenarios:
+        table.add_row(name, escape(description))
+    console.print(table)
+    console.print(
+        f"run one: closebench run NAME (shipped in {escape(str(folder))})", highlight=False
+    )
+    console.print("start your own from one: closebench scenarios NAME > mine.toml", highlight=False)
