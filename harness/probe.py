@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from harness.capture import Capture, Endpoint, WireEvent, classify, connection_events
 from harness.defender import LISTEN_TIMEOUT, Defender, ServerConfig
 from harness.errors import ClosebenchError
+from harness.file_names import unique_names
 from harness.lab import Lab
 from harness.outcomes import Attempt, Outcome
 from servers.strategies import STRATEGIES, parse_spec
@@ -104,7 +105,10 @@ class Probe:
         # Each lab lives and dies inside one worker task: its keepers die with the thread that made
         # them (PR_SET_PDEATHSIG), so no lab may outlive the task that built it.
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [pool.submit(self.run, case) for case in cases]
+            names = unique_names([_pcap_label(case) for case in cases], ".pcap")
+            futures = [
+                pool.submit(self.run, case, name) for case, name in zip(cases, names, strict=True)
+            ]
             try:
                 return [future.result() for future in futures]
             except BaseException:
@@ -113,28 +117,38 @@ class Probe:
                     future.cancel()
                 raise
 
-    def run(self, case: ProbeCase) -> ProbeResult:
+    def run(self, case: ProbeCase, pcap_name: str | None = None) -> ProbeResult:
         result = ProbeResult(case)
         try:
             with Lab(routed=case.routed) as lab:
-                self._run_in(lab, case, result)
+                self._run_in(lab, case, result, pcap_name)
         except ClosebenchError as error:
             result.error = str(error)
         return result
 
-    def _run_in(self, lab: Lab, case: ProbeCase, result: ProbeResult) -> None:
+    def _run_in(
+        self, lab: Lab, case: ProbeCase, result: ProbeResult, pcap_name: str | None
+    ) -> None:
         server = case.server.with_attacker_rule(lab.attacker_ip(case.family))
         defender = Defender(lab, server, self.listen_timeout)
         try:
-            self.observe(lab, case, server.port, result)
+            self.observe(lab, case, server.port, result, pcap_name)
         finally:
             result.server_stats = defender.stop()
             defender.close()
 
-    def observe(self, lab: Lab, case: ProbeCase, port: int, result: ProbeResult) -> None:
+    def observe(
+        self,
+        lab: Lab,
+        case: ProbeCase,
+        port: int,
+        result: ProbeResult,
+        pcap_name: str | None = None,  # unique among the cases of one run_all
+    ) -> None:
         """One attempt from the attacker host to the defender's `port`, captured and classified."""
         with tempfile.TemporaryDirectory(prefix="closebench-probe-") as scratch:
-            pcap = os.path.join(self.pcap_dir or scratch, _pcap_name(case))
+            name = pcap_name or unique_names([_pcap_label(case)], ".pcap")[0]
+            pcap = os.path.join(self.pcap_dir or scratch, name)
             capture = Capture(lab.attacker, "eth0", f"tcp port {port} or icmp or icmp6", pcap)
             try:
                 attempt, result.client_saw = self._attempt(lab, case, port)
@@ -201,6 +215,5 @@ class Probe:
             return f"{errno.errorcode.get(error.errno, 'error')}: {error.strerror}"
 
 
-def _pcap_name(case: ProbeCase) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_=" else "_" for c in case.label)
-    return f"probe-{safe}-ipv{case.family}.pcap"
+def _pcap_label(case: ProbeCase) -> str:
+    return f"probe-{case.label}-ipv{case.family}"

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import UsageError
+from harness.safe_files import SafeDirectory
+from harness.summary_rows import check_rows
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LEGIT = "legit"  # the legitimate client's name in attempts.jsonl (harness/trial.py)
@@ -74,8 +76,10 @@ class RunData:
 def load_run(directory: Path) -> RunData:
     """Read a run directory; UsageError (one line) when it is not one."""
     summary = _load_summary(directory)
-    trials = {row["trial"]: TrialData(row) for row in summary["rows"]}
-    problems: list[str] = []
+    checked = check_rows(summary["rows"])
+    summary["rows"] = checked.rows
+    trials = {row["trial"]: TrialData(row) for row in checked.rows}
+    problems: list[str] = checked.problems
     _load_attempts(directory / "attempts.jsonl", trials, problems)
     _load_samples(directory / "samples.csv", trials, problems)
     text, scenario = _load_scenario(directory / "scenario.toml", problems)
@@ -93,7 +97,7 @@ def _load_summary(directory: Path) -> dict:
         return _raise(refuse("no such directory"))
     path = directory / "summary.json"
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return _raise(refuse("no summary.json"))
     except (OSError, ValueError) as error:
@@ -115,7 +119,8 @@ def _load_attempts(path: Path, trials: dict[str, TrialData], problems: list[str]
         problems.append("attempts.jsonl is missing: no per-attempt figures")
         return
     bad = 0
-    with path.open() as lines:
+    # Bytes that are not UTF-8 become U+FFFD: that line may then fail to parse, not the file.
+    with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             try:
                 record = json.loads(line)
@@ -134,14 +139,27 @@ def _load_samples(path: Path, trials: dict[str, TrialData], problems: list[str])
         problems.append("samples.csv is missing: no defender figures over time")
         return
     bad = 0
-    with path.open(newline="") as stream:
-        for record in csv.DictReader(stream):
-            trial = trials.get(record.get("trial") or "")
+    with path.open(encoding="utf-8", errors="replace", newline="") as stream:
+        lines = iter(stream)
+        try:
+            header = next(csv.reader([next(lines, "")]), [])
+        except csv.Error:
+            header = []
+        # Line by line: samples.csv has one sample a line, and an unmatched quote must cost that
+        # line only, not swallow the rest of the file into one field.
+        for line in lines:
             try:
+                values = next(csv.reader([line]), None)
+                if values is None:
+                    continue  # a blank line
+                if len(values) != len(header):
+                    raise ValueError(line)
+                record = dict(zip(header, values, strict=True))
                 sample = {k: float(v) for k, v in record.items() if k != "trial" and k}
-            except (TypeError, ValueError):
+            except (ValueError, csv.Error):  # csv.Error: a NUL byte
                 bad += 1
                 continue
+            trial = trials.get(record.get("trial") or "")
             if trial is not None:
                 trial.samples.append(sample)
     if bad:
@@ -150,9 +168,12 @@ def _load_samples(path: Path, trials: dict[str, TrialData], problems: list[str])
 
 def _load_scenario(path: Path, problems: list[str]) -> tuple[str | None, dict]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError:
         problems.append("scenario.toml is missing")
+        return None, {}
+    except UnicodeDecodeError:
+        problems.append("scenario.toml is not UTF-8 text: not shown")
         return None, {}
     try:
         return text, tomllib.loads(text)
@@ -603,6 +624,8 @@ CAVEATS = (
 def run_notes(run: RunData) -> list[str]:
     """What a reader must know about the run as a whole before trusting its numbers."""
     notes = []
+    if run.meta.get("stopped"):
+        notes.append(f"The run stopped early: {run.meta['stopped']}.")
     if not run.complete:
         notes.append("The run is incomplete (interrupted, or a trial failed): see the rows.")
     failed = [t.name for t in run.trials if not t.ok]
@@ -632,20 +655,27 @@ class ReportFiles:
     html: Path
     markdown: Path
     figures: list
+    problems: list[str]  # raw files missing or partly unreadable: shown on the page too
 
 
 def build_report(directory: Path) -> ReportFiles:
-    """Rebuild figures/, index.html and summary.md of a run directory from its raw files."""
+    """Rebuild figures/, index.html and summary.md of a run directory from its raw files.
+
+    Written without following any link in the run directory (harness/safe_files.py): a run
+    directory from elsewhere may have `index.html` or `figures` pointing outside it.
+    """
     from harness.figures import render_all
 
     run = load_run(Path(directory))
-    figures = render_all(run, run.directory / "figures")
-    context = _context(run, figures)
-    html = run.directory / "index.html"
-    html.write_text(_environment().get_template("report.html.j2").render(context))
-    markdown = run.directory / "summary.md"
-    markdown.write_text(summary_markdown(context))
-    return ReportFiles(html, markdown, figures)
+    fix = "copy the run directory somewhere writable and run `closebench report` on the copy"
+    with SafeDirectory(run.directory, fix) as out:
+        with out.subdirectory("figures") as figure_directory:
+            figures = render_all(run, figure_directory)
+        context = _context(run, figures)
+        page = _environment().get_template("report.html.j2").render(context)
+        html = out.write("index.html", page)
+        markdown = out.write("summary.md", summary_markdown(context))
+    return ReportFiles(html, markdown, figures, run.problems)
 
 
 def _environment():
@@ -763,9 +793,13 @@ def _md(text: object) -> str:
     return " ".join(escaped.split())
 
 
-def run_report_command(directory: str) -> Path:
-    """`closebench report RUN_DIR`: rebuild the report; returns the path of index.html."""
-    return build_report(Path(directory)).html
+def run_report_command(directory: str, warn: Callable[[str], None]) -> Path:
+    """`closebench report RUN_DIR`: rebuild the report, `warn` of each unreadable part of the
+    run (the page says it too); returns the path of index.html."""
+    files = build_report(Path(directory))
+    for problem in files.problems:
+        warn(problem)
+    return files.html
 
 
 def build_run_report(directory: Path, log: Callable[[str], None]) -> Path | None:

@@ -820,8 +820,6 @@ def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Co
             "read_first=false acts at accept, before the request is read, so it needs "
             "--abuse-source CIDR (path rules need the request)"
         )
-    if float(spec.options.get("interval", 1.0)) <= 0:  # 0 would drip in a busy loop
-        parser.error("tarpit needs interval > 0")
     firewall = spec.name in ("fw-drop", "fw-reject")
     if args.ban_netns and not firewall:
         parser.error("--ban-netns goes with fw-drop or fw-reject")

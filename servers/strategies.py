@@ -9,6 +9,7 @@ end the connection that triggered the ban with a close strategy of their own (`t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -20,6 +21,7 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()  # the values allowed, when it is one of a few words
     minimum: float | None = None  # the smallest value allowed (numbers are never negative)
+    positive: bool = False  # 0 is not allowed either
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ READ_FIRST = Option(
     "wait for the request before acting; false acts at accept (needs an address rule)",
 )
 DELAY = Option("delay", float, 3.0, "seconds to hold the socket before close()")
-INTERVAL = Option("interval", float, 2.0, "seconds between dripped bytes")
+INTERVAL = Option("interval", float, 2.0, "seconds between dripped bytes", positive=True)
 
 CLOSE_NAMES = (
     "graceful",
@@ -187,8 +189,12 @@ def _convert(option: Option, text: str) -> object:
         raise ValueError(
             f"option {option.name!r} takes a {option.type.__name__}, not {text!r}"
         ) from None
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes `value < 0`
+        raise ValueError(f"option {option.name!r} takes a finite number, not {text!r}")
     if isinstance(value, (int, float)) and value < 0:
         raise ValueError(f"option {option.name!r} must not be negative, got {text!r}")
+    if option.positive and value == 0:
+        raise ValueError(f"option {option.name!r} must be greater than 0, got {text!r}")
     if option.minimum is not None and value < option.minimum:
         raise ValueError(
             f"option {option.name!r} must be at least {option.minimum:g}, got {text!r}"

@@ -110,7 +110,8 @@ def test_kill_9_of_a_running_probe_leaves_nothing():
         probe.wait()
 
 
-def test_ctrl_c_stops_cleanly():
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly(stop):
     probe = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "probe", "-s", "never", "--timeout", "60"],
         stdout=subprocess.PIPE,
@@ -119,7 +120,7 @@ def test_ctrl_c_stops_cleanly():
     )
     try:
         assert wait_until(lambda: _reference_servers(), timeout=20)
-        probe.send_signal(signal.SIGINT)
+        probe.send_signal(stop)
         _, stderr = probe.communicate(timeout=20)
         assert probe.returncode == 130
         assert "interrupted" in stderr and "Traceback" not in stderr

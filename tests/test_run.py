@@ -101,21 +101,25 @@ def test_ttl_drop_needs_the_router(tmp_path):
     assert rows["repair (via router)"].peak_orphans == 0
 
 
-def test_ctrl_c_keeps_what_was_measured(tmp_path):
+# SIGTERM is what `timeout`, systemd and a cancelled CI job send: it must stop like Ctrl-C.
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_keeps_what_was_measured(tmp_path, stop):
     run_command = [sys.executable, "-m", "harness.cli", "run", "seed", "--out", str(tmp_path)]
     process = subprocess.Popen(run_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # Interrupt once attacks are under way: some capture already holds a few exchanges.
         traffic = lambda: any(p.stat().st_size > 2000 for p in tmp_path.glob("*/pcaps/*"))  # noqa: E731
         assert wait_until(traffic, timeout=60)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
         process.wait()
     assert process.returncode == 130, stderr
+    assert b"Traceback" not in stderr
     summary = json.loads((tmp_path / "latest" / "summary.json").read_text())
     assert summary["complete"] is False
     assert len(summary["rows"]) == 9
     assert any(row["attempts"] > 0 for row in summary["rows"])
+    assert (tmp_path / "latest" / "index.html").is_file()
     assert wait_until(lambda: not our_keepers())
