@@ -54,7 +54,8 @@ class Addressing:
         return str(ipaddress.IPv4Address(base + (subnet << 8) + host))
 
     def _v6(self, subnet: int, host: int) -> str:
-        return f"2001:2:0:{subnet:x}::{host:x}"
+        # Written the canonical way (2001:2::1, not 2001:2:0:0::1), as captures and /proc show it.
+        return str(ipaddress.IPv6Address(f"2001:2:0:{subnet:x}::{host:x}"))
 
     def _defender_subnet(self) -> int:
         return 256 + self.n if self.routed else self.n
