@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.capture import Capture, Endpoint, WireEvent, classify, connection_events
 from harness.defender import LISTEN_TIMEOUT, Defender, ServerConfig
@@ -17,6 +17,7 @@ from harness.errors import ClosebenchError
 from harness.file_names import unique_names
 from harness.lab import Lab
 from harness.outcomes import Attempt, Outcome
+from harness.peers import peer_for
 from servers.strategies import STRATEGIES, parse_spec
 
 DEFAULT_TIMEOUT = 10.0
@@ -78,7 +79,18 @@ def default_cases(port: int, family: int) -> list[ProbeCase]:
     unread = ServerConfig(port, parse_spec("repair:read_first=false"))
     cases.insert(3, ProbeCase(unread, family=family, request_delay=0.5))
     cases.append(ProbeCase(ServerConfig(port, parse_spec("ttl-drop")), routed=True, family=family))
+    # HAProxy's silent-drop without CAP_NET_ADMIN, and its reject after reading the request.
+    for name, contrast in (
+        ("haproxy-silent-drop", "haproxy-silent-drop:net_admin=false"),
+        ("haproxy-reject", "haproxy-reject:read_first=true"),
+    ):
+        case = ProbeCase(ServerConfig(port, parse_spec(contrast)), family=family)
+        cases.insert(cases.index(_case(name, cases)) + 1, case)
     return cases
+
+
+def _case(name: str, cases: list[ProbeCase]) -> ProbeCase:
+    return next(case for case in cases if str(case.server.spec) == name)
 
 
 def request_bytes(path: str, host: str) -> bytes:
@@ -130,6 +142,9 @@ class Probe:
         self, lab: Lab, case: ProbeCase, result: ProbeResult, pcap_name: str | None
     ) -> None:
         server = case.server.with_attacker_rule(lab.attacker_ip(case.family))
+        if self.pcap_dir and peer_for(server.spec):  # its generated config beside the capture
+            name = pcap_name or unique_names([_pcap_label(case)], ".pcap")[0]
+            server = replace(server, files=os.path.join(self.pcap_dir, name.removesuffix(".pcap")))
         defender = Defender(lab, server, self.listen_timeout)
         try:
             self.observe(lab, case, server.port, result, pcap_name)

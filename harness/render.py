@@ -10,6 +10,7 @@ from rich.table import Table
 
 from harness.capture import WireEvent, split_at_client_end
 from harness.outcomes import Outcome
+from harness.peers.notes import claim_text
 from harness.probe import ProbeResult
 from harness.runner import RunOutcome, TrialProgress
 from harness.scenario import Scenario
@@ -89,6 +90,15 @@ def print_probe(results: list[ProbeResult], timeout: float, console: Console) ->
     for outcome in Outcome:
         if outcome in seen:
             console.print(f"  [bold]{outcome}[/]: {outcome.explanation}")
+    for result in results:
+        claims = result.server_stats.get("claims") or []
+        attempt = result.attempt
+        for claim in claims:
+            if attempt and (claim["host"], claim["port"]) == (attempt.src, attempt.sport):
+                console.print(
+                    f"  {escape(result.case.label)}: its log says it held the client "
+                    f"{claim['seconds']:.2f} s (from accept to its first failed write)"
+                )
 
 
 def _seconds(value: float | None) -> str:
@@ -126,8 +136,14 @@ def print_attack(result: TrialResult, console: Console) -> None:
             f"{_seconds(legit.latency_median_s)}",
         )
     if result.server_stats:
-        stats = ", ".join(f"{k} {v}" for k, v in result.server_stats.items() if k != "strategy")
+        stats = ", ".join(
+            f"{k} {_number(v) if isinstance(v, float) else v}"
+            for k, v in result.server_stats.items()
+            if k != "strategy" and not isinstance(v, dict | list)
+        )
         table.add_row("server counters", stats)
+    if config.server.spec and (claim := claim_text(result.server_stats, config.server.spec)):
+        table.add_row("its own claim", claim)
     console.print(table)
 
 

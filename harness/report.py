@@ -21,8 +21,10 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import UsageError
+from harness.peers.notes import peer_note
 from harness.safe_files import SafeDirectory
 from harness.summary_rows import check_rows
+from servers.strategies import STRATEGIES
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LEGIT = "legit"  # the legitimate client's name in attempts.jsonl (harness/trial.py)
@@ -508,7 +510,7 @@ def _caveat_capability(trial: TrialData, run: RunData) -> str | None:
 
 def _caveat_read_first(trial: TrialData, run: RunData) -> str | None:
     spec = _spec(trial)
-    if spec is None or "read_first" not in spec.options:
+    if spec is None or "read_first" not in spec.options or STRATEGIES[spec.name].peer:
         return None
     outcomes = trial.row.get("outcomes") or {}
     if spec.options["read_first"] is False:
@@ -526,6 +528,11 @@ def _caveat_read_first(trial: TrialData, run: RunData) -> str | None:
             "instead lets a late request meet no socket and get an RST."
         )
     return None
+
+
+def _caveat_peer(trial: TrialData, run: RunData) -> str | None:
+    spec = _spec(trial)
+    return peer_note(spec, trial.row) if spec else None
 
 
 def _caveat_router(trial: TrialData, run: RunData) -> str | None:
@@ -612,6 +619,7 @@ CAVEATS = (
     _caveat_error,
     _caveat_capability,
     _caveat_read_first,
+    _caveat_peer,
     _caveat_router,
     _caveat_orphans,
     _caveat_fds,

@@ -27,6 +27,7 @@ from harness.disk_space import DiskGuard, size_text
 from harness.errors import ClosebenchError, UsageError
 from harness.file_names import safe_stem, unique_names
 from harness.metrics import Sample
+from harness.peers import peer_for
 from harness.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 from harness.report import build_run_report
 from harness.safe_files import SafeDirectory, write_error
@@ -157,6 +158,9 @@ class Runner:
             return
         pcap = f"pcaps/{self.pcap_names[index]}"
         config = replace(self.trials[index], pcap=str(self.directory / pcap))
+        if peer_for(config.server.spec):  # its generated config and logs stay with the run
+            files = self.directory / "peers" / Path(self.pcap_names[index]).stem
+            config = replace(config, server=replace(config.server, files=str(files)))
         progress.state, progress.started = "running", time.monotonic()
         self.log(f"{progress.name}: started, capturing into {pcap}")
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness import firewall
+from harness import firewall, peers
 from harness.attackers import make_attacker
 from harness.attackers.policy import Policy, Target
 from harness.capture import Capture
@@ -121,7 +121,7 @@ def run_trial(
             sampler = None
             if config.sample_hz:
                 sampler = DefenderSampler(
-                    lab.defender, defender.server_pid, config.sample_hz, ban_host
+                    lab.defender, defender.server_pids, config.sample_hz, ban_host
                 )
             result = _attack(lab, config, cancel, on_attempt)
             samples = sampler.stop() if sampler else []
@@ -134,6 +134,7 @@ def run_trial(
             server_log = defender.log()
             defender.close()
     attempts, legit_attempts, costs, duration, attack_end = result
+    server_stats = peers.account(server.spec, server_stats, attempts)
     ban_log = server_stats.pop("ban_log", [])
     bans = None
     if server.spec and server.spec.name in BAN_STRATEGIES:
