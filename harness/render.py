@@ -97,7 +97,7 @@ def print_probe(results: list[ProbeResult], timeout: float, console: Console) ->
             if attempt and (claim["host"], claim["port"]) == (attempt.src, attempt.sport):
                 console.print(
                     f"  {escape(result.case.label)}: its log says it held the client "
-                    f"{claim['seconds']:.2f} s (from accept to its first failed write)"
+                    f"{claim['seconds']:.2f} s (from accept to its first failed write, or its exit)"
                 )
 
 

@@ -257,9 +257,9 @@ def test_endlessh_claims_more_than_the_attackers_waited():
     attempts = [a for a in result.attempts if a.t_established]
     assert attempts and all(a.outcome is Outcome.SILENT and a.data_first for a in attempts)
     assert stats["attacker_connections_claimed"] == len(attempts)
-    # It notices a client has gone only at its next write: never early, up to a delay late.
+    # It notices a client has gone only when a write fails: never early, up to two delays late.
     assert stats["attacker_trapped_s_claimed"] >= stats["attacker_connected_s"]
-    assert 0 <= stats["claim_late_max_s"] <= 0.5 + 1.0  # a delay, and a wide margin for load
+    assert 0 <= stats["claim_late_max_s"] <= 2 * 0.5 + 1.0  # a wide margin for load
     assert result.defender is not None and result.defender.peak_fds >= 2
 
 

@@ -144,7 +144,6 @@ def test_what_could_not_be_installed_is_one_line(tmp_path):
     assert line.startswith("setup.sh: could not install chromium (no ubuntu 24.04 package")
     assert ", wrk (apt-get failed): " in line
     assert "test_volume_rate.py is skipped" in line and BROWSER_TEST in line
-
     # The set failed, so each package was tried on its own.
     one_by_one = [call.split()[-1] for call in result.apt_calls[2:]]
     assert one_by_one == [*LAB, "python3", "python3-venv", "wrk", *NEW_PEERS]

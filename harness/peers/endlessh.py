@@ -2,9 +2,11 @@
 random line every `delay`, to every client alike (it serves no one: there is no backend).
 
 Its log (verbose, on stdout) claims how long it held each client: `CLOSE host=... port=...
-time=S bytes=N`, and `TOTALS connects=N seconds=S bytes=N` when it exits. It learns that a client
-has gone only when its next write fails, so each claim runs up to one delay past the moment the
-client gave up; `claims_against()` puts the claims next to what the attackers measured.
+time=S bytes=N`, and `TOTALS connects=N seconds=S bytes=N` when it exits (closing every client
+still connected). It learns that a client has gone only when a write fails, and the first write
+after the client's close still succeeds (the client's kernel answers it with an RST), so each
+claim runs one to two delays past the client's end; `claims_against()` puts the claims next to
+what the attackers measured.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def claim_text(stats: dict, spec: StrategySpec) -> str:
     delay = float(spec.options.get("delay", 0))
     if late is not None and late > 0:
         text += (
-            f". It notices a client has gone only at its next write, up to one delay "
-            f"({delay:g} s) late: here at most {late:.2f} s late per connection"
+            ". It learns a client has gone only when a write fails, and its first write after"
+            " the client's close still succeeds (the client's kernel answers it with an RST):"
+            f" a claim runs one to two delays ({delay:g} s) late; here at most {late:.2f} s"
         )
     return text + "."
