@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import psutil
 
-from harness import firewall
+from harness import firewall, steering
 from harness.errors import LabError
 from harness.lab import Lab
 from servers.strategies import StrategySpec
@@ -40,8 +40,9 @@ class ServerConfig:
         return str(self.spec) if self.spec else " ".join(self.command)
 
     def with_attacker_rule(self, attacker_ip: str) -> ServerConfig:
-        """Acting at accept (read_first=false) needs an address rule: name the attacker."""
-        if self.spec and self.spec.options.get("read_first") is False:
+        """Acting before the request (read_first=false, zero-window) needs an address rule:
+        name the attacker."""
+        if self.spec and self.spec.by_address:
             prefix = 32 if ":" not in attacker_ip else 128
             return replace(self, abuse_sources=[*self.abuse_sources, f"{attacker_ip}/{prefix}"])
         return self
@@ -78,6 +79,7 @@ class Defender:
         self.lab = lab
         # A fw-* strategy needs its nftables table (in this host or the router) before it starts.
         config = self.config = firewall.prepare(lab, config)
+        steering.prepare(lab, config)  # zero-window: its packets kept from the kernel's TCP
         # Output goes to files, not pipes: a chatty server must never block on a full pipe.
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115

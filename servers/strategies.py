@@ -4,7 +4,9 @@ This is the single source of truth for strategy names. The reference server impl
 (servers/reference.py) and the harness validates user input against them. Close strategies end
 an abusive connection one way or another; ban strategies (kind "ban") also refuse the abuser's
 further connections for a while, in the application (blacklist) or in an nftables set (fw-*), and
-end the connection that triggered the ban with a close strategy of their own (`then`).
+end the connection that triggered the ban with a close strategy of their own (`then`). A packet
+strategy (kind "packet": zero-window) answers an abusive source's packets itself, before the
+kernel's TCP sees them, so it picks its abusers by address.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()  # the values allowed, when it is one of a few words
     minimum: float | None = None  # the smallest value allowed (numbers are never negative)
+    maximum: float | None = None  # the largest value allowed
     positive: bool = False  # 0 is not allowed either
 
 
@@ -29,7 +32,7 @@ class Strategy:
     name: str
     summary: str
     options: tuple[Option, ...] = ()
-    kind: str = "close"  # "close", or "ban": refuses the address's further connections
+    kind: str = "close"  # "close"; "ban": refuses the address's further connections; "packet"
 
     @property
     def bans(self) -> bool:
@@ -52,6 +55,11 @@ class StrategySpec:
         ]
         return self.name + (":" + ",".join(changed) if changed else "")
 
+    @property
+    def by_address(self) -> bool:
+        """Acts before any request is read, so it needs an address rule (--abuse-source)."""
+        return STRATEGIES[self.name].kind == "packet" or self.options.get("read_first") is False
+
 
 READ_FIRST = Option(
     "read_first",
@@ -71,6 +79,7 @@ CLOSE_NAMES = (
     "delayed-reaper",
     "tarpit",
     "ttl-drop",
+    "rst-ttl",
 )
 
 # Ban bookkeeping as fail2ban does it (servers/bans.py): `maxretry` abusive requests within
@@ -131,6 +140,29 @@ STRATEGIES: dict[str, Strategy] = {
             (READ_FIRST,),
         ),
         Strategy(
+            "rst-ttl",
+            "IP_TTL/IPV6_UNICAST_HOPS `ttl`, then an RST (SO_LINGER {1,0}): it dies at the "
+            "first router, which forgets the connection (HAProxy's silent-drop without "
+            "TCP_REPAIR)",
+            (
+                READ_FIRST,
+                Option(
+                    "ttl",
+                    int,
+                    1,
+                    "the RST's TTL / hop limit: it reaches ttl-1 routers",
+                    minimum=1,
+                    maximum=255,
+                ),
+            ),
+        ),
+        Strategy(
+            "zero-window",
+            "a stateless tarpit (LaBrea, TARPIT): abusive sources' SYNs get a zero-window "
+            "SYN-ACK and their probes an ACK, from a raw socket; no fd, no kernel socket",
+            kind="packet",
+        ),
+        Strategy(
             "blacklist",
             "ban in the application: a banned address's connections meet `then` at accept",
             (
@@ -159,7 +191,7 @@ STRATEGIES: dict[str, Strategy] = {
     )
 }
 BAN_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.bans)
-if set(CLOSE_NAMES) != {name for name, s in STRATEGIES.items() if not s.bans}:
+if set(CLOSE_NAMES) != {name for name, s in STRATEGIES.items() if s.kind == "close"}:
     raise RuntimeError("CLOSE_NAMES must list every close strategy")
 
 
@@ -199,6 +231,8 @@ def _convert(option: Option, text: str) -> object:
         raise ValueError(
             f"option {option.name!r} must be at least {option.minimum:g}, got {text!r}"
         )
+    if option.maximum is not None and value > option.maximum:
+        raise ValueError(f"option {option.name!r} must be at most {option.maximum:g}, got {text!r}")
     return value
 
 
