@@ -38,10 +38,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from servers.bans import BanBook, BanError, BanPolicy, NftBanner
 from servers.strategies import CLOSE_NAMES, STRATEGIES, Option, StrategySpec, parse_spec
-from servers.zero_window import TarpitError, ZeroWindowTarpit
+
+if TYPE_CHECKING:  # imported by zero-window only: the other strategies need no dpkt
+    from servers.zero_window import ZeroWindowTarpit
 
 PROG = "closebench-server"
 TCP_REPAIR = 19  # linux/tcp.h; Python's socket module does not export it
@@ -729,6 +732,18 @@ def check_tcp_repair() -> None:
         probe.close()
 
 
+def open_tarpit(config: Config) -> ZeroWindowTarpit:
+    """zero-window: the tarpit's sockets, opened; StartupError if they cannot be."""
+    from servers.zero_window import TarpitError, ZeroWindowTarpit  # dpkt: for this one only
+
+    tarpit = ZeroWindowTarpit(config.port, config.rules.sources)
+    try:
+        tarpit.open()
+    except TarpitError as exc:
+        raise StartupError(str(exc)) from None
+    return tarpit
+
+
 def set_nofile(limit: int) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < limit:
@@ -881,10 +896,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_tcp_repair()
         if config.spec.name == "zero-window":
             # Before listening: whoever sees the port listen may send its SYN at once.
-            tarpit = ZeroWindowTarpit(config.port, config.rules.sources)
-            tarpit.open()
+            tarpit = open_tarpit(config)
         listeners = bind_listeners(config)
-    except (StartupError, TarpitError) as exc:
+    except StartupError as exc:
         if tarpit is not None:
             tarpit.close()
         log(f"error: {exc}")
