@@ -192,8 +192,8 @@ def close_with_rst(sock: socket.socket) -> None:
     sock.close()
 
 
-def set_hop_limit(sock: socket.socket, hops: int) -> bool:
-    """Give the socket's next packets this TTL (IPv4) or hop limit (IPv6); False if refused."""
+def set_hop_limit(sock: socket.socket, hops: int) -> None:
+    """Give the socket's next packets this TTL (IPv4) or hop limit (IPv6)."""
     try:
         if sock.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hops)
@@ -201,8 +201,6 @@ def set_hop_limit(sock: socket.socket, hops: int) -> bool:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, hops)
     except OSError as exc:
         log(f"cannot set the hop limit to {hops} ({exc}); the packet leaves with the default")
-        return False
-    return True
 
 
 def open_reserve() -> int | None:
@@ -280,7 +278,7 @@ class Server:
         self.close_name = str(self.spec.options["then"]) if bans else self.spec.name
         if self.spec.name == "zero-window":
             self.close_name = "rst"
-        self.tarpit: ZeroWindowTarpit | None = None  # zero-window: see start_tarpit()
+        self.tarpit: ZeroWindowTarpit | None = None  # zero-window: see attach_tarpit()
         self.book = BanBook(BanPolicy.from_options(self.spec.options)) if bans else None
         self.blacklist = self.spec.name == "blacklist"
         self.turned_away = 0  # blacklist: connections of banned addresses closed at once

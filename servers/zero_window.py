@@ -20,6 +20,7 @@ The packet logic (`Responder`) is pure; `ZeroWindowTarpit` adds the sockets and 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import ipaddress
@@ -240,13 +241,19 @@ def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]])
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-def check_steering(run=subprocess.run) -> None:
+def _discard_queued(sock: socket.socket) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.recv(65535)
+
+
+def check_steering() -> None:
     """The steering table must be in place, or the kernel would answer the SYNs too."""
     if shutil.which("nft") is None:
         raise TarpitError(
             "strategy zero-window needs nft: install nftables (apt-get install nftables)"
         )
-    result = run(
+    result = subprocess.run(
         ["nft", "list", "table", "inet", TABLE], capture_output=True, text=True, timeout=10
     )
     if result.returncode != 0:
@@ -288,6 +295,7 @@ class ZeroWindowTarpit:
             attach_filter(receiver, program)
             receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             receiver.setblocking(False)
+            _discard_queued(receiver)  # what arrived before the filter was attached
             for family, inet in ((4, socket.AF_INET), (6, socket.AF_INET6)):
                 # IPPROTO_RAW: we write the IP header too (IP_HDRINCL), and it receives nothing.
                 self._senders[family] = socket.socket(inet, socket.SOCK_RAW, socket.IPPROTO_RAW)
