@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from harness import firewall, peers
+from harness import firewall, peers, steering
 from harness.errors import LabError, UsageError
 from harness.lab import Host, Lab
 from harness.peers import Launch, PeerSetup
@@ -46,8 +46,9 @@ class ServerConfig:
         return str(self.spec) if self.spec else " ".join(self.command)
 
     def with_attacker_rule(self, attacker_ip: str) -> ServerConfig:
-        """Acting at accept (read_first=false) needs an address rule: name the attacker."""
-        if self.spec and self.spec.options.get("read_first") is False:
+        """Acting before the request (read_first=false, zero-window) needs an address rule:
+        name the attacker."""
+        if self.spec and self.spec.by_address:
             prefix = 32 if ":" not in attacker_ip else 128
             return replace(self, abuse_sources=[*self.abuse_sources, f"{attacker_ip}/{prefix}"])
         return self
@@ -142,6 +143,7 @@ class Defender:
         self.lab = lab
         # A fw-* strategy needs its nftables table (in this host or the router) before it starts.
         config = self.config = firewall.prepare(lab, config)
+        steering.prepare(lab, config)  # zero-window: its packets kept from the kernel's TCP
         self._scratch = None if config.files else tempfile.TemporaryDirectory(prefix="closebench-")
         self.directory = Path(config.files or self._scratch.name)
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,10 @@ their descendants (HAProxy's or nginx's master and workers, a fw-* server's nft 
 up again at every sample, since workers come and go.
 
 The fd count alone misses sockets the application closed but the kernel still keeps (an orphan
-retransmitting its FIN, TIME-WAIT entries), so the socket table is sampled beside it. For the
-fw-* strategies the nftables ban table is sampled too: bans in force and SYNs refused.
+retransmitting its FIN, TIME-WAIT entries), so the socket table is sampled beside it, and the
+packets the defender's interfaces sent (a raw-socket tarpit holds no socket at all). For the
+fw-* strategies the nftables ban table is sampled too: bans in force and SYNs refused; across a
+router, the router's connection tracking (what a stateful device in between remembers).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
-from harness import firewall
+from harness import conntrack, firewall
 from harness.errors import LabError
 from harness.lab import Host
 from harness.sockets import state_summary, tcp_counters
@@ -40,15 +42,21 @@ class Sample:
     retrans_segs: int = 0  # the host's TCP RetransSegs counter
     bans_active: int = 0  # addresses banned (nft set elements; blacklist: the server's log)
     syns_dropped: int = 0  # SYNs the ban firewall dropped or rejected so far
+    tx_packets: int = 0  # packets the defender's interfaces (lo aside) have sent so far
+    router_conntrack: int | None = (
+        None  # connections to the port the router tracks; None: no router
+    )
+    router_established: int | None = None  # those of them it holds ESTABLISHED
 
     def row(self) -> dict:
         row = asdict(self)
         sockets = row.pop("sockets")
-        bans = {name: row.pop(name) for name in ("bans_active", "syns_dropped")}
+        later = ("bans_active", "syns_dropped", "tx_packets", "router_conntrack")
+        added = {name: row.pop(name) for name in (*later, "router_established")}
         for state in STATES:
             row[state.lower().replace("-", "_")] = sockets.get(state, 0)
         row["other_sockets"] = sum(v for k, v in sockets.items() if k not in STATES)
-        return {**row, **bans}  # the columns added last stay last
+        return {**row, **added}  # the columns added last stay last
 
 
 @dataclass
@@ -125,14 +133,23 @@ class DefenderSampler:
     """Samples the server's processes and their host at `hz` in a thread, until stop().
 
     `pids`: the processes started for the server (each with its descendants). `firewall`: the host
-    holding a fw-* strategy's ban table, read at every sample.
+    holding a fw-* strategy's ban table, read at every sample; `router`: the router in front of
+    the defender, whose tracked connections to `port` are read too.
     """
 
     def __init__(
-        self, host: Host, pids: list[int], hz: float = 10.0, firewall: Host | None = None
+        self,
+        host: Host,
+        pids: list[int],
+        hz: float = 10.0,
+        firewall: Host | None = None,
+        router: Host | None = None,
+        port: int = 0,
     ) -> None:
         self.host = host
         self.firewall = firewall
+        self.router = router
+        self.port = port
         self.processes = ProcessTree(pids)
         self.interval = 1.0 / hz
         self.samples: list[Sample] = []
@@ -174,6 +191,16 @@ class DefenderSampler:
         counts, sample.orphans = state_summary(self.host)
         sample.sockets = dict(counts)
         sample.retrans_segs = tcp_counters(self.host)["RetransSegs"]
+        sample.tx_packets = packets_sent(self.host)
+        if self.router is not None:
+            try:
+                tracked = conntrack.read(self.router, self.port)
+            except OSError:
+                return sample  # the lab is going away
+            sample.router_conntrack, sample.router_established = (
+                tracked.entries,
+                tracked.established,
+            )
         if self.firewall is not None:
             try:
                 reading = firewall.read(self.firewall)
@@ -206,9 +233,27 @@ class DefenderCost:
     peak_sockets: int  # kernel TCP sockets, LISTEN excluded
     retransmissions: int
     peak_bans_active: int = 0  # the most addresses banned at once
+    packets_sent: int = 0  # by the defender's interfaces over the trial, every kind of packet
+    peak_router_conntrack: int | None = None  # the router's tracked connections to the port
+    peak_router_established: int | None = None  # ... of them ESTABLISHED; None: no router
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def packets_sent(host: Host) -> int:
+    """Packets sent so far by the host's interfaces, loopback aside (/proc/net/dev)."""
+    total = 0
+    for line in host.proc_net("dev").splitlines()[2:]:
+        name, _, counters = line.partition(":")
+        if name.strip() != "lo":
+            total += int(counters.split()[9])  # receive: 8 columns, then transmit bytes, packets
+    return total
+
+
+def _peak(values: list[int | None]) -> int | None:
+    measured = [v for v in values if v is not None]
+    return max(measured) if measured else None
 
 
 def defender_cost(samples: list[Sample]) -> DefenderCost | None:
@@ -229,4 +274,7 @@ def defender_cost(samples: list[Sample]) -> DefenderCost | None:
         peak_sockets=max(sum(s.sockets.values()) for s in samples),
         retransmissions=samples[-1].retrans_segs - samples[0].retrans_segs,
         peak_bans_active=max(s.bans_active for s in samples),
+        packets_sent=samples[-1].tx_packets - samples[0].tx_packets,
+        peak_router_conntrack=_peak([s.router_conntrack for s in samples]),
+        peak_router_established=_peak([s.router_established for s in samples]),
     )

@@ -28,12 +28,15 @@ OUTCOME_STYLE = {
 
 def _describe(events: list[WireEvent], since: float | None) -> list[str]:
     parts: list[str] = []
-    retransmitted = 0
+    retransmitted = shut = 0
     for event in events:
         if event.direction != "in" or (since is not None and event.t < since):
             continue
         if event.retransmission:
             retransmitted += 1
+            continue
+        if event.what == "A" and event.window == 0 and not event.length:
+            shut += 1  # a zero-window tarpit answering the client's window probes
             continue
         offset = f" +{event.t - since:.3f} s" if since is not None else ""
         if event.what.startswith("icmp"):
@@ -48,6 +51,8 @@ def _describe(events: list[WireEvent], since: float | None) -> list[str]:
         parts = [*parts[:3], f"… ({len(parts)} in all)"]
     if retransmitted:
         parts.append(f"{retransmitted} retransmitted")
+    if shut:
+        parts.append(f"{shut} ACK{'s' if shut > 1 else ''} keeping the window at 0")
     return parts
 
 
@@ -67,10 +72,11 @@ def probe_table(results: list[ProbeResult], timeout: float) -> Table:
     table.add_column("data first")
     table.add_column("client waited", justify="right")
     table.add_column("after the request, from the server")
+    table.add_column("defender kept")
     for result in results:
         attempt = result.attempt
         if result.error or attempt is None:
-            table.add_row(result.case.label, "[bold red]error[/]", "", "", "[red]see below[/]")
+            table.add_row(result.case.label, "[bold red]error[/]", "", "", "[red]see below[/]", "")
             continue
         style = OUTCOME_STYLE[attempt.outcome]
         hang = f"{attempt.hang_s:.2f} s" if attempt.hang_s is not None else "-"
@@ -80,6 +86,7 @@ def probe_table(results: list[ProbeResult], timeout: float) -> Table:
             "yes" if attempt.data_first else "no",
             hang,
             wire_summary(result.timeline, attempt.t_request, attempt.client_timeout),
+            ", ".join(result.defender_sockets) or "no socket",
         )
     return table
 

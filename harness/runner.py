@@ -291,6 +291,7 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
             setattr(row, name, value)
         row.wasted_per_fd_second = ratio(wasted, defender.fd_seconds)
         row.wasted_per_cpu_second = ratio(wasted, defender.cpu_seconds)
+        row.cpu_ms_per_attempt = ratio(1000 * defender.cpu_seconds, everything.attempts)
     if result.bans:
         for name, value in result.bans.to_dict().items():
             setattr(row, name, value)

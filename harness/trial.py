@@ -121,7 +121,12 @@ def run_trial(
             sampler = None
             if config.sample_hz:
                 sampler = DefenderSampler(
-                    lab.defender, defender.server_pids, config.sample_hz, ban_host
+                    lab.defender,
+                    defender.server_pids,
+                    config.sample_hz,
+                    ban_host,
+                    router=lab.router,
+                    port=server.port,
                 )
             result = _attack(lab, config, cancel, on_attempt)
             samples = sampler.stop() if sampler else []

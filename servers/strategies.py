@@ -6,7 +6,8 @@ an abusive connection one way or another; ban strategies (kind "ban") also refus
 further connections for a while, in the application (blacklist) or in an nftables set (fw-*), and
 end the connection that triggered the ban with a close strategy of their own (`then`). Peer
 strategies (kind "peer") run real software instead (HAProxy, nginx, endlessh) with a config the
-harness writes (harness/peers/).
+harness writes (harness/peers/). A packet strategy (kind "packet": zero-window) answers an abusive
+source's packets itself, before the kernel's TCP sees them, so it picks its abusers by address.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()  # the values allowed, when it is one of a few words
     minimum: float | None = None  # the smallest value allowed (numbers are never negative)
+    maximum: float | None = None  # the largest value allowed
     positive: bool = False  # 0 is not allowed either
 
 
@@ -31,7 +33,7 @@ class Strategy:
     name: str
     summary: str
     options: tuple[Option, ...] = ()
-    kind: str = "close"  # "close"; "ban": refuses the address's further connections; "peer"
+    kind: str = "close"  # or "ban" (refuses the address's later connections), "peer", "packet"
 
     @property
     def bans(self) -> bool:
@@ -59,6 +61,11 @@ class StrategySpec:
         ]
         return self.name + (":" + ",".join(changed) if changed else "")
 
+    @property
+    def by_address(self) -> bool:
+        """Acts before any request is read, so it needs an address rule (--abuse-source)."""
+        return STRATEGIES[self.name].kind == "packet" or self.options.get("read_first") is False
+
 
 READ_FIRST = Option(
     "read_first",
@@ -78,6 +85,7 @@ CLOSE_NAMES = (
     "delayed-reaper",
     "tarpit",
     "ttl-drop",
+    "rst-ttl",
 )
 
 # Ban bookkeeping as fail2ban does it (servers/bans.py): `maxretry` abusive requests within
@@ -199,6 +207,29 @@ STRATEGIES: dict[str, Strategy] = {
             (READ_FIRST,),
         ),
         Strategy(
+            "rst-ttl",
+            "IP_TTL/IPV6_UNICAST_HOPS `ttl`, then an RST (SO_LINGER {1,0}): it dies at the "
+            "first router, which forgets the connection (HAProxy's silent-drop without "
+            "TCP_REPAIR)",
+            (
+                READ_FIRST,
+                Option(
+                    "ttl",
+                    int,
+                    1,
+                    "the RST's TTL / hop limit: it reaches ttl-1 routers",
+                    minimum=1,
+                    maximum=255,
+                ),
+            ),
+        ),
+        Strategy(
+            "zero-window",
+            "a stateless tarpit (LaBrea, TARPIT): abusive sources' SYNs get a zero-window "
+            "SYN-ACK and their probes an ACK, from a raw socket; no fd, no kernel socket",
+            kind="packet",
+        ),
+        Strategy(
             "blacklist",
             "ban in the application: a banned address's connections meet `then` at accept",
             (
@@ -269,6 +300,8 @@ def _convert(option: Option, text: str) -> object:
         raise ValueError(
             f"option {option.name!r} must be at least {option.minimum:g}, got {text!r}"
         )
+    if option.maximum is not None and value > option.maximum:
+        raise ValueError(f"option {option.name!r} must be at most {option.maximum:g}, got {text!r}")
     return value
 
 

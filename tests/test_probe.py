@@ -25,6 +25,9 @@ EXPECTED = {
     "tarpit": (Outcome.SILENT, True),
     "ttl-drop": (Outcome.FIN, False),
     "ttl-drop (via router)": (Outcome.SILENT, False),
+    "rst-ttl": (Outcome.RST, False),
+    "rst-ttl (via router)": (Outcome.SILENT, False),
+    "zero-window": (Outcome.SILENT, False),
     # Ban strategies: the probe's one request triggers the ban and meets `then` (rst by default).
     "blacklist": (Outcome.RST, False),
     "fw-drop": (Outcome.RST, False),
@@ -153,3 +156,19 @@ def test_icmp_error_ends_the_attempt(lab, family):
     result = _observe(lab, family)
     assert result.attempt.outcome is Outcome.ICMP
     assert result.attempt.hang_s is None or result.attempt.hang_s < 1
+
+
+@pytest.mark.parametrize(
+    ("label", "kept"),
+    [
+        ("repair", []),
+        ("never", ["ESTABLISHED"]),
+        ("tarpit", ["ESTABLISHED"]),
+        ("zero-window", []),
+        ("rst-ttl (via router)", []),
+        ("ttl-drop (via router)", ["FIN-WAIT-1 (orphan)"]),
+    ],
+)
+def test_what_the_defender_kept_while_the_client_waited(ipv4_results, label, kept):
+    # Read from the defender's socket table the moment the client stopped waiting.
+    assert ipv4_results[label].defender_sockets == kept

@@ -38,7 +38,8 @@ def test_seed_silence_slows_the_spammer(seed):
     silent = max(rows[s].attempts_per_s for s in ("repair", "never", "tarpit"))
     for loud in ("graceful", "rst", "ttl-drop"):
         assert rows[loud].attempts_per_s > 20 * silent, (loud, rows[loud].attempts_per_s, silent)
-    for name in ("repair", "never", "tarpit", "ttl-drop (via router)"):
+    quiet = ("repair", "never", "tarpit", "ttl-drop (via router)", "rst-ttl (via router)")
+    for name in (*quiet, "zero-window"):
         assert set(rows[name].outcomes) == {"silent"}, (name, rows[name].outcomes)
 
 
@@ -155,7 +156,7 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path, stop):
     assert b"Traceback" not in stderr
     summary = json.loads((tmp_path / "latest" / "summary.json").read_text())
     assert summary["complete"] is False
-    assert len(summary["rows"]) == 9
+    assert len(summary["rows"]) == 11
     assert any(row["attempts"] > 0 for row in summary["rows"])
     assert (tmp_path / "latest" / "index.html").is_file()
     assert wait_until(lambda: not our_keepers())

@@ -10,7 +10,16 @@ import pytest
 from harness.errors import UsageError
 from harness.scenario import SCENARIO_DIR, find_scenario, load_scenario
 
-SHIPPED = ["seed", "fd-exhaustion", "read-first", "ttl-drop", "bans", "botnet", "peers"]
+SHIPPED = [
+    "seed",
+    "fd-exhaustion",
+    "read-first",
+    "ttl-drop",
+    "bans",
+    "botnet",
+    "peers",
+    "stateless",
+]
 
 VALID = """
 name = "t"
@@ -36,7 +45,7 @@ def test_seed_is_the_default_and_covers_every_close_strategy():
 
     scenario, _, _ = load_scenario(find_scenario(None))
     assert scenario.name == "seed"
-    assert {t.server.spec.name for t in scenario.trials()} == set(CLOSE_NAMES)
+    assert {t.server.spec.name for t in scenario.trials()} == {*CLOSE_NAMES, "zero-window"}
     [attacker] = scenario.attackers
     assert (attacker.rate, attacker.timeout, attacker.reconnect) == (10, 10, True)
     assert scenario.legit is not None
