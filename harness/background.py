@@ -1,4 +1,5 @@
-"""Long work in a worker thread, so the main thread stays free for a display and for Ctrl-C."""
+"""Long work in a worker thread, so the main thread stays free for a display and for Ctrl-C
+(or SIGTERM)."""
 
 from __future__ import annotations
 
@@ -46,10 +47,27 @@ class Background(Generic[T]):
 
 @contextmanager
 def ctrl_c_sets(event: threading.Event) -> Iterator[None]:
-    """While inside, Ctrl-C sets `event` rather than raising KeyboardInterrupt at a random point
-    (where it could skip the code that stops the workers)."""
+    """While inside, Ctrl-C (and SIGTERM, see terminate_like_ctrl_c) sets `event` rather than
+    raising KeyboardInterrupt at a random point (where it could skip the code that stops the
+    workers)."""
     previous = signal.signal(signal.SIGINT, lambda _signum, _frame: event.set())
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def terminate_like_ctrl_c() -> None:
+    """Make SIGTERM (what `timeout`, systemd and a cancelled CI job send) do what Ctrl-C does at
+    that moment: set the event of `ctrl_c_sets`, or raise KeyboardInterrupt. Either way the work
+    stops cleanly, keeps what it measured and removes its lab, where SIGTERM's default would end
+    the process at once and lose the run."""
+
+    def like_ctrl_c(signum: int, frame) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signum, frame)
+        else:  # SIGINT ignored (a background job of a non-interactive shell): stop anyway
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, like_ctrl_c)

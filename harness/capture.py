@@ -51,6 +51,7 @@ class WireEvent:
     retransmission: bool = False
     head: bytes = field(default=b"", compare=False, repr=False)  # the payload's first bytes
     seq: int = field(default=-1, compare=False, repr=False)  # TCP sequence number; -1: ICMP
+    window: int | None = None  # the TCP window advertised (None for ICMP)
 
     def to_dict(self) -> dict:
         return {
@@ -60,6 +61,7 @@ class WireEvent:
             "length": self.length,
             "ttl": self.ttl,
             "retransmission": self.retransmission,
+            "window": self.window,
         }
 
 
@@ -272,7 +274,9 @@ def _decode(t: float, frame: bytes, server: Endpoint) -> tuple[Endpoint, WireEve
     # The capture's snap length cuts payloads: the IP header says how long the segment was.
     length = _tcp_payload_length(ip, tcp, len(payload))
     head = payload[:HEAD_BYTES] if length else b""
-    return client, WireEvent(t, direction, str(tcp.flags), length, ttl, head=head, seq=tcp.seq)
+    return client, WireEvent(
+        t, direction, str(tcp.flags), length, ttl, head=head, seq=tcp.seq, window=tcp.window
+    )
 
 
 def _tcp_payload_length(ip, tcp, captured: int) -> int:
@@ -283,6 +287,7 @@ def _tcp_payload_length(ip, tcp, captured: int) -> int:
     return max(captured, total - 4 * tcp.dataofs) if total else captured
 
 
+ZERO_WINDOW_NOTE = "the request never left the client: the server's window stayed zero"
 GAVE_UP = 0.9  # a client that closes after this share of its timeout closed because of it
 
 
@@ -340,7 +345,7 @@ def prompting_segment(last_out: WireEvent | None, sent_until: int | None) -> str
 def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
     """Fill `attempt`'s outcome and times from the wire: the first thing the server did of its
     own accord ends it; if nothing did, the client's own end (its timeout, its close) did."""
-    established = syn_seen = request_seen = False
+    established = syn_seen = request_seen = zero_window = False
     bytes_in = 0
     ending: tuple[Outcome, float] | None = None
     note = ""
@@ -364,6 +369,7 @@ def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
             break
         if "S" in event.what and "A" in event.what and not established:
             established, attempt.t_established = True, event.t
+            zero_window = event.window == 0
         if event.length and not event.retransmission:
             if not bytes_in:
                 attempt.t_first_byte = event.t
@@ -382,6 +388,13 @@ def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
             break
     attempt.bytes_received = bytes_in
     attempt.data_first = bytes_in > 0
+    if zero_window and not request_seen:
+        # A zero window from the SYN-ACK on (a zero-window tarpit): the request the client wrote
+        # never left its send buffer, so the wire has no time for it; the client wrote it as
+        # soon as it could, once connected.
+        attempt.t_request = attempt.t_request or attempt.t_established
+        if ZERO_WINDOW_NOTE not in attempt.detail:
+            attempt.detail = "; ".join(filter(None, [attempt.detail, ZERO_WINDOW_NOTE]))
     if ending is not None:
         attempt.outcome, attempt.t_end = ending
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +36,11 @@ from harness.compare import (
     number,
     outcomes_text,
     values,
+    warn_on_stderr,
 )
 from harness.errors import UsageError
 from harness.outcomes import Outcome
+from harness.safe_files import read_text
 
 ALL_TRIALS = "*"
 DEFAULT_MAX_REGRESSION_PCT = 20.0
@@ -105,10 +108,9 @@ class Verdict:
 
 def load_expectations(path: str | Path) -> Expectations:
     path = Path(path)
+    text = read_text(path, "expectations")
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise UsageError(f"cannot read expectations {path}: {error.strerror}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path}: not valid TOML: {error}") from None
     return parse_expectations(data, path)
@@ -354,10 +356,15 @@ def regression(
     )
 
 
-def run_check(run_path: str, expect_path: str, baseline_path: str | None = None) -> list[Verdict]:
-    """Load everything (UsageError on bad input), then check."""
+def run_check(
+    run_path: str,
+    expect_path: str,
+    baseline_path: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> list[Verdict]:
+    """Load everything (UsageError on bad input; `warn` of damaged rows), then check."""
     expectations = load_expectations(expect_path)
-    run = load_run(run_path)
+    run = load_run(run_path, warn)
     if baseline_path:
         expectations.baseline = Path(baseline_path)
     if expectations.baseline is None and expectations.regression_limits_given:
@@ -369,7 +376,7 @@ def run_check(run_path: str, expect_path: str, baseline_path: str | None = None)
         raise UsageError(
             f"{expectations.source}: no expectations: add a table per trial or a baseline"
         )
-    baseline = load_run(expectations.baseline) if expectations.baseline else None
+    baseline = load_run(expectations.baseline, warn) if expectations.baseline else None
     return check_run(run, expectations, baseline)
 
 
@@ -417,6 +424,6 @@ def add_check_parser(commands) -> None:
 
 
 def run_check_command(args, console: Console) -> int:
-    verdicts = run_check(args.run, args.expect, args.baseline)
+    verdicts = run_check(args.run, args.expect, args.baseline, warn_on_stderr)
     print_verdicts(verdicts, args.run, console, args.verbose)
     return 0 if all(verdict.ok for verdict in verdicts) else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -15,11 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness import __version__
-from harness.attackers import ATTACKERS, tools_for
-from harness.background import Background, ctrl_c_sets
+from harness.attackers import ATTACKERS, require_tools_for
+from harness.background import Background, ctrl_c_sets, terminate_like_ctrl_c
 from harness.check import add_check_parser, run_check_command
 from harness.compare import add_compare_parser, run_compare_command
 from harness.errors import ClosebenchError, UsageError
+from harness.peers import require as require_peer
+from harness.peers import skip_missing
 from harness.privileges import ensure_privileges, require_tools
 from servers.strategies import STRATEGIES, parse_spec
 
@@ -45,13 +48,27 @@ def _port(text: str) -> int:
     return port
 
 
-def _positive(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):  # NaN passes every `value <= 0` check
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
 
 
@@ -106,14 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument(
         "--request-delay",
-        type=float,
+        type=_not_negative,
         default=0.0,
         metavar="S",
         help="wait S seconds after the handshake before sending the request",
     )
     probe.add_argument("--ipv6", action="store_true", help="probe over IPv6 instead of IPv4")
     probe.add_argument("--routed", action="store_true", help="put a router hop between the hosts")
-    probe.add_argument("--jobs", type=int, default=12, help="probes run at once (default 12)")
+    probe.add_argument("--jobs", type=_count, default=12, help="probes run at once (default 12)")
     probe.add_argument("--pcap-dir", metavar="DIR", help="keep the attacker-side pcaps here")
     probe.add_argument("--json", action="store_true", help="print a JSON document instead")
     probe.add_argument("server_command", nargs="*", metavar="-- CMD", help="probe this command")
@@ -145,11 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument(
         "--no-reconnect", action="store_true", help="one attempt per connection slot, then stop"
     )
-    attack.add_argument("--request-delay", type=float, default=0.0, metavar="S")
+    attack.add_argument("--request-delay", type=_not_negative, default=0.0, metavar="S")
     attack.add_argument("--path", default="/spam", help="request path the attacker asks for")
     attack.add_argument(
         "--legit-rate",
-        type=float,
+        type=_not_negative,
         default=2.0,
         metavar="R",
         help="legitimate requests per second from another address (0: none)",
@@ -188,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. reports/latest")
     verify.add_argument("--json", action="store_true", help="print a JSON document instead")
+    scenarios = commands.add_parser(
+        "scenarios",
+        help="list the shipped scenarios, or print one (a start for your own)",
+        description="List the scenarios shipped with closebench and what each compares; with a "
+        "name, print that scenario's TOML (closebench scenarios seed > mine.toml).",
+    )
+    scenarios.add_argument("name", nargs="?", help="print this scenario's TOML")
     report = commands.add_parser(
         "report",
         help="rebuild a run's report (figures, index.html, summary.md) from its raw files",
@@ -221,6 +245,11 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
         cases = [ProbeCase(s, args.routed, family, args.request_delay) for s in servers]
     else:
         cases = default_cases(args.port, family)
+    skipped = skip_missing(
+        [case.server.spec for case in cases if case.server.spec],
+        lambda message: print_warning(errors, message),
+    )
+    cases = [case for case in cases if not case.server.spec or case.server.spec.name not in skipped]
     probe = Probe(args.timeout, args.path, args.pcap_dir, args.listen_timeout)
     status = f"probing {len(cases)} case(s), up to {args.timeout:g} s each..."
     with (
@@ -258,9 +287,10 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
 
     require_tools(*LAB_TOOLS)
     if args.attacker != "curl" or not args.attacker_command:  # a user's command: their business
-        require_tools(*tools_for(args.attacker))
+        require_tools_for(args.attacker)
     if bool(args.server_command) == bool(args.strategy):
         raise UsageError("give one --strategy, or a server command after --")
+    require_peer(args.strategy)
     if args.attacker_command and args.attacker != "curl":
         raise UsageError("--attacker-command goes with --attacker curl")
     duration = args.duration if args.duration or args.attempts else 30.0
@@ -366,11 +396,18 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     path = find_scenario(args.scenario)
     scenario, text, digest = load_scenario(path)
     if args.duration:
-        scenario = scenario.model_copy(update={"duration": args.duration})
+        scenario = scenario.with_duration(args.duration)
     require_tools(*LAB_TOOLS)
     for attacker in scenario.attackers:
         if attacker.kind != "curl" or not attacker.command:
-            require_tools(*tools_for(attacker.kind))
+            require_tools_for(attacker.kind)
+    skipped = skip_missing(
+        [entry.spec for entry in scenario.strategies],
+        lambda message: print_warning(errors, message),
+    )
+    if skipped:
+        kept = [entry for entry in scenario.strategies if entry.spec.name not in skipped]
+        scenario = scenario.model_copy(update={"strategies": kept})
     runner = Runner(scenario, text, digest, path, Path(args.out), verify=not args.no_verify)
     told = False
     with ctrl_c_sets(runner.cancel), Live(console=console, transient=True) as live:
@@ -390,7 +427,7 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         console.print(f"report: {result.report}", highlight=False)
     for line in result.errors:
         print_error(errors, line)
-    if interrupted:
+    if interrupted and not result.stopped:  # Ctrl-C or SIGTERM; a full disk is a failed run
         return 130
     return 1 if result.errors else 0
 
@@ -412,6 +449,18 @@ def run_verify_command(args: argparse.Namespace, console: Console) -> int:
     return 0 if agreement.ok else 1
 
 
+def run_scenarios_command(args: argparse.Namespace, console: Console) -> int:
+    from harness.render import print_scenarios
+    from harness.safe_files import read_text
+    from harness.scenario import SCENARIO_DIR, find_scenario, shipped_scenarios
+
+    if args.name:
+        sys.stdout.write(read_text(find_scenario(args.name), "scenario"))
+        return 0
+    print_scenarios(shipped_scenarios(), SCENARIO_DIR, console)
+    return 0
+
+
 def run_lab_clean(console: Console) -> int:
     from harness.cleanup import clean
 
@@ -425,24 +474,32 @@ def print_error(errors: Console, message: str) -> None:
     errors.print(f"[bold red]closebench: error:[/] {escape(message)}", highlight=False)
 
 
+def print_warning(errors: Console, message: str) -> None:
+    errors.print(f"[yellow]closebench: warning:[/] {escape(message)}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    terminate_like_ctrl_c()
     args = build_parser().parse_args(argv)
     # Piped output keeps full rows rather than wrapping them at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=140)
     errors = Console(stderr=True, soft_wrap=True)
     try:
-        # compare, check, verify and report only read run directories: no lab, no privileges.
+        # These only read files (run directories, scenarios): no lab, no privileges.
         if args.command == "compare":
             return run_compare_command(args, console)
         if args.command == "check":
             return run_check_command(args, console)
         if args.command == "verify":  # reads a run directory and its pcaps
             return run_verify_command(args, console)
+        if args.command == "scenarios":
+            return run_scenarios_command(args, console)
         if args.command == "report":  # reads a run directory too
             from harness.report import run_report_command
 
-            console.print(f"report: {run_report_command(args.run_dir)}", highlight=False)
+            page = run_report_command(args.run_dir, lambda text: print_warning(errors, text))
+            console.print(f"report: {page}", highlight=False)
             return 0
         ensure_privileges(argv)
         if args.command == "probe":

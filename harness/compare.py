@@ -18,6 +18,7 @@ import math
 import re
 import statistics
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import ClosebenchError, UsageError
+from harness.safe_files import SafeDirectory
 from harness.summary import TrialRow
+from harness.summary_rows import check_rows
 
 SUMMARY_SCHEMA = "closebench.summary/1"  # the schema harness.runner writes
 HIGHER, LOWER = "higher", "lower"  # which direction of a figure is worse for the defender
@@ -83,6 +86,12 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("peak_orphans", HIGHER, 1, "orphan sockets at peak"),
     Figure("peak_sockets", HIGHER, 2, "defender kernel sockets at peak"),
     Figure("retransmissions", HIGHER, 2, "segments the defender retransmitted"),
+    # Legitimate clients' packets count too: a few a second.
+    Figure("packets_sent", HIGHER, 10, "packets the defender sent, every kind"),
+    Figure("cpu_ms_per_attempt", HIGHER, 0.0, "defender CPU ms per attempt", relative=0.5),
+    # Routed trials only (null without a router).
+    Figure("peak_router_conntrack", HIGHER, 2, "connections the router tracked at peak"),
+    Figure("peak_router_established", HIGHER, 2, "of them ESTABLISHED, at peak"),
     # Ratios inherit their inputs' noise; CPU time comes in 10 ms ticks, so a small
     # denominator swings its ratio widely.
     Figure("wasted_per_fd_second", LOWER, 0.0, "attacker s per defender fd-s", True, 0.2),
@@ -150,8 +159,9 @@ def group_name(trial: str) -> str:
     return match["name"] if match else trial
 
 
-def load_run(path: str | Path) -> RunSummary:
-    """A run directory (or its summary.json); UsageError naming the problem otherwise."""
+def load_run(path: str | Path, warn: Callable[[str], None] | None = None) -> RunSummary:
+    """A run directory (or its summary.json); UsageError naming the problem otherwise. Rows
+    that are damaged are left out or marked failed (harness/summary_rows.py), told to `warn`."""
     path = Path(path)
     directory = path.parent if path.name == "summary.json" and path.is_file() else path
     summary = directory / "summary.json"
@@ -163,16 +173,21 @@ def load_run(path: str | Path) -> RunSummary:
             "(`closebench run` writes them under reports/<run-id>/)"
         )
     try:
-        document = json.loads(summary.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        document = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
         raise UsageError(f"cannot read {summary}: {error}") from None
     if not isinstance(document, dict) or document.get("schema") != SUMMARY_SCHEMA:
         found = document.get("schema") if isinstance(document, dict) else None
         raise UsageError(f"{summary}: schema {found!r}, expected {SUMMARY_SCHEMA!r}")
     rows = document.get("rows")
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "trial" in r for r in rows):
+    if not isinstance(rows, list):
         raise UsageError(f"{summary}: `rows` must be a list of trial rows")
-    return RunSummary(directory, document.get("meta") or {}, bool(document.get("complete")), rows)
+    checked = check_rows(rows, str(summary))
+    for problem in checked.problems:
+        if warn:
+            warn(problem)
+    meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+    return RunSummary(directory, meta, document.get("complete") is True, checked.rows)
 
 
 def values(rows: list[dict], figure: str) -> list[float]:
@@ -568,10 +583,12 @@ def _run_line(run: RunSummary) -> str:
 def write_html(comparison: Comparison, path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_html(comparison))
     except OSError as error:
         raise ClosebenchError(f"cannot write the page {path}: {error.strerror}") from None
-    return path
+    # Renamed into place: a link planted at the page's name (RUN_B came from elsewhere) is
+    # replaced, never followed.
+    with SafeDirectory(path.parent, "give --html FILE in a writable place") as directory:
+        return directory.write(path.name, render_html(comparison))
 
 
 PAGE = """<!DOCTYPE html>
@@ -629,8 +646,15 @@ def add_compare_parser(commands) -> None:
     )
 
 
+def warn_on_stderr(problem: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(
+        f"[yellow]closebench: warning:[/] {escape(problem)}", highlight=False
+    )
+
+
 def run_compare_command(args, console: Console) -> int:
-    comparison = compare_runs(load_run(args.run_a), load_run(args.run_b))
+    run_a, run_b = load_run(args.run_a, warn_on_stderr), load_run(args.run_b, warn_on_stderr)
+    comparison = compare_runs(run_a, run_b)
     print_comparison(comparison, console, args.only_flagged)
     page = write_html(comparison, Path(args.html) if args.html else default_html_path(comparison))
     console.print(f"page: {escape(str(page))}", highlight=False)

@@ -7,6 +7,7 @@ has the same colour everywhere. Repetitions of a strategy ("graceful #2") share 
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +28,7 @@ from harness.outcomes import waited
 
 if TYPE_CHECKING:
     from harness.report import RunData, TrialData
+    from harness.safe_files import SafeDirectory
 
 HANG_FLOOR_S = 1e-4  # hangs below 0.1 ms are drawn at 0.1 ms on the log axis
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "h", "<", ">", "p")
@@ -111,21 +113,22 @@ class FigureSpec:
     draw: Callable[[RunData, Palette], Figure]
 
 
-def render_all(run: RunData, out: Path) -> list[FigureFile]:
-    """Draw every figure of the report into out/ as <name>.png and <name>.svg."""
-    out.mkdir(parents=True, exist_ok=True)
+def render_all(run: RunData, out: SafeDirectory) -> list[FigureFile]:
+    """Draw every figure of the report into `out` as <name>.png and <name>.svg."""
     palette = Palette([t.name for t in run.trials])
     files = []
     for spec in FIGURES:
         figure = spec.draw(run, palette)
         figure.suptitle(spec.title, fontsize=13, fontweight="bold")
-        png, svg = out / f"{spec.name}.png", out / f"{spec.name}.svg"
         FigureCanvasAgg(figure)  # attaches the Agg canvas: no pyplot, no global state
-        figure.savefig(png, dpi=110)
+        png, svg = io.BytesIO(), io.BytesIO()
+        figure.savefig(png, format="png", dpi=110)
         # A fixed salt and no date: rebuilding a report from the same run gives the same files.
         with rc_context({"svg.hashsalt": "closebench"}):
-            figure.savefig(svg, metadata={"Date": None})
-        files.append(FigureFile(spec.name, spec.title, spec.caption, png, svg))
+            figure.savefig(svg, format="svg", metadata={"Date": None})
+        png_path = out.write(f"{spec.name}.png", png.getvalue())
+        svg_path = out.write(f"{spec.name}.svg", svg.getvalue())
+        files.append(FigureFile(spec.name, spec.title, spec.caption, png_path, svg_path))
     return files
 
 

@@ -23,7 +23,6 @@ TOOLS = {
     "tcpdump": "tcpdump",
     "nft": "nftables",
     "curl": "curl",
-    "chromium": "chromium",
 }
 
 

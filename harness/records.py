@@ -9,7 +9,6 @@ goes through read_records().
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import IO
 from harness.outcomes import Attempt
 
 ATTEMPTS_FILE = "attempts.jsonl"
-PCAP_DIR = "pcaps"
+PCAP_DIR = "pcaps"  # a trial's capture: harness.file_names.unique_names of the trials, in order
 
 
 def write_records(stream: IO[str], attempts: Iterable[Attempt], trial: str | None = None) -> None:
@@ -39,7 +38,8 @@ class Records:
 def read_records(path: Path) -> Records:
     """Every readable record of a JSON-lines file (FileNotFoundError when there is none)."""
     found = Records()
-    with path.open() as lines:
+    # Bytes that are not UTF-8 become U+FFFD: that line may then fail to parse, not the file.
+    with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             try:
                 record = json.loads(line)
@@ -51,8 +51,3 @@ def read_records(path: Path) -> Records:
             else:
                 found.unreadable += 1
     return found
-
-
-def pcap_name(trial: str) -> str:
-    """The file name of a trial's capture under pcaps/ (and the stem of other per-trial files)."""
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", trial).strip("_") + ".pcap"

@@ -21,7 +21,11 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import UsageError
+from harness.peers.notes import peer_note
 from harness.records import ATTEMPTS_FILE, read_records
+from harness.safe_files import SafeDirectory
+from harness.summary_rows import check_rows
+from servers.strategies import STRATEGIES
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LEGIT = "legit"  # the legitimate client's name in attempts.jsonl (harness/trial.py)
@@ -75,8 +79,10 @@ class RunData:
 def load_run(directory: Path) -> RunData:
     """Read a run directory; UsageError (one line) when it is not one."""
     summary = _load_summary(directory)
-    trials = {row["trial"]: TrialData(row) for row in summary["rows"]}
-    problems: list[str] = []
+    checked = check_rows(summary["rows"])
+    summary["rows"] = checked.rows
+    trials = {row["trial"]: TrialData(row) for row in checked.rows}
+    problems: list[str] = checked.problems
     _load_attempts(directory / ATTEMPTS_FILE, trials, problems)
     _load_samples(directory / "samples.csv", trials, problems)
     text, scenario = _load_scenario(directory / "scenario.toml", problems)
@@ -94,7 +100,7 @@ def _load_summary(directory: Path) -> dict:
         return _raise(refuse("no such directory"))
     path = directory / "summary.json"
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return _raise(refuse("no summary.json"))
     except (OSError, ValueError) as error:
@@ -112,11 +118,10 @@ def _raise(error: Exception):
 
 
 def _load_attempts(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
-    try:
-        found = read_records(path)
-    except FileNotFoundError:
+    if not path.is_file():
         problems.append(f"{ATTEMPTS_FILE} is missing: no per-attempt figures")
         return
+    found = read_records(path)
     bad = found.unreadable  # e.g. the last line of an interrupted write
     for record in found.records:
         name = record.get("trial")
@@ -135,14 +140,28 @@ def _load_samples(path: Path, trials: dict[str, TrialData], problems: list[str])
         problems.append("samples.csv is missing: no defender figures over time")
         return
     bad = 0
-    with path.open(newline="") as stream:
-        for record in csv.DictReader(stream):
-            trial = trials.get(record.get("trial") or "")
+    with path.open(encoding="utf-8", errors="replace", newline="") as stream:
+        lines = iter(stream)
+        try:
+            header = next(csv.reader([next(lines, "")]), [])
+        except csv.Error:
+            header = []
+        # Line by line: samples.csv has one sample a line, and an unmatched quote must cost that
+        # line only, not swallow the rest of the file into one field.
+        for line in lines:
             try:
-                sample = {k: float(v) for k, v in record.items() if k != "trial" and k}
-            except (TypeError, ValueError):
+                values = next(csv.reader([line]), None)
+                if values is None:
+                    continue  # a blank line
+                if len(values) != len(header):
+                    raise ValueError(line)
+                record = dict(zip(header, values, strict=True))
+                # An empty cell was not measured (router_conntrack without a router).
+                sample = {k: float(v) for k, v in record.items() if k != "trial" and k and v != ""}
+            except (ValueError, csv.Error):  # csv.Error: a NUL byte
                 bad += 1
                 continue
+            trial = trials.get(record.get("trial") or "")
             if trial is not None:
                 trial.samples.append(sample)
     if bad:
@@ -151,9 +170,12 @@ def _load_samples(path: Path, trials: dict[str, TrialData], problems: list[str])
 
 def _load_scenario(path: Path, problems: list[str]) -> tuple[str | None, dict]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError:
         problems.append("scenario.toml is missing")
+        return None, {}
+    except UnicodeDecodeError:
+        problems.append("scenario.toml is not UTF-8 text: not shown")
         return None, {}
     try:
         return text, tomllib.loads(text)
@@ -226,6 +248,8 @@ COLUMNS = (
     Column("peak_orphans", "peak orphans", "defender", _whole),
     Column("peak_sockets", "peak sockets", "defender", _whole),
     Column("retransmissions", "retransmits", "defender", _whole),
+    Column("packets_sent", "packets sent", "defender", _whole),
+    Column("cpu_ms_per_attempt", "CPU ms per attempt", "defender", _fixed(2)),
     Column("wasted_per_fd_second", "wasted s per fd-s", "asymmetry", _fixed(2), "no fd held"),
     Column("wasted_per_cpu_second", "wasted s per CPU s", "asymmetry", _fixed(1), "no CPU"),
     Column("sampler_overhead", "sampler CPU", "harness", _percent),
@@ -242,6 +266,12 @@ BAN_COLUMNS = (
     Column("syns_dropped", "SYNs dropped", "bans", _whole),
     Column("peak_bans_active", "peak bans active", "bans", _whole),
     Column("legit_wrongly_refused", "legit wrongly refused", "bans", _whole),
+)
+
+# Shown as a table of its own when some trial ran across the lab's router.
+ROUTER_COLUMNS = (
+    Column("peak_router_conntrack", "tracked at peak", "router", _whole),
+    Column("peak_router_established", "established at peak", "router", _whole),
 )
 
 # The HTML splits the table in two so that it fits a screen; summary.md keeps one.
@@ -265,8 +295,12 @@ def column_groups(columns: list[Column]) -> list[tuple[str, int]]:
 def html_tables(trials: list[TrialData], palette) -> list[dict]:
     tables = []
     banned = any(t.row.get("bans") is not None for t in trials)
-    for title, groups in TABLES + ((("Bans", ("bans",)),) if banned else ()):
-        columns = [c for c in COLUMNS + BAN_COLUMNS if c.group in groups]
+    routed = any(t.row.get("peak_router_conntrack") is not None for t in trials)
+    extra = ((("Bans", ("bans",)),) if banned else ()) + (
+        (("The router's connection tracking", ("router",)),) if routed else ()
+    )
+    for title, groups in TABLES + extra:
+        columns = [c for c in COLUMNS + BAN_COLUMNS + ROUTER_COLUMNS if c.group in groups]
         rows = [
             {
                 "name": t.name,
@@ -504,7 +538,7 @@ def _caveat_capability(trial: TrialData, run: RunData) -> str | None:
 
 def _caveat_read_first(trial: TrialData, run: RunData) -> str | None:
     spec = _spec(trial)
-    if spec is None or "read_first" not in spec.options:
+    if spec is None or "read_first" not in spec.options or STRATEGIES[spec.name].peer:
         return None
     outcomes = trial.row.get("outcomes") or {}
     if spec.options["read_first"] is False:
@@ -524,18 +558,47 @@ def _caveat_read_first(trial: TrialData, run: RunData) -> str | None:
     return None
 
 
+def _caveat_peer(trial: TrialData, run: RunData) -> str | None:
+    spec = _spec(trial)
+    return peer_note(spec, trial.row) if spec else None
+
+
 def _caveat_router(trial: TrialData, run: RunData) -> str | None:
     spec = _spec(trial)
-    if spec is None or spec.name != "ttl-drop":
+    if spec is None or spec.name not in ("ttl-drop", "rst-ttl"):
         return None
+    packet = "FIN" if spec.name == "ttl-drop" else "RST"
+    ttl = spec.options.get("ttl", 1)
     outcomes = trial.row.get("outcomes") or {}
     told = outcomes.get("fin", 0) + outcomes.get("rst", 0)
     if outcomes and told > sum(outcomes.values()) / 2:
         where = "via a router" if trial.row.get("routed") else "with no router hop"
-        return f"The TTL-1 FIN reached the attacker {where}: here it is a plain close."
+        return f"The TTL-{ttl} {packet} reached the attacker {where}: here it is a plain close."
     if trial.row.get("routed"):
-        return "Silent only because a router hop drops the TTL-1 FIN; on a direct link it arrives."
+        return (
+            f"Silent only because a router hop drops the TTL-{ttl} {packet}; on a direct link "
+            "it arrives."
+        )
     return None
+
+
+def _caveat_router_state(trial: TrialData, run: RunData) -> str | None:
+    """What the stateful router remembered, next to what the attacker's kernel held."""
+    row = trial.row
+    tracked, established = row.get("peak_router_conntrack"), row.get("peak_router_established")
+    if not _number(tracked) or not _number(established):
+        return None
+    costs = [a.get("attacker_cost") or {} for a in (row.get("attackers") or {}).values()]
+    client = max((c.get("peak_by_state", {}).get("ESTABLISHED", 0) for c in costs), default=0)
+    text = (
+        f"The router tracked up to {tracked} connection(s) to the server, {established} of "
+        "them established at peak"
+    )
+    if client:
+        text += f", while the attacker host held up to {client} established socket(s)"
+        if established < client / 2:
+            text += ": the router forgot connections the attacker still waited on"
+    return text + "."
 
 
 def _caveat_orphans(trial: TrialData, run: RunData) -> str | None:
@@ -608,7 +671,9 @@ CAVEATS = (
     _caveat_error,
     _caveat_capability,
     _caveat_read_first,
+    _caveat_peer,
     _caveat_router,
+    _caveat_router_state,
     _caveat_orphans,
     _caveat_fds,
     _caveat_threads,
@@ -647,6 +712,8 @@ def wire_agreement(run: RunData) -> WireAgreement | None:
 def run_notes(run: RunData) -> list[str]:
     """What a reader must know about the run as a whole before trusting its numbers."""
     notes = []
+    if run.meta.get("stopped"):
+        notes.append(f"The run stopped early: {run.meta['stopped']}.")
     if not run.complete:
         notes.append("The run is incomplete (interrupted, or a trial failed): see the rows.")
     failed = [t.name for t in run.trials if not t.ok]
@@ -676,20 +743,27 @@ class ReportFiles:
     html: Path
     markdown: Path
     figures: list
+    problems: list[str]  # raw files missing or partly unreadable: shown on the page too
 
 
 def build_report(directory: Path) -> ReportFiles:
-    """Rebuild figures/, index.html and summary.md of a run directory from its raw files."""
+    """Rebuild figures/, index.html and summary.md of a run directory from its raw files.
+
+    Written without following any link in the run directory (harness/safe_files.py): a run
+    directory from elsewhere may have `index.html` or `figures` pointing outside it.
+    """
     from harness.figures import render_all
 
     run = load_run(Path(directory))
-    figures = render_all(run, run.directory / "figures")
-    context = _context(run, figures)
-    html = run.directory / "index.html"
-    html.write_text(_environment().get_template("report.html.j2").render(context))
-    markdown = run.directory / "summary.md"
-    markdown.write_text(summary_markdown(context))
-    return ReportFiles(html, markdown, figures)
+    fix = "copy the run directory somewhere writable and run `closebench report` on the copy"
+    with SafeDirectory(run.directory, fix) as out:
+        with out.subdirectory("figures") as figure_directory:
+            figures = render_all(run, figure_directory)
+        context = _context(run, figures)
+        page = _environment().get_template("report.html.j2").render(context)
+        html = out.write("index.html", page)
+        markdown = out.write("summary.md", summary_markdown(context))
+    return ReportFiles(html, markdown, figures, run.problems)
 
 
 def _environment():
@@ -814,9 +888,13 @@ def _md(text: object) -> str:
     return " ".join(escaped.split())
 
 
-def run_report_command(directory: str) -> Path:
-    """`closebench report RUN_DIR`: rebuild the report; returns the path of index.html."""
-    return build_report(Path(directory)).html
+def run_report_command(directory: str, warn: Callable[[str], None]) -> Path:
+    """`closebench report RUN_DIR`: rebuild the report, `warn` of each unreadable part of the
+    run (the page says it too); returns the path of index.html."""
+    files = build_report(Path(directory))
+    for problem in files.problems:
+        warn(problem)
+    return files.html
 
 
 def build_run_report(directory: Path, log: Callable[[str], None]) -> Path | None:

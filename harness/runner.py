@@ -23,17 +23,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import __version__
-from harness.errors import ClosebenchError
+from harness.disk_space import DiskGuard, size_text
+from harness.errors import ClosebenchError, UsageError
+from harness.file_names import safe_stem, unique_names
 from harness.metrics import Sample
+from harness.peers import peer_for
 from harness.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
-from harness.records import ATTEMPTS_FILE, PCAP_DIR, pcap_name, write_records
+from harness.records import ATTEMPTS_FILE, write_records
 from harness.report import build_run_report
+from harness.safe_files import SafeDirectory, write_error
 from harness.scenario import Scenario
 from harness.summary import TrialRow, ratio, summarize
 from harness.trial import TrialConfig, TrialResult, run_trial
 from harness.verify import verify_trials
 
 SUMMARY_SCHEMA = "closebench.summary/1"
+DISK_CHECK_EVERY = 0.25  # seconds between looks at the free space while trials run
 
 
 @dataclass
@@ -57,6 +62,7 @@ class RunOutcome:
     complete: bool
     errors: list[str] = field(default_factory=list)
     report: Path | None = None  # index.html of the run's report, when it could be built
+    stopped: str | None = None  # why the run stopped early, other than an interruption
     wire_agreement: dict | None = None  # closebench verify's totals; None with --no-verify
 
 
@@ -78,34 +84,83 @@ class Runner:
         self.trials = scenario.trials()
         self.progress = [TrialProgress(t.name, scenario.duration) for t in self.trials]
         self.cancel = threading.Event()
+        self.stopped: str | None = None  # why the run stopped early (a full disk)
         self.started_at = datetime.now(UTC)
+        # One capture file per trial, even for labels that clean up to one name (a/b, a_b).
+        self.pcap_names = unique_names([t.name for t in self.trials], ".pcap")
         self.directory = _new_run_directory(out, scenario.name, self.started_at)
         self._log_lock = threading.Lock()
-        self._log = open(self.directory / "run.log", "a")  # noqa: SIM115 (closed in run())
+        try:
+            self._log = open(self.directory / "run.log", "a")  # noqa: SIM115 (closed in run())
+            (self.directory / "scenario.toml").write_text(text, encoding="utf-8")
+            (self.directory / "pcaps").mkdir()
+            self.disk = DiskGuard(self.directory)
+        except (OSError, ClosebenchError) as error:
+            if hasattr(self, "_log"):
+                self._log.close()
+            shutil.rmtree(self.directory, ignore_errors=True)  # bad input leaves nothing behind
+            if isinstance(error, OSError):
+                raise write_error(self.directory, error, "give another --out") from None
+            raise
 
     def log(self, message: str) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
         with self._log_lock:
-            self._log.write(f"{stamp} {message}\n")
-            self._log.flush()
+            if self._log.closed:
+                return
+            try:
+                self._log.write(f"{stamp} {message}\n")
+                self._log.flush()
+                return
+            except OSError as error:  # the disk is full or gone; the line waits in the buffer
+                failure = f"cannot write {self.directory / 'run.log'} ({error.strerror})"
+        self.stop(failure)
+
+    def stop(self, reason: str) -> None:
+        """Stop the run early for `reason`, keeping what was measured (like Ctrl-C)."""
+        if self.stopped is None:
+            self.stopped = reason
+            self.log(f"stopping: {reason}")
+        self.cancel.set()
 
     def run(self, jobs: int | None = None) -> RunOutcome:
-        """Run every trial; on cancel (Ctrl-C) keep what was measured, marked incomplete."""
+        """Run every trial; on cancel (Ctrl-C, SIGTERM, a full disk) keep what was measured,
+        marked incomplete."""
         random.seed(self.scenario.seed)
-        (self.directory / "scenario.toml").write_text(self.text)
-        (self.directory / PCAP_DIR).mkdir()
         jobs = jobs or self.scenario.parallel or min(len(self.trials), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
         results: list[TrialResult | str | None] = [None] * len(self.trials)
+        done = threading.Event()
+        watch = threading.Thread(target=self._watch_disk, args=(done,), name="disk", daemon=True)
+        watch.start()
         try:
             with ThreadPoolExecutor(jobs, thread_name_prefix="trial") as pool:
                 futures = [pool.submit(self._one, i, results) for i in range(len(self.trials))]
                 for future in futures:
                     future.result()
         finally:
+            done.set()
+            watch.join()
+            self.disk.release()  # room for the results, whatever filled the disk
             outcome = self._write(results)
             self._log.close()
         return outcome
+
+    def _watch_disk(self, done: threading.Event) -> None:
+        while not done.wait(DISK_CHECK_EVERY):
+            if self.disk.full():
+                writing = [
+                    f"pcaps/{name}"
+                    for name, trial in zip(self.pcap_names, self.progress, strict=True)
+                    if trial.state == "running"
+                ]
+                if len(writing) > 3:
+                    writing[2:] = [f"{writing[2]} and {len(writing) - 3} more captures"]
+                self.stop(
+                    f"the disk is full ({size_text(self.disk.free())} free on the file system "
+                    f"of {self.directory.parent}) while writing {', '.join(writing) or 'run.log'}"
+                )
+                return
 
     def _one(self, index: int, results: list) -> None:
         # Each trial's lab lives and dies inside this task (keepers die with their thread).
@@ -113,11 +168,13 @@ class Runner:
         if self.cancel.is_set():
             progress.state = "skipped"
             return
-        config = replace(
-            self.trials[index], pcap=str(self.directory / PCAP_DIR / pcap_name(progress.name))
-        )
+        pcap = f"pcaps/{self.pcap_names[index]}"
+        config = replace(self.trials[index], pcap=str(self.directory / pcap))
+        if peer_for(config.server.spec):  # its generated config and logs stay with the run
+            files = self.directory / "peers" / Path(self.pcap_names[index]).stem
+            config = replace(config, server=replace(config.server, files=str(files)))
         progress.state, progress.started = "running", time.monotonic()
-        self.log(f"{progress.name}: started")
+        self.log(f"{progress.name}: started, capturing into {pcap}")
 
         def counted(_attempt) -> None:
             progress.attempts += 1
@@ -135,28 +192,22 @@ class Runner:
             self.log(f"{progress.name}: error: {error}")
 
     def _write(self, results: list[TrialResult | str | None]) -> RunOutcome:
+        """Write the results, summary.json first: if the disk is full, the rest may not fit."""
         rows, errors = [], []
-        with (
-            open(self.directory / ATTEMPTS_FILE, "w") as attempts,
-            open(self.directory / "samples.csv", "w", newline="") as samples,
-        ):
-            sample_writer = None
-            for trial, result in zip(self.trials, results, strict=True):
-                if isinstance(result, TrialResult):
-                    write_records(attempts, result.attempts + result.legit_attempts, trial.name)
-                    sample_writer = _write_samples(
-                        samples, sample_writer, trial.name, result.samples
-                    )
-                    rows.append(trial_row(trial, result))
-                else:
-                    error = result or "not run: the run was interrupted"
-                    if result:
-                        errors.append(f"{trial.name}: {result}")
-                    rows.append(
-                        TrialRow(trial.name, _strategy(trial), trial.routed, False, error, None)
-                    )
+        not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
+        for trial, result in zip(self.trials, results, strict=True):
+            if isinstance(result, TrialResult):
+                rows.append(trial_row(trial, result))
+                continue
+            if result:
+                errors.append(f"{trial.name}: {result}")
+            error = result or not_run
+            rows.append(TrialRow(trial.name, _strategy(trial), trial.routed, False, error, None))
         complete = not self.cancel.is_set() and all(isinstance(r, TrialResult) for r in results)
-        wire = self._verify(rows) if self.verify else None
+        measured = [
+            (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
+        ]
+        wire = self._verify(rows, measured) if self.verify else None
         summary = {
             "schema": SUMMARY_SCHEMA,
             "meta": self.metadata(),
@@ -164,16 +215,50 @@ class Runner:
             "wire_agreement": wire,
             "rows": [row.to_dict() for row in rows],
         }
-        (self.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _point_latest(self.directory)
-        report = build_run_report(self.directory, self.log)
-        return RunOutcome(self.directory, rows, complete, errors, report, wire)
-
-    def _verify(self, rows: list[TrialRow]) -> dict:
-        """closebench verify on the records and pcaps just written: totals for summary.json, and
-        each trial's figures in its row. A failure to verify is recorded, never loses the run."""
+        lost = []
+        for name, write in (
+            ("summary.json", lambda: _write_summary(self.directory, summary)),
+            ("attempts.jsonl", lambda: _write_attempts(self.directory, measured)),
+            ("samples.csv", lambda: _write_all_samples(self.directory, measured)),
+        ):
+            try:
+                write()
+            except (OSError, ClosebenchError) as error:
+                lost.append(name)
+                self.log(f"{name}: not written: {error}")
         try:
-            agreement = verify_trials(self.directory, [row.trial for row in rows])
+            _point_latest(self.directory)
+        except OSError as error:
+            errors.append(f"cannot point {self.directory.parent / 'latest'} at this run: {error}")
+        report = build_run_report(self.directory, self.log) if "summary.json" not in lost else None
+        if report is None:
+            lost.append("index.html")
+        if self.stopped:
+            errors.insert(0, self._stopped_line(lost))
+        elif lost:
+            errors.append(f"could not write {', '.join(lost)} in {self.directory}")
+        return RunOutcome(self.directory, rows, complete, errors, report, self.stopped, wire)
+
+    def _stopped_line(self, lost: list[str]) -> str:
+        """Why the run stopped and what it kept, in one line."""
+        kept = [n for n in ("summary.json", "attempts.jsonl", "samples.csv") if n not in lost]
+        text = f"{self.stopped}: the run stopped early; kept in {self.directory}: "
+        text += ", ".join([*kept, "pcaps/", "run.log"])
+        if lost:
+            text += f" (not written: {', '.join(lost)}; free some space, then `closebench report`)"
+        return text
+
+    def _verify(self, rows: list[TrialRow], measured: list) -> dict:
+        """closebench verify on the trials' records (as attempts.jsonl will hold them) and their
+        pcaps: totals for summary.json, and each trial's figures in its row. A failure to verify
+        is recorded, never loses the run."""
+        records = [
+            {"trial": trial.name, **attempt.to_dict()}
+            for trial, result in measured
+            for attempt in result.attempts + result.legit_attempts
+        ]
+        try:
+            agreement = verify_trials(self.directory, [row.trial for row in rows], records)
         except Exception as error:
             self.log(f"verify: failed: {type(error).__name__}: {error}")
             return {"ok": False, "error": f"{type(error).__name__}: {error}"}
@@ -205,6 +290,7 @@ class Runner:
                 "CAP_SYS_ADMIN": has_capability(CAP_SYS_ADMIN),
             },
             "tools": tool_versions(),
+            "stopped": self.stopped,  # why the run stopped early (a full disk), or null
         }
 
 
@@ -250,6 +336,7 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
             setattr(row, name, value)
         row.wasted_per_fd_second = ratio(wasted, defender.fd_seconds)
         row.wasted_per_cpu_second = ratio(wasted, defender.cpu_seconds)
+        row.cpu_ms_per_attempt = ratio(1000 * defender.cpu_seconds, everything.attempts)
     if result.bans:
         for name, value in result.bans.to_dict().items():
             setattr(row, name, value)
@@ -258,6 +345,24 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
 
 def _strategy(trial: TrialConfig) -> str | None:
     return str(trial.server.spec) if trial.server.spec else None
+
+
+def _write_summary(directory: Path, summary: dict) -> None:
+    with SafeDirectory(directory) as run:  # whole or not at all: readers never see half of it
+        run.write("summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _write_attempts(directory: Path, measured: list[tuple[TrialConfig, TrialResult]]) -> None:
+    with open(directory / ATTEMPTS_FILE, "w", encoding="utf-8") as attempts:
+        for trial, result in measured:
+            write_records(attempts, result.attempts + result.legit_attempts, trial.name)
+
+
+def _write_all_samples(directory: Path, measured: list[tuple[TrialConfig, TrialResult]]) -> None:
+    with open(directory / "samples.csv", "w", newline="", encoding="utf-8") as samples:
+        writer = None
+        for trial, result in measured:
+            writer = _write_samples(samples, writer, trial.name, result.samples)
 
 
 def _write_samples(stream, writer, trial: str, samples: list[Sample]):
@@ -271,15 +376,27 @@ def _write_samples(stream, writer, trial: str, samples: list[Sample]):
 
 
 def _new_run_directory(out: Path, scenario: str, started: datetime) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    base = f"{started.strftime('%Y%m%d-%H%M%S')}-{Path(pcap_name(scenario)).stem}"
-    for attempt in range(100):
-        directory = out / (base if attempt == 0 else f"{base}-{attempt}")
-        try:
-            directory.mkdir()
-            return directory
-        except FileExistsError:
-            continue
+    """A new directory under --out, once --out has been checked: nothing starts on bad input."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory: give a directory for the runs")
+    latest = out / "latest"
+    if latest.exists() and not latest.is_symlink():
+        raise UsageError(
+            f"{latest} is a real {'directory' if latest.is_dir() else 'file'}, not the link "
+            "closebench keeps to the newest run: move it away, or give another --out"
+        )
+    base = f"{started.strftime('%Y%m%d-%H%M%S')}-{safe_stem(scenario, 'run')}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for attempt in range(100):
+            directory = out / (base if attempt == 0 else f"{base}-{attempt}")
+            try:
+                directory.mkdir()
+                return directory
+            except FileExistsError:
+                continue
+    except OSError as error:
+        raise write_error(out, error, "give another --out") from None
     raise ClosebenchError(f"cannot create a run directory under {out}")
 
 

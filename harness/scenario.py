@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,17 +27,21 @@ from harness.attackers.policy import Policy
 from harness.defender import DEFAULT_ABUSE_PATH, ServerConfig
 from harness.errors import UsageError
 from harness.lab import MAX_EXTRA_ADDRESSES
+from harness.safe_files import read_text
 from harness.trial import AttackerSpec, LegitClient, TrialConfig
 from servers.strategies import StrategySpec, parse_spec
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+# Inside the package, so that an installed wheel has them; a checkout's top-level scenarios/ is a
+# symbolic link to this folder (one copy, nothing to keep in sync).
+SCENARIO_DIR = Path(str(resources.files("harness").joinpath("scenarios")))
 DEFAULT_SCENARIO = "seed"
 
 Positive = Annotated[float, Field(gt=0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: TOML has `nan` and `inf`, and a bound such as `gt=0` lets NaN through.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StrategyEntry(Strict):
@@ -50,6 +55,14 @@ class StrategyEntry(Strict):
     @classmethod
     def known_strategy(cls, value: str) -> str:
         return str(parse_spec(value))  # ValueError names the strategies and options allowed
+
+    @field_validator("label")
+    @classmethod
+    def printable_label(cls, value: str | None) -> str | None:
+        # A label names files, log lines and table rows: one visible line.
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError("a label is one line of visible text")
+        return value
 
     @model_validator(mode="after")
     def router_bans_need_a_router(self) -> StrategyEntry:
@@ -152,13 +165,21 @@ class Scenario(Strict):
     @field_validator("attackers")
     @classmethod
     def addresses_fit(cls, values: list[AttackerEntry]) -> list[AttackerEntry]:
-        total = sum(v.spec(1.0).extra_addresses for v in values)
+        total = sum(v.spec(1.0).most_addresses for v in values)
         if total > MAX_EXTRA_ADDRESSES - 1:  # one extra address is the legitimate client's
             raise ValueError(
                 f"the attackers ask for {total} addresses together; at most "
                 f"{MAX_EXTRA_ADDRESSES - 1}"
             )
         return values
+
+    def with_duration(self, duration: float) -> Scenario:
+        """The scenario run for `duration` seconds (--duration), checked like the file's."""
+        try:
+            return Scenario.model_validate({**self.model_dump(), "duration": duration})
+        except ValidationError as error:
+            problems = "; ".join(e["msg"] for e in error.errors())
+            raise UsageError(f"--duration {duration:g}: {problems}") from None
 
     def trials(self) -> list[TrialConfig]:
         """One trial per strategy (per repetition), in the scenario's order."""
@@ -208,13 +229,20 @@ def find_scenario(name_or_path: str | None) -> Path:
     return shipped
 
 
+def shipped_scenarios() -> list[tuple[str, str]]:
+    """(name, description) of every shipped scenario, in name order."""
+    found = []
+    for path in sorted(SCENARIO_DIR.glob("*.toml")):
+        scenario, _, _ = load_scenario(path)
+        found.append((path.stem, scenario.description))
+    return found
+
+
 def load_scenario(path: Path) -> tuple[Scenario, str, str]:
     """The validated scenario, its text and its sha256; UsageError on any problem."""
+    text = read_text(path, "scenario")
     try:
-        text = path.read_text()
         data = tomllib.loads(text)
-    except OSError as error:
-        raise UsageError(f"cannot read scenario {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path}: not valid TOML: {error}") from None
     try:

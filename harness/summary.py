@@ -217,6 +217,10 @@ class TrialRow:
     peak_sockets: int | None = None
     retransmissions: int | None = None
     peak_bans_active: int | None = None  # bans in force at once (nft set size; blacklist: log)
+    packets_sent: int | None = None  # by the defender's interfaces, every kind of packet
+    cpu_ms_per_attempt: float | None = None  # the defender's CPU per attacker attempt
+    peak_router_conntrack: int | None = None  # the router's tracked connections to the port
+    peak_router_established: int | None = None  # ... of them ESTABLISHED (null: no router)
     wasted_per_fd_second: float | None = None  # None where the defender held no extra fd
     wasted_per_cpu_second: float | None = None
     sampler_overhead: float | None = None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness import firewall
+from harness import firewall, peers
 from harness.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
 from harness.attackers.policy import Policy, Target
 from harness.capture import Capture, Endpoint, reconcile
@@ -59,16 +59,9 @@ class AttackerSpec:
         return any("{source}" in part for part in argv)
 
     @property
-    def extra_addresses(self) -> int:
-        """Addresses of its own it needs: a botnet's, or one per slot of a command that can
-        choose its source: its connections are read from the wire by their source address."""
-        if self.binds_source:
-            return self.policy.concurrency
-        return self.addresses
-
-    @property
-    def uses_main_address(self) -> bool:
-        return self.extra_addresses == 0
+    def most_addresses(self) -> int:
+        """The most addresses of its own it may need (see TrialConfig.address_plan)."""
+        return self.policy.concurrency if self.binds_source else self.addresses
 
     @property
     def keeps_own_clock(self) -> bool:
@@ -106,8 +99,12 @@ class TrialConfig:
     def __post_init__(self) -> None:
         # A command that cannot choose its source address (a browser) is told apart on the wire
         # by the attacker's main address alone: nothing else may send from it.
+        plan = self.address_plan()
+        on_main = [spec.name for spec, extra in zip(self.attackers, plan, strict=True) if not extra]
+        if self.legit is not None and self.legit.source == "attacker":
+            on_main.append("the legitimate client (source = attacker)")
         for spec in self.attackers:
-            if spec.kind not in COMMAND_KINDS or not spec.uses_main_address:
+            if spec.kind not in COMMAND_KINDS or spec.binds_source:
                 continue
             if spec.policy.concurrency > 1:
                 raise UsageError(
@@ -115,15 +112,31 @@ class TrialConfig:
                     "connections are told apart by source address, and its command cannot "
                     "choose one (a command that takes {source} can)"
                 )
-            others = [o.name for o in self.attackers if o is not spec and o.uses_main_address]
-            if self.legit is not None and self.legit.source == "attacker":
-                others.append("the legitimate client (source = attacker)")
+            others = [name for name in on_main if name != spec.name]
             if others:
                 raise UsageError(
                     f"the {spec.name} attacker cannot choose its source address, so it needs the "
                     f"attacker's main address to itself, which {', '.join(others)} also use(s): "
                     "give a kernel attacker `addresses`, or run them in separate scenarios"
                 )
+
+    def address_plan(self) -> list[int]:
+        """How many addresses of its own each attacker gets (0: the attacker's main address).
+
+        A botnet gets its `addresses`. A command that chooses its source (curl) is told apart on
+        the wire by it: it keeps the main address (which the by-address strategies name) when it
+        runs one command at a time and nothing else sends from there, else one address a slot.
+        """
+        fixed = [s for s in self.attackers if not s.binds_source and not s.addresses]
+        main_taken = bool(fixed) or (self.legit is not None and self.legit.source == "attacker")
+        plan = []
+        for spec in self.attackers:
+            if spec.binds_source and spec.policy.concurrency == 1 and not main_taken:
+                plan.append(0)
+                main_taken = True
+            else:
+                plan.append(spec.most_addresses)
+        return plan
 
     @property
     def name(self) -> str:
@@ -161,10 +174,13 @@ def run_trial(
 def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialResult:
     with Lab(routed=config.routed) as lab:
         # Extra address 0 is the legitimate client's; botnet addresses follow.
-        extra = sum(spec.extra_addresses for spec in config.attackers)
-        if config.legit or extra:
-            lab.add_attacker_addresses(1 + extra)
+        plan = config.address_plan()
+        if config.legit or sum(plan):
+            lab.add_attacker_addresses(1 + sum(plan))
         server = config.server.with_attacker_rule(lab.attacker_ip(config.family))
+        for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
+            for address in own if spec.kind in COMMAND_KINDS else ():  # the attacker, by address
+                server = server.with_attacker_rule(address)
         ban_host = firewall.ban_host(lab, server.spec)
         defender = Defender(lab, server)
         capture = None
@@ -183,7 +199,12 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             sampler = None
             if config.sample_hz:
                 sampler = DefenderSampler(
-                    lab.defender, defender.server_pid, config.sample_hz, ban_host
+                    lab.defender,
+                    defender.server_pids,
+                    config.sample_hz,
+                    ban_host,
+                    router=lab.router,
+                    port=server.port,
                 )
             result = _attack(lab, config, cancel, on_attempt)
             samples = sampler.stop() if sampler else []
@@ -201,6 +222,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         kernel = {spec.name for spec in config.attackers if spec.keeps_own_clock}
         own = [a for a in attempts if a.attacker in kernel] + legit_attempts
         reconcile(own, pcap, target)
+    server_stats = peers.account(server.spec, server_stats, attempts)
     ban_log = server_stats.pop("ban_log", [])
     bans = None
     if server.spec and server.spec.name in BAN_STRATEGIES:
@@ -260,17 +282,11 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
 
     address = lab.defender_ip(config.family)
     threads = []
-    first = 1  # extra address 0 is the legitimate client's
-    for spec in config.attackers:
+    for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
         target = Target(address, config.server.port, config.family, spec.path)
         attacker = make_attacker(spec.kind, spec.command, spec.label)
-        sources = [
-            lab.addressing.attacker_extra(config.family, i)
-            for i in range(first, first + spec.extra_addresses)
-        ]
-        first += spec.extra_addresses
 
-        def work(attacker=attacker, spec=spec, target=target, sources=sources or None) -> None:
+        def work(attacker=attacker, spec=spec, target=target, sources=own or None) -> None:
             sink = sink_for(spec.name)
             costs[spec.name] = attacker.run(lab, target, spec.policy, sink, cancel, sources)
 
@@ -317,6 +333,18 @@ def _legit_thread(
     thread = threading.Thread(target=run, name="legit")
     thread.start()
     return thread
+
+
+def _own_addresses(lab: Lab, config: TrialConfig) -> list[list[str]]:
+    """Each attacker's addresses of its own (none: it sends from the main address), after the
+    legitimate client's extra address 0, in the order of the address plan."""
+    found, first = [], 1
+    for extra in config.address_plan():
+        found.append(
+            [lab.addressing.attacker_extra(config.family, i) for i in range(first, first + extra)]
+        )
+        first += extra
+    return found
 
 
 def _legit_source(lab: Lab, config: TrialConfig) -> str:

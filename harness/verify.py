@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UsageError
-from harness.records import ATTEMPTS_FILE, PCAP_DIR, pcap_name, read_records
+from harness.file_names import unique_names
+from harness.records import ATTEMPTS_FILE, PCAP_DIR, read_records
 
 END_TOLERANCE_P95_S = 0.002  # |Δ end| p95 beyond this is a disagreement
 JOIN_WINDOW_S = 5.0  # a record's t_syn and its connection's first SYN are at most this far apart
@@ -416,22 +417,25 @@ def verify_run(directory: Path) -> RunAgreement:
     return verify_trials(directory, trials)
 
 
-def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
-    """Check the named trials of a run directory from its attempts.jsonl and pcaps/."""
-    try:
-        records = read_records(directory / ATTEMPTS_FILE).records
-    except FileNotFoundError:
-        raise UsageError(f"{directory} has no {ATTEMPTS_FILE}: nothing to verify") from None
+def verify_trials(
+    directory: Path, trials: list[str], records: list[dict] | None = None
+) -> RunAgreement:
+    """Check the named trials of a run directory (in the run's order: it names their pcaps)
+    against its pcaps/; their records from attempts.jsonl, or `records` as it will hold them."""
+    if records is None:
+        try:
+            records = read_records(directory / ATTEMPTS_FILE).records
+        except FileNotFoundError:
+            raise UsageError(f"{directory} has no {ATTEMPTS_FILE}: nothing to verify") from None
     by_trial: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         by_trial[record.get("trial")].append(record)
     results = []
-    for trial in trials:
-        if not by_trial[trial] and not (directory / PCAP_DIR / pcap_name(trial)).exists():
+    for trial, name in zip(trials, unique_names(trials, ".pcap"), strict=True):
+        pcap = directory / PCAP_DIR / name
+        if not by_trial[trial] and not pcap.exists():
             continue  # a trial that never ran: nothing on either side
-        results.append(
-            verify_trial(trial, by_trial[trial], directory / PCAP_DIR / pcap_name(trial))
-        )
+        results.append(verify_trial(trial, by_trial[trial], pcap))
     return RunAgreement(results)
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from tests.conftest import our_keepers, wait_until
@@ -99,18 +100,19 @@ def test_kill_9_of_a_running_probe_leaves_nothing():
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert wait_until(lambda: _reference_servers(), timeout=20), "the probe never started"
+        assert wait_until(lambda: _tcpdumps(probe.pid), timeout=20), "the probe never started"
+        started = _reference_servers(probe.pid) | _tcpdumps(probe.pid)
         os.kill(probe.pid, signal.SIGKILL)
         probe.wait(10)
         assert wait_until(lambda: not our_keepers()), "lab keepers survived kill -9"
-        assert wait_until(lambda: not _reference_servers()), "the server survived kill -9"
-        assert wait_until(lambda: not _tcpdumps()), "tcpdump survived kill -9"
+        assert wait_until(lambda: not _alive(started)), "the server or tcpdump survived kill -9"
     finally:
         probe.kill()
         probe.wait()
 
 
-def test_ctrl_c_stops_cleanly():
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly(stop):
     probe = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "probe", "-s", "never", "--timeout", "60"],
         stdout=subprocess.PIPE,
@@ -118,13 +120,14 @@ def test_ctrl_c_stops_cleanly():
         text=True,
     )
     try:
-        assert wait_until(lambda: _reference_servers(), timeout=20)
-        probe.send_signal(signal.SIGINT)
+        assert wait_until(lambda: _tcpdumps(probe.pid), timeout=20)
+        servers = _reference_servers(probe.pid)
+        probe.send_signal(stop)
         _, stderr = probe.communicate(timeout=20)
         assert probe.returncode == 130
         assert "interrupted" in stderr and "Traceback" not in stderr
         assert not our_keepers()
-        assert wait_until(lambda: not _reference_servers())
+        assert servers and wait_until(lambda: not _alive(servers))
     finally:
         probe.kill()
         probe.wait()
@@ -143,18 +146,31 @@ def test_lab_clean_removes_old_named_namespaces():
     assert "nothing to clean" in again.stdout
 
 
-def _pgrep(pattern: str) -> list[str]:
-    return subprocess.run(
-        ["pgrep", "-f", "--", pattern], capture_output=True, text=True
-    ).stdout.split()
+def _pgrep(pattern: str, ancestor: int) -> set[int]:
+    """Processes matching `pattern` started by `ancestor`: not those of other closebench runs on
+    the same machine."""
+    found = set()
+    listed = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
+    for pid in map(int, listed.stdout.split()):
+        try:
+            if any(parent.pid == ancestor for parent in psutil.Process(pid).parents()):
+                found.add(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
-def _reference_servers() -> list[str]:
-    return _pgrep(r"-m servers\.reference --strategy [^ ]+ --port [0-9]+ --abuse-path")
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if psutil.pid_exists(pid)}
 
 
-def _tcpdumps() -> list[str]:
-    return _pgrep(r"^tcpdump -i eth0 --immediate-mode")
+def _reference_servers(ancestor: int) -> set[int]:
+    return _pgrep(r"-m servers\.reference --strategy [^ ]+ --port [0-9]+ --abuse-path", ancestor)
+
+
+def _tcpdumps(ancestor: int) -> set[int]:
+    # The capture starts once the server listens: the probe is under way, its handlers installed.
+    return _pgrep(r"^tcpdump -i eth0 --immediate-mode", ancestor)
 
 
 def test_probe_inside_a_user_namespace():

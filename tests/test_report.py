@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.browsers import BROWSER_ENV, find_browser
 from harness.errors import UsageError
 from harness.figures import FIGURES
 from harness.report import build_report
 
-RUN = Path(__file__).parent / "data" / "20261129-201808-report-sample"
+RUN = Path(__file__).parent / "data" / "20261129-215532-report-sample"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -281,10 +282,13 @@ def test_bad_run_dir_is_one_clear_error(tmp_path, make):
 
 
 def find_chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    found = find_browser()
     if found:
         return found
-    reason = "chromium is not installed (apt-get install chromium, or ./setup.sh)"
+    reason = (
+        "no Chrome or Chromium runs here (Debian: apt-get install chromium, or ./setup.sh; "
+        f"elsewhere install Google Chrome, or name a browser in ${BROWSER_ENV})"
+    )
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the browser test: {reason}")
     pytest.skip(reason)

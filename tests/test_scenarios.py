@@ -10,7 +10,16 @@ import pytest
 from harness.errors import UsageError
 from harness.scenario import SCENARIO_DIR, find_scenario, load_scenario
 
-SHIPPED = ["seed", "fd-exhaustion", "read-first", "ttl-drop", "bans", "botnet"]
+SHIPPED = [
+    "seed",
+    "fd-exhaustion",
+    "read-first",
+    "ttl-drop",
+    "bans",
+    "botnet",
+    "peers",
+    "stateless",
+]
 
 VALID = """
 name = "t"
@@ -36,7 +45,7 @@ def test_seed_is_the_default_and_covers_every_close_strategy():
 
     scenario, _, _ = load_scenario(find_scenario(None))
     assert scenario.name == "seed"
-    assert {t.server.spec.name for t in scenario.trials()} == set(CLOSE_NAMES)
+    assert {t.server.spec.name for t in scenario.trials()} == {*CLOSE_NAMES, "zero-window"}
     [attacker] = scenario.attackers
     assert (attacker.rate, attacker.timeout, attacker.reconnect) == (10, 10, True)
     assert scenario.legit is not None
@@ -50,6 +59,14 @@ def test_bans_and_botnet_cover_every_ban_strategy():
         assert {t.server.spec.name for t in scenario.trials()} >= set(BAN_STRATEGIES)
     botnet, _, _ = load_scenario(find_scenario("botnet"))
     assert sum(a.addresses or 0 for a in botnet.attackers) == 200
+
+
+def test_peers_puts_every_peer_next_to_the_reference():
+    from servers.strategies import PEER_STRATEGIES
+
+    scenario, _, _ = load_scenario(find_scenario("peers"))
+    names = {t.server.spec.name for t in scenario.trials()}
+    assert names >= {*PEER_STRATEGIES, "repair", "rst", "graceful", "tarpit"}
 
 
 @pytest.mark.parametrize(
@@ -109,14 +126,13 @@ def test_a_browser_needs_an_address_of_its_own(tmp_path, attackers, message):
     assert message in str(error.value)
 
 
-def test_commands_that_choose_their_source_get_addresses_of_their_own(tmp_path):
+def test_commands_that_choose_their_source_take_addresses_of_their_own(tmp_path):
     path = tmp_path / "ok.toml"
     text = 'name = "t"\nstrategies = ["graceful"]\n[[attackers]]\nkind = "browser"\n'
     path.write_text(text + '[[attackers]]\nkind = "curl"\nconcurrency = 3\n')
     scenario, _, _ = load_scenario(path)
     [trial] = scenario.trials()
-    browser, curl = trial.attackers
-    assert (browser.extra_addresses, curl.extra_addresses) == (0, 3)
+    assert trial.address_plan() == [0, 3]  # the browser has the main address to itself
 
 
 def test_not_toml_and_missing_files(tmp_path):
@@ -127,7 +143,7 @@ def test_not_toml_and_missing_files(tmp_path):
     with pytest.raises(UsageError, match="no scenario file"):
         find_scenario(str(tmp_path / "missing.toml"))
     with pytest.raises(
-        UsageError, match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, read"
+        UsageError, match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, peers, read"
     ):
         find_scenario("nonesuch")
 

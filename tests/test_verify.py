@@ -11,8 +11,9 @@ import pytest
 
 from harness.capture import Endpoint, classify, connections
 from harness.cli import main
+from harness.file_names import safe_stem
 from harness.outcomes import Attempt, Outcome
-from harness.records import ATTEMPTS_FILE, pcap_name, read_records
+from harness.records import ATTEMPTS_FILE, read_records
 from harness.verify import read_outcome, read_wire, verify_run
 
 RUN = Path(__file__).parent / "data" / "verify-sample"
@@ -98,7 +99,7 @@ def test_the_two_readers_agree_on_every_connection():
     by_client = {(r["src"], r["sport"]): r for r in lines}
     compared = 0
     for pcap in sorted((RUN / "pcaps").glob("*.pcap")):
-        trial = next(r for r in lines if pcap_name(r["trial"]) == pcap.name)
+        trial = next(r for r in lines if safe_stem(r["trial"]) == pcap.stem)
         server = Endpoint(trial["dst"], trial["dport"])
         mine = {(c.address, c.port): events for c, events in connections(str(pcap), server)}
         for connection in read_wire(pcap):

@@ -22,15 +22,19 @@ ATTACKERS = {
 COMMAND_KINDS = ("curl", "browser")
 
 
-def tools_for(kind: str, command: list[str] | None = None) -> tuple[str, ...]:
-    """The programs an attacker kind runs, to check for before any lab is built."""
+def require_tools_for(kind: str, command: list[str] | None = None) -> None:
+    """The programs an attacker kind runs, checked before any lab is built (EnvironmentProblem
+    naming the package to install)."""
+    from harness.privileges import require_tools
+
     if kind in ("scapy", "volume"):
-        return ("nft",)
-    if kind == "curl":
-        return (command[0],) if command else ("curl",)
-    if kind == "browser":
-        return ("chromium",)
-    return ()
+        require_tools("nft")
+    elif kind == "curl":
+        require_tools(command[0] if command else "curl")
+    elif kind == "browser":
+        from harness.attackers.browser import require_browser
+
+        require_browser()
 
 
 class Attacker(Protocol):

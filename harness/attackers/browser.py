@@ -1,10 +1,11 @@
 """The seed's abuser was Chrome: headless Chromium as the attacker, one page load per attempt slot.
 
-A CommandClient whose command is Debian's `chromium`, run as root in the attacker host (hence no
-sandbox), with a fresh empty profile per page load and everything that would reach for the internet
-turned off. `--timeout` bounds the page load to the policy's timeout, as a user who gives up would;
-a long timeout (`--timeout 120`) shows what the browser does left to itself. Every connection the
-browser opens towards the target is an attempt (the request, its retries, spare connections).
+A CommandClient whose command is Debian's `chromium` (or the Chrome or Chromium harness/browsers.py
+finds, or $CLOSEBENCH_BROWSER), run as root in the attacker host (hence no sandbox), with a fresh
+empty profile per page load and everything that would reach for the internet turned off.
+`--timeout` bounds the page load to the policy's timeout, as a user who gives up would; a long
+timeout (`--timeout 120`) shows what the browser does left to itself. Every connection the browser
+opens towards the target is an attempt (the request, its retries, spare connections).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import re
 
 from harness.attackers.command import CommandClient
-from harness.privileges import require_tools
+from harness.browsers import BROWSER_ENV, find_browser
+from harness.errors import EnvironmentProblem
 
 CHROMIUM = [
     "chromium",
@@ -39,8 +41,7 @@ class BrowserClient(CommandClient):
     name = "browser"
 
     def __init__(self, label: str | None = None) -> None:
-        require_tools("chromium")
-        super().__init__(CHROMIUM, label or "browser")
+        super().__init__([require_browser(), *CHROMIUM[1:]], label or "browser")
 
     def error_text(self, status: int, stdout: str, stderr: str) -> str:
         verdicts = PAGE_LOAD.findall(stderr)
@@ -49,3 +50,15 @@ class BrowserClient(CommandClient):
         if status == 0:
             return "page loaded"
         return super().error_text(status, stdout, stderr)
+
+
+def require_browser() -> str:
+    """The path of a Chrome or Chromium that runs; one clear error naming the package if none."""
+    path = find_browser()
+    if path is None:
+        raise EnvironmentProblem(
+            "missing chromium: the browser attacker drives a headless Chrome or Chromium and none "
+            "runs here; install with `apt-get install chromium` (./setup.sh does), or name one "
+            f"in ${BROWSER_ENV}"
+        )
+    return path

@@ -60,7 +60,10 @@ class Run:
     error: str  # the line of its output that says what went wrong (or right)
 
     def owns(self, client: Endpoint, events: list[WireEvent]) -> bool:
-        syn = events[0].t if events and events[0].direction == "out" else None
+        # Its own connection starts with its SYN: another client on the same address may have
+        # connected before the capture began.
+        first = events[0] if events else None
+        syn = first.t if first and first.direction == "out" and first.what == "S" else None
         mine = client.address == canonical(self.source)
         return mine and syn is not None and self.started <= syn <= self.ended
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -40,7 +41,11 @@ class Policy:
     request_delay: float = 0.0  # seconds between the handshake and the request
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = [
+            f"{name} must be a finite number, got {value}"  # NaN passes every `<= 0` below
+            for name in ("timeout", "rate", "duration", "request_delay")
+            if (value := getattr(self, name)) is not None and not math.isfinite(value)
+        ]
         if self.timeout <= 0:
             problems.append(f"timeout must be > 0 s, got {self.timeout}")
         if self.concurrency < 1:
