@@ -45,6 +45,25 @@ class Sample:
         row["other_sockets"] = sum(v for k, v in sockets.items() if k not in STATES)
         return {**row, **bans}  # the columns added last stay last
 
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> Sample:
+        """A sample back from its samples.csv row (the states beyond STATES summed as one)."""
+        column = {state: state.lower().replace("-", "_") for state in STATES}
+        sockets = {state: int(row[name]) for state, name in column.items()}
+        sockets["OTHER"] = int(row["other_sockets"])
+        return cls(
+            t=float(row["t"]),
+            fds=int(row["fds"]),
+            threads=int(row["threads"]),
+            rss_bytes=int(row["rss_bytes"]),
+            cpu_s=float(row["cpu_s"]),
+            sockets=sockets,
+            orphans=int(row["orphans"]),
+            retrans_segs=int(row["retrans_segs"]),
+            bans_active=int(row.get("bans_active") or 0),
+            syns_dropped=int(row.get("syns_dropped") or 0),
+        )
+
 
 class DefenderSampler:
     """Samples a server process and its host at `hz` in a thread, until stop().

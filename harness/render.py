@@ -117,6 +117,8 @@ def print_attack(result: TrialResult, console: Console) -> None:
     if "peak_open_sockets" in cost:
         table.add_row("attacker peak open fds", str(cost["peak_open_sockets"]))
     table.add_row("attacker peak kernel sockets", str(cost.get("peak_kernel_sockets", "-")))
+    for worker in cost.get("workers", []):  # the Locust engine's
+        table.add_row(f"Locust worker {escape(worker['worker'])}", _worker_text(worker))
     if result.legit:
         legit = result.legit
         rate = "-" if legit.success_rate is None else f"{legit.success_rate:.1%}"
@@ -129,6 +131,15 @@ def print_attack(result: TrialResult, console: Console) -> None:
         stats = ", ".join(f"{k} {v}" for k, v in result.server_stats.items() if k != "strategy")
         table.add_row("server counters", stats)
     console.print(table)
+
+
+def _worker_text(worker: dict) -> str:
+    outcomes = ", ".join(f"{name} {count}" for name, count in worker["outcomes"].items())
+    text = f"{', '.join(worker['addresses']) or 'no address'}: {worker['attempts']} attempts, "
+    text += f"{worker['attempts_per_s']:.2f}/s, {outcomes or 'no outcome'}"
+    if worker["lost"]:
+        text += f"; [red]lost {worker['lost_s']:.1f} s in ({escape(worker['lost'])})[/]"
+    return text
 
 
 def progress_table(progress: list[TrialProgress]) -> Table:

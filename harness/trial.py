@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from harness.attackers import make_attacker
 from harness.attackers.policy import Policy, Target
 from harness.capture import Capture
 from harness.defender import Defender, ServerConfig
+from harness.file_names import safe_stem
 from harness.lab import Lab
 from harness.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from harness.outcomes import Attempt
@@ -42,10 +44,17 @@ class AttackerSpec:
     command: list[str] | None = None  # for the curl kind: the command to run instead
     label: str | None = None
     addresses: int = 0  # kernel kind: spread its connection slots over this many addresses
+    engine: str = "local"  # "locust": the kernel kind's policy on Locust workers (ENGINES)
+    workers: int = 1  # Locust workers, each in an attacker host of its own
 
     @property
     def name(self) -> str:
         return self.label or self.kind
+
+    @property
+    def attacker_hosts(self) -> int:
+        """The attacker hosts it needs besides the main one."""
+        return self.workers if self.engine == "locust" else 0
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ class TrialConfig:
     pcap: str | None = None  # capture the attacker's wire into this file
     label: str | None = None
     duration: float | None = None  # the legitimate client runs at least this long
+    locust_ui: int | None = None  # Locust engine: its web UI, relayed from 127.0.0.1:PORT
+    locust_csv: str | None = None  # Locust engine: write Locust's CSV files with this prefix
 
     @property
     def name(self) -> str:
@@ -104,7 +115,8 @@ def run_trial(
 ) -> TrialResult:
     """Build a lab, start the server, run every attacker and legitimate client until done."""
     cancel = cancel or threading.Event()
-    with Lab(routed=config.routed) as lab:
+    hosts = 1 + sum(spec.attacker_hosts for spec in config.attackers)
+    with Lab(routed=config.routed, attacker_hosts=hosts) as lab:
         # Extra address 0 is the legitimate client's; botnet addresses follow.
         extra = sum(spec.addresses for spec in config.attackers)
         if config.legit or extra:
@@ -117,7 +129,7 @@ def run_trial(
         try:
             if config.pcap:
                 bpf = f"tcp port {server.port} or icmp or icmp6"
-                capture = Capture(lab.attacker, "eth0", bpf, config.pcap)
+                capture = Capture(*lab.attack_wire(), bpf, config.pcap)
             sampler = None
             if config.sample_hz:
                 sampler = DefenderSampler(
@@ -176,6 +188,15 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
 
 
 def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
+    prepared: list = []  # Locust engines: started before the clock, their start-up not counted
+    try:
+        return _run_attackers(lab, config, cancel, on_attempt, prepared)
+    finally:
+        for engine in prepared:
+            engine.close()
+
+
+def _run_attackers(lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: list):
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
     costs: dict[str, dict] = {}
@@ -193,15 +214,20 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
 
     address = lab.defender_ip(config.family)
     threads = []
+    more_hosts = iter(lab.more_attackers)
     first = 1  # extra address 0 is the legitimate client's
     for spec in config.attackers:
         target = Target(address, config.server.port, config.family, spec.path)
-        attacker = make_attacker(spec.kind, spec.command, spec.label)
+        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine)
         sources = [
             lab.addressing.attacker_extra(config.family, i)
             for i in range(first, first + spec.addresses)
         ]
         first += spec.addresses
+        if spec.engine == "locust":
+            prepared.append(attacker)
+            hosts = [next(more_hosts) for _ in range(spec.workers)]
+            _prepare_locust(attacker, lab, hosts, target, spec, config, cancel)
 
         def work(attacker=attacker, spec=spec, target=target, sources=sources or None) -> None:
             sink = sink_for(spec.name)
@@ -230,6 +256,17 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
     return attempts, legit_attempts, costs, duration, attack_end
 
 
+def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config, cancel) -> None:
+    """Start a Locust engine's master and workers (one in each of `hosts`)."""
+    from harness.locust.engine import lab_placement
+
+    csv = config.locust_csv
+    if csv and sum(s.engine == "locust" for s in config.attackers) > 1:
+        csv = f"{csv}-{safe_stem(spec.name, 'locust')}"
+    placement = lab_placement(lab, hosts, config.family, config.locust_ui)
+    engine.prepare(placement, target, spec.policy, cancel, csv)
+
+
 def _legit_thread(lab: Lab, config: TrialConfig, records: list, stop) -> threading.Thread | None:
     if not config.legit:
         return None
@@ -252,7 +289,7 @@ def _legit_thread(lab: Lab, config: TrialConfig, records: list, stop) -> threadi
 
 
 class AttackerHostSampler:
-    """Peaks of the attacker host's kernel sockets: what the attack costs the attacker's kernel."""
+    """Peaks of the attacker hosts' kernel sockets: what the attack costs the attackers' kernels."""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
@@ -264,7 +301,9 @@ class AttackerHostSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY):
-            counts, _ = state_summary(self.lab.attacker)
+            counts: Counter[str] = Counter()
+            for host in self.lab.attacker_hosts:  # every machine of the attack
+                counts.update(state_summary(host)[0])
             self.peak_sockets = max(self.peak_sockets, sum(counts.values()))
             for state, count in counts.items():
                 self.peak_by_state[state] = max(self.peak_by_state.get(state, 0), count)

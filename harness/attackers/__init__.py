@@ -18,14 +18,30 @@ ATTACKERS = {
 }
 
 
+# How the kernel attacker's policy runs: in closebench's own process, or on Locust's workers.
+ENGINES = {
+    "local": "in closebench's own process, from the lab's attacker host",
+    "locust": "on Locust workers, each in an attacker host of its own (a machine each)",
+}
+
+
 class Attacker(Protocol):
     name: str
 
     def run(self, lab, target, policy, sink, cancel, source=None) -> dict: ...
 
 
-def make_attacker(kind: str, command: list[str] | None = None, label: str | None = None):
-    """An attacker of `kind` (one of ATTACKERS); `command` replaces curl for the curl kind."""
+def make_attacker(
+    kind: str, command: list[str] | None = None, label: str | None = None, engine: str = "local"
+):
+    """An attacker of `kind` (one of ATTACKERS); `command` replaces curl for the curl kind;
+    `engine` "locust" runs the kernel kind on Locust (it must be prepared: locust/engine.py)."""
+    if engine == "locust" and kind == "kernel":
+        from harness.locust.engine import LocustEngine
+
+        return LocustEngine(label or "locust")
+    if engine != "local":
+        raise ValueError(f"the {engine} engine runs the kernel attacker only, not {kind!r}")
     if kind == "kernel":
         from harness.attackers.kernel import KernelSpammer
 

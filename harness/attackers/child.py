@@ -76,7 +76,7 @@ class Child:
                 # Its output ended: it is exiting by itself. Otherwise (the sink raised, Ctrl-C)
                 # stop it now.
                 self._stop()
-                self.stderr = _tail(stderr)
+                self.stderr = tail(stderr)
 
     def result(self, reader: Reader, who: str) -> dict:
         """The child's report, or a LabError saying why there is none."""
@@ -155,7 +155,8 @@ class _Lines:
         return [line.decode() for line in lines if line.strip()]
 
 
-def _tail(stream: IO[bytes], lines: int = 3) -> str:
+def tail(stream: IO[bytes], lines: int = 3) -> str:
+    """The last lines a process wrote into `stream`, on one line."""
     stream.seek(0)
     text = stream.read().decode(errors="replace").strip()
     return " | ".join(text.splitlines()[-lines:])
