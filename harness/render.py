@@ -99,7 +99,8 @@ def print_attack(result: TrialResult, console: Console) -> None:
     config = result.config
     [spec] = config.attackers
     summary = result.summaries[spec.name]
-    title = f"{spec.name} attacker vs {config.name}"
+    engine = f" on {spec.workers} Locust worker(s)" if spec.engine == "locust" else ""
+    title = f"{spec.name} attacker{engine} vs {config.name}"
     table = Table(title=title + ("" if result.complete else " (interrupted)"), show_header=False)
     table.add_column("figure", style="bold")
     table.add_column("value")

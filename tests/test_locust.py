@@ -207,8 +207,10 @@ def test_a_worker_killed_mid_run_is_reported_and_the_others_go_on():
     workers = {w["worker"]: w for w in result.summaries["bots"].attacker_cost["workers"]}
     lost, alive = workers["attacker-3"], workers["attacker-2"]
     assert lost["lost"] == "killed by SIGKILL"
-    started = killed_at - lost["lost_s"]
+    started = min(a.t_syn for a in result.attempts)  # the attack's start, within milliseconds
+    assert abs((killed_at - started) - lost["lost_s"]) < 1.0  # when: the moment it died
     assert alive["lost"] is None and lost["attempts"] >= 20  # what it sent before is kept
+    assert lost["attempts"] < 300  # and it sent no more: it did stop (8 s at 50/s is 400)
     # The other worker attacked on to the end of its 8 s at 50 attempts/s.
     late = [a for a in result.attempts if a.src == alive["addresses"][0] and a.t_syn > killed_at]
     assert late and max(a.t_syn for a in late) > started + 6
@@ -217,12 +219,10 @@ def test_a_worker_killed_mid_run_is_reported_and_the_others_go_on():
 
 
 def _worker_process(host_role: str) -> psutil.Process:
-    """The Locust worker running in the lab host `host_role` of this test's lab."""
+    """The Locust worker running in the lab host `host_role` (not its launcher, harness.nsexec)."""
     for process in locust_processes():
-        if f"--name {host_role}" in " ".join(process.cmdline()) and "worker" in process.name():
-            return process
-    for process in locust_processes():
-        if f"--name {host_role}" in " ".join(process.cmdline()):
+        cmdline = process.cmdline()
+        if cmdline[1:3] == ["-m", "harness.locust.worker"] and host_role in cmdline:
             return process
     raise AssertionError(f"no worker in {host_role}")
 
@@ -241,6 +241,32 @@ def test_sigkill_of_closebench_leaves_no_locust_process():
         time.sleep(2)  # the attack is under way
         runner.send_signal(signal.SIGKILL)
         runner.wait(10)
+        assert wait_until(lambda: not locust_processes(), timeout=10), locust_processes()
+    finally:
+        runner.kill()
+        runner.wait()
+
+
+@pytest.mark.needs_lab
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("when", ["starting", "attacking"])
+def test_sigterm_stops_cleanly_and_keeps_what_was_measured(when):
+    command = [*CLOSEBENCH, "attack", "-s", "graceful", "--engine", "locust", "--workers", "2"]
+    runner = subprocess.Popen(
+        [*command, "--duration", "60", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        workers = 2 if when == "attacking" else 0
+        assert wait_until(lambda: len(locust_processes()) >= 1 + workers, timeout=60)
+        if when == "attacking":
+            time.sleep(3)
+        runner.send_signal(signal.SIGTERM)
+        stdout, stderr = runner.communicate(timeout=30)
+        assert runner.returncode == 130, stderr
+        document = json.loads(stdout)
+        assert document["complete"] is False
+        if when == "attacking":
+            assert document["summary"]["outcomes"]["fin"] > 100
         assert wait_until(lambda: not locust_processes(), timeout=10), locust_processes()
     finally:
         runner.kill()

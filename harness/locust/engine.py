@@ -191,12 +191,16 @@ class LocustEngine:
             self._wait(self.relay.all_here.is_set, cancel, "gather its workers")
         except BaseException:
             self.close()
-            raise
+            if not cancel.is_set():
+                raise
+            # Interrupted before the attack: like a cancelled attacker, it attacks no more.
 
     def run(self, lab, target, policy, sink, cancel, source=None) -> dict:
         """The attack itself (the Attacker protocol), once prepare() has returned: until the
         master says it is over; close() then lets it wind up."""
         assert self._child is not None and self._child.process is not None and self._thread
+        if not self.relay.all_here.is_set():  # prepare() was interrupted
+            return {"engine": "locust", "workers": []}
         self.relay.sink = sink
         started = time.monotonic()
         self.started_unix = time.time()
@@ -272,7 +276,7 @@ class LocustEngine:
         assert self._thread is not None
         while not condition():
             if cancel.is_set():
-                raise LabError(f"{self.label}: interrupted while the Locust master was starting")
+                raise LabError(f"{self.label}: interrupted while Locust was starting")
             if self.relay.error:
                 raise LabError(f"{self.label}: the Locust master: {self.relay.error}")
             if not self._thread.is_alive():
