@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +43,9 @@ def locust_installed():
         if os.environ.get("CI"):
             pytest.fail(f"CI must test the Locust engine: {reason}")
         pytest.skip(reason)
+    yield
+    # Locust patches the standard library for gevent when imported: only its own processes may.
+    assert "locust" not in sys.modules and "gevent.monkey" not in sys.modules
 
 
 def closebench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -134,6 +138,33 @@ def test_scenario_checks_the_locust_keys(tmp_path):
         assert result.returncode == 2, body
         assert message in result.stderr, (body, result.stderr)
     assert not (tmp_path / "reports").exists()
+
+
+def test_report_shows_each_worker_and_a_lost_one(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / "tests/data/20261125-201110-report-sample", run)
+    summary = json.loads((run / "summary.json").read_text())
+    row = summary["rows"][0]
+    workers = [
+        {"worker": "attacker-2", "host": "vm", "addresses": ["198.18.0.3"], "attempts": 151,
+         "attempts_per_s": 5.03, "hang_median_s": 0.0, "outcomes": {"fin": 151},
+         "lost_s": None, "lost": None},
+        {"worker": "attacker-3", "host": "vm", "addresses": ["198.18.0.4"], "attempts": 42,
+         "attempts_per_s": 1.4, "hang_median_s": 0.0, "outcomes": {"fin": 42},
+         "lost_s": 3.14, "lost": "killed by SIGKILL"},
+    ]  # fmt: skip
+    row["attackers"]["kernel"]["attacker_cost"]["workers"] = workers
+    (run / "summary.json").write_text(json.dumps(summary))
+    result = closebench("report", str(run))
+    assert result.returncode == 0, result.stderr
+    page = (run / "index.html").read_text()
+    assert "<h3>Locust workers</h3>" in page
+    assert (
+        ">5.03<" in page and ">198.18.0.4<" in page and ">lost 3.1 s in: killed by SIGKILL<" in page
+    )
+    assert "attacker-3 (lost 3.1 s in: killed by SIGKILL, 42 attempts kept)" in page
+    markdown = (run / "summary.md").read_text()
+    assert "| graceful | kernel | attacker-2 | 198.18.0.3 | 151 | 5.03 | fin 151 |  |" in markdown
 
 
 # the engine in the lab

@@ -10,7 +10,7 @@ import pytest
 from harness.errors import UsageError
 from harness.scenario import SCENARIO_DIR, find_scenario, load_scenario
 
-SHIPPED = ["seed", "fd-exhaustion", "read-first", "ttl-drop", "bans", "botnet"]
+SHIPPED = ["seed", "fd-exhaustion", "read-first", "ttl-drop", "bans", "botnet", "locust"]
 
 VALID = """
 name = "t"
@@ -97,7 +97,7 @@ def test_not_toml_and_missing_files(tmp_path):
     with pytest.raises(UsageError, match="no scenario file"):
         find_scenario(str(tmp_path / "missing.toml"))
     with pytest.raises(
-        UsageError, match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, read"
+        UsageError, match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, locust, read"
     ):
         find_scenario("nonesuch")
 

@@ -202,8 +202,7 @@ def target_attack(args: argparse.Namespace, spec, errors):
     from harness.trial import TrialConfig
 
     host, port = args.target
-    target = resolve(host, port, args.ipv6)
-    target = type(target)(target.address, target.port, target.family, spec.path)
+    target = resolve(host, port, args.ipv6, spec.path)
     local = spec.workers if args.local_workers is None else args.local_workers
     if args.master_bind:
         bind = args.master_bind
@@ -217,10 +216,10 @@ def target_attack(args: argparse.Namespace, spec, errors):
     hostname = socket.gethostname()
     names = [hostname if local == 1 else f"{hostname}-{i}" for i in range(1, local + 1)]
     placement = Placement(
-        master=machine,  # type: ignore[arg-type]  (a Host's spawn, without a namespace)
+        master=machine,
         bind=_joined(bind),
         connect=connect,
-        workers=[(machine, name) for name in names],  # type: ignore[misc]
+        workers=[(machine, name) for name in names],
         expected=spec.workers,
         web=f"127.0.0.1:{LOCUST_UI_PORT}" if args.locust_ui else None,
         join_timeout=REMOTE_JOIN_TIMEOUT if local < spec.workers else 30.0,

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO, Protocol
 
 from harness.attackers.child import Child, tail
 from harness.attackers.policy import Policy, Target
@@ -35,14 +36,24 @@ OVERRUN = 30.0  # seconds past the master's own bound before closebench stops it
 WEB_PORT = 8089  # Locust's usual web UI port
 
 
+class Machine(Protocol):
+    """Where the engine starts processes: a lab host, or this machine itself (remote.py)."""
+
+    role: str
+
+    def spawn(self, argv: list[str], **popen_kwargs) -> subprocess.Popen: ...
+
+    def stop_spawned(self) -> None: ...
+
+
 @dataclass
 class Placement:
     """Where the master and the workers run, and how the workers reach the master."""
 
-    master: Host
+    master: Machine
     bind: str  # HOST:PORT the master listens on for workers
     connect: tuple[str, int]  # where the workers connect to
-    workers: list[tuple[Host, str]]  # (host, worker name) for each worker closebench starts
+    workers: list[tuple[Machine, str]]  # (where, worker name) for each worker closebench starts
     expected: int  # workers the master waits for: those above, and any started elsewhere
     web: str | None = None  # HOST:PORT for Locust's web UI, or None: headless
     ui_loopback_port: int | None = None  # relay 127.0.0.1:PORT here to `web` in the master's host
@@ -158,7 +169,7 @@ class LocustEngine:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()  # stops the master (SIGTERM), whatever the reason
         self._processes: dict[str, subprocess.Popen] = {}  # our workers, by name
-        self._stderr: dict[str, tempfile._TemporaryFileWrapper] = {}
+        self._stderr: dict[str, IO[bytes]] = {}
         self._ui: Forwarder | None = None
         self.started_unix: float | None = None
 
@@ -176,10 +187,11 @@ class LocustEngine:
         if placement.ui_loopback_port is not None and placement.web:
             master_ui = split_host_port(placement.web)
             listener = loopback_listener(placement.ui_loopback_port)
+            assert isinstance(placement.master, Host)  # relayed into a lab host only
             self._ui = Forwarder(listener, placement.master, master_ui)
         settings = AttackSettings(target, policy, self.label)
         argv = self._master_argv(placement, settings, csv_prefix)
-        self._child = Child(placement.master, argv)
+        self._child = Child(placement.master, argv)  # type: ignore[arg-type]  (a Machine)
         self._thread = threading.Thread(
             target=self._child.run, args=(self.relay, self._stop), name=f"{self.label}-master"
         )
@@ -265,7 +277,7 @@ class LocustEngine:
             argv += ["--csv", csv_prefix]
         return argv
 
-    def _start_worker(self, host: Host, name: str, master: tuple[str, int]) -> None:
+    def _start_worker(self, host: Machine, name: str, master: tuple[str, int]) -> None:
         argv = [sys.executable, "-m", "harness.locust.worker", "--name", name]
         argv += ["--master-host", master[0], "--master-port", str(master[1])]
         stderr = self._stderr[name] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from harness import netns
 from harness.attackers.policy import Target
@@ -46,7 +46,7 @@ class ThisMachine:
         self._spawned.clear()
 
 
-def resolve(host: str, port: int, ipv6: bool) -> Target:
+def resolve(host: str, port: int, ipv6: bool, path: str) -> Target:
     """The target's address (a name is resolved once, here), as an attack Target."""
     family = socket.AF_INET6 if ipv6 else socket.AF_UNSPEC
     try:
@@ -54,7 +54,7 @@ def resolve(host: str, port: int, ipv6: bool) -> Target:
     except socket.gaierror as error:
         raise UsageError(f"--target {host}:{port}: cannot resolve {host!r} ({error})") from None
     address_family, *_, address = found[0]
-    return Target(address[0], port, 6 if address_family == socket.AF_INET6 else 4)
+    return Target(address[0], port, 6 if address_family == socket.AF_INET6 else 4, path)
 
 
 def check_bindable(bind: tuple[str, int]) -> None:
@@ -85,7 +85,6 @@ class TargetAttack:
     target: Target
     placement: Placement
     csv_prefix: str | None = None
-    engine: LocustEngine | None = field(default=None, init=False)
 
     def run(self, config: TrialConfig, cancel: threading.Event, on_attempt) -> TrialResult:
         [spec] = config.attackers
@@ -96,7 +95,7 @@ class TargetAttack:
             attempts.append(attempt)
             on_attempt(attempt)
 
-        engine = self.engine = LocustEngine(spec.name)
+        engine = LocustEngine(spec.name)
         try:
             engine.prepare(self.placement, self.target, spec.policy, cancel, self.csv_prefix)
             started = time.monotonic()
@@ -104,7 +103,8 @@ class TargetAttack:
             duration = time.monotonic() - started
         finally:
             engine.close()
-            self.placement.master.stop_spawned()  # the workers' place too: this machine
+            for place in {id(p): p for p in [self.placement.master, *self._places()]}.values():
+                place.stop_spawned()
         return TrialResult(
             config=config,
             attempts=attempts,
@@ -119,3 +119,6 @@ class TargetAttack:
             duration_s=duration,
             complete=not cancel.is_set(),
         )
+
+    def _places(self) -> list:
+        return [place for place, _ in self.placement.workers]
