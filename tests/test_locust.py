@@ -336,7 +336,9 @@ def test_locust_web_ui_shows_the_attack_live():
 def test_scenario_with_locust_reports_per_worker_rates(tmp_path):
     path = find_scenario("locust")
     scenario, text, digest = load_scenario(path)
-    scenario = scenario.model_copy(update={"duration": 5.0, "strategies": scenario.strategies[:2]})
+    attackers = [a.model_copy(update={"timeout": 2.0}) for a in scenario.attackers]
+    update = {"duration": 4.0, "strategies": scenario.strategies[:2], "attackers": attackers}
+    scenario = scenario.model_copy(update=update)
     outcome = Runner(scenario, text, digest, path, tmp_path).run()
     assert outcome.complete, outcome.errors
     rows = {row.trial: row for row in outcome.rows}

@@ -28,7 +28,7 @@ from servers.strategies import parse_spec
 pytestmark = pytest.mark.needs_lab
 
 PORT = 8080
-SECONDS = 4
+SECONDS = 3
 CONNECTIONS = 8  # in flight: the spammer's, and the two workers' together
 WORKERS = 2
 MIN_RATIO = 0.5  # the issue's bound: the Locust engine gets at least half the spammer's rate
