@@ -4,6 +4,7 @@ host that plays a server outside the lab. Every target is a lab address."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -16,6 +17,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -65,6 +67,18 @@ def locust_processes() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+@contextlib.contextmanager
+def attacking(*args: str) -> Iterator[subprocess.Popen]:
+    """`closebench attack --engine locust ARGS --json` running; killed and reaped at the end."""
+    command = [*CLOSEBENCH, "attack", "--engine", "locust", *args, "--json"]
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        yield runner
+    finally:
+        runner.kill()
+        runner.communicate()
 
 
 def locust_config(strategy: str, policy: Policy, workers: int = 2, **more) -> TrialConfig:
@@ -261,32 +275,20 @@ def _worker_process(host_role: str) -> psutil.Process:
 @pytest.mark.needs_lab
 @pytest.mark.timeout(120)
 def test_sigkill_of_closebench_leaves_no_locust_process():
-    command = [*CLOSEBENCH, "attack", "-s", "repair", "--engine", "locust", "--workers", "2"]
-    runner = subprocess.Popen(
-        [*command, "--duration", "60", "--timeout", "5", "--json"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    args = ("-s", "repair", "--workers", "2", "--duration", "60", "--timeout", "5")
+    with attacking(*args) as runner:
         assert wait_until(lambda: len(locust_processes()) >= 3, timeout=60)  # a master, 2 workers
         time.sleep(2)  # the attack is under way
         runner.send_signal(signal.SIGKILL)
         runner.wait(10)
         assert wait_until(lambda: not locust_processes(), timeout=10), locust_processes()
-    finally:
-        runner.kill()
-        runner.wait()
 
 
 @pytest.mark.needs_lab
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("when", ["starting", "attacking"])
 def test_sigterm_stops_cleanly_and_keeps_what_was_measured(when):
-    command = [*CLOSEBENCH, "attack", "-s", "graceful", "--engine", "locust", "--workers", "2"]
-    runner = subprocess.Popen(
-        [*command, "--duration", "60", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
+    with attacking("-s", "graceful", "--workers", "2", "--duration", "60") as runner:
         workers = 2 if when == "attacking" else 0
         assert wait_until(lambda: len(locust_processes()) >= 1 + workers, timeout=60)
         if when == "attacking":
@@ -299,19 +301,12 @@ def test_sigterm_stops_cleanly_and_keeps_what_was_measured(when):
         if when == "attacking":
             assert document["summary"]["outcomes"]["fin"] > 100
         assert wait_until(lambda: not locust_processes(), timeout=10), locust_processes()
-    finally:
-        runner.kill()
-        runner.wait()
 
 
 @pytest.mark.needs_lab
 @pytest.mark.timeout(120)
 def test_locust_web_ui_shows_the_attack_live():
-    command = [*CLOSEBENCH, "attack", "-s", "graceful", "--engine", "locust", "--locust-ui"]
-    runner = subprocess.Popen(
-        [*command, "--duration", "8", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
+    with attacking("-s", "graceful", "--locust-ui", "--duration", "8") as runner:
         stats = {}
 
         def fin_requests() -> bool:
@@ -326,9 +321,6 @@ def test_locust_web_ui_shows_the_attack_live():
         _, stderr = runner.communicate(timeout=60)
         assert runner.returncode == 0, stderr
         assert b"http://127.0.0.1:8089/" in stderr
-    finally:
-        runner.kill()
-        runner.wait()
 
 
 @pytest.mark.needs_lab
