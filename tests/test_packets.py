@@ -64,6 +64,14 @@ def test_usual_segments_are_read_by_the_fast_path():
     assert segment.head == response[:64] and not segment.odd
 
 
+def test_lengths_come_from_the_headers_when_the_ring_cuts_a_packet_short():
+    big = b"HTTP/1.1 200 OK\r\n" + b"x" * 1400
+    assert decoder().decode(server4("PA", big)[:900], 1.0).length == len(big)
+    six = IPv6(src=SERVER6, dst=CLIENT6) / TCP(sport=PORT, dport=61001, flags="PAU") / big
+    segment = decoder(6).decode(bytes(six)[:900], 1.0)  # odd flags: read by scapy
+    assert (segment.length, segment.odd, segment.head) == (len(big), "PAU", big[:64])
+
+
 def test_segments_not_for_this_attack_are_ignored():
     assert decoder().decode(server4("SA", dport=62000), 1.0) is None  # outside our ports
     other = bytes(IP(src="198.19.0.9", dst=CLIENT4) / TCP(sport=PORT, dport=61000, flags="SA"))

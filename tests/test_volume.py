@@ -18,7 +18,7 @@ from harness.attackers.policy import Policy, Target
 from harness.attackers.rst_filter import PortRange
 from harness.attackers.volume import NFT_TABLE, VolumeAttacker
 from harness.defender import Defender, ServerConfig
-from harness.errors import UsageError
+from harness.errors import LabError, UsageError
 from harness.lab import Lab
 from harness.outcomes import Attempt, Outcome
 from servers.strategies import parse_spec
@@ -194,6 +194,14 @@ def test_cancel_stops_it_within_a_poll(lab, serve):
     assert time.monotonic() - started < 2.0
     assert stats["cancelled"] and stats["connections_started"] == 20
     assert not attempts  # none had ended
+    assert_clean(lab)
+
+
+@pytest.mark.needs_lab
+def test_ports_overlapping_the_ephemeral_range_are_refused(lab):
+    lab.attacker.run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=32768 64000"])
+    with pytest.raises(LabError, match="overlap the attacker host's ephemeral range 32768-64000"):
+        attack(lab, Policy(attempts=1, timeout=1))
     assert_clean(lab)
 
 

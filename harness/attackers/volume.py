@@ -29,13 +29,14 @@ from harness.attackers.packet.runner import PacketAttacker
 from harness.attackers.packet.segments import Kind
 from harness.attackers.packet.wire import MARK
 from harness.attackers.policy import Target
-from harness.attackers.rst_filter import EPHEMERAL_SYSCTL, SOURCE_PORTS, PortRange
+from harness.attackers.rst_filter import SOURCE_PORTS, PortRange
 from harness.errors import LabError, UsageError
 
 if TYPE_CHECKING:
     from harness.lab import Host
 
 NFT_TABLE = "closebench_volume"
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"  # also governs IPv6
 
 
 class VolumeAttacker(PacketAttacker):
@@ -61,7 +62,8 @@ class VolumeAttacker(PacketAttacker):
         super().__init__(label, sources, ports)
 
     def prepare(self, host: Host) -> None:
-        ephemeral = PortRange.parse(host.run(["sysctl", "-n", EPHEMERAL_SYSCTL]))
+        with host.entered(), open(EPHEMERAL_RANGE) as f:  # the host's own, as it is per netns
+            ephemeral = PortRange.parse(f.read())
         if ephemeral.overlaps(self.ports):
             raise LabError(
                 f"{self.who}: source ports {self.ports} overlap the attacker host's ephemeral "

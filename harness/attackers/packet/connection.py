@@ -153,7 +153,7 @@ class Conn:
 
 
 class InitialSequence:
-    """ISNs as SYN cookies make them: a keyed offset per slot plus a microsecond clock.
+    """ISNs as SYN cookies make them: a keyed offset per (source, port) plus a microsecond clock.
 
     A port's next SYN is then always ahead of its last connection, even one of an earlier run
     or of the other packet attacker (the child keys it with the boot's id, not the run's), so a

@@ -89,10 +89,13 @@ class Decoder:
         tcp = ip[TCP]
         if tcp.sport != self.dport or not self.low <= tcp.dport <= self.high:
             return None
+        # From the headers: padding may follow the packet, or the wire may have cut it short.
         if self.family == 4:
-            length = max(0, ip.len - ip.ihl * 4 - tcp.dataofs * 4)  # padding may follow
-        else:
-            length = len(bytes(tcp.payload))  # an IPv6 packet is never padded on Ethernet
+            length = ip.len - ip.ihl * 4 - tcp.dataofs * 4
+        else:  # the IPv6 payload, less the extension headers before the TCP header
+            extensions = len(bytes(ip.payload)) - len(bytes(tcp))
+            length = ip.plen - extensions - tcp.dataofs * 4
+        length = max(0, length)
         head = bytes(tcp.payload)[: min(length, HEAD_BYTES)]
         flags = int(tcp.flags) & 0xFF
         odd = "" if flags in USUAL_FLAGS else str(tcp.flags)

@@ -24,16 +24,21 @@ READY = "R"
 
 def attempt_line(conn: Conn, base_time: float) -> str:
     t_syn = conn.t_syn
-    est, req, first, end = conn.t_established, conn.t_request, conn.t_first_byte, conn.t_end
     status = (conn.http_status or 0) if conn.bytes_received else 0
     return (
-        f"{conn.src} {conn.port} {conn.outcome.value} {(t_syn - base_time) * 1e6:.0f} "
-        f"{'-' if est is None else f'{(est - t_syn) * 1e6:.0f}'} "
-        f"{'-' if req is None else f'{(req - t_syn) * 1e6:.0f}'} "
-        f"{'-' if first is None else f'{(first - t_syn) * 1e6:.0f}'} "
-        f"{'-' if end is None else f'{(end - t_syn) * 1e6:.0f}'} "
+        f"{conn.src} {conn.port} {conn.outcome.value} {_micros(t_syn - base_time)} "
+        f"{_since(conn.t_established, t_syn)} {_since(conn.t_request, t_syn)} "
+        f"{_since(conn.t_first_byte, t_syn)} {_since(conn.t_end, t_syn)} "
         f"{conn.bytes_received} {status} {conn.detail.replace(chr(10), ' ')}\n"
     )
+
+
+def _micros(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f}"
+
+
+def _since(t: float | None, t_syn: float) -> str:
+    return "-" if t is None else _micros(t - t_syn)
 
 
 def last_line(report: dict) -> str:
