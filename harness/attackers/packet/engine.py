@@ -187,15 +187,20 @@ class Engine:
             return
         flags = item.flags
         if item.odd:
-            event, c.odd_segments_seen = Event.ODD, c.odd_segments_seen + 1
+            event = Event.ODD
+            c.odd_segments_seen += 1
         elif flags & RST:
-            event, c.rsts_received = Event.RST, c.rsts_received + 1
-        elif flags & SYN:
-            event, c.synacks_received = Event.SYN_ACK, c.synacks_received + 1
+            event = Event.RST
+            c.rsts_received += 1
+        elif flags & SYN:  # with ACK: a SYN without it is odd
+            event = Event.SYN_ACK
+            c.synacks_received += 1
         elif flags & FIN:
-            event, c.fins_received = Event.FIN, c.fins_received + 1
+            event = Event.FIN
+            c.fins_received += 1
         elif item.length:
-            event, c.data_segments = Event.DATA, c.data_segments + 1
+            event = Event.DATA
+            c.data_segments += 1
         else:
             event = Event.ACK
         conn = self.conns[slot]
