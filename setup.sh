@@ -25,6 +25,9 @@ curl         |                              | required | the curl attacker
 python3      | ubuntu:22.04=python3.11      | required | closebench (Python 3.11 or later)
 python3-venv | ubuntu:22.04=python3.11-venv | required | the .venv
 wrk          |                              | optional | the benchmark tests/benchmarks/test_volume_rate.py is skipped
+haproxy      |                              | optional | the haproxy-* strategies are skipped (they fail with CI=true)
+nginx-light  | debian:13=nginx ubuntu:24.04=nginx | optional | the nginx-* strategies are skipped (they fail with CI=true)
+endlessh     |                              | optional | the endlessh strategy is skipped (it fails with CI=true)
 chromium     | ubuntu=-                     | browser  | the report page test tests/test_report.py::test_page_renders_in_headless_chromium is skipped (it fails with CI=true)
 '
 SUPPORTED="Debian 12, Debian 13, Ubuntu 22.04, Ubuntu 24.04"

@@ -37,6 +37,7 @@ class WireEvent:
     ttl: int
     retransmission: bool = False
     head: bytes = field(default=b"", compare=False, repr=False)  # the payload's first bytes
+    window: int | None = None  # the TCP window advertised (None for ICMP)
 
     def to_dict(self) -> dict:
         return {
@@ -46,6 +47,7 @@ class WireEvent:
             "length": self.length,
             "ttl": self.ttl,
             "retransmission": self.retransmission,
+            "window": self.window,
         }
 
 
@@ -166,10 +168,13 @@ def _segments(path: str, server: Endpoint) -> Iterator[tuple[Endpoint, WireEvent
             else:
                 continue
             head = bytes(tcp.payload)[:HEAD_BYTES] if length else b""
-            event = WireEvent(t, direction, str(tcp.flags), length, ttl, head=head)
+            event = WireEvent(
+                t, direction, str(tcp.flags), length, ttl, head=head, window=tcp.window
+            )
             yield client, event, tcp.seq
 
 
+ZERO_WINDOW_NOTE = "the request never left the client: the server's window stayed zero"
 GAVE_UP = 0.9  # a client that closes after this share of its timeout closed because of it
 
 
@@ -201,7 +206,7 @@ def split_at_client_end(
 
 def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
     """Fill `attempt`'s outcome and times from the wire: the first thing that ended it wins."""
-    established = syn_seen = request_seen = False
+    established = syn_seen = request_seen = zero_window = False
     bytes_in = 0
     ending: tuple[Outcome, float] | None = None
     for event in split_at_client_end(events, attempt.client_timeout)[0]:
@@ -217,6 +222,7 @@ def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
             break
         if "S" in event.what and "A" in event.what and not established:
             established, attempt.t_established = True, event.t
+            zero_window = event.window == 0
         if event.length and not event.retransmission:
             if not bytes_in:
                 attempt.t_first_byte = event.t
@@ -230,6 +236,13 @@ def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
             break
     attempt.bytes_received = bytes_in
     attempt.data_first = bytes_in > 0
+    if zero_window and not request_seen:
+        # A zero window from the SYN-ACK on (a zero-window tarpit): the request the client wrote
+        # never left its send buffer, so the wire has no time for it; the client wrote it as
+        # soon as it could, once connected.
+        attempt.t_request = attempt.t_request or attempt.t_established
+        if ZERO_WINDOW_NOTE not in attempt.detail:
+            attempt.detail = "; ".join(filter(None, [attempt.detail, ZERO_WINDOW_NOTE]))
     if ending is not None:
         attempt.outcome, attempt.t_end = ending
     else:

@@ -31,6 +31,8 @@ from harness.locust.cli import (
     run_locust_command,
     target_attack,
 )
+from harness.peers import require as require_peer
+from harness.peers import skip_missing
 from harness.privileges import ensure_privileges, require_tools
 from servers.strategies import STRATEGIES, parse_spec
 
@@ -246,6 +248,11 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
         cases = [ProbeCase(s, args.routed, family, args.request_delay) for s in servers]
     else:
         cases = default_cases(args.port, family)
+    skipped = skip_missing(
+        [case.server.spec for case in cases if case.server.spec],
+        lambda message: print_warning(errors, message),
+    )
+    cases = [case for case in cases if not case.server.spec or case.server.spec.name not in skipped]
     probe = Probe(args.timeout, args.path, args.pcap_dir, args.listen_timeout)
     status = f"probing {len(cases)} case(s), up to {args.timeout:g} s each..."
     with (
@@ -285,6 +292,7 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         require_tools(*LAB_TOOLS)
         if bool(args.server_command) == bool(args.strategy):
             raise UsageError("give one --strategy, or a server command after --")
+        require_peer(args.strategy)
     if args.attacker in ("scapy", "volume"):
         require_tools("nft")
     if args.attacker == "curl" and not args.attacker_command:
@@ -411,6 +419,13 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     require_tools(*LAB_TOOLS)
     if scenario.uses_locust:
         require_locust()
+    skipped = skip_missing(
+        [entry.spec for entry in scenario.strategies],
+        lambda message: print_warning(errors, message),
+    )
+    if skipped:
+        kept = [entry for entry in scenario.strategies if entry.spec.name not in skipped]
+        scenario = scenario.model_copy(update={"strategies": kept})
     runner = Runner(scenario, text, digest, path, Path(args.out))
     told = False
     with ctrl_c_sets(runner.cancel), Live(console=console, transient=True) as live:

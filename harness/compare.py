@@ -79,6 +79,12 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("peak_orphans", HIGHER, 1, "orphan sockets at peak"),
     Figure("peak_sockets", HIGHER, 2, "defender kernel sockets at peak"),
     Figure("retransmissions", HIGHER, 2, "segments the defender retransmitted"),
+    # Legitimate clients' packets count too: a few a second.
+    Figure("packets_sent", HIGHER, 10, "packets the defender sent, every kind"),
+    Figure("cpu_ms_per_attempt", HIGHER, 0.0, "defender CPU ms per attempt", relative=0.5),
+    # Routed trials only (null without a router).
+    Figure("peak_router_conntrack", HIGHER, 2, "connections the router tracked at peak"),
+    Figure("peak_router_established", HIGHER, 2, "of them ESTABLISHED, at peak"),
     # Ratios inherit their inputs' noise; CPU time comes in 10 ms ticks, so a small
     # denominator swings its ratio widely.
     Figure("wasted_per_fd_second", LOWER, 0.0, "attacker s per defender fd-s", True, 0.2),

@@ -1,4 +1,5 @@
-"""The lab: an attacker host and a defender host, optionally a router between them.
+"""The lab: an attacker host and a defender host, optionally a router between them (which
+tracks connections, as a stateful firewall or a NAT does).
 
 Hosts are namespaces owned by keeper processes (see netns.py), joined by veth pairs and addressed
 from the benchmarking ranges 198.18.0.0/15 and 2001:2::/48. The host's own interfaces, routes and
@@ -28,6 +29,7 @@ import psutil
 
 from harness import netns
 from harness.errors import LabError
+from harness.privileges import require_tools
 
 _lab_numbers = itertools.count()
 _numbers_lock = threading.Lock()
@@ -40,6 +42,17 @@ _MACHINE_LIMITS = [
     for name in ("tcp_max_tw_buckets", "tcp_max_syn_backlog")
 ]
 FIRST_EXTRA = 10  # extra attacker addresses are .10 upwards; .254 is the router's
+# The router is a stateful device, as a NAT or a firewall in front of a server is: a rule that
+# uses `ct` turns connection tracking on in its namespace (harness/conntrack.py reads the table).
+# It only counts: nothing is dropped for its state.
+ROUTER_TABLE = "closebench_router"
+ROUTER_RULESET = f"""table inet {ROUTER_TABLE} {{
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        ct state new counter
+    }}
+}}
+"""
 MAX_EXTRA_ADDRESSES = 240
 # More attacker hosts (machines of their own, e.g. Locust workers) are .3 to .9, beside the main
 # attacker (.1) and the defender (.2) on one switched segment.
@@ -60,7 +73,8 @@ class Addressing:
         return str(ipaddress.IPv4Address(base + (subnet << 8) + host))
 
     def _v6(self, subnet: int, host: int) -> str:
-        return f"2001:2:0:{subnet:x}::{host:x}"
+        # Written the canonical way (2001:2::1, not 2001:2:0:0::1), as captures and /proc show it.
+        return str(ipaddress.IPv6Address(f"2001:2:0:{subnet:x}::{host:x}"))
 
     def _defender_subnet(self) -> int:
         return 256 + self.n if self.routed else self.n
@@ -283,6 +297,8 @@ class Lab:
         self.router.run(
             ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
         )
+        require_tools("nft")
+        self.router.run(["nft", "-f", "-"], stdin=ROUTER_RULESET)
 
     def _switched(self, facing: Host, facing_ifname: str) -> None:
         """One segment: a bridge in the switch host, a port for each attacker and the facing host.

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.capture import Capture, Endpoint, WireEvent, classify, connection_events
 from harness.defender import LISTEN_TIMEOUT, Defender, ServerConfig
@@ -17,6 +17,8 @@ from harness.errors import ClosebenchError
 from harness.file_names import unique_names
 from harness.lab import Lab
 from harness.outcomes import Attempt, Outcome
+from harness.peers import peer_for
+from harness.sockets import tcp_sockets
 from servers.strategies import STRATEGIES, parse_spec
 
 DEFAULT_TIMEOUT = 10.0
@@ -47,6 +49,9 @@ class ProbeResult:
     server_stats: dict = field(default_factory=dict)
     error: str = ""
     pcap: str | None = None
+    # The defender's kernel sockets for the connection (their states) when the client stopped
+    # waiting: [] when the defender kept nothing.
+    defender_sockets: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         server = self.case.server
@@ -65,20 +70,34 @@ class ProbeResult:
             "attempt": self.attempt.to_dict() if self.attempt else None,
             "timeline": [event.to_dict() for event in self.timeline],
             "server_stats": self.server_stats,
+            "defender_sockets": self.defender_sockets,
             "pcap": self.pcap,
             "error": self.error or None,
         }
 
 
 def default_cases(port: int, family: int) -> list[ProbeCase]:
-    """Every strategy once, plus the two contrasts the seed cares about."""
+    """Every strategy once, plus the contrasts the seed cares about."""
     cases = [ProbeCase(ServerConfig(port, parse_spec(name)), family=family) for name in STRATEGIES]
     # The seed's trap: a request that arrives after the silent close meets no socket. A request
     # sent at once may still beat the server's accept(), so this one comes a little late.
     unread = ServerConfig(port, parse_spec("repair:read_first=false"))
     cases.insert(3, ProbeCase(unread, family=family, request_delay=0.5))
-    cases.append(ProbeCase(ServerConfig(port, parse_spec("ttl-drop")), routed=True, family=family))
+    # The TTL tricks are silent only with a router hop in between, where their packet dies.
+    for name in ("ttl-drop", "rst-ttl"):
+        cases.append(ProbeCase(ServerConfig(port, parse_spec(name)), routed=True, family=family))
+    # HAProxy's silent-drop without CAP_NET_ADMIN, and its reject after reading the request.
+    for name, contrast in (
+        ("haproxy-silent-drop", "haproxy-silent-drop:net_admin=false"),
+        ("haproxy-reject", "haproxy-reject:read_first=true"),
+    ):
+        case = ProbeCase(ServerConfig(port, parse_spec(contrast)), family=family)
+        cases.insert(cases.index(_case(name, cases)) + 1, case)
     return cases
+
+
+def _case(name: str, cases: list[ProbeCase]) -> ProbeCase:
+    return next(case for case in cases if str(case.server.spec) == name)
 
 
 def request_bytes(path: str, host: str) -> bytes:
@@ -130,6 +149,9 @@ class Probe:
         self, lab: Lab, case: ProbeCase, result: ProbeResult, pcap_name: str | None
     ) -> None:
         server = case.server.with_attacker_rule(lab.attacker_ip(case.family))
+        if self.pcap_dir and peer_for(server.spec):  # its generated config beside the capture
+            name = pcap_name or unique_names([_pcap_label(case)], ".pcap")[0]
+            server = replace(server, files=os.path.join(self.pcap_dir, name.removesuffix(".pcap")))
         defender = Defender(lab, server, self.listen_timeout)
         try:
             self.observe(lab, case, server.port, result, pcap_name)
@@ -151,7 +173,7 @@ class Probe:
             pcap = os.path.join(self.pcap_dir or scratch, name)
             capture = Capture(lab.attacker, "eth0", f"tcp port {port} or icmp or icmp6", pcap)
             try:
-                attempt, result.client_saw = self._attempt(lab, case, port)
+                attempt, result.client_saw, result.defender_sockets = self._attempt(lab, case, port)
                 time.sleep(SETTLE)
             finally:
                 capture.stop()
@@ -160,8 +182,9 @@ class Probe:
             result.attempt = classify(result.timeline, attempt)
             result.pcap = pcap if self.pcap_dir else None
 
-    def _attempt(self, lab: Lab, case: ProbeCase, port: int) -> tuple[Attempt, str]:
-        """One request from a kernel socket in the attacker host, as an ordinary client makes it."""
+    def _attempt(self, lab: Lab, case: ProbeCase, port: int) -> tuple[Attempt, str, list[str]]:
+        """One request from a kernel socket in the attacker host, as an ordinary client makes it;
+        also what the defender's kernel held for it when the client stopped waiting."""
         family = case.family
         src, dst = lab.attacker_ip(family), lab.defender_ip(family)
         with lab.attacker.entered():
@@ -181,7 +204,13 @@ class Probe:
             )
             saw = self._converse(sock, attempt, case.request_delay)
             attempt.t_end = attempt.t_end or time.time()
-        return attempt, saw
+            client = (attempt.src, attempt.sport)
+            held = [
+                s.state + (" (orphan)" if s.orphan else "")
+                for s in tcp_sockets(lab.defender)
+                if s.remote == client
+            ]
+        return attempt, saw, held
 
     def _converse(self, sock: socket.socket, attempt: Attempt, request_delay: float) -> str:
         """Connect, send the request, read until the server ends it or the timeout. Returns what

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from harness.capture import WireEvent, split_at_client_end
 from harness.outcomes import Outcome
+from harness.peers.notes import claim_text
 from harness.probe import ProbeResult
 from harness.runner import RunOutcome, TrialProgress
 from harness.scenario import Scenario
@@ -27,12 +28,15 @@ OUTCOME_STYLE = {
 
 def _describe(events: list[WireEvent], since: float | None) -> list[str]:
     parts: list[str] = []
-    retransmitted = 0
+    retransmitted = shut = 0
     for event in events:
         if event.direction != "in" or (since is not None and event.t < since):
             continue
         if event.retransmission:
             retransmitted += 1
+            continue
+        if event.what == "A" and event.window == 0 and not event.length:
+            shut += 1  # a zero-window tarpit answering the client's window probes
             continue
         offset = f" +{event.t - since:.3f} s" if since is not None else ""
         if event.what.startswith("icmp"):
@@ -47,6 +51,8 @@ def _describe(events: list[WireEvent], since: float | None) -> list[str]:
         parts = [*parts[:3], f"… ({len(parts)} in all)"]
     if retransmitted:
         parts.append(f"{retransmitted} retransmitted")
+    if shut:
+        parts.append(f"{shut} ACK{'s' if shut > 1 else ''} keeping the window at 0")
     return parts
 
 
@@ -66,10 +72,11 @@ def probe_table(results: list[ProbeResult], timeout: float) -> Table:
     table.add_column("data first")
     table.add_column("client waited", justify="right")
     table.add_column("after the request, from the server")
+    table.add_column("defender kept")
     for result in results:
         attempt = result.attempt
         if result.error or attempt is None:
-            table.add_row(result.case.label, "[bold red]error[/]", "", "", "[red]see below[/]")
+            table.add_row(result.case.label, "[bold red]error[/]", "", "", "[red]see below[/]", "")
             continue
         style = OUTCOME_STYLE[attempt.outcome]
         hang = f"{attempt.hang_s:.2f} s" if attempt.hang_s is not None else "-"
@@ -79,6 +86,7 @@ def probe_table(results: list[ProbeResult], timeout: float) -> Table:
             "yes" if attempt.data_first else "no",
             hang,
             wire_summary(result.timeline, attempt.t_request, attempt.client_timeout),
+            ", ".join(result.defender_sockets) or "no socket",
         )
     return table
 
@@ -89,6 +97,15 @@ def print_probe(results: list[ProbeResult], timeout: float, console: Console) ->
     for outcome in Outcome:
         if outcome in seen:
             console.print(f"  [bold]{outcome}[/]: {outcome.explanation}")
+    for result in results:
+        claims = result.server_stats.get("claims") or []
+        attempt = result.attempt
+        for claim in claims:
+            if attempt and (claim["host"], claim["port"]) == (attempt.src, attempt.sport):
+                console.print(
+                    f"  {escape(result.case.label)}: its log says it held the client "
+                    f"{claim['seconds']:.2f} s (from accept to its first failed write, or its exit)"
+                )
 
 
 def _seconds(value: float | None) -> str:
@@ -129,8 +146,14 @@ def print_attack(result: TrialResult, console: Console) -> None:
             f"{_seconds(legit.latency_median_s)}",
         )
     if result.server_stats:
-        stats = ", ".join(f"{k} {v}" for k, v in result.server_stats.items() if k != "strategy")
+        stats = ", ".join(
+            f"{k} {_number(v) if isinstance(v, float) else v}"
+            for k, v in result.server_stats.items()
+            if k != "strategy" and not isinstance(v, dict | list)
+        )
         table.add_row("server counters", stats)
+    if config.server.spec and (claim := claim_text(result.server_stats, config.server.spec)):
+        table.add_row("its own claim", claim)
     console.print(table)
 
 

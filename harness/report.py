@@ -21,8 +21,10 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import UsageError
+from harness.peers.notes import peer_note
 from harness.safe_files import SafeDirectory
 from harness.summary_rows import check_rows
+from servers.strategies import STRATEGIES
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LEGIT = "legit"  # the legitimate client's name in attempts.jsonl (harness/trial.py)
@@ -244,6 +246,8 @@ COLUMNS = (
     Column("peak_orphans", "peak orphans", "defender", _whole),
     Column("peak_sockets", "peak sockets", "defender", _whole),
     Column("retransmissions", "retransmits", "defender", _whole),
+    Column("packets_sent", "packets sent", "defender", _whole),
+    Column("cpu_ms_per_attempt", "CPU ms per attempt", "defender", _fixed(2)),
     Column("wasted_per_fd_second", "wasted s per fd-s", "asymmetry", _fixed(2), "no fd held"),
     Column("wasted_per_cpu_second", "wasted s per CPU s", "asymmetry", _fixed(1), "no CPU"),
     Column("sampler_overhead", "sampler CPU", "harness", _percent),
@@ -260,6 +264,12 @@ BAN_COLUMNS = (
     Column("syns_dropped", "SYNs dropped", "bans", _whole),
     Column("peak_bans_active", "peak bans active", "bans", _whole),
     Column("legit_wrongly_refused", "legit wrongly refused", "bans", _whole),
+)
+
+# Shown as a table of its own when some trial ran across the lab's router.
+ROUTER_COLUMNS = (
+    Column("peak_router_conntrack", "tracked at peak", "router", _whole),
+    Column("peak_router_established", "established at peak", "router", _whole),
 )
 
 # The HTML splits the table in two so that it fits a screen; summary.md keeps one.
@@ -283,8 +293,12 @@ def column_groups(columns: list[Column]) -> list[tuple[str, int]]:
 def html_tables(trials: list[TrialData], palette) -> list[dict]:
     tables = []
     banned = any(t.row.get("bans") is not None for t in trials)
-    for title, groups in TABLES + ((("Bans", ("bans",)),) if banned else ()):
-        columns = [c for c in COLUMNS + BAN_COLUMNS if c.group in groups]
+    routed = any(t.row.get("peak_router_conntrack") is not None for t in trials)
+    extra = ((("Bans", ("bans",)),) if banned else ()) + (
+        (("The router's connection tracking", ("router",)),) if routed else ()
+    )
+    for title, groups in TABLES + extra:
+        columns = [c for c in COLUMNS + BAN_COLUMNS + ROUTER_COLUMNS if c.group in groups]
         rows = [
             {
                 "name": t.name,
@@ -573,7 +587,7 @@ def _caveat_capability(trial: TrialData, run: RunData) -> str | None:
 
 def _caveat_read_first(trial: TrialData, run: RunData) -> str | None:
     spec = _spec(trial)
-    if spec is None or "read_first" not in spec.options:
+    if spec is None or "read_first" not in spec.options or STRATEGIES[spec.name].peer:
         return None
     outcomes = trial.row.get("outcomes") or {}
     if spec.options["read_first"] is False:
@@ -593,18 +607,47 @@ def _caveat_read_first(trial: TrialData, run: RunData) -> str | None:
     return None
 
 
+def _caveat_peer(trial: TrialData, run: RunData) -> str | None:
+    spec = _spec(trial)
+    return peer_note(spec, trial.row) if spec else None
+
+
 def _caveat_router(trial: TrialData, run: RunData) -> str | None:
     spec = _spec(trial)
-    if spec is None or spec.name != "ttl-drop":
+    if spec is None or spec.name not in ("ttl-drop", "rst-ttl"):
         return None
+    packet = "FIN" if spec.name == "ttl-drop" else "RST"
+    ttl = spec.options.get("ttl", 1)
     outcomes = trial.row.get("outcomes") or {}
     told = outcomes.get("fin", 0) + outcomes.get("rst", 0)
     if outcomes and told > sum(outcomes.values()) / 2:
         where = "via a router" if trial.row.get("routed") else "with no router hop"
-        return f"The TTL-1 FIN reached the attacker {where}: here it is a plain close."
+        return f"The TTL-{ttl} {packet} reached the attacker {where}: here it is a plain close."
     if trial.row.get("routed"):
-        return "Silent only because a router hop drops the TTL-1 FIN; on a direct link it arrives."
+        return (
+            f"Silent only because a router hop drops the TTL-{ttl} {packet}; on a direct link "
+            "it arrives."
+        )
     return None
+
+
+def _caveat_router_state(trial: TrialData, run: RunData) -> str | None:
+    """What the stateful router remembered, next to what the attacker's kernel held."""
+    row = trial.row
+    tracked, established = row.get("peak_router_conntrack"), row.get("peak_router_established")
+    if not _number(tracked) or not _number(established):
+        return None
+    costs = [a.get("attacker_cost") or {} for a in (row.get("attackers") or {}).values()]
+    client = max((c.get("peak_by_state", {}).get("ESTABLISHED", 0) for c in costs), default=0)
+    text = (
+        f"The router tracked up to {tracked} connection(s) to the server, {established} of "
+        "them established at peak"
+    )
+    if client:
+        text += f", while the attacker host held up to {client} established socket(s)"
+        if established < client / 2:
+            text += ": the router forgot connections the attacker still waited on"
+    return text + "."
 
 
 def _caveat_orphans(trial: TrialData, run: RunData) -> str | None:
@@ -686,7 +729,9 @@ CAVEATS = (
     _caveat_lost_workers,
     _caveat_capability,
     _caveat_read_first,
+    _caveat_peer,
     _caveat_router,
+    _caveat_router_state,
     _caveat_orphans,
     _caveat_fds,
     _caveat_threads,

@@ -27,6 +27,7 @@ from harness.disk_space import DiskGuard, size_text
 from harness.errors import ClosebenchError, UsageError
 from harness.file_names import safe_stem, unique_names
 from harness.metrics import Sample
+from harness.peers import peer_for
 from harness.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 from harness.report import build_run_report
 from harness.safe_files import SafeDirectory, write_error
@@ -157,9 +158,12 @@ class Runner:
             return
         pcap = f"pcaps/{self.pcap_names[index]}"
         config = replace(self.trials[index], pcap=str(self.directory / pcap))
+        if peer_for(config.server.spec):  # its generated config and logs stay with the run
+            files = self.directory / "peers" / Path(self.pcap_names[index]).stem
+            config = replace(config, server=replace(config.server, files=str(files)))
         if any(spec.engine == "locust" for spec in config.attackers):  # Locust's own CSV files
             (self.directory / "locust").mkdir(exist_ok=True)
-            stem = self.pcap_names[index].removesuffix(".pcap")
+            stem = Path(self.pcap_names[index]).stem
             config = replace(config, locust_csv=str(self.directory / "locust" / stem))
         progress.state, progress.started = "running", time.monotonic()
         self.log(f"{progress.name}: started, capturing into {pcap}")
@@ -334,7 +338,7 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         row.legit_latency_median_s = result.legit.latency_median_s
         row.legit_latency_p95_s = result.legit.latency_p95_s
     if defender:
-        for name, value in defender_figures(defender, wasted).items():
+        for name, value in defender_figures(defender, wasted, everything.attempts).items():
             setattr(row, name, value)
     if result.bans:
         for name, value in result.bans.to_dict().items():

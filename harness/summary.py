@@ -180,6 +180,10 @@ class TrialRow:
     peak_sockets: int | None = None
     retransmissions: int | None = None
     peak_bans_active: int | None = None  # bans in force at once (nft set size; blacklist: log)
+    packets_sent: int | None = None  # by the defender's interfaces, every kind of packet
+    cpu_ms_per_attempt: float | None = None  # the defender's CPU per attacker attempt
+    peak_router_conntrack: int | None = None  # the router's tracked connections to the port
+    peak_router_established: int | None = None  # ... of them ESTABLISHED (null: no router)
     wasted_per_fd_second: float | None = None  # None where the defender held no extra fd
     wasted_per_cpu_second: float | None = None
     sampler_overhead: float | None = None
@@ -201,13 +205,15 @@ class TrialRow:
         return asdict(self)
 
 
-def defender_figures(defender, wasted: float) -> dict:
-    """The summary row's defender fields (a metrics.DefenderCost) and the cost asymmetry, the
-    attacker's `wasted` seconds per defender fd-second and CPU second."""
+def defender_figures(defender, wasted: float, attempts: int) -> dict:
+    """The summary row's defender fields (a metrics.DefenderCost), the cost asymmetry (the
+    attacker's `wasted` seconds per defender fd-second and CPU second) and the defender's CPU per
+    attempt."""
     return {
         **defender.to_dict(),
         "wasted_per_fd_second": ratio(wasted, defender.fd_seconds),
         "wasted_per_cpu_second": ratio(wasted, defender.cpu_seconds),
+        "cpu_ms_per_attempt": ratio(1000 * defender.cpu_seconds, attempts),
     }
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness import firewall
+from harness import firewall, peers
 from harness.attackers import make_attacker
 from harness.attackers.policy import Policy, Target
 from harness.capture import Capture
@@ -133,7 +133,12 @@ def run_trial(
             sampler = None
             if config.sample_hz:
                 sampler = DefenderSampler(
-                    lab.defender, defender.server_pid, config.sample_hz, ban_host
+                    lab.defender,
+                    defender.server_pids,
+                    config.sample_hz,
+                    ban_host,
+                    router=lab.router,
+                    port=server.port,
                 )
             result = _attack(lab, config, cancel, on_attempt)
             samples = sampler.stop() if sampler else []
@@ -146,6 +151,7 @@ def run_trial(
             server_log = defender.log()
             defender.close()
     attempts, legit_attempts, costs, duration, attack_end = result
+    server_stats = peers.account(server.spec, server_stats, attempts)
     ban_log = server_stats.pop("ban_log", [])
     bans = None
     if server.spec and server.spec.name in BAN_STRATEGIES:

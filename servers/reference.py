@@ -3,7 +3,9 @@
 Run ``python -m servers.reference --strategy SPEC``. Legitimate requests get a tiny 200; abusive
 ones (by request path or source address) are handed to the close strategy named in SPEC, whose
 names and options live in servers/strategies.py. A ban strategy (blacklist, fw-drop, fw-reject)
-also bans the abusive address (servers/bans.py) and closes with its `then` strategy.
+also bans the abusive address (servers/bans.py) and closes with its `then` strategy. zero-window
+traps the --abuse-source addresses before the kernel's TCP sees them (servers/zero_window.py);
+an abusive request that still reaches the server (another source) is closed with RST.
 
 stdout: exactly one ``listening on ...`` line once ready, and one JSON line of counters after
 SIGTERM/SIGINT. stderr: short log lines prefixed ``closebench-server:``. Exit status 2 on bad
@@ -36,9 +38,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from servers.bans import BanBook, BanError, BanPolicy, NftBanner
 from servers.strategies import CLOSE_NAMES, STRATEGIES, Option, StrategySpec, parse_spec
+
+if TYPE_CHECKING:  # imported by zero-window only: the other strategies need no dpkt
+    from servers.zero_window import ZeroWindowTarpit
 
 PROG = "closebench-server"
 TCP_REPAIR = 19  # linux/tcp.h; Python's socket module does not export it
@@ -186,6 +192,17 @@ def close_with_rst(sock: socket.socket) -> None:
     sock.close()
 
 
+def set_hop_limit(sock: socket.socket, hops: int) -> None:
+    """Give the socket's next packets this TTL (IPv4) or hop limit (IPv6)."""
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hops)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, hops)
+    except OSError as exc:
+        log(f"cannot set the hop limit to {hops} ({exc}); the packet leaves with the default")
+
+
 def open_reserve() -> int | None:
     try:
         return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -254,10 +271,14 @@ class Server:
     def __init__(self, config: Config, listeners: Sequence[socket.socket]) -> None:
         self.config = config
         self.spec = config.spec
-        self.read_first = bool(self.spec.options["read_first"])
+        self.read_first = bool(self.spec.options.get("read_first", True))
         bans = STRATEGIES[self.spec.name].bans
-        # A ban strategy closes abusive connections with its `then` close strategy.
+        # A ban strategy closes abusive connections with its `then` close strategy; zero-window
+        # closes those it did not trap (another source) with RST.
         self.close_name = str(self.spec.options["then"]) if bans else self.spec.name
+        if self.spec.name == "zero-window":
+            self.close_name = "rst"
+        self.tarpit: ZeroWindowTarpit | None = None  # zero-window: see attach_tarpit()
         self.book = BanBook(BanPolicy.from_options(self.spec.options)) if bans else None
         self.blacklist = self.spec.name == "blacklist"
         self.turned_away = 0  # blacklist: connections of banned addresses closed at once
@@ -286,6 +307,7 @@ class Server:
             "delayed-reaper": self._delayed_reaper,
             "tarpit": self._tarpit,
             "ttl-drop": self._ttl_drop,
+            "rst-ttl": self._rst_ttl,
         }
         missing = set(CLOSE_NAMES) - self.strategies.keys()
         if missing:
@@ -298,6 +320,11 @@ class Server:
         verdict = "drop" if self.spec.name == "fw-drop" else "reject"
         self.banner = NftBanner(verdict, self._call_soon)
         self.banner.start(self.config.ban_netns)
+
+    def attach_tarpit(self, tarpit: ZeroWindowTarpit) -> None:
+        """zero-window: answer the trapped sources' packets from this loop."""
+        self.tarpit = tarpit
+        self.sel.register(tarpit.fileno(), selectors.EVENT_READ, tarpit.on_readable)
 
     def run(self) -> dict[str, object]:
         """Serve until SIGTERM/SIGINT; return the counters."""
@@ -312,6 +339,9 @@ class Server:
         for listener in self.listeners:
             listener.close()
         summary = {**asdict(self.counters), "held": len(self.held), "strategy": str(self.spec)}
+        if self.tarpit is not None:
+            self.tarpit.close()
+            summary.update({f"zw_{name}": value for name, value in self.tarpit.stats().items()})
         if self.book is not None:
             if self.banner is not None:
                 self.banner.stop()
@@ -629,14 +659,14 @@ class Server:
         self._drop(conn)
 
     def _ttl_drop(self, sock: socket.socket) -> None:
-        try:
-            if sock.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 1)
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)
-        except OSError as exc:
-            log(f"cannot set the hop limit ({exc}); closing with a normal FIN")
+        set_hop_limit(sock, 1)
         close_with_fin(sock)
+
+    def _rst_ttl(self, sock: socket.socket) -> None:
+        # The RST is the socket's last packet: with a small TTL it dies at a router, whose
+        # connection tracking has seen it go by and forgets the connection.
+        set_hop_limit(sock, int(self.spec.options["ttl"]))
+        close_with_rst(sock)
 
 
 # --- startup -----------------------------------------------------------------------------------
@@ -698,6 +728,18 @@ def check_tcp_repair() -> None:
         raise StartupError(f"strategy repair: this kernel refuses TCP_REPAIR ({exc})") from None
     finally:
         probe.close()
+
+
+def open_tarpit(config: Config) -> ZeroWindowTarpit:
+    """zero-window: the tarpit's sockets, opened; StartupError if they cannot be."""
+    from servers.zero_window import TarpitError, ZeroWindowTarpit  # dpkt: for this one only
+
+    tarpit = ZeroWindowTarpit(config.port, config.rules.sources)
+    try:
+        tarpit.open()
+    except TarpitError as exc:
+        raise StartupError(str(exc)) from None
+    return tarpit
 
 
 def set_nofile(limit: int) -> None:
@@ -815,9 +857,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
     spec: StrategySpec = args.strategy
-    if not spec.options["read_first"] and not args.abuse_source:
+    if spec.by_address and not args.abuse_source:
+        when = "on the SYN" if spec.name == "zero-window" else "at accept"
         parser.error(
-            "read_first=false acts at accept, before the request is read, so it needs "
+            f"{spec} acts {when}, before the request is read, so it needs "
             "--abuse-source CIDR (path rules need the request)"
         )
     firewall = spec.name in ("fw-drop", "fw-reject")
@@ -843,16 +886,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     config = make_config(parser, args)
+    tarpit = None
     try:
         if args.nofile is not None:
             set_nofile(args.nofile)
         if "repair" in (config.spec.name, config.spec.options.get("then")):
             check_tcp_repair()
+        if config.spec.name == "zero-window":
+            # Before listening: whoever sees the port listen may send its SYN at once.
+            tarpit = open_tarpit(config)
         listeners = bind_listeners(config)
     except StartupError as exc:
+        if tarpit is not None:
+            tarpit.close()
         log(f"error: {exc}")
         return 2
     server = Server(config, listeners)
+    if tarpit is not None:
+        server.attach_tarpit(tarpit)
     if config.spec.name in ("fw-drop", "fw-reject"):
         try:
             server.start_banner()

@@ -4,7 +4,10 @@ This is the single source of truth for strategy names. The reference server impl
 (servers/reference.py) and the harness validates user input against them. Close strategies end
 an abusive connection one way or another; ban strategies (kind "ban") also refuse the abuser's
 further connections for a while, in the application (blacklist) or in an nftables set (fw-*), and
-end the connection that triggered the ban with a close strategy of their own (`then`).
+end the connection that triggered the ban with a close strategy of their own (`then`). Peer
+strategies (kind "peer") run real software instead (HAProxy, nginx, endlessh) with a config the
+harness writes (harness/peers/). A packet strategy (kind "packet": zero-window) answers an abusive
+source's packets itself, before the kernel's TCP sees them, so it picks its abusers by address.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()  # the values allowed, when it is one of a few words
     minimum: float | None = None  # the smallest value allowed (numbers are never negative)
+    maximum: float | None = None  # the largest value allowed
     positive: bool = False  # 0 is not allowed either
 
 
@@ -29,11 +33,16 @@ class Strategy:
     name: str
     summary: str
     options: tuple[Option, ...] = ()
-    kind: str = "close"  # "close", or "ban": refuses the address's further connections
+    kind: str = "close"  # or "ban" (refuses the address's later connections), "peer", "packet"
 
     @property
     def bans(self) -> bool:
         return self.kind == "ban"
+
+    @property
+    def peer(self) -> bool:
+        """Real software (HAProxy, nginx, endlessh), not the reference server."""
+        return self.kind == "peer"
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,11 @@ class StrategySpec:
             if self.options.get(o.name, o.default) != o.default
         ]
         return self.name + (":" + ",".join(changed) if changed else "")
+
+    @property
+    def by_address(self) -> bool:
+        """Acts before any request is read, so it needs an address rule (--abuse-source)."""
+        return STRATEGIES[self.name].kind == "packet" or self.options.get("read_first") is False
 
 
 READ_FIRST = Option(
@@ -71,6 +85,7 @@ CLOSE_NAMES = (
     "delayed-reaper",
     "tarpit",
     "ttl-drop",
+    "rst-ttl",
 )
 
 # Ban bookkeeping as fail2ban does it (servers/bans.py): `maxretry` abusive requests within
@@ -105,6 +120,67 @@ WHERE = Option(
     choices=("local", "router"),
 )
 
+# The peers: their abusive-request rule is the reference server's (the abuse path; with
+# read_first=false, the abusive addresses at accept), and a plain backend serves the rest.
+PEER_READ_FIRST = Option(
+    "read_first",
+    bool,
+    False,
+    "false: `tcp-request connection reject` on the abusive addresses at accept (RST); "
+    "true: `http-request reject` on the abuse path once the request is read",
+)
+PEERS = (
+    Strategy(
+        "haproxy-silent-drop",
+        "HAProxy `http-request silent-drop`: TCP_REPAIR, nothing on the wire (runs as root)",
+        (
+            Option(
+                "net_admin",
+                bool,
+                True,
+                "false: HAProxy runs without CAP_NET_ADMIN and falls back to an RST with TTL 1",
+            ),
+        ),
+        kind="peer",
+    ),
+    Strategy(
+        "haproxy-reject", "HAProxy `tcp-request connection reject`", (PEER_READ_FIRST,), "peer"
+    ),
+    Strategy(
+        "haproxy-tarpit",
+        "HAProxy `http-request tarpit`: hold the request, then answer 500",
+        (Option("timeout", float, 30.0, "HAProxy's `timeout tarpit`, seconds", positive=True),),
+        "peer",
+    ),
+    Strategy("nginx-444", "nginx `return 444`: close without an answer", kind="peer"),
+    Strategy(
+        "nginx-limit-conn",
+        "nginx limit_req and limit_conn per address on the abuse path: 429 (or 503) over the limit",
+        (
+            Option(
+                "rate", float, 1.0, "abusive requests per second an address may make", positive=True
+            ),
+            Option("conn", int, 1, "abusive requests an address may have in flight", minimum=1),
+            Option("status", str, "429", "the status over the limit", choices=("429", "503")),
+        ),
+        "peer",
+    ),
+    Strategy(
+        "endlessh",
+        "Debian's endlessh: drips a random banner line every delay, never reads, serves nothing",
+        (
+            Option(
+                "delay",
+                float,
+                2.0,
+                "seconds between lines (endlessh -d, in ms; endlessh's own default is 10 s)",
+                minimum=0.001,
+            ),
+        ),
+        "peer",
+    ),
+)
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -129,6 +205,29 @@ STRATEGIES: dict[str, Strategy] = {
             "ttl-drop",
             "IP_TTL/IPV6_UNICAST_HOPS 1 then close(): the FIN dies at the first router",
             (READ_FIRST,),
+        ),
+        Strategy(
+            "rst-ttl",
+            "IP_TTL/IPV6_UNICAST_HOPS `ttl`, then an RST (SO_LINGER {1,0}): it dies at the "
+            "first router, which forgets the connection (HAProxy's silent-drop without "
+            "TCP_REPAIR)",
+            (
+                READ_FIRST,
+                Option(
+                    "ttl",
+                    int,
+                    1,
+                    "the RST's TTL / hop limit: it reaches ttl-1 routers",
+                    minimum=1,
+                    maximum=255,
+                ),
+            ),
+        ),
+        Strategy(
+            "zero-window",
+            "a stateless tarpit (LaBrea, TARPIT): abusive sources' SYNs get a zero-window "
+            "SYN-ACK and their probes an ACK, from a raw socket; no fd, no kernel socket",
+            kind="packet",
         ),
         Strategy(
             "blacklist",
@@ -156,10 +255,12 @@ STRATEGIES: dict[str, Strategy] = {
             (*BAN_OPTIONS, WHERE),
             kind="ban",
         ),
+        *PEERS,
     )
 }
 BAN_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.bans)
-if set(CLOSE_NAMES) != {name for name, s in STRATEGIES.items() if not s.bans}:
+PEER_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.peer)
+if set(CLOSE_NAMES) != {name for name, s in STRATEGIES.items() if s.kind == "close"}:
     raise RuntimeError("CLOSE_NAMES must list every close strategy")
 
 
@@ -199,6 +300,8 @@ def _convert(option: Option, text: str) -> object:
         raise ValueError(
             f"option {option.name!r} must be at least {option.minimum:g}, got {text!r}"
         )
+    if option.maximum is not None and value > option.maximum:
+        raise ValueError(f"option {option.name!r} must be at most {option.maximum:g}, got {text!r}")
     return value
 
 

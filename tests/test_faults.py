@@ -104,7 +104,7 @@ def test_full_disk_stops_the_run_and_keeps_what_was_written(tmp_path):
     assert summary["complete"] is False
     assert summary["meta"]["stopped"].startswith("the disk is full")
     assert summary["meta"]["wall_s"] < 25, "the run did not stop when the disk filled up"
-    assert len(summary["rows"]) == 9 and any(row["attempts"] > 0 for row in summary["rows"])
+    assert len(summary["rows"]) == 11 and any(row["attempts"] > 0 for row in summary["rows"])
     attempts = (kept / "latest" / "attempts.jsonl").read_text().splitlines()
     assert len(attempts) == sum(row["attempts"] + row["legit_requests"] for row in summary["rows"])
     assert time.monotonic() - started < 90

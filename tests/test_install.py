@@ -86,5 +86,5 @@ def test_wheel_runs_the_seed_outside_the_repository(tmp_path):
     summary = json.loads((elsewhere / "reports" / "latest" / "summary.json").read_text())
     assert summary["complete"] is True
     assert Path(summary["meta"]["scenario_file"]).is_relative_to(venv)
-    assert len(summary["rows"]) == 9 and all(row["attempts"] > 0 for row in summary["rows"])
+    assert len(summary["rows"]) == 11 and all(row["attempts"] > 0 for row in summary["rows"])
     assert (elsewhere / "reports" / "latest" / "index.html").is_file()

@@ -12,7 +12,9 @@ import pytest
 
 from harness.runner import Runner
 from harness.scenario import find_scenario, load_scenario
+from servers.strategies import PEER_STRATEGIES, parse_spec
 from tests.conftest import our_keepers, wait_until
+from tests.test_peers import skip_missing_peer
 
 pytestmark = pytest.mark.needs_lab
 
@@ -36,7 +38,8 @@ def test_seed_silence_slows_the_spammer(seed):
     silent = max(rows[s].attempts_per_s for s in ("repair", "never", "tarpit"))
     for loud in ("graceful", "rst", "ttl-drop"):
         assert rows[loud].attempts_per_s > 20 * silent, (loud, rows[loud].attempts_per_s, silent)
-    for name in ("repair", "never", "tarpit", "ttl-drop (via router)"):
+    quiet = ("repair", "never", "tarpit", "ttl-drop (via router)", "rst-ttl (via router)")
+    for name in (*quiet, "zero-window"):
         assert set(rows[name].outcomes) == {"silent"}, (name, rows[name].outcomes)
 
 
@@ -75,6 +78,40 @@ def test_seed_run_directory(seed):
     assert "graceful: done" in (directory / "run.log").read_text()
 
 
+@pytest.fixture(scope="module")
+def peers(tmp_path_factory):
+    for name in PEER_STRATEGIES:
+        skip_missing_peer(parse_spec(name))
+    return run("peers", tmp_path_factory.mktemp("reports"), duration=4)
+
+
+def test_peers_are_ranked_with_the_reference_strategies(peers):
+    _, rows = peers
+    for name in ("repair", "tarpit", "haproxy-silent-drop", "haproxy-tarpit", "endlessh"):
+        assert set(rows[name].outcomes) == {"silent"}, (name, rows[name].outcomes)
+    assert set(rows["haproxy-reject"].outcomes) == {"rst"}
+    assert set(rows["nginx-444"].outcomes) == {"fin"}
+    assert rows["nginx-444"].attempts_per_s > 5 * rows["haproxy-silent-drop"].attempts_per_s
+    for row in rows.values():
+        assert row.peak_fds > 0 and row.cpu_seconds is not None
+        # endlessh serves no one; every other peer hands `/` to its backend.
+        assert row.legit_success_rate == (0.0 if row.trial == "endlessh" else 1.0), row.trial
+    # A proxy, its workers and its backend: more fds than the reference server's one process.
+    assert rows["haproxy-silent-drop"].peak_fds > rows["repair"].peak_fds
+    claimed = rows["endlessh"].server_stats
+    assert claimed["attacker_connections_claimed"] >= 1
+    assert claimed["attacker_trapped_s_claimed"] >= claimed["attacker_connected_s"]
+
+
+def test_peers_configs_and_claims_stay_with_the_run(peers):
+    outcome, _ = peers
+    kept = outcome.directory / "peers"
+    assert "http-request silent-drop" in (kept / "haproxy-silent-drop" / "haproxy.cfg").read_text()
+    assert "TOTALS" in (kept / "endlessh" / "endlessh.stdout").read_text()
+    page = (outcome.directory / "index.html").read_text()
+    assert "endlessh&#39;s log claims" in page or "endlessh's log claims" in page
+
+
 def test_fd_exhaustion_only_never_stops_serving(tmp_path):
     _, rows = run("fd-exhaustion", tmp_path, duration=10)
     assert rows["never"].peak_fds >= 1000
@@ -107,9 +144,12 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path, stop):
     run_command = [sys.executable, "-m", "harness.cli", "run", "seed", "--out", str(tmp_path)]
     process = subprocess.Popen(run_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        # Interrupt once attacks are under way: some capture already holds a few exchanges.
-        traffic = lambda: any(p.stat().st_size > 2000 for p in tmp_path.glob("*/pcaps/*"))  # noqa: E731
-        assert wait_until(traffic, timeout=60)
+        # Interrupt once attacks are under way: graceful's capture holds several finished
+        # exchanges (a silent strategy's bytes could all be attempts still hanging).
+        def exchanged() -> bool:
+            return any(p.stat().st_size > 5000 for p in tmp_path.glob("*/pcaps/graceful.pcap"))
+
+        assert wait_until(exchanged, timeout=60)
         process.send_signal(stop)
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -119,7 +159,7 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path, stop):
     assert b"Traceback" not in stderr
     summary = json.loads((tmp_path / "latest" / "summary.json").read_text())
     assert summary["complete"] is False
-    assert len(summary["rows"]) == 9
+    assert len(summary["rows"]) == 11
     assert any(row["attempts"] > 0 for row in summary["rows"])
     assert (tmp_path / "latest" / "index.html").is_file()
     assert wait_until(lambda: not our_keepers())

@@ -10,7 +10,17 @@ import pytest
 from harness.errors import UsageError
 from harness.scenario import SCENARIO_DIR, find_scenario, load_scenario
 
-SHIPPED = ["seed", "fd-exhaustion", "read-first", "ttl-drop", "bans", "botnet", "locust"]
+SHIPPED = [
+    "seed",
+    "fd-exhaustion",
+    "read-first",
+    "ttl-drop",
+    "bans",
+    "botnet",
+    "peers",
+    "stateless",
+    "locust",
+]
 
 VALID = """
 name = "t"
@@ -36,7 +46,7 @@ def test_seed_is_the_default_and_covers_every_close_strategy():
 
     scenario, _, _ = load_scenario(find_scenario(None))
     assert scenario.name == "seed"
-    assert {t.server.spec.name for t in scenario.trials()} == set(CLOSE_NAMES)
+    assert {t.server.spec.name for t in scenario.trials()} == {*CLOSE_NAMES, "zero-window"}
     [attacker] = scenario.attackers
     assert (attacker.rate, attacker.timeout, attacker.reconnect) == (10, 10, True)
     assert scenario.legit is not None
@@ -50,6 +60,14 @@ def test_bans_and_botnet_cover_every_ban_strategy():
         assert {t.server.spec.name for t in scenario.trials()} >= set(BAN_STRATEGIES)
     botnet, _, _ = load_scenario(find_scenario("botnet"))
     assert sum(a.addresses or 0 for a in botnet.attackers) == 200
+
+
+def test_peers_puts_every_peer_next_to_the_reference():
+    from servers.strategies import PEER_STRATEGIES
+
+    scenario, _, _ = load_scenario(find_scenario("peers"))
+    names = {t.server.spec.name for t in scenario.trials()}
+    assert names >= {*PEER_STRATEGIES, "repair", "rst", "graceful", "tarpit"}
 
 
 @pytest.mark.parametrize(
@@ -97,7 +115,8 @@ def test_not_toml_and_missing_files(tmp_path):
     with pytest.raises(UsageError, match="no scenario file"):
         find_scenario(str(tmp_path / "missing.toml"))
     with pytest.raises(
-        UsageError, match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, locust, read"
+        UsageError,
+        match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, locust, peers, read",
     ):
         find_scenario("nonesuch")
 

@@ -13,7 +13,7 @@ from typing import Protocol
 ATTACKERS = {
     "kernel": "asyncio kernel sockets: what an ordinary spam script experiences",
     "scapy": "crafted packets, no kernel socket: the truth packet by packet",
-    "volume": "prebuilt packets on raw sockets: stateless handshakes at volume",
+    "volume": "the same packet engine as a DoS tool: many addresses, no retransmission",
     "curl": "curl itself, or any command given with --attacker-command",
 }
 

@@ -1,10 +1,10 @@
 """The runner's side of an attacker child: a process in the attacker host that reports in lines.
 
-The packet attackers (scapy_spammer, volume) run their engine in such a child. Each speaks its own
-line format; a Reader turns the lines into Attempts for the sink and notes what the child says of
-itself. Child.run() starts it, hands each line to the reader until its output ends, turns a cancel
-(or a deadline) into SIGTERM once the child catches it, SIGKILLs it if that does not end it, and
-reaps it whatever happens.
+The packet attackers (scapy, volume) run their engine in such a child (harness/attackers/packet/);
+a Reader turns its lines into Attempts for the sink and notes what the child says of itself.
+Child.run() starts it, hands each line to the reader until its output ends, turns a cancel (or a
+deadline) into SIGTERM once the child catches it, SIGKILLs it if that does not end it, and reaps
+it whatever happens.
 """
 
 from __future__ import annotations

@@ -152,7 +152,10 @@ class CommandClient:
         for client, events in connections(pcap, server):
             first = events[0]
             key = (client, first.t)
+            # Its own connection starts with its SYN: another attacker on the same address may
+            # have connected before this run's capture began.
             mine = client.address == source and run.started <= first.t <= run.ended
+            mine = mine and first.direction == "out" and first.what == "S"
             if key in claimed or not mine:
                 continue
             claimed.add(key)

@@ -64,7 +64,7 @@ def run_sample_command(args, console) -> int:
         raise UsageError(f"--out {out}: cannot write there ({error.strerror})") from None
     stop = threading.Event()
     with stream, ctrl_c_sets(stop):
-        sampler = DefenderSampler(ProcessHost(args.pid), args.pid, args.hz)  # type: ignore[arg-type]
+        sampler = DefenderSampler(ProcessHost(args.pid), [args.pid], args.hz)  # type: ignore[arg-type]
         about = {
             "pid": args.pid,
             "name": name,
@@ -78,18 +78,18 @@ def run_sample_command(args, console) -> int:
             "Ctrl-C to stop",
             highlight=False,
         )
-        written = _record(sampler, stream, stop, args.duration)
+        written = _record(sampler, process, stream, stop, args.duration)
     console.print(f"{written} samples in {out / SAMPLES}", highlight=False)
     return 0
 
 
-def _record(sampler: DefenderSampler, stream, stop: threading.Event, duration) -> int:
+def _record(sampler: DefenderSampler, process, stream, stop: threading.Event, duration) -> int:
     """Write the sampler's samples as they come, until stopped, `duration` or the process ends."""
     writer = None
     written = 0
     deadline = time.monotonic() + duration if duration else None
     while True:
-        ended = not sampler.process.is_running()
+        ended = not process.is_running()
         done = ended or stop.wait(WRITE_EVERY) or (deadline and time.monotonic() > deadline)
         if done:
             sampler.stop()
@@ -133,7 +133,7 @@ def merge_samples(run_directory: Path, samples_directory: Path) -> list[str]:
             samples = [Sample.from_row(values) for _, values in window]
             cost = defender_cost(samples)
             assert cost is not None
-            row.update(defender_figures(cost, wasted))
+            row.update(defender_figures(cost, wasted, row.get("attempts") or 0))
     if not merged:
         return []
     summary.setdefault("meta", {})["server_samples"] = {**about, "trials": sorted(merged)}
