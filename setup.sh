@@ -13,7 +13,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # ITS NAME ELSEWHERE: ID=name or ID:VERSION_ID=name, with ID and VERSION_ID from /etc/os-release
 # (a version's entry wins); `-` where that system has no such package. NEED: required (setup.sh
 # fails without it), optional (it says what goes without), or browser (skipped when a Chrome or
-# Chromium already runs, see harness/browsers.py). Python packages go in pyproject.toml.
+# Chromium already runs, see harness/browsers.py). Python packages go in pyproject.toml (its
+# extras test and locust are installed below).
 PACKAGES='
 iproute2     |                              | required | the lab (ip)
 util-linux   |                              | required | the lab (unshare, nsenter)
@@ -53,7 +54,7 @@ read_os_release() {
       done
       say "$1 says ID=${os_id:-?}, and setup.sh knows Debian and Ubuntu ($SUPPORTED):" \
         "install the equivalents of $(list_packages | cut -d'|' -f1 | tr '\n' ' ')yourself," \
-        "then python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"
+        "then python3 -m venv .venv && .venv/bin/pip install -e '.[test,locust]'"
       exit 2
       ;;
   esac
@@ -194,7 +195,8 @@ main() {
   fi
   pip=(.venv/bin/python -m pip -q --disable-pip-version-check --no-input)
   "${pip[@]}" install --upgrade pip
-  "${pip[@]}" install -e '.[test]'
+  # locust: the optional extra closebench[locust] (the Locust engine), which the tests cover too
+  "${pip[@]}" install -e '.[test,locust]'
   echo "installed: .venv/bin/closebench"
 
   if [[ ${1:-} != "--install" ]]; then

@@ -11,6 +11,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +22,15 @@ from harness.background import Background, ctrl_c_sets, terminate_like_ctrl_c
 from harness.check import add_check_parser, run_check_command
 from harness.compare import add_compare_parser, run_compare_command
 from harness.errors import ClosebenchError, UsageError
+from harness.locust import require_locust
+from harness.locust.cli import (
+    LOCUST_UI_PORT,
+    add_locust_arguments,
+    add_locust_commands,
+    check_locust_arguments,
+    run_locust_command,
+    target_attack,
+)
 from harness.peers import require as require_peer
 from harness.peers import skip_missing
 from harness.privileges import ensure_privileges, require_tools
@@ -176,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--json", action="store_true", help="print a JSON document instead")
     attack.add_argument("--records", metavar="FILE", help="write every attempt here (JSON lines)")
     attack.add_argument("server_command", nargs="*", metavar="-- CMD", help="attack this command")
+    add_locust_arguments(attack)
 
     run = commands.add_parser(
         "run",
@@ -217,8 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild a run's report (figures, index.html, summary.md) from its raw files",
     )
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. reports/latest")
+    report.add_argument(
+        "--samples",
+        metavar="DIR",
+        help="first merge the server's samples recorded by `closebench sample --out DIR` into "
+        "the trials that have none (an attack with --target)",
+    )
     add_compare_parser(commands)
     add_check_parser(commands)
+    add_locust_commands(commands)
 
     lab = commands.add_parser("lab", help="manage labs")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
@@ -283,14 +301,15 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
 
     from harness.attackers.policy import Policy
     from harness.defender import ServerConfig
-    from harness.trial import AttackerSpec, LegitClient, TrialConfig
+    from harness.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 
-    require_tools(*LAB_TOOLS)
+    if not args.target:
+        require_tools(*LAB_TOOLS)
+        if bool(args.server_command) == bool(args.strategy):
+            raise UsageError("give one --strategy, or a server command after --")
+        require_peer(args.strategy)
     if args.attacker != "curl" or not args.attacker_command:  # a user's command: their business
         require_tools_for(args.attacker)
-    if bool(args.server_command) == bool(args.strategy):
-        raise UsageError("give one --strategy, or a server command after --")
-    require_peer(args.strategy)
     if args.attacker_command and args.attacker != "curl":
         raise UsageError("--attacker-command goes with --attacker curl")
     duration = args.duration if args.duration or args.attempts else 30.0
@@ -308,15 +327,30 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         policy=policy,
         path=args.path,
         command=shlex.split(args.attacker_command) if args.attacker_command else None,
+        engine=args.engine,
+        workers=args.workers or 1,
     )
-    config = TrialConfig(
-        server=ServerConfig(args.port, args.strategy, command=args.server_command),
-        attackers=(attacker,),
-        legit=LegitClient(rate=args.legit_rate) if args.legit_rate > 0 else None,
-        family=6 if args.ipv6 else 4,
-        routed=args.routed,
-    )
-    result = _attack_with_progress(config, console, show=not args.json and console.is_terminal)
+    run_directory = None
+    if args.target:
+        config, remote, run_directory = target_attack(args, attacker, errors)
+        run = remote.run
+    else:
+        config = TrialConfig(
+            server=ServerConfig(args.port, args.strategy, command=args.server_command),
+            attackers=(attacker,),
+            legit=LegitClient(rate=args.legit_rate) if args.legit_rate > 0 else None,
+            family=6 if args.ipv6 else 4,
+            routed=args.routed,
+            locust_ui=LOCUST_UI_PORT if args.locust_ui else None,
+            locust_csv=args.locust_csv,
+        )
+        run = run_trial
+    if args.locust_ui:
+        errors.print(
+            f"closebench: Locust's web UI: http://127.0.0.1:{LOCUST_UI_PORT}/ while it runs"
+        )
+    show = not args.json and console.is_terminal
+    result = _attack_with_progress(config, console, show, run)
     if args.records:
         from harness.records import write_records
 
@@ -328,6 +362,9 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         from harness.render import print_attack
 
         print_attack(result, console)
+    if run_directory is not None:
+        written = run_directory.write(config, result, lambda line: None)
+        errors.print(f"closebench: run directory: {written}", highlight=False)
     if not result.complete:
         errors.print("closebench: interrupted; the figures cover the attack so far")
         return 130
@@ -343,6 +380,7 @@ def attack_document(result) -> dict:
         "strategy": str(config.server.spec) if config.server.spec else None,
         "command": config.server.command or None,
         "attacker": spec.kind,
+        "engine": spec.engine,
         "policy": asdict(spec.policy),
         "path": spec.path,
         "family": config.family,
@@ -354,13 +392,12 @@ def attack_document(result) -> dict:
     }
 
 
-def _attack_with_progress(config, console: Console, show: bool):
-    """Run the attack in a worker thread, so Ctrl-C here can stop it and keep what it measured."""
+def _attack_with_progress(config, console: Console, show: bool, run):
+    """Run the attack (`run(config, cancel, on_attempt)`, e.g. run_trial) in a worker thread, so
+    Ctrl-C here can stop it and keep what it measured."""
     import threading
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from harness.trial import run_trial
 
     cancel = threading.Event()
     count: list[int] = []  # one entry per attempt: list.append is atomic across threads
@@ -375,9 +412,7 @@ def _attack_with_progress(config, console: Console, show: bool):
         task = progress.add_task(config.name, total=total, n=0)
         started = time.monotonic()
         with ctrl_c_sets(cancel):
-            worker = Background(
-                lambda: run_trial(config, cancel, lambda _: count.append(1)), "attack"
-            )
+            worker = Background(lambda: run(config, cancel, lambda _: count.append(1)), "attack")
             while not worker.wait(0.2):
                 done = time.monotonic() - started if policy.duration else len(count)
                 progress.update(task, completed=min(done, total), n=len(count))
@@ -385,8 +420,6 @@ def _attack_with_progress(config, console: Console, show: bool):
 
 
 def run_scenario_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
-    from pathlib import Path
-
     from rich.live import Live
 
     from harness.render import print_run, print_wire_line, progress_table
@@ -401,6 +434,8 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     for attacker in scenario.attackers:
         if attacker.kind != "curl" or not attacker.command:
             require_tools_for(attacker.kind)
+    if scenario.uses_locust:
+        require_locust()
     skipped = skip_missing(
         [entry.spec for entry in scenario.strategies],
         lambda message: print_warning(errors, message),
@@ -498,9 +533,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":  # reads a run directory too
             from harness.report import run_report_command
 
+            if args.samples:
+                from harness.locust.server_samples import merge_samples
+
+                merged = merge_samples(Path(args.run_dir), Path(args.samples))
+                if not merged:
+                    raise UsageError(
+                        f"{args.samples}: no sample falls in the time of a trial without samples "
+                        f"of its own in {args.run_dir}"
+                    )
+                console.print(f"merged the server's samples into: {', '.join(merged)}")
+
             page = run_report_command(args.run_dir, lambda text: print_warning(errors, text))
             console.print(f"report: {page}", highlight=False)
             return 0
+        # Outside any lab: a worker or the sampler on their machines, an attack on a server
+        # elsewhere. They must not re-execute in a namespace of their own (ensure_privileges).
+        if args.command in ("locust-worker", "sample"):
+            return run_locust_command(args, console)
+        if args.command == "attack":
+            check_locust_arguments(args)  # bad input is told before privileges are sought
+            if args.target:
+                return run_attack_command(args, console, errors)
         ensure_privileges(argv)
         if args.command == "probe":
             return run_probe(args, console, errors)

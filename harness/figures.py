@@ -389,11 +389,16 @@ def _symlog_rates(ax: Axes, floor: float) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
 
 
+def _scripts(attacker: dict) -> int:
+    """Copies of the attacker's policy that run: one, or one per Locust worker."""
+    return attacker.get("workers", 1) if attacker.get("engine") == "locust" else 1
+
+
 def reference_rates(run: RunData) -> list[tuple[float, str]]:
     """The attackers' rate cap and the rate of one attempt per timeout, from scenario.toml."""
     attackers = run.scenario.get("attackers") or []
-    cap = sum(a.get("rate") or 0 for a in attackers)
-    slots = sum(a.get("concurrency", 1) / a.get("timeout", 10.0) for a in attackers)
+    cap = sum((a.get("rate") or 0) * _scripts(a) for a in attackers)
+    slots = sum(a.get("concurrency", 1) * _scripts(a) / a.get("timeout", 10.0) for a in attackers)
     lines = []
     if cap:
         lines.append((float(cap), f"attackers' rate cap: {cap:g}/s"))

@@ -13,6 +13,7 @@ firewall are never touched: every link is created inside a lab namespace.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import os
@@ -53,6 +54,11 @@ ROUTER_RULESET = f"""table inet {ROUTER_TABLE} {{
 }}
 """
 MAX_EXTRA_ADDRESSES = 240
+# More attacker hosts (machines of their own, e.g. Locust workers) are .3 to .9, beside the main
+# attacker (.1) and the defender (.2) on one switched segment.
+FIRST_MORE_ATTACKER = 3
+MAX_ATTACKER_HOSTS = 1 + FIRST_EXTRA - FIRST_MORE_ATTACKER
+SWITCH_PORT_TO_DEFENDER = "to-defender"  # the switch's port towards the defender (or the router)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,14 @@ class Addressing:
         return 256 + self.n if self.routed else self.n
 
     def attacker(self, family: int) -> str:
-        return self._v4(self.n, 1) if family == 4 else self._v6(self.n, 1)
+        return self.attacker_host(family, 0)
+
+    def attacker_host(self, family: int, index: int) -> str:
+        """The address of attacker host `index` (0: the main one)."""
+        if not 0 <= index < MAX_ATTACKER_HOSTS:
+            raise ValueError(f"the lab has {MAX_ATTACKER_HOSTS} attacker hosts at most")
+        host = 1 if index == 0 else FIRST_MORE_ATTACKER + index - 1
+        return self._v4(self.n, host) if family == 4 else self._v6(self.n, host)
 
     def attacker_extra(self, family: int, index: int) -> str:
         """More addresses of the attacker host: a legitimate client, a botnet."""
@@ -153,16 +166,7 @@ class Host:
         return any(s.state == "LISTEN" and s.local[1] == port for s in tcp_sockets(self))
 
     def stop_spawned(self, grace: float = 2.0) -> None:
-        for process in self._spawned:
-            if process.poll() is None:
-                process.terminate()
-        deadline = time.monotonic() + grace
-        for process in self._spawned:
-            try:
-                process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self._spawned, grace)
         self._spawned.clear()
 
     def close(self) -> None:
@@ -170,10 +174,34 @@ class Host:
         self.keeper.close()
 
 
-class Lab:
-    """A set of hosts joined by veths. Use as a context manager; close() is idempotent."""
+def stop_processes(processes: list[subprocess.Popen], grace: float = 2.0) -> None:
+    """SIGTERM each that still runs, SIGKILL those still there after `grace` seconds, reap all."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
-    def __init__(self, routed: bool = False) -> None:
+
+class Lab:
+    """A set of hosts joined by veths. Use as a context manager; close() is idempotent.
+
+    `attacker_hosts` > 1 adds attacker hosts that each stand for a machine of its own (addresses
+    of its own, the same hop count to the defender as the main one): then the attacker side is one
+    segment, a bridge in a host of its own ("switch") joining every attacker host and the defender
+    (or the router).
+    """
+
+    def __init__(self, routed: bool = False, attacker_hosts: int = 1) -> None:
+        if not 1 <= attacker_hosts <= MAX_ATTACKER_HOSTS:
+            raise LabError(
+                f"a lab has 1 to {MAX_ATTACKER_HOSTS} attacker hosts, not {attacker_hosts}"
+            )
         with _numbers_lock:
             number = next(_lab_numbers) % 256
         self.name = f"{os.getpid()}-{number}"
@@ -183,8 +211,13 @@ class Lab:
         try:
             self._root = self._make_root()
             self.attacker = self._host("attacker")
+            # The other attacker hosts, in order: their addresses are attacker_host(family, 1...).
+            self.more_attackers = [
+                self._host(f"attacker-{i}") for i in range(2, attacker_hosts + 1)
+            ]
             self.defender = self._host("defender")
             self.router = self._host("router") if routed else None
+            self.switch = self._host("switch") if self.more_attackers else None
             self._wire()
         except BaseException:
             self.close()
@@ -220,6 +253,17 @@ class Lab:
     def defender_ip(self, family: int = 4) -> str:
         return self.addressing.defender(family)
 
+    @property
+    def attacker_hosts(self) -> list[Host]:
+        """Every attacker host, the main one first."""
+        return [self.attacker, *self.more_attackers]
+
+    def attack_wire(self) -> tuple[Host, str]:
+        """Where every attacker host's traffic with the defender passes: (host, interface)."""
+        if self.switch is not None:
+            return self.switch, SWITCH_PORT_TO_DEFENDER
+        return self.attacker, "eth0"
+
     def add_attacker_addresses(self, count: int) -> None:
         """Give the attacker host `count` more addresses (attacker_extra(family, 0..count-1))."""
         commands = [
@@ -232,14 +276,21 @@ class Lab:
 
     def _wire(self) -> None:
         a = self.addressing
+        # The attacker side: the host facing the attackers, and its interface towards them.
+        facing, facing_ifname = (
+            (self.router, "to-attacker") if self.router else (self.defender, "eth0")
+        )
+        if self.switch is None:
+            self._veth(self.attacker, "eth0", facing, facing_ifname)
+        else:
+            self._switched(facing, facing_ifname)
+        gateway = a.router_attacker_side if self.router else None
+        for index, host in enumerate(self.attacker_hosts):
+            self._configure(host, "eth0", functools.partial(a.attacker_host, index=index), gateway)
         if self.router is None:
-            self._veth(self.attacker, "eth0", self.defender, "eth0")
-            self._configure(self.attacker, "eth0", a.attacker, None)
             self._configure(self.defender, "eth0", a.defender, None)
             return
-        self._veth(self.attacker, "eth0", self.router, "to-attacker")
         self._veth(self.defender, "eth0", self.router, "to-defender")
-        self._configure(self.attacker, "eth0", a.attacker, a.router_attacker_side)
         self._configure(self.defender, "eth0", a.defender, a.router_defender_side)
         self._configure(self.router, "to-attacker", a.router_attacker_side, None)
         self._configure(self.router, "to-defender", a.router_defender_side, None)
@@ -248,6 +299,30 @@ class Lab:
         )
         require_tools("nft")
         self.router.run(["nft", "-f", "-"], stdin=ROUTER_RULESET)
+
+    def _switched(self, facing: Host, facing_ifname: str) -> None:
+        """One segment: a bridge in the switch host, a port for each attacker and the facing host.
+
+        A bridge forwards frames without touching TTLs, so every attacker host is exactly as far
+        from the defender as the main one was over its direct veth.
+        """
+        switch = self.switch
+        assert switch is not None
+        ports = []
+        for host in self.attacker_hosts:
+            self._veth(host, "eth0", switch, host.role)
+            ports.append(host.role)
+        self._veth(facing, facing_ifname, switch, SWITCH_PORT_TO_DEFENDER)
+        ports.append(SWITCH_PORT_TO_DEFENDER)
+        # br_netfilter, when the machine has it loaded, would pass bridged frames through the
+        # switch's (empty) firewall: nothing to filter here (-e: no such setting without it).
+        filters = ("iptables", "ip6tables", "arptables")
+        switch.run(
+            ["sysctl", "-q", "-e", "-w"] + [f"net.bridge.bridge-nf-call-{f}=0" for f in filters]
+        )
+        commands = ["link add br0 type bridge", "link set br0 up"]
+        commands += [f"link set {port} master br0 up" for port in ports]
+        switch.run(["ip", "-batch", "-"], stdin="\n".join(commands) + "\n")
 
     @staticmethod
     def _veth(left: Host, left_name: str, right: Host, right_name: str) -> None:

@@ -58,6 +58,33 @@ class Sample:
         row["other_sockets"] = sum(v for k, v in sockets.items() if k not in STATES)
         return {**row, **added}  # the columns added last stay last
 
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> Sample:
+        """A sample back from its samples.csv row (the states beyond STATES summed as one;
+        columns an older version did not write count nothing)."""
+        column = {state: state.lower().replace("-", "_") for state in STATES}
+        sockets = {state: int(row[name]) for state, name in column.items()}
+        sockets["OTHER"] = int(row["other_sockets"])
+
+        def count(name: str) -> int | None:
+            return int(row[name]) if row.get(name) not in (None, "") else None
+
+        return cls(
+            t=float(row["t"]),
+            fds=int(row["fds"]),
+            threads=int(row["threads"]),
+            rss_bytes=int(row["rss_bytes"]),
+            cpu_s=float(row["cpu_s"]),
+            sockets=sockets,
+            orphans=int(row["orphans"]),
+            retrans_segs=int(row["retrans_segs"]),
+            bans_active=count("bans_active") or 0,
+            syns_dropped=count("syns_dropped") or 0,
+            tx_packets=count("tx_packets") or 0,
+            router_conntrack=count("router_conntrack"),
+            router_established=count("router_established"),
+        )
+
 
 @dataclass
 class Usage:

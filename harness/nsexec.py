@@ -3,7 +3,7 @@
 Joining a PID namespace only takes effect for children, so this process joins the host's network
 and PID namespaces, forks, and the child execs the command as a member of the host. The parent stays
 outside, forwards signals to the child and exits with its status. If the host's keeper dies, the
-kernel kills the child and this process follows.
+kernel kills the child and this process follows; if this process dies, the child gets SIGKILL.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from harness.netns import CLONE_NEWNET, setns
+from harness.netns import CLONE_NEWNET, die_with_parent, setns
 
 CLONE_NEWPID = 0x20000000
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
@@ -29,6 +29,7 @@ def main(args: list[str]) -> int:
     child = os.fork()
     if child == 0:
         try:
+            die_with_parent()  # this launcher killed alone (kill -9) takes the command with it
             os.execvp(command[0], command)
         except OSError as error:
             print(f"closebench: cannot run {command[0]!r}: {error.strerror}", file=sys.stderr)

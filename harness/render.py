@@ -117,7 +117,8 @@ def print_attack(result: TrialResult, console: Console) -> None:
     config = result.config
     [spec] = config.attackers
     summary = result.summaries[spec.name]
-    title = f"{spec.name} attacker vs {config.name}"
+    engine = f" on {spec.workers} Locust worker(s)" if spec.engine == "locust" else ""
+    title = f"{spec.name} attacker{engine} vs {config.name}"
     table = Table(title=title + ("" if result.complete else " (interrupted)"), show_header=False)
     table.add_column("figure", style="bold")
     table.add_column("value")
@@ -150,6 +151,8 @@ def print_attack(result: TrialResult, console: Console) -> None:
     if "peak_open_sockets" in cost:
         table.add_row("attacker peak open fds", str(cost["peak_open_sockets"]))
     table.add_row("attacker peak kernel sockets", str(cost.get("peak_kernel_sockets", "-")))
+    for worker in cost.get("workers", []):  # the Locust engine's
+        table.add_row(f"Locust worker {escape(worker['worker'])}", _worker_text(worker))
     if result.legit:
         legit = result.legit
         rate = "-" if legit.success_rate is None else f"{legit.success_rate:.1%}"
@@ -168,6 +171,15 @@ def print_attack(result: TrialResult, console: Console) -> None:
     if config.server.spec and (claim := claim_text(result.server_stats, config.server.spec)):
         table.add_row("its own claim", claim)
     console.print(table)
+
+
+def _worker_text(worker: dict) -> str:
+    outcomes = ", ".join(f"{name} {count}" for name, count in worker["outcomes"].items())
+    text = f"{', '.join(worker['addresses']) or 'no address'}: {worker['attempts']} attempts, "
+    text += f"{worker['attempts_per_s']:.2f}/s, {outcomes or 'no outcome'}"
+    if worker["lost"]:
+        text += f"; [red]lost {worker['lost_s']:.1f} s in ({escape(worker['lost'])})[/]"
+    return text
 
 
 def progress_table(progress: list[TrialProgress]) -> Table:

@@ -316,6 +316,71 @@ def html_tables(trials: list[TrialData], palette) -> list[dict]:
     return tables
 
 
+# the Locust engine's workers: one row per worker, from the attacker's entry in summary.json
+
+WORKER_HEADERS = ("trial", "attacker", "worker", "addresses", "attempts", "attempts/s", "outcomes")
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    trial: str
+    attacker: str
+    worker: str
+    addresses: str
+    attempts: str
+    rate: str
+    outcomes: str
+    lost: str | None  # when and how the worker was lost, or None
+
+    @property
+    def cells(self) -> tuple[str, ...]:
+        return (
+            self.trial,
+            self.attacker,
+            self.worker,
+            self.addresses,
+            self.attempts,
+            self.rate,
+            self.outcomes,
+        )
+
+
+def worker_rows(trials: list[TrialData]) -> list[WorkerRow]:
+    """Every Locust worker of every trial (attackers[name].attacker_cost.workers); entries a
+    damaged summary.json made unreadable are left out."""
+    rows = []
+    for trial in trials:
+        for name, attacker in (trial.row.get("attackers") or {}).items():
+            cost = attacker.get("attacker_cost") if isinstance(attacker, dict) else None
+            workers = cost.get("workers") if isinstance(cost, dict) else None
+            for worker in workers if isinstance(workers, list) else []:
+                row = _worker_row(trial.name, name, worker)
+                if row is not None:
+                    rows.append(row)
+    return rows
+
+
+def _worker_row(trial: str, attacker: str, worker: object) -> WorkerRow | None:
+    if not isinstance(worker, dict) or not _number(worker.get("attempts_per_s")):
+        return None
+    lost = None
+    if worker.get("lost"):
+        when = worker.get("lost_s")
+        lost = f"lost {when:.1f} s in: {worker['lost']}" if _number(when) else worker["lost"]
+    return WorkerRow(
+        trial=trial,
+        attacker=attacker,
+        worker=str(worker.get("worker", "?")),
+        addresses=", ".join(map(str, worker.get("addresses") or [])) or "-",
+        attempts=str(worker.get("attempts", "-")),
+        rate=_fixed(2)(worker["attempts_per_s"]),
+        outcomes=_outcomes(
+            worker.get("outcomes") if isinstance(worker.get("outcomes"), dict) else {}
+        ),
+        lost=lost,
+    )
+
+
 # the reading: which trial wins on each axis, what each costs, what to beware of
 
 
@@ -667,8 +732,17 @@ def _caveat_legit(trial: TrialData, run: RunData) -> str | None:
     return None
 
 
+def _caveat_lost_workers(trial: TrialData, run: RunData) -> str | None:
+    lost = [row for row in worker_rows([trial]) if row.lost]
+    if not lost:
+        return None
+    which = "; ".join(f"{row.worker} ({row.lost}, {row.attempts} attempts kept)" for row in lost)
+    return f"Locust worker(s) lost during the attack: {which}. The others attacked on."
+
+
 CAVEATS = (
     _caveat_error,
+    _caveat_lost_workers,
     _caveat_capability,
     _caveat_read_first,
     _caveat_peer,
@@ -791,6 +865,8 @@ def _context(run: RunData, figures: list) -> dict:
         "title": f"closebench: {run.meta.get('scenario_name') or run.directory.name}",
         "description": run.scenario.get("description", ""),
         "tables": html_tables(run.trials, palette),
+        "workers": worker_rows(run.trials),
+        "worker_headers": WORKER_HEADERS,
         "rows": [
             {
                 "name": t.name,
@@ -827,9 +903,10 @@ def _embedded(figure) -> dict:
 
 def _raw_links(directory: Path) -> list[tuple[str, str]]:
     links = [(name, name) for name in (*RAW_FILES, "summary.md") if (directory / name).exists()]
-    pcaps = directory / "pcaps"
-    if pcaps.is_dir():
-        links += [(f"pcaps/{p.name}", f"pcaps/{p.name}") for p in sorted(pcaps.glob("*.pcap"))]
+    for folder, pattern in (("pcaps", "*.pcap"), ("locust", "*.csv")):  # locust: Locust's CSVs
+        if (directory / folder).is_dir():
+            found = sorted((directory / folder).glob(pattern))
+            links += [(f"{folder}/{p.name}", f"{folder}/{p.name}") for p in found]
     return links
 
 
@@ -868,6 +945,12 @@ def summary_markdown(context: dict) -> str:
         if not row["error"]:
             cells = [_md(cell) for cell in row["cells"]]
         lines.append(f"| {_md(row['name'])} | " + " | ".join(cells) + " |")
+    if context["workers"]:
+        lines += ["", "| " + " | ".join(context["worker_headers"]) + " | lost |"]
+        lines.append("| --- " * (len(context["worker_headers"]) + 1) + "|")
+        for worker in context["workers"]:
+            cells = [_md(cell) for cell in (*worker.cells, worker.lost or "")]
+            lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for result in context["axes"]:
         who = "all alike" if result.all_tied else ", ".join(result.winners)

@@ -33,7 +33,7 @@ from harness.records import ATTEMPTS_FILE, write_records
 from harness.report import build_run_report
 from harness.safe_files import SafeDirectory, write_error
 from harness.scenario import Scenario
-from harness.summary import TrialRow, ratio, summarize
+from harness.summary import TrialRow, defender_figures, summarize
 from harness.trial import TrialConfig, TrialResult, run_trial
 from harness.verify import verify_trials
 
@@ -173,6 +173,10 @@ class Runner:
         if peer_for(config.server.spec):  # its generated config and logs stay with the run
             files = self.directory / "peers" / Path(self.pcap_names[index]).stem
             config = replace(config, server=replace(config.server, files=str(files)))
+        if any(spec.engine == "locust" for spec in config.attackers):  # Locust's own CSV files
+            (self.directory / "locust").mkdir(exist_ok=True)
+            stem = Path(self.pcap_names[index]).stem
+            config = replace(config, locust_csv=str(self.directory / "locust" / stem))
         progress.state, progress.started = "running", time.monotonic()
         self.log(f"{progress.name}: started, capturing into {pcap}")
 
@@ -281,17 +285,64 @@ class Runner:
             "started": self.started_at.isoformat(timespec="seconds"),
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_s": (datetime.now(UTC) - self.started_at).total_seconds(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "capabilities": {
-                "CAP_NET_ADMIN": has_capability(CAP_NET_ADMIN),
-                "CAP_NET_RAW": has_capability(CAP_NET_RAW),
-                "CAP_SYS_ADMIN": has_capability(CAP_SYS_ADMIN),
-            },
-            "tools": tool_versions(),
+            **machine_metadata(),
             "stopped": self.stopped,  # why the run stopped early (a full disk), or null
         }
+
+
+def machine_metadata() -> dict:
+    """What summary.json records of the machine a run ran on."""
+    return {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "capabilities": {
+            "CAP_NET_ADMIN": has_capability(CAP_NET_ADMIN),
+            "CAP_NET_RAW": has_capability(CAP_NET_RAW),
+            "CAP_SYS_ADMIN": has_capability(CAP_SYS_ADMIN),
+        },
+        "tools": tool_versions(),
+    }
+
+
+class AttackRun:
+    """The run directory of one attack outside a scenario (`closebench attack --target`): the
+    same files as a scenario's run, so that report, compare and check read it alike.
+
+    Made up front, so that a bad --out is an error before anything starts.
+    """
+
+    def __init__(self, out: Path, name: str, scenario_toml: str) -> None:
+        self.name = name
+        self.started_at = datetime.now(UTC)
+        self.directory = _new_run_directory(out, name, self.started_at)
+        (self.directory / "scenario.toml").write_text(scenario_toml, encoding="utf-8")
+
+    def write(self, trial: TrialConfig, result: TrialResult, log: Callable[[str], None]) -> Path:
+        """summary.json, attempts.jsonl and the report; returns the directory."""
+        finished = datetime.now(UTC)
+        meta = {
+            "closebench": __version__,
+            "run_id": self.directory.name,
+            "scenario_name": self.name,
+            "duration_s": result.duration_s,
+            "started": self.started_at.isoformat(timespec="seconds"),
+            "finished": finished.isoformat(timespec="seconds"),
+            "wall_s": (finished - self.started_at).total_seconds(),
+            **machine_metadata(),
+            "stopped": None,
+        }
+        summary = {
+            "schema": SUMMARY_SCHEMA,
+            "meta": meta,
+            "complete": result.complete,
+            "rows": [trial_row(trial, result).to_dict()],
+        }
+        _write_summary(self.directory, summary)
+        _write_attempts(self.directory, [(trial, result)])
+        _point_latest(self.directory)
+        build_run_report(self.directory, log)
+        return self.directory
 
 
 def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
@@ -332,11 +383,8 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         row.legit_latency_median_s = result.legit.latency_median_s
         row.legit_latency_p95_s = result.legit.latency_p95_s
     if defender:
-        for name, value in defender.to_dict().items():
+        for name, value in defender_figures(defender, wasted, everything.attempts).items():
             setattr(row, name, value)
-        row.wasted_per_fd_second = ratio(wasted, defender.fd_seconds)
-        row.wasted_per_cpu_second = ratio(wasted, defender.cpu_seconds)
-        row.cpu_ms_per_attempt = ratio(1000 * defender.cpu_seconds, everything.attempts)
     if result.bans:
         for name, value in result.bans.to_dict().items():
             setattr(row, name, value)

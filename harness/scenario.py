@@ -22,11 +22,11 @@ from pydantic import (
     model_validator,
 )
 
-from harness.attackers import ATTACKERS
+from harness.attackers import ATTACKERS, ENGINES
 from harness.attackers.policy import Policy
 from harness.defender import DEFAULT_ABUSE_PATH, ServerConfig
 from harness.errors import UsageError
-from harness.lab import MAX_EXTRA_ADDRESSES
+from harness.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
 from harness.safe_files import read_text
 from harness.trial import AttackerSpec, LegitClient, TrialConfig
 from servers.strategies import StrategySpec, parse_spec
@@ -93,6 +93,8 @@ class AttackerEntry(Strict):
     # A botnet: spread the connection slots over this many addresses of the attacker host.
     addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
     duration: Positive | None = None  # this attacker stops sooner than the scenario
+    engine: Literal[tuple(ENGINES)] = "local"  # type: ignore[valid-type]
+    workers: Annotated[int, Field(ge=1, le=MAX_ATTACKER_HOSTS - 1)] | None = None  # Locust's
 
     @model_validator(mode="after")
     def addresses_need_kernel(self) -> AttackerEntry:
@@ -100,6 +102,16 @@ class AttackerEntry(Strict):
             raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
         if self.command is not None and self.kind != "curl":
             raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
+        return self
+
+    @model_validator(mode="after")
+    def locust_runs_the_kernel_policy(self) -> AttackerEntry:
+        if self.engine == "locust" and self.kind != "kernel":
+            raise ValueError(f'engine = "locust" runs kind = "kernel", not {self.kind!r}')
+        if self.engine == "locust" and self.addresses is not None:
+            raise ValueError('addresses goes with engine = "local": a Locust worker is a machine')
+        if self.workers is not None and self.engine != "locust":
+            raise ValueError('workers goes with engine = "locust"')
         return self
 
     def spec(self, duration: float) -> AttackerSpec:
@@ -113,7 +125,14 @@ class AttackerEntry(Strict):
             request_delay=self.request_delay,
         )
         return AttackerSpec(
-            self.kind, policy, self.path, self.command, self.label, self.addresses or 0
+            self.kind,
+            policy,
+            self.path,
+            self.command,
+            self.label,
+            self.addresses or 0,
+            self.engine,
+            self.workers or 1,
         )
 
 
@@ -172,6 +191,21 @@ class Scenario(Strict):
                 f"{MAX_EXTRA_ADDRESSES - 1}"
             )
         return values
+
+    @field_validator("attackers")
+    @classmethod
+    def workers_fit(cls, values: list[AttackerEntry]) -> list[AttackerEntry]:
+        total = sum(v.workers or 1 for v in values if v.engine == "locust")
+        if total > MAX_ATTACKER_HOSTS - 1:  # the main attacker host runs the masters
+            raise ValueError(
+                f"the Locust attackers ask for {total} workers together; the lab hosts "
+                f"{MAX_ATTACKER_HOSTS - 1} at most (one attacker host each)"
+            )
+        return values
+
+    @property
+    def uses_locust(self) -> bool:
+        return any(a.engine == "locust" for a in self.attackers)
 
     def with_duration(self, duration: float) -> Scenario:
         """The scenario run for `duration` seconds (--duration), checked like the file's."""

@@ -244,6 +244,18 @@ class TrialRow:
         return asdict(self)
 
 
+def defender_figures(defender, wasted: float, attempts: int) -> dict:
+    """The summary row's defender fields (a metrics.DefenderCost), the cost asymmetry (the
+    attacker's `wasted` seconds per defender fd-second and CPU second) and the defender's CPU per
+    attempt."""
+    return {
+        **defender.to_dict(),
+        "wasted_per_fd_second": ratio(wasted, defender.fd_seconds),
+        "wasted_per_cpu_second": ratio(wasted, defender.cpu_seconds),
+        "cpu_ms_per_attempt": ratio(1000 * defender.cpu_seconds, attempts),
+    }
+
+
 def ratio(numerator: float, denominator: float | None) -> float | None:
     """numerator / denominator, or None when the denominator is nothing measurable."""
     if denominator is None or denominator <= 1e-9:

@@ -10,6 +10,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from harness.attackers.policy import Policy, Target
 from harness.capture import Capture, Endpoint, reconcile
 from harness.defender import Defender, ServerConfig
 from harness.errors import UsageError
+from harness.file_names import safe_stem
 from harness.lab import Lab
 from harness.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from harness.outcomes import Attempt
@@ -45,6 +47,8 @@ class AttackerSpec:
     command: list[str] | None = None  # for the curl kind: the command to run instead
     label: str | None = None
     addresses: int = 0  # kernel kind: spread its connection slots over this many addresses
+    engine: str = "local"  # "locust": the kernel kind's policy on Locust workers (ENGINES)
+    workers: int = 1  # Locust workers, each in an attacker host of its own
 
     @property
     def name(self) -> str:
@@ -68,6 +72,11 @@ class AttackerSpec:
         """Its records come from a kernel socket's API: the trial's capture gives them wire
         classes and times. (Command attackers read the wire already; packet attackers are on it.)"""
         return self.kind == "kernel"
+
+    @property
+    def attacker_hosts(self) -> int:
+        """The attacker hosts it needs besides the main one."""
+        return self.workers if self.engine == "locust" else 0
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,8 @@ class TrialConfig:
     pcap: str | None = None  # capture the attacker's wire into this file
     label: str | None = None
     duration: float | None = None  # the legitimate client runs at least this long
+    locust_ui: int | None = None  # Locust engine: its web UI, relayed from 127.0.0.1:PORT
+    locust_csv: str | None = None  # Locust engine: write Locust's CSV files with this prefix
 
     def __post_init__(self) -> None:
         # A command that cannot choose its source address (a browser) is told apart on the wire
@@ -172,7 +183,8 @@ def run_trial(
 
 
 def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialResult:
-    with Lab(routed=config.routed) as lab:
+    hosts = 1 + sum(spec.attacker_hosts for spec in config.attackers)
+    with Lab(routed=config.routed, attacker_hosts=hosts) as lab:
         # Extra address 0 is the legitimate client's; botnet addresses follow.
         plan = config.address_plan()
         if config.legit or sum(plan):
@@ -195,7 +207,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 if not config.pcap and not any(s.keeps_own_clock for s in config.attackers):
                     # Only the legitimate client needs it: keep a flood out of the capture.
                     bpf = f"host {_legit_source(lab, config)} and ({bpf})"
-                capture = Capture(lab.attacker, "eth0", bpf, pcap)
+                capture = Capture(*lab.attack_wire(), bpf, pcap)
             sampler = None
             if config.sample_hz:
                 sampler = DefenderSampler(
@@ -265,6 +277,15 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
 
 
 def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
+    prepared: list = []  # Locust engines: started before the clock, their start-up not counted
+    try:
+        return _run_attackers(lab, config, cancel, on_attempt, prepared)
+    finally:
+        for engine in prepared:
+            engine.close()
+
+
+def _run_attackers(lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: list):
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
     costs: dict[str, dict] = {}
@@ -282,9 +303,14 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
 
     address = lab.defender_ip(config.family)
     threads = []
+    more_hosts = iter(lab.more_attackers)
     for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
         target = Target(address, config.server.port, config.family, spec.path)
-        attacker = make_attacker(spec.kind, spec.command, spec.label)
+        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine)
+        if spec.engine == "locust":
+            prepared.append(attacker)
+            hosts = [next(more_hosts) for _ in range(spec.workers)]
+            _prepare_locust(attacker, lab, hosts, target, spec, config, cancel)
 
         def work(attacker=attacker, spec=spec, target=target, sources=own or None) -> None:
             sink = sink_for(spec.name)
@@ -311,6 +337,17 @@ def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
     for name in costs:
         costs[name] = {**costs[name], **host_cost}
     return attempts, legit_attempts, costs, duration, attack_end
+
+
+def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config, cancel) -> None:
+    """Start a Locust engine's master and workers (one in each of `hosts`)."""
+    from harness.locust.engine import lab_placement
+
+    csv = config.locust_csv
+    if csv and sum(s.engine == "locust" for s in config.attackers) > 1:
+        csv = f"{csv}-{safe_stem(spec.name, 'locust')}"
+    placement = lab_placement(lab, hosts, config.family, config.locust_ui)
+    engine.prepare(placement, target, spec.policy, cancel, csv)
 
 
 def _legit_thread(
@@ -354,7 +391,7 @@ def _legit_source(lab: Lab, config: TrialConfig) -> str:
 
 
 class AttackerHostSampler:
-    """Peaks of the attacker host's kernel sockets: what the attack costs the attacker's kernel."""
+    """Peaks of the attacker hosts' kernel sockets: what the attack costs the attackers' kernels."""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
@@ -366,7 +403,9 @@ class AttackerHostSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY):
-            counts, _ = state_summary(self.lab.attacker)
+            counts: Counter[str] = Counter()
+            for host in self.lab.attacker_hosts:  # every machine of the attack
+                counts.update(state_summary(host)[0])
             self.peak_sockets = max(self.peak_sockets, sum(counts.values()))
             for state, count in counts.items():
                 self.peak_by_state[state] = max(self.peak_by_state.get(state, 0), count)

@@ -151,9 +151,12 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path, stop):
     run_command = [sys.executable, "-m", "harness.cli", "run", "seed", "--out", str(tmp_path)]
     process = subprocess.Popen(run_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        # Interrupt once attacks are under way: some capture already holds a few exchanges.
-        traffic = lambda: any(p.stat().st_size > 2000 for p in tmp_path.glob("*/pcaps/*"))  # noqa: E731
-        assert wait_until(traffic, timeout=60)
+        # Interrupt once attacks are under way: graceful's capture holds several finished
+        # exchanges (a silent strategy's bytes could all be attempts still hanging).
+        def exchanged() -> bool:
+            return any(p.stat().st_size > 5000 for p in tmp_path.glob("*/pcaps/graceful.pcap"))
+
+        assert wait_until(exchanged, timeout=60)
         process.send_signal(stop)
         _, stderr = process.communicate(timeout=60)
     finally:

@@ -1,12 +1,11 @@
-"""The scapy spammer against real servers in real labs, and its TCP bookkeeping on its own.
+"""The scapy spammer against real servers in real labs, and its nft rule and checks on their own.
 
 The lab scenarios are independent, so they run at once in a module fixture (a few seconds each);
-the tests then check what each one saw.
+the tests then check what each one saw. Its TCP engine's transitions: tests/test_engine.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import Counter
@@ -20,21 +19,7 @@ from harness.attackers import rst_filter
 from harness.attackers.kernel import KernelSpammer
 from harness.attackers.policy import Policy, Target
 from harness.attackers.rst_filter import PortRange
-from harness.attackers.scapy_spammer import (
-    ACK,
-    FIN,
-    MARK,
-    PSH,
-    SYN,
-    TABLE_PREFIX,
-    ChildConfig,
-    Engine,
-    ScapySpammer,
-    Segment,
-    State,
-    rst_filter_rules,
-    seq_add,
-)
+from harness.attackers.scapy_spammer import MARK, TABLE_PREFIX, ScapySpammer, rst_filter_rules
 from harness.defender import Defender, ServerConfig
 from harness.errors import EnvironmentProblem
 from harness.lab import Host, Lab
@@ -42,8 +27,6 @@ from harness.outcomes import Attempt, Outcome
 from harness.sockets import tcp_sockets
 from servers.strategies import parse_spec
 from tests.conftest import members, wait_until
-
-pytestmark = pytest.mark.needs_lab
 
 PORT = 8080
 T = 2.0  # the spammer's timeout
@@ -201,6 +184,7 @@ def _only(result: Result, outcome: Outcome) -> None:
     assert set(result.outcomes()) == {outcome}, result.outcomes()
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("name", ["graceful", "graceful-v6"])
 def test_graceful_is_fin(results, name):
     result = results[name]
@@ -209,10 +193,12 @@ def test_graceful_is_fin(results, name):
     assert all(r.hang_s is not None and r.hang_s < 1.0 for r in result.records)
 
 
+@pytest.mark.needs_lab
 def test_rst_is_rst(results):
     _only(results["rst"], Outcome.RST)
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("name", ["repair", "repair-v6", "never"])
 def test_silent_strategies_hang_until_the_timeout(results, name):
     result = results[name]
@@ -225,6 +211,7 @@ def test_silent_strategies_hang_until_the_timeout(results, name):
     assert result.counters["rsts_sent"] >= len(result.records)
 
 
+@pytest.mark.needs_lab
 def test_tarpit_is_silent_with_data_first(results):
     result = results["tarpit"]
     _only(result, Outcome.SILENT)
@@ -232,17 +219,20 @@ def test_tarpit_is_silent_with_data_first(results):
     assert all(r.t_first_byte is not None for r in result.records)
 
 
+@pytest.mark.needs_lab
 def test_served_path_is_fin_with_200(results):
     result = results["served"]
     _only(result, Outcome.FIN)
     assert all(r.http_status == 200 and r.data_first for r in result.records)
 
 
+@pytest.mark.needs_lab
 def test_nothing_listening_is_refused(results):
     _only(results["refused"], Outcome.REFUSED)
     assert len(results["refused"].records) == 3
 
 
+@pytest.mark.needs_lab
 def test_unanswered_syn_is_syn_timeout_after_retransmissions(results):
     result = results["syn-timeout"]
     _only(result, Outcome.SYN_TIMEOUT)
@@ -250,6 +240,7 @@ def test_unanswered_syn_is_syn_timeout_after_retransmissions(results):
     assert all(r.t_established is None and r.t_request is None for r in result.records)
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("name", ["icmp", "icmp-v6"])
 def test_icmp_error_ends_the_attempt(results, name):
     result = results[name]
@@ -257,14 +248,16 @@ def test_icmp_error_ends_the_attempt(results, name):
     assert all(r.detail.startswith("icmp") for r in result.records)
 
 
+@pytest.mark.needs_lab
 def test_reconnect_effect_fin_versus_silence(results):
     graceful = len(results["graceful"].records)
     repair = len(results["repair"].records)
-    # repair: 2 slots x (5 s / 2 s) attempts; graceful: as fast as scapy builds packets.
+    # repair: 2 slots x (5 s / 2 s) attempts; graceful: as fast as the server answers.
     assert repair <= 2 * (int(DURATION // T) + 1)
     assert graceful >= 10 * repair, (graceful, repair)
 
 
+@pytest.mark.needs_lab
 def test_kernel_client_beside_it_still_connects(results):
     beside = results["graceful"].beside
     assert beside["rule_in_place"]
@@ -273,6 +266,7 @@ def test_kernel_client_beside_it_still_connects(results):
     assert {(r.outcome, r.http_status) for r in records} == {(Outcome.FIN, 200)}
 
 
+@pytest.mark.needs_lab
 def test_cancel_stops_it_promptly(results):
     result = results["cancelled"]
     assert result.beside["opened"]
@@ -281,11 +275,13 @@ def test_cancel_stops_it_promptly(results):
     assert result.counters["rsts_sent"] >= 1  # the abandoned connection was reset
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("name", ["repair", "never", "tarpit", "cancelled"])
 def test_giving_up_leaves_the_server_no_connection_of_ours(results, name):
     assert results[name].established_at_defender == 0
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_nothing_left_behind(results, name):
     result = results[name]
@@ -294,6 +290,7 @@ def test_nothing_left_behind(results, name):
     assert result.child_status is not None
 
 
+@pytest.mark.needs_lab
 def test_ephemeral_range_moved_off_the_spammer_ports(results):
     assert results["refused"].ephemeral_after.split() == ["32768", "60999"]
 
@@ -308,89 +305,9 @@ def test_missing_nft_is_one_clear_error(monkeypatch):
 
 
 def test_rule_spares_marked_resets_and_other_ports():
-    rules = rst_filter_rules("t", 4, "198.18.0.1", PortRange(61000, 65535))
+    target = Target("198.19.0.2", PORT)
+    rules = rst_filter_rules("t", target, "198.18.0.1", PortRange(61000, 65535))
     assert "tcp sport 61000-65535" in rules and f"meta mark != {MARK:#x}" in rules
     assert "ip saddr 198.18.0.1" in rules
+    assert f"ip saddr 198.19.0.2 tcp sport {PORT} tcp dport 61000-65535 drop" in rules
     assert PortRange.parse("32768\t60999") == PortRange(32768, 60999)
-
-
-# The TCP bookkeeping, without a lab: a fake wire records what would be sent.
-
-
-class FakeWire:
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, int, int, int, bytes]] = []
-
-    def send(self, port: int, seq: int, ack: int, flags: int, payload: bytes = b"") -> float:
-        self.sent.append((port, seq, ack, flags, payload))
-        return time.time()
-
-
-def _engine() -> tuple[Engine, FakeWire]:
-    config = ChildConfig(
-        label="scapy",
-        family=4,
-        source="198.18.0.1",
-        dst="198.18.0.2",
-        dport=PORT,
-        request=b"GET /spam HTTP/1.1\r\n\r\n",
-        policy=Policy(timeout=T, attempts=1),
-        ports=PortRange(61000, 61009),
-    )
-    wire = FakeWire()
-    return Engine(wire, config, lambda record: None), wire
-
-
-def _established(engine: Engine, server_isn: int = 1000):
-    conn = engine._open()
-    engine.on_segment(Segment(time.time(), conn.port, server_isn, seq_add(conn.iss, 1), SYN | ACK))
-    return conn
-
-
-def test_retransmitted_data_is_counted_once_and_acknowledged_again():
-    async def scenario():
-        engine, wire = _engine()
-        conn = _established(engine)
-        ack = conn.snd_nxt
-        data = Segment(time.time(), conn.port, 1001, ack, PSH | ACK, b"HTTP/1.1 200 OK\r\n")
-        engine.on_segment(data)
-        engine.on_segment(data)  # the same segment again
-        assert conn.attempt.bytes_received == len(data.payload)
-        assert engine.counters.retransmissions_seen == 1
-        assert wire.sent[-1][3] == ACK and wire.sent[-1][2] == 1001 + len(data.payload)
-        assert not conn.over
-
-    asyncio.run(scenario())
-
-
-def test_duplicate_fin_is_not_a_new_end():
-    async def scenario():
-        engine, wire = _engine()
-        conn = _established(engine)
-        fin = Segment(time.time(), conn.port, 1001, conn.snd_nxt, FIN | ACK)
-        engine.on_segment(fin)
-        assert conn.over and conn.attempt.outcome is Outcome.FIN
-        first_end = conn.attempt.t_end
-        # Our FIN went out acknowledging theirs.
-        assert wire.sent[-1][3] == FIN | ACK and wire.sent[-1][2] == 1002
-        engine.on_segment(fin)  # their FIN again: our ACK was lost or late
-        assert engine.counters.duplicate_fins_seen == 1
-        assert conn.attempt.t_end == first_end
-        assert wire.sent[-1][3] == ACK and wire.sent[-1][2] == 1002
-        engine.on_segment(Segment(time.time(), conn.port, 1002, conn.snd_nxt, ACK))
-        assert conn.state is State.CLOSED
-
-    asyncio.run(scenario())
-
-
-def test_retransmitted_syn_ack_is_acknowledged_not_restarted():
-    async def scenario():
-        engine, wire = _engine()
-        conn = _established(engine)
-        t_established = conn.attempt.t_established
-        engine.on_segment(Segment(time.time(), conn.port, 1000, seq_add(conn.iss, 1), SYN | ACK))
-        assert engine.counters.retransmissions_seen == 1
-        assert conn.attempt.t_established == t_established
-        assert wire.sent[-1][3] == ACK
-
-    asyncio.run(scenario())

@@ -19,6 +19,7 @@ SHIPPED = [
     "botnet",
     "peers",
     "stateless",
+    "locust",
 ]
 
 VALID = """
@@ -143,7 +144,8 @@ def test_not_toml_and_missing_files(tmp_path):
     with pytest.raises(UsageError, match="no scenario file"):
         find_scenario(str(tmp_path / "missing.toml"))
     with pytest.raises(
-        UsageError, match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, peers, read"
+        UsageError,
+        match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, locust, peers, read",
     ):
         find_scenario("nonesuch")
 

@@ -1,4 +1,7 @@
-"""The volume attacker on real labs: raw-socket handshakes, what they end with, and its hygiene."""
+"""The volume attacker on real labs: raw-socket handshakes, what they end with, and its hygiene.
+
+Its TCP engine (the scapy spammer's too) is tested without a lab in tests/test_engine.py.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +13,16 @@ from collections import Counter
 import pytest
 
 from harness.attackers import rst_filter
+from harness.attackers.packet.wire import MARK
 from harness.attackers.policy import Policy, Target
+from harness.attackers.rst_filter import PortRange
 from harness.attackers.volume import NFT_TABLE, VolumeAttacker
 from harness.defender import Defender, ServerConfig
+from harness.errors import LabError, UsageError
 from harness.lab import Lab
 from harness.outcomes import Attempt, Outcome
 from servers.strategies import parse_spec
 from tests.conftest import members, wait_until
-
-pytestmark = pytest.mark.needs_lab
 
 PORT = 8080
 DROP_SYNS = f"""
@@ -59,6 +63,7 @@ def assert_clean(lab: Lab) -> None:
     assert wait_until(lambda: not members(lab.attacker), timeout=2)
 
 
+@pytest.mark.needs_lab
 def test_graceful_gets_fin_after_complete_handshakes(lab, serve):
     defender = serve("graceful")
     attempts, stats = attack(lab, Policy(concurrency=32, attempts=3000, duration=20, timeout=3))
@@ -73,6 +78,7 @@ def test_graceful_gets_fin_after_complete_handshakes(lab, serve):
     assert_clean(lab)
 
 
+@pytest.mark.needs_lab
 def test_repair_leaves_every_attempt_silent(lab, serve):
     serve("repair")
     attempts, stats = attack(lab, Policy(concurrency=50, attempts=50, duration=10, timeout=1.0))
@@ -82,6 +88,7 @@ def test_repair_leaves_every_attempt_silent(lab, serve):
     assert_clean(lab)
 
 
+@pytest.mark.needs_lab
 def test_ipv6_and_extra_source_addresses(lab, serve):
     serve("graceful")
     lab.add_attacker_addresses(2)
@@ -90,10 +97,11 @@ def test_ipv6_and_extra_source_addresses(lab, serve):
     attempts, stats = attack(lab, policy, family=6, sources=sources)
     assert Counter(a.outcome for a in attempts) == {Outcome.FIN: 400}
     assert {a.src for a in attempts} == set(sources)
-    assert stats["stray_segments"] == 0
+    assert stats["unknown_packets_seen"] == stats["bad_acks_seen"] == 0
     assert_clean(lab)
 
 
+@pytest.mark.needs_lab
 def test_served_requests_after_a_delay_get_their_response(lab, serve):
     defender = serve("graceful")
     target = Target(lab.defender_ip(4), PORT, path="/")  # not abuse: answered 200, then FIN
@@ -107,6 +115,7 @@ def test_served_requests_after_a_delay_get_their_response(lab, serve):
     assert_clean(lab)
 
 
+@pytest.mark.needs_lab
 def test_closed_port_is_refused_and_dropped_syns_time_out(lab):
     # Nothing listens on PORT: the defender's kernel answers RST.
     attempts, _ = attack(lab, Policy(concurrency=5, attempts=5, timeout=2))
@@ -116,10 +125,12 @@ def test_closed_port_is_refused_and_dropped_syns_time_out(lab):
     attempts, stats = attack(lab, Policy(concurrency=5, attempts=5, timeout=1.3))
     assert Counter(a.outcome for a in attempts) == {Outcome.SYN_TIMEOUT: 5}
     assert all(a.t_established is None and 1.25 <= a.t_end - a.t_syn <= 1.6 for a in attempts)
-    assert stats["syn_retransmits"] == 5  # at 1 s
+    assert stats["syn_retransmits_sent"] == 5  # at 1 s
+    assert {a.detail for a in attempts} == {"SYN sent 2 times"}
     assert_clean(lab)
 
 
+@pytest.mark.needs_lab
 def test_kernel_clients_in_the_attacker_host_still_connect(lab, serve):
     serve("graceful")
     result: dict = {}
@@ -157,6 +168,7 @@ def legitimate_get(lab: Lab) -> bytes:
         return reply
 
 
+@pytest.mark.needs_lab
 def test_duration_and_rate_bound_the_attack(lab, serve):
     serve("graceful")
     started = time.monotonic()
@@ -167,6 +179,7 @@ def test_duration_and_rate_bound_the_attack(lab, serve):
     assert_clean(lab)
 
 
+@pytest.mark.needs_lab
 def test_cancel_stops_it_within_a_poll(lab, serve):
     serve("repair")  # attempts would hang for 10 s: only the cancel can end this quickly
     cancel = threading.Event()
@@ -184,6 +197,15 @@ def test_cancel_stops_it_within_a_poll(lab, serve):
     assert_clean(lab)
 
 
+@pytest.mark.needs_lab
+def test_ports_overlapping_the_ephemeral_range_are_refused(lab):
+    lab.attacker.run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=32768 64000"])
+    with pytest.raises(LabError, match="overlap the attacker host's ephemeral range 32768-64000"):
+        attack(lab, Policy(attempts=1, timeout=1))
+    assert_clean(lab)
+
+
+@pytest.mark.needs_lab
 def test_cancelled_before_it_starts(lab):
     cancel = threading.Event()
     cancel.set()
@@ -191,3 +213,16 @@ def test_cancelled_before_it_starts(lab):
     stats = VolumeAttacker().run(lab, target, Policy(duration=30), lambda a: None, cancel)
     assert stats["cancelled"] and stats["connections_started"] == 0
     assert_clean(lab)
+
+
+def test_ports_below_1024_are_refused():
+    with pytest.raises(UsageError, match="bad volume port range"):
+        VolumeAttacker(ports=PortRange(80, 90))
+
+
+def test_rule_drops_the_servers_segments_before_the_kernel_and_spares_our_resets():
+    rules = VolumeAttacker().rules(NFT_TABLE, Target("198.19.0.2", PORT), ["198.18.0.1"])
+    assert "hook prerouting" in rules
+    assert f"ip saddr 198.19.0.2 tcp sport {PORT} tcp dport 61000-65535 drop" in rules
+    resets = "ip daddr 198.19.0.2 tcp sport 61000-65535 tcp flags & rst == rst"
+    assert f"{resets} meta mark != {MARK:#x} drop" in rules

@@ -13,7 +13,7 @@ from typing import Protocol
 ATTACKERS = {
     "kernel": "asyncio kernel sockets: what an ordinary spam script experiences",
     "scapy": "crafted packets, no kernel socket: the truth packet by packet",
-    "volume": "prebuilt packets on raw sockets: stateless handshakes at volume",
+    "volume": "the same packet engine as a DoS tool: many addresses, no retransmission",
     "curl": "curl itself, or any command given with --attacker-command",
     "browser": "headless Chromium, one page load per attempt slot",
 }
@@ -37,6 +37,13 @@ def require_tools_for(kind: str, command: list[str] | None = None) -> None:
         require_browser()
 
 
+# How the kernel attacker's policy runs: in closebench's own process, or on Locust's workers.
+ENGINES = {
+    "local": "in closebench's own process, from the lab's attacker host",
+    "locust": "on Locust workers, each in an attacker host of its own (a machine each)",
+}
+
+
 class Attacker(Protocol):
     name: str
 
@@ -54,8 +61,17 @@ def make_attacker_argv(kind: str, command: list[str] | None = None) -> list[str]
     return command or CURL
 
 
-def make_attacker(kind: str, command: list[str] | None = None, label: str | None = None):
-    """An attacker of `kind` (one of ATTACKERS); `command` replaces curl for the curl kind."""
+def make_attacker(
+    kind: str, command: list[str] | None = None, label: str | None = None, engine: str = "local"
+):
+    """An attacker of `kind` (one of ATTACKERS); `command` replaces curl for the curl kind;
+    `engine` "locust" runs the kernel kind on Locust (it must be prepared: locust/engine.py)."""
+    if engine == "locust" and kind == "kernel":
+        from harness.locust.engine import LocustEngine
+
+        return LocustEngine(label or "locust")
+    if engine != "local":
+        raise ValueError(f"the {engine} engine runs the kernel attacker only, not {kind!r}")
     if kind == "kernel":
         from harness.attackers.kernel import KernelSpammer
 

@@ -1,10 +1,10 @@
 """The runner's side of an attacker child: a process in the attacker host that reports in lines.
 
-The packet attackers (scapy_spammer, volume) run their engine in such a child. Each speaks its own
-line format; a Reader turns the lines into Attempts for the sink and notes what the child says of
-itself. Child.run() starts it, hands each line to the reader until its output ends, turns a cancel
-(or a deadline) into SIGTERM once the child catches it, SIGKILLs it if that does not end it, and
-reaps it whatever happens.
+The packet attackers (scapy, volume) run their engine in such a child (harness/attackers/packet/);
+a Reader turns its lines into Attempts for the sink and notes what the child says of itself.
+Child.run() starts it, hands each line to the reader until its output ends, turns a cancel (or a
+deadline) into SIGTERM once the child catches it, SIGKILLs it if that does not end it, and reaps
+it whatever happens.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Child:
                 # Its output ended: it is exiting by itself. Otherwise (the sink raised, Ctrl-C)
                 # stop it now.
                 self._stop()
-                self.stderr = _tail(stderr)
+                self.stderr = tail(stderr)
 
     def result(self, reader: Reader, who: str) -> dict:
         """The child's report, or a LabError saying why there is none."""
@@ -155,7 +155,8 @@ class _Lines:
         return [line.decode() for line in lines if line.strip()]
 
 
-def _tail(stream: IO[bytes], lines: int = 3) -> str:
+def tail(stream: IO[bytes], lines: int = 3) -> str:
+    """The last lines a process wrote into `stream`, on one line."""
     stream.seek(0)
     text = stream.read().decode(errors="replace").strip()
     return " | ".join(text.splitlines()[-lines:])

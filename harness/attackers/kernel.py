@@ -13,12 +13,22 @@ import itertools
 import resource
 import socket
 import threading
-import time
 from collections.abc import Callable
 
+from harness.attackers.conversation import (
+    RECEIVE_SIZE,
+    Connect,
+    Conversation,
+    Pause,
+    Send,
+    Step,
+    advance,
+    conversation,
+    new_attempt,
+)
 from harness.attackers.policy import Budget, Policy, Target
 from harness.lab import Lab
-from harness.outcomes import Attempt, Outcome, http_status, outcome_of_error
+from harness.outcomes import Attempt
 
 CANCEL_POLL = 0.1  # seconds between looks at the cancel event
 
@@ -96,57 +106,34 @@ class KernelSpammer:
         try:
             sock.setblocking(False)
             sock.bind((source, 0))
-            attempt = Attempt(
-                attacker=self.label,
-                family=target.family,
-                src=source,
-                sport=sock.getsockname()[1],
-                dst=target.address,
-                dport=target.port,
-                client_timeout=timeout,
-                outcome=Outcome.SILENT,
-                t_syn=time.time(),
-            )
-            await self._converse(loop, sock, attempt, target, policy, timeout)
+            attempt = new_attempt(self.label, target, sock, timeout)
+            await _drive(loop, sock, conversation(attempt, target, policy.request_delay))
             return attempt
         finally:
             sock.close()
             self.in_flight -= 1
 
-    async def _converse(self, loop, sock, attempt: Attempt, target, policy, timeout) -> None:
-        established = False
-        head = b""
+
+async def _drive(loop: asyncio.AbstractEventLoop, sock: socket.socket, steps: Conversation) -> None:
+    """Run a conversation (attackers/conversation.py) on a non-blocking socket."""
+    step = advance(steps, None, None)
+    while step is not None:
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, (target.address, target.port)), timeout)
-            established = True
-            attempt.t_established = time.time()
-            if policy.request_delay:
-                await asyncio.sleep(policy.request_delay)
-            await loop.sock_sendall(sock, target.request())
-            attempt.t_request = time.time()
-            deadline = loop.time() + timeout
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), remaining)
-                if not chunk:
-                    attempt.outcome = Outcome.FIN
-                    break
-                if not attempt.bytes_received:
-                    attempt.t_first_byte = time.time()
-                attempt.bytes_received += len(chunk)
-                head = (head + chunk)[:64]
+            step = advance(steps, await _perform(loop, sock, step), None)
         except OSError as error:
-            outcome = outcome_of_error(error, established)
-            if outcome is None:
-                attempt.outcome = Outcome.RST if established else Outcome.REFUSED
-                attempt.detail = f"{type(error).__name__}: {error}"
-            else:
-                attempt.outcome = outcome
-        attempt.t_end = time.time()
-        attempt.data_first = attempt.bytes_received > 0
-        attempt.http_status = http_status(head)
+            step = advance(steps, None, error)
+
+
+async def _perform(loop, sock: socket.socket, step: Step) -> bytes | None:
+    if isinstance(step, Connect):
+        await asyncio.wait_for(loop.sock_connect(sock, step.address), step.timeout)
+    elif isinstance(step, Pause):
+        await asyncio.sleep(step.seconds)
+    elif isinstance(step, Send):
+        await loop.sock_sendall(sock, step.data)
+    else:
+        return await asyncio.wait_for(loop.sock_recv(sock, RECEIVE_SIZE), step.timeout)
+    return None
 
 
 def slot_sources(sources: list[str], slot: int, policy: Policy) -> list[str]:

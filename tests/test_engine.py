@@ -1,0 +1,368 @@
+"""The packet engine's transitions, segment by segment, with no socket and no lab (playbook.py)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from harness.attackers.packet.connection import Profile
+from harness.attackers.packet.engine import FIN_RETRIES, OPEN, TRANSITIONS, Engine, Event, State
+from harness.attackers.packet.segments import ACK, FIN, PSH, RST, SYN, Kind, seq_add
+from harness.outcomes import Outcome
+from tests.playbook import HIGH, LOW, REQUEST, START, Playbook
+
+SERVER_ISN = 5000
+VOLUME = Profile(give_up=Kind.FIN, retransmits=False)
+
+
+def established(play: Playbook, rtt: float = 0.001):
+    """Open an attempt and complete its handshake; the request is out."""
+    conn = play.connect()
+    play.sent(Kind.SYN, seq=conn.iss, ack=0)
+    play.t += rtt
+    play.server(SYN | ACK, seq=SERVER_ISN)
+    play.sent(Kind.REQUEST, seq=seq_add(conn.iss, 1), ack=SERVER_ISN + 1)
+    return conn
+
+
+def test_the_table_names_actions_that_exist_and_reaches_every_state():
+    for (state, event), (action, after) in TRANSITIONS.items():
+        assert callable(getattr(Engine, action, None)), action
+        assert isinstance(state, State) and isinstance(event, Event) and isinstance(after, State)
+    reached = {State.SYN_SENT} | {after for _, after in TRANSITIONS.values()}
+    assert reached == set(State)
+    # Every open state says what each segment does; none is left to chance.
+    segments = {Event.SYN_ACK, Event.ACK, Event.DATA, Event.FIN, Event.RST, Event.ODD, Event.ICMP}
+    for state in OPEN:
+        assert all((state, event) in TRANSITIONS for event in segments), state
+
+
+def test_graceful_close_is_fin_answered_with_our_fin():
+    play = Playbook()
+    conn = established(play, rtt=0.002)
+    play.server(FIN | ACK, seq=SERVER_ISN + 1)
+    play.sent(Kind.FIN, seq=seq_add(conn.iss, 1 + len(REQUEST)), ack=SERVER_ISN + 2)
+    assert conn.state is State.LAST_ACK
+    play.server(ACK, seq=SERVER_ISN + 2)
+    assert conn.state is State.CLOSED and not play.engine.settling()
+    play.quiet()
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.FIN and attempt.sport == conn.port
+    assert attempt.t_syn == pytest.approx(START)
+    assert attempt.t_established == pytest.approx(START + 0.002)
+    assert attempt.hang_s == pytest.approx(0.0) and not attempt.data_first
+    assert attempt.detail == ""
+    assert play.engine.in_flight == 0
+
+
+def test_request_delay_acknowledges_first_then_sends_the_request():
+    play = Playbook(request_delay=0.3)
+    conn = play.connect()
+    play.sent(Kind.SYN)
+    play.server(SYN | ACK, seq=SERVER_ISN)
+    play.sent(Kind.ACK, seq=seq_add(conn.iss, 1), ack=SERVER_ISN + 1)
+    assert conn.state is State.ESTABLISHED
+    play.later(0.25)
+    play.quiet()
+    play.later(0.1)  # (times off the exact due ones: the clock is a float)
+    play.sent(Kind.REQUEST, seq=seq_add(conn.iss, 1), ack=SERVER_ISN + 1)
+    assert conn.state is State.REQUESTED and conn.t_request == pytest.approx(START + 0.35)
+
+
+def test_served_response_then_fin_has_its_status_and_data_first():
+    play = Playbook()
+    established(play)
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    play.server(PSH | ACK, seq=SERVER_ISN + 1, payload=response)
+    play.sent(Kind.ACK, ack=SERVER_ISN + 1 + len(response))
+    play.server(FIN | ACK, seq=SERVER_ISN + 1 + len(response))
+    play.sent(Kind.FIN, ack=SERVER_ISN + 2 + len(response))
+    [attempt] = play.attempts()
+    assert (attempt.outcome, attempt.http_status) == (Outcome.FIN, 200)
+    assert attempt.data_first and attempt.bytes_received == len(response)
+
+
+def test_refused_only_by_an_rst_that_acknowledges_our_syn():
+    play = Playbook()
+    conn = play.connect()
+    play.server(RST | ACK, seq=0, ack=conn.iss)  # acknowledges something else: not for us
+    assert conn.state is State.SYN_SENT
+    play.server(RST | ACK, seq=0, ack=seq_add(conn.iss, 1))
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.REFUSED and attempt.t_established is None
+
+
+def test_unanswered_syn_is_sent_again_then_times_out():
+    play = Playbook(timeout=4.0)
+    conn = play.connect()
+    play.sent(Kind.SYN, seq=conn.iss)
+    play.later(1.01)
+    play.sent(Kind.SYN, seq=conn.iss)  # after 1 s, then 2 s later, as Linux
+    play.later(1.9)
+    play.quiet()
+    play.later(0.1)
+    play.sent(Kind.SYN, seq=conn.iss)
+    play.later(0.98)  # the next would be 4 s later, after the timeout: none
+    play.quiet()
+    assert play.attempts() == []
+    play.later(0.02)
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.SYN_TIMEOUT
+    assert attempt.t_end == pytest.approx(START + 4.01)
+    assert attempt.detail == "SYN sent 3 times"
+    assert play.counters.syn_retransmits_sent == 2
+
+
+@pytest.mark.parametrize(
+    ("profile", "gives_up_with"), [(Profile(), Kind.RST_ACK), (VOLUME, Kind.FIN)]
+)
+def test_silence_ends_at_our_timeout_and_what_follows_changes_nothing(profile, gives_up_with):
+    play = Playbook(timeout=2.0, profile=profile)
+    conn = established(play)
+    play.server(ACK, seq=SERVER_ISN + 1)  # the server read the request, then went silent
+    play.later(1.95)
+    play.quiet()
+    play.later(0.1)
+    play.sent(gives_up_with, seq=seq_add(conn.iss, 1 + len(REQUEST)), ack=SERVER_ISN + 1)
+    assert conn.state is State.GAVE_UP
+    # The defender's kernel answers what we sent after our timeout with RST (a silently closed
+    # socket): still silent, as capture.py classifies the same exchange.
+    play.server(RST, seq=SERVER_ISN + 1)
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.SILENT and attempt.hang_s == pytest.approx(2.05, abs=1e-5)
+    assert play.counters.late_packets_seen == 1 and conn.state is State.ABORTED
+
+
+def test_rst_after_the_request_is_rst_unless_outside_the_window():
+    play = Playbook()
+    conn = established(play)
+    play.server(RST, seq=SERVER_ISN + 1 + 70000)  # not in our window: someone else's
+    assert conn.state is State.REQUESTED
+    play.server(RST, seq=SERVER_ISN + 1)
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.RST
+    play.quiet()  # nothing to answer an RST with
+
+
+def test_tarpit_drip_is_silent_with_data_first():
+    play = Playbook(timeout=3.0)
+    established(play)
+    play.server(ACK, seq=SERVER_ISN + 1)  # the request arrived
+    for n in range(2):
+        play.later(1.0)
+        play.server(PSH | ACK, seq=SERVER_ISN + 1 + n, payload=b"x")
+        play.sent(Kind.ACK, ack=SERVER_ISN + 2 + n)
+    play.later(1.1)
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.SILENT and attempt.data_first
+    assert attempt.bytes_received == 2 and attempt.http_status is None
+    assert attempt.t_first_byte == pytest.approx(START + 0.001 + 1.0)
+
+
+def test_retransmitted_data_is_counted_once_and_acknowledged_again():
+    play = Playbook()
+    conn = established(play)
+    data = b"HTTP/1.1 200 OK\r\n"
+    for _ in range(2):
+        play.server(PSH | ACK, seq=SERVER_ISN + 1, payload=data)
+        play.sent(Kind.ACK, ack=SERVER_ISN + 1 + len(data))
+    assert conn.bytes_received == len(data) and conn.state is State.REQUESTED
+    assert play.counters.retransmissions_seen == 1
+    # Partly old: only its new bytes count.
+    play.server(PSH | ACK, seq=SERVER_ISN + 1, payload=data + b"more")
+    assert conn.bytes_received == len(data) + 4
+    play.server(FIN | ACK, seq=SERVER_ISN + 1 + len(data) + 4)
+    [attempt] = play.attempts()
+    assert attempt.detail == "segments retransmitted by the server: 2"
+
+
+def test_out_of_order_data_is_not_taken_and_acknowledged_at_the_gap():
+    play = Playbook()
+    conn = established(play)
+    play.server(PSH | ACK, seq=SERVER_ISN + 10, payload=b"later")
+    play.sent(Kind.ACK, ack=SERVER_ISN + 1)
+    assert conn.bytes_received == 0 and play.counters.out_of_order_seen == 1
+    play.server(FIN | ACK, seq=SERVER_ISN + 10)  # a FIN beyond a gap does not end it either
+    play.sent(Kind.ACK, ack=SERVER_ISN + 1)
+    assert conn.state is State.REQUESTED
+
+
+def test_duplicate_fin_is_not_a_new_end():
+    play = Playbook()
+    conn = established(play)
+    play.server(FIN | ACK, seq=SERVER_ISN + 1, ack=seq_add(conn.iss, 1 + len(REQUEST)))
+    our_fin = play.sent(Kind.FIN, ack=SERVER_ISN + 2)
+    first_end = conn.t_end
+    play.later(0.01)
+    play.server(FIN | ACK, seq=SERVER_ISN + 1)  # they never had our FIN: it goes again
+    play.sent(Kind.FIN, seq=our_fin.seq, ack=SERVER_ISN + 2)
+    assert play.counters.duplicate_fins_seen == 1 and conn.t_end == first_end
+    play.server(ACK, seq=SERVER_ISN + 2)
+    assert conn.state is State.CLOSED
+    play.server(FIN | ACK, seq=SERVER_ISN + 1)  # crossed with our FIN: acknowledged, nothing more
+    play.sent(Kind.ACK, ack=SERVER_ISN + 2)
+    assert play.counters.duplicate_fins_seen == 2 and len(play.attempts()) == 1
+
+
+def test_retransmitted_syn_ack_gets_the_request_again_not_a_new_attempt():
+    play = Playbook()
+    conn = established(play)
+    t_established = conn.t_established
+    play.server(SYN | ACK, seq=SERVER_ISN)
+    play.sent(Kind.REQUEST, seq=seq_add(conn.iss, 1), ack=SERVER_ISN + 1)
+    assert conn.t_established == t_established and conn.state is State.REQUESTED
+    assert play.counters.retransmissions_seen == 1
+
+
+def test_an_rst_to_our_resent_request_leaves_it_silent():
+    # The server dropped the socket before acknowledging the request, without a word: only our
+    # retransmission draws the RST of a socket that is gone (harness/capture.py's one rule).
+    play = Playbook(timeout=5.0)
+    conn = established(play, rtt=0.1)
+    play.later(0.31)
+    play.sent(Kind.REQUEST, seq=seq_add(conn.iss, 1))
+    play.server(RST, seq=SERVER_ISN + 1)
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.SILENT
+    assert attempt.detail.startswith("RST to the client's retransmission at +0.3 s")
+    assert attempt.hang_s == pytest.approx(0.31, abs=1e-3)  # it learnt at the RST
+
+
+def test_unacknowledged_request_is_sent_again_with_backoff():
+    play = Playbook(timeout=5.0)
+    conn = established(play, rtt=0.1)  # RTO: three times the first round trip, 0.3 s
+    play.later(0.29)
+    play.quiet()
+    play.later(0.02)
+    play.sent(Kind.REQUEST, seq=seq_add(conn.iss, 1))
+    play.later(0.57)  # then twice that, from then on
+    play.quiet()
+    play.later(0.05)
+    play.sent(Kind.REQUEST)
+    play.server(ACK, seq=SERVER_ISN + 1)
+    play.later(3.0)
+    play.quiet()  # acknowledged: no more
+    assert play.counters.data_retransmits_sent == 2
+
+
+def test_the_volume_profile_never_sends_its_request_again():
+    play = Playbook(timeout=3.0, profile=VOLUME)
+    established(play)
+    play.later(2.9)
+    play.quiet()
+
+
+def test_our_fin_is_sent_again_a_few_times_then_forgotten():
+    play = Playbook(timeout=60.0)
+    conn = established(play, rtt=0.1)
+    play.server(FIN | ACK, seq=SERVER_ISN + 1)
+    play.sent(Kind.FIN)
+    for _ in range(FIN_RETRIES):
+        assert play.engine.settling()
+        play.later(60.0)
+        play.sent(Kind.FIN, ack=SERVER_ISN + 2)
+    play.later(60.0)
+    play.quiet()
+    assert conn.state is State.LAST_ACK and not play.engine.settling()
+
+
+def test_icmp_error_ends_the_attempt_in_the_handshake_and_after():
+    play = Playbook()
+    play.connect()
+    play.sent(Kind.SYN)
+    play.icmp("icmp 3/13", "198.18.0.254")
+    play.quiet()
+    conn = established(play)
+    play.icmp("icmp 3/1", "198.18.0.254")
+    play.sent(Kind.RST_ACK, seq=seq_add(conn.iss, 1 + len(REQUEST)))  # the server keeps nothing
+    outcomes = [(a.outcome, a.detail) for a in play.attempts()]
+    assert outcomes == [
+        (Outcome.ICMP, "icmp 3/13 from 198.18.0.254"),
+        (Outcome.ICMP, "icmp 3/1 from 198.18.0.254"),
+    ]
+
+
+def test_a_syn_that_cannot_be_sent_for_want_of_a_route_is_icmp():
+    play = Playbook()
+    play.wire.failing, play.wire.error = {Kind.SYN}, errno.ENETUNREACH
+    conn = play.connect()
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.ICMP and attempt.detail.startswith("send failed")
+    assert conn.state is State.ABORTED and play.engine.in_flight == 0
+
+
+def test_a_lost_send_is_counted_and_the_attempt_goes_on():
+    play = Playbook()
+    play.wire.failing = {Kind.REQUEST}  # ENOBUFS
+    conn = play.connect()
+    play.server(SYN | ACK, seq=SERVER_ISN)
+    assert conn.state is State.REQUESTED and play.counters.send_errors == 1
+
+
+def test_late_segments_of_an_aborted_connection_get_rst_as_from_a_kernel():
+    play = Playbook()
+    conn = established(play)
+    play.server(RST, seq=SERVER_ISN + 1)
+    play.server(PSH | ACK, seq=SERVER_ISN + 1, payload=b"late")
+    play.sent(Kind.RST, seq=conn.snd_nxt, ack=0)
+    assert play.counters.late_packets_seen == 1
+    assert conn.bytes_received == 0
+
+
+def test_segment_for_a_port_never_used_gets_rst():
+    play = Playbook()
+    play.server(SYN | ACK, seq=SERVER_ISN, ack=1234, port=HIGH)
+    play.sent(Kind.RST, port=HIGH, seq=1234)
+    play.server(FIN, seq=77, ack=0, port=HIGH, odd="F")  # no ACK: the RST acknowledges it
+    play.sent(Kind.RST_ACK, port=HIGH, seq=0, ack=78)
+    assert play.counters.unknown_packets_seen == 2
+
+
+def test_syn_ack_for_an_older_attempt_on_the_port_is_reset():
+    play = Playbook()
+    conn = play.connect()
+    play.sent(Kind.SYN)
+    play.server(SYN | ACK, seq=SERVER_ISN, ack=seq_add(conn.iss, -100))
+    play.sent(Kind.RST, seq=seq_add(conn.iss, -100))
+    assert conn.state is State.SYN_SENT and play.counters.bad_acks_seen == 1
+    play.server(SYN | ACK, seq=SERVER_ISN)  # then the right one
+    assert conn.state is State.REQUESTED
+
+
+def test_odd_flags_are_noted_not_obeyed():
+    play = Playbook()
+    conn = established(play)
+    play.server(SYN | FIN | ACK, seq=SERVER_ISN + 1, odd="FSA")
+    assert conn.state is State.REQUESTED and play.counters.odd_segments_seen == 1
+    play.quiet()
+    play.server(RST, seq=SERVER_ISN + 1)
+    [attempt] = play.attempts()
+    assert attempt.detail == "odd segment from the server: FSA"
+
+
+def test_stopping_resets_what_is_established_and_reports_nothing_open():
+    play = Playbook()
+    play.connect()
+    play.sent(Kind.SYN)
+    opened = established(play)
+    play.engine.abandon()
+    play.sent(Kind.RST_ACK, port=opened.port)
+    play.quiet()
+    assert play.attempts() == [] and play.engine.in_flight == 0
+    assert play.counters.connections_abandoned == 2
+
+
+def test_slots_are_reused_oldest_first_and_sources_take_turns():
+    play = Playbook(sources=2)
+    first = [play.connect() for _ in range(4)]
+    assert [(c.src, c.port) for c in first] == [(0, LOW), (1, LOW), (0, LOW + 1), (1, LOW + 1)]
+    for conn in first:
+        play.server(RST | ACK, seq=0, conn=conn)  # refused: the slots are free again
+    slots = (HIGH - LOW + 1) * 2
+    opened = [play.connect() for _ in range(slots - 4)]
+    again = play.connect()  # every never-used slot went first; then the oldest freed one
+    assert (opened[-1].src, opened[-1].port) == (1, HIGH)
+    assert (again.src, again.port) == (0, LOW) and again.iss != first[0].iss
+    assert [play.connect().port for _ in range(3)] == [LOW, LOW + 1, LOW + 1]
+    assert play.engine.open() is None  # every slot is in use
