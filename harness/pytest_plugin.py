@@ -30,15 +30,15 @@ import pytest
 if TYPE_CHECKING:
     from harness.defender import ServerConfig
     from harness.lab import Lab
-    from harness.probe import ProbeResult
-    from harness.trial import TrialResult
+    from harness.trials.probe import ProbeResult
+    from harness.trials.trial import TrialResult
 
 Server = str | Sequence[str]  # a strategy spec, or a command
 
 
 def require_lab() -> None:
     """Skip (or, in CI, fail) a test that cannot build network namespaces here."""
-    from harness.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
+    from harness.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 
     if all(has_capability(bit) for bit in (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN)):
         return
@@ -100,7 +100,7 @@ def closebench_probe() -> Callable[..., ProbeResult]:
         family: int = 4,
         listen_timeout: float = 10.0,
     ) -> ProbeResult:
-        from harness.probe import Probe, ProbeCase
+        from harness.trials.probe import Probe, ProbeCase
 
         case = ProbeCase(server_config(server, port), routed, family, request_delay)
         result = Probe(timeout, path, listen_timeout=listen_timeout).run(case)
@@ -141,8 +141,8 @@ def closebench_attack() -> Callable[..., TrialResult]:
         sample_hz: float | None = 10.0,
     ) -> TrialResult:
         from harness.attackers.policy import Policy
-        from harness.errors import ClosebenchError
-        from harness.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
+        from harness.core.errors import ClosebenchError
+        from harness.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 
         try:
             policy = Policy(

@@ -261,7 +261,7 @@ def check_steering() -> None:
         raise TarpitError(
             f"no nftables table inet {TABLE} in this network namespace ({problem[0]}): without "
             "it the kernel answers the trapped sources too; load it first (closebench does: "
-            "harness/steering.py, from servers/zero_window.py ruleset())"
+            "harness/defender/steering.py, from servers/zero_window.py ruleset())"
         )
 
 

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from harness.lab import Host, Lab, lab_processes
-from harness.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
+from harness.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 
 CAPABLE = all(has_capability(bit) for bit in (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN))
 

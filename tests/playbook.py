@@ -25,7 +25,7 @@ from harness.attackers.packet.engine import Engine
 from harness.attackers.packet.records import Relay, attempt_line
 from harness.attackers.packet.segments import IcmpError, Kind, Segment
 from harness.attackers.policy import Policy
-from harness.outcomes import Attempt
+from harness.core.outcomes import Attempt
 
 REQUEST = b"GET /spam HTTP/1.1\r\nHost: lab\r\n\r\n"
 SOURCES = ("198.18.0.1", "198.18.0.5")

@@ -11,7 +11,7 @@ import pytest
 
 from harness.attackers.policy import Policy
 from harness.defender import ServerConfig
-from harness.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
+from harness.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 from servers.strategies import parse_spec
 
 pytestmark = pytest.mark.needs_lab

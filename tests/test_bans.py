@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from harness import firewall
 from harness.attackers.kernel import KernelSpammer
 from harness.attackers.policy import Policy, Target
-from harness.defender import Defender, ServerConfig
-from harness.errors import EnvironmentProblem, LabError, UsageError
+from harness.core.errors import EnvironmentProblem, LabError, UsageError
+from harness.core.outcomes import Attempt, Outcome
+from harness.core.summary import summarize_bans
+from harness.defender import Defender, ServerConfig, firewall
 from harness.lab import Lab
-from harness.outcomes import Attempt, Outcome
-from harness.probe import Probe, ProbeCase, ProbeResult
-from harness.runner import Runner
-from harness.scenario import find_scenario, load_scenario
-from harness.summary import summarize_bans
+from harness.trials.probe import Probe, ProbeCase, ProbeResult
+from harness.trials.runner import Runner
+from harness.trials.scenario import find_scenario, load_scenario
 from servers.bans import BanBook, BanPolicy, ruleset
 from servers.strategies import parse_spec
 

@@ -6,9 +6,9 @@ import pytest
 
 from harness.attackers.browser import BrowserClient
 from harness.attackers.policy import Policy
+from harness.core.errors import EnvironmentProblem
 from harness.defender import ServerConfig
-from harness.errors import EnvironmentProblem
-from harness.trial import AttackerSpec, TrialConfig, run_trial
+from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
 from servers.strategies import parse_spec
 
 

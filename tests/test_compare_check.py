@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.check import ALIASES, TABLE_KEYS, TOP_LEVEL_KEYS, allowed_table_keys
 from harness.cli import main
-from harness.compare import (
+from harness.core.summary import TrialRow
+from harness.results.check import ALIASES, TABLE_KEYS, TOP_LEVEL_KEYS, allowed_table_keys
+from harness.results.compare import (
     FIGURE_BY_NAME,
     FIGURES,
     KNOWN_FIGURES,
@@ -21,7 +22,6 @@ from harness.compare import (
     compare_runs,
     load_run,
 )
-from harness.summary import TrialRow
 
 # Figures of a quiet, healthy trial; tests change the ones they are about.
 HEALTHY = {
@@ -53,7 +53,7 @@ LOUD.update(hang_p95_s=0.0, hang_max_s=0.001, outcomes={"fin": 300}, attacker_se
 
 
 def row(trial: str, strategy: str | None = None, **figures) -> dict:
-    """A summary row with every schema field, as harness.runner writes it."""
+    """A summary row with every schema field, as harness.trials.runner writes it."""
     base = TrialRow(trial, strategy or trial.split(" ")[0], False, True, None, 30.0)
     return dataclasses.replace(base, **{**HEALTHY, **figures}).to_dict()
 
@@ -127,7 +127,7 @@ def test_every_numeric_summary_figure_is_known():
     row_fields = {f.name for f in dataclasses.fields(TrialRow)}
     assert {f.name for f in KNOWN_FIGURES} <= row_fields
     assert "routed" not in FIGURE_BY_NAME and "outcomes" not in FIGURE_BY_NAME
-    from harness.runner import SUMMARY_SCHEMA as written
+    from harness.trials.runner import SUMMARY_SCHEMA as written
 
     assert written == SUMMARY_SCHEMA
 
@@ -483,8 +483,8 @@ def test_check_as_a_command_exit_codes(tmp_path, good, bad):
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> Path:
-    from harness.runner import Runner
-    from harness.scenario import find_scenario, load_scenario
+    from harness.trials.runner import Runner
+    from harness.trials.scenario import find_scenario, load_scenario
 
     path = find_scenario("read-first")
     scenario, text, digest = load_scenario(path)

@@ -14,7 +14,7 @@ import pytest
 from harness.attackers.conversation import conversation, drive_blocking, new_attempt
 from harness.attackers.kernel import KernelSpammer
 from harness.attackers.policy import Policy, Target
-from harness.outcomes import Attempt, Outcome
+from harness.core.outcomes import Attempt, Outcome
 
 TIMEOUT = 0.5
 

@@ -9,7 +9,7 @@ import pytest
 from harness.attackers.packet.connection import Profile
 from harness.attackers.packet.engine import FIN_RETRIES, OPEN, TRANSITIONS, Engine, Event, State
 from harness.attackers.packet.segments import ACK, FIN, PSH, RST, SYN, Kind, seq_add
-from harness.outcomes import Outcome
+from harness.core.outcomes import Outcome
 from tests.playbook import HIGH, LOW, REQUEST, START, Playbook
 
 SERVER_ISN = 5000
@@ -217,7 +217,7 @@ def test_retransmitted_syn_ack_gets_the_request_again_not_a_new_attempt():
 
 def test_an_rst_to_our_resent_request_leaves_it_silent():
     # The server dropped the socket before acknowledging the request, without a word: only our
-    # retransmission draws the RST of a socket that is gone (harness/capture.py's one rule).
+    # retransmission draws the RST of a socket that is gone (harness/wire/pcap.py's one rule).
     play = Playbook(timeout=5.0)
     conn = established(play, rtt=0.1)
     play.later(0.31)

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from harness.attackers.policy import Policy
-from harness.capture import Endpoint, connections
-from harness.errors import UsageError
-from harness.file_names import unique_names
-from harness.report import build_report, load_run
-from harness.runner import Runner
-from harness.scenario import find_scenario, load_scenario
+from harness.core.errors import UsageError
+from harness.core.file_names import unique_names
+from harness.results.report.prose import build_report, load_run
+from harness.trials.runner import Runner
+from harness.trials.scenario import find_scenario, load_scenario
+from harness.wire.pcap import Endpoint, connections
 from servers.strategies import parse_spec
 from tests.conftest import our_keepers, wait_until
 

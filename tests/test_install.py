@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario import SCENARIO_DIR
+from harness.trials.scenario import SCENARIO_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a checkout has that a wheel must not depend on (nor carry).

@@ -18,7 +18,7 @@ from harness.attackers import ATTACKERS
 from harness.attackers.policy import Policy
 from harness.defender import ServerConfig
 from harness.lab import Addressing
-from harness.trial import AttackerSpec, TrialConfig, run_trial
+from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
 from servers.strategies import parse_spec
 
 EXPECTED = {"graceful": {"fin"}, "repair": {"silent"}, "rst": {"rst"}}

@@ -25,12 +25,12 @@ import psutil
 import pytest
 
 from harness.attackers.policy import Policy
-from harness.capture import Endpoint, connections
 from harness.defender import Defender, ServerConfig
 from harness.lab import Lab
-from harness.runner import Runner
-from harness.scenario import find_scenario, load_scenario
-from harness.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
+from harness.trials.runner import Runner
+from harness.trials.scenario import find_scenario, load_scenario
+from harness.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
+from harness.wire.pcap import Endpoint, connections
 from servers.strategies import parse_spec
 from tests.conftest import wait_until
 
@@ -59,7 +59,7 @@ def locust_processes() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
-        if "harness.locust." not in cmdline and "locustfile.py" not in cmdline:
+        if "harness.attackers.locust." not in cmdline and "locustfile.py" not in cmdline:
             continue
         try:
             if process.ppid() == 1 or any(p.pid == os.getpid() for p in process.parents()):
@@ -264,10 +264,10 @@ def test_a_worker_killed_mid_run_is_reported_and_the_others_go_on():
 
 
 def _worker_process(host_role: str) -> psutil.Process:
-    """The Locust worker running in the lab host `host_role` (not its launcher, harness.nsexec)."""
+    """The Locust worker running in the lab host `host_role` (not its launcher, harness.lab.nsexec)."""
     for process in locust_processes():
         cmdline = process.cmdline()
-        if cmdline[1:3] == ["-m", "harness.locust.worker"] and host_role in cmdline:
+        if cmdline[1:3] == ["-m", "harness.attackers.locust.worker"] and host_role in cmdline:
             return process
     raise AssertionError(f"no worker in {host_role}")
 

@@ -15,7 +15,7 @@ from harness.attackers.packet.loop import Pacer
 from harness.attackers.packet.segments import ACK, FIN, PSH, RST, SYN, IcmpError, Kind, Segment
 from harness.attackers.packet.wire import compile_bpf, reply_filter
 from harness.attackers.policy import Policy
-from harness.outcomes import Outcome
+from harness.core.outcomes import Outcome
 from tests.playbook import Playbook
 
 CLIENT4, SERVER4 = "198.18.0.1", "198.19.0.2"

@@ -11,15 +11,15 @@ import subprocess
 import pytest
 
 from harness.attackers.policy import Policy
+from harness.core.errors import EnvironmentProblem
+from harness.core.outcomes import Attempt, Outcome
 from harness.defender import Defender, ServerConfig
-from harness.errors import EnvironmentProblem
-from harness.metrics import ProcessTree, descendants
-from harness.outcomes import Attempt, Outcome
-from harness.peers import PEERS, Peer, PeerSetup, peer_for, require, skip_missing
-from harness.peers.endlessh import claims_against, parse_log
-from harness.peers.nginx import request_rate
-from harness.probe import Probe, ProbeCase
-from harness.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
+from harness.defender.metrics import ProcessTree, descendants
+from harness.defender.peers import PEERS, Peer, PeerSetup, peer_for, require, skip_missing
+from harness.defender.peers.endlessh import claims_against, parse_log
+from harness.defender.peers.nginx import request_rate
+from harness.trials.probe import Probe, ProbeCase
+from harness.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 from servers.strategies import PEER_STRATEGIES, parse_spec
 
 

@@ -55,7 +55,7 @@ def test_fixtures_in_a_users_suite(pytester):
 
 
 def test_without_privileges_skips_or_fails_in_ci(monkeypatch):
-    monkeypatch.setattr("harness.privileges.has_capability", lambda bit: False)
+    monkeypatch.setattr("harness.lab.privileges.has_capability", lambda bit: False)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="CAP_NET_ADMIN"):
         pytest_plugin.require_lab()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness.core.outcomes import Outcome
 from harness.defender import ServerConfig
-from harness.outcomes import Outcome
-from harness.probe import Probe, ProbeCase, ProbeResult, default_cases
+from harness.trials.probe import Probe, ProbeCase, ProbeResult, default_cases
 from servers.strategies import STRATEGIES, parse_spec
 from tests.test_peers import skip_missing_peer
 
@@ -32,7 +32,7 @@ EXPECTED = {
     "blacklist": (Outcome.RST, False),
     "fw-drop": (Outcome.RST, False),
     "fw-reject": (Outcome.RST, False),
-    # Peers: real HAProxy, nginx and endlessh (harness/peers/).
+    # Peers: real HAProxy, nginx and endlessh (harness/defender/peers/).
     "haproxy-silent-drop": (Outcome.SILENT, False),
     # Without CAP_NET_ADMIN silent-drop sends an RST with TTL 1: on a direct link it arrives.
     "haproxy-silent-drop:net_admin=false": (Outcome.RST, False),

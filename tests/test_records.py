@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from harness.addresses import canonical, same
-from harness.capture import Endpoint
-from harness.outcomes import Attempt, Outcome
-from harness.records import read_records, write_records
-from harness.summary import summarize
+from harness.core.addresses import canonical, same
+from harness.core.outcomes import Attempt, Outcome
+from harness.core.summary import summarize
+from harness.results.records import read_records, write_records
+from harness.wire.pcap import Endpoint
 
 T0 = 1_800_000_000.0  # Unix times: sub-microsecond differences are float noise
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.browsers import BROWSER_ENV, find_browser
-from harness.errors import UsageError
-from harness.figures import FIGURES
-from harness.report import build_report
+from harness.attackers.chromium import BROWSER_ENV, find_browser
+from harness.core.errors import UsageError
+from harness.results.figures import FIGURES
+from harness.results.report.prose import build_report
 
 RUN = Path(__file__).parent / "data" / "20261129-215532-report-sample"
 ROOT = Path(__file__).resolve().parent.parent
@@ -422,8 +422,8 @@ def test_page_renders_in_headless_chromium(built, tmp_path):
 
 def test_closebench_run_writes_the_report(tmp_path):
     """The runner builds the report at the end of every run, also of one stopped at once."""
-    from harness.runner import Runner
-    from harness.scenario import load_scenario
+    from harness.trials.runner import Runner
+    from harness.trials.scenario import load_scenario
 
     path = RUN / "scenario.toml"
     scenario, text, digest = load_scenario(path)

@@ -11,14 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness import conntrack
 from harness.attackers.policy import Policy
+from harness.core.outcomes import Outcome
 from harness.defender import Defender, ServerConfig
-from harness.lab import ROUTER_TABLE, Lab
-from harness.outcomes import Outcome
-from harness.probe import Probe, ProbeCase
-from harness.sockets import tcp_sockets
-from harness.trial import AttackerSpec, TrialConfig, run_trial
+from harness.lab import ROUTER_TABLE, Lab, conntrack
+from harness.lab.sockets import tcp_sockets
+from harness.trials.probe import Probe, ProbeCase
+from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
 from servers.strategies import parse_spec
 from tests.conftest import wait_until
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from harness.runner import Runner
-from harness.scenario import find_scenario, load_scenario
+from harness.trials.runner import Runner
+from harness.trials.scenario import find_scenario, load_scenario
 from servers.strategies import PEER_STRATEGIES, parse_spec
 from tests.conftest import our_keepers, wait_until
 from tests.test_peers import skip_missing_peer

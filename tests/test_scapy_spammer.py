@@ -20,11 +20,11 @@ from harness.attackers.kernel import KernelSpammer
 from harness.attackers.policy import Policy, Target
 from harness.attackers.rst_filter import PortRange
 from harness.attackers.scapy_spammer import MARK, TABLE_PREFIX, ScapySpammer, rst_filter_rules
+from harness.core.errors import EnvironmentProblem
+from harness.core.outcomes import Attempt, Outcome
 from harness.defender import Defender, ServerConfig
-from harness.errors import EnvironmentProblem
 from harness.lab import Host, Lab
-from harness.outcomes import Attempt, Outcome
-from harness.sockets import tcp_sockets
+from harness.lab.sockets import tcp_sockets
 from servers.strategies import parse_spec
 from tests.conftest import members, wait_until
 
@@ -298,7 +298,8 @@ def test_ephemeral_range_moved_off_the_spammer_ports(results):
 def test_missing_nft_is_one_clear_error(monkeypatch):
     real_which = __import__("shutil").which
     monkeypatch.setattr(
-        "harness.privileges.shutil.which", lambda tool: None if tool == "nft" else real_which(tool)
+        "harness.lab.privileges.shutil.which",
+        lambda tool: None if tool == "nft" else real_which(tool),
     )
     with pytest.raises(EnvironmentProblem, match="nft"):
         ScapySpammer().run(None, Target("198.18.0.2", PORT), CAPPED, print, threading.Event())

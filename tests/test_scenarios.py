@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from harness.errors import UsageError
-from harness.scenario import SCENARIO_DIR, find_scenario, load_scenario
+from harness.core.errors import UsageError
+from harness.trials.scenario import SCENARIO_DIR, find_scenario, load_scenario
 
 SHIPPED = [
     "seed",

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
+from harness.core.errors import LabError
 from harness.defender import Defender, ServerConfig
-from harness.errors import LabError
 from harness.lab import Lab
-from harness.sockets import tcp_counters, tcp_sockets
+from harness.lab.sockets import tcp_counters, tcp_sockets
 from servers.strategies import parse_spec
 from tests.conftest import wait_until
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.capture import Endpoint, classify, connections
 from harness.cli import main
-from harness.file_names import safe_stem
-from harness.outcomes import Attempt, Outcome
-from harness.records import ATTEMPTS_FILE, read_records
-from harness.verify import read_outcome, read_wire, verify_run
+from harness.core.file_names import safe_stem
+from harness.core.outcomes import Attempt, Outcome
+from harness.results.records import ATTEMPTS_FILE, read_records
+from harness.results.verify import read_outcome, read_wire, verify_run
+from harness.wire.pcap import Endpoint, classify, connections
 
 RUN = Path(__file__).parent / "data" / "verify-sample"
 
@@ -94,7 +94,7 @@ def test_not_a_run_directory_is_a_usage_error(capsys, tmp_path):
 
 
 def test_the_two_readers_agree_on_every_connection():
-    """harness/capture.py (scapy) and harness/verify.py (dpkt) read the same packets apart."""
+    """harness/wire/pcap.py (scapy) and harness/results/verify.py (dpkt) read the same packets apart."""
     lines = records(RUN)
     by_client = {(r["src"], r["sport"]): r for r in lines}
     compared = 0

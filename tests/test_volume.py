@@ -17,10 +17,10 @@ from harness.attackers.packet.wire import MARK
 from harness.attackers.policy import Policy, Target
 from harness.attackers.rst_filter import PortRange
 from harness.attackers.volume import NFT_TABLE, VolumeAttacker
+from harness.core.errors import LabError, UsageError
+from harness.core.outcomes import Attempt, Outcome
 from harness.defender import Defender, ServerConfig
-from harness.errors import LabError, UsageError
 from harness.lab import Lab
-from harness.outcomes import Attempt, Outcome
 from servers.strategies import parse_spec
 from tests.conftest import members, wait_until
 

@@ -13,18 +13,17 @@ import sys
 import dpkt
 import pytest
 
-from harness import steering
 from harness.attackers.kernel import KernelSpammer
 from harness.attackers.policy import Policy, Target
-from harness.capture import ZERO_WINDOW_NOTE
-from harness.defender import Defender, ServerConfig
-from harness.errors import LabError
+from harness.core.errors import LabError
+from harness.core.outcomes import Attempt, Outcome
+from harness.defender import Defender, ServerConfig, steering
+from harness.defender.metrics import packets_sent
 from harness.lab import Lab
-from harness.metrics import packets_sent
-from harness.outcomes import Attempt, Outcome
-from harness.probe import Probe, ProbeCase, ProbeResult
-from harness.sockets import tcp_counters
-from harness.trial import AttackerSpec, TrialConfig, run_trial
+from harness.lab.sockets import tcp_counters
+from harness.trials.probe import Probe, ProbeCase, ProbeResult
+from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
+from harness.wire.pcap import ZERO_WINDOW_NOTE
 from servers import zero_window
 from servers.strategies import parse_spec
 from servers.zero_window import Responder, Segment, TarpitError, parse

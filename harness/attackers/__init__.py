@@ -17,7 +17,7 @@ ATTACKERS = {
     "curl": "curl itself, or any command given with --attacker-command",
     "browser": "headless Chromium, one page load per attempt slot",
 }
-# Kinds that run a command: each connection the command opens is an attempt (harness/capture.py
+# Kinds that run a command: each connection the command opens is an attempt (harness/wire/pcap.py
 # reads them from the attacker host's wire), tied to its run.
 COMMAND_KINDS = ("curl", "browser")
 
@@ -25,7 +25,7 @@ COMMAND_KINDS = ("curl", "browser")
 def require_tools_for(kind: str, command: list[str] | None = None) -> None:
     """The programs an attacker kind runs, checked before any lab is built (EnvironmentProblem
     naming the package to install)."""
-    from harness.privileges import require_tools
+    from harness.lab.privileges import require_tools
 
     if kind in ("scapy", "volume"):
         require_tools("nft")
@@ -67,7 +67,7 @@ def make_attacker(
     """An attacker of `kind` (one of ATTACKERS); `command` replaces curl for the curl kind;
     `engine` "locust" runs the kernel kind on Locust (it must be prepared: locust/engine.py)."""
     if engine == "locust" and kind == "kernel":
-        from harness.locust.engine import LocustEngine
+        from harness.attackers.locust.engine import LocustEngine
 
         return LocustEngine(label or "locust")
     if engine != "local":

@@ -1,6 +1,6 @@
 """The seed's abuser was Chrome: headless Chromium as the attacker, one page load per attempt slot.
 
-A CommandClient whose command is Debian's `chromium` (or the Chrome or Chromium harness/browsers.py
+A CommandClient whose command is Debian's `chromium` (or the Chrome or Chromium harness/attackers/chromium.py
 finds, or $CLOSEBENCH_BROWSER), run as root in the attacker host (hence no sandbox), with a fresh
 empty profile per page load and everything that would reach for the internet turned off.
 `--timeout` bounds the page load to the policy's timeout, as a user who gives up would; a long
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 
+from harness.attackers.chromium import BROWSER_ENV, find_browser
 from harness.attackers.command import CommandClient
-from harness.browsers import BROWSER_ENV, find_browser
-from harness.errors import EnvironmentProblem
+from harness.core.errors import EnvironmentProblem
 
 CHROMIUM = [
     "chromium",

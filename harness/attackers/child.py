@@ -19,7 +19,7 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Protocol
 
-from harness.errors import LabError
+from harness.core.errors import LabError
 
 if TYPE_CHECKING:  # the attackers' children import this module too: keep their start light
     from harness.lab import Host

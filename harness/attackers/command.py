@@ -22,12 +22,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from harness.addresses import canonical
 from harness.attackers.policy import Budget, Policy, Target
-from harness.capture import Capture, ConnectionBook, Endpoint, PcapFollower, WireEvent, classify
-from harness.errors import UsageError
+from harness.core.addresses import canonical
+from harness.core.errors import UsageError
+from harness.core.outcomes import Attempt, Outcome
 from harness.lab import Lab
-from harness.outcomes import Attempt, Outcome
+from harness.wire.pcap import Capture, ConnectionBook, Endpoint, PcapFollower, WireEvent, classify
 
 # Placeholders: {url} {address} {port} {path} {timeout} {timeout_ms} {source} {scratch}
 CURL = [

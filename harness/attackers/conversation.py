@@ -15,7 +15,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from harness.attackers.policy import Target
-from harness.outcomes import Attempt, Outcome, http_status, outcome_of_error
+from harness.core.outcomes import Attempt, Outcome, http_status, outcome_of_error
 
 RECEIVE_SIZE = 65536
 HEAD_SIZE = 64  # bytes of the response kept for its status line

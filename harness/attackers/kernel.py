@@ -27,8 +27,8 @@ from harness.attackers.conversation import (
     new_attempt,
 )
 from harness.attackers.policy import Budget, Policy, Target
+from harness.core.outcomes import Attempt
 from harness.lab import Lab
-from harness.outcomes import Attempt
 
 CANCEL_POLL = 0.1  # seconds between looks at the cancel event
 

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 
 @dataclass(frozen=True)

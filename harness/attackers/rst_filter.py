@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.errors import LabError, UsageError
+from harness.core.errors import LabError, UsageError
 
 if TYPE_CHECKING:  # the attackers' children import this module too: keep their start light
     from harness.lab import Host

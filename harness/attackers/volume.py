@@ -30,7 +30,7 @@ from harness.attackers.packet.segments import Kind
 from harness.attackers.packet.wire import MARK
 from harness.attackers.policy import Target
 from harness.attackers.rst_filter import SOURCE_PORTS, PortRange
-from harness.errors import LabError, UsageError
+from harness.core.errors import LabError, UsageError
 
 if TYPE_CHECKING:
     from harness.lab import Host

@@ -19,9 +19,9 @@ import pytest
 
 from harness.attackers import make_attacker
 from harness.attackers.policy import Policy, Target
+from harness.core.outcomes import Attempt
 from harness.defender import Defender, ServerConfig
 from harness.lab import Lab
-from harness.outcomes import Attempt
 from servers.strategies import parse_spec
 
 pytestmark = pytest.mark.needs_lab

@@ -19,10 +19,10 @@ import psutil
 import pytest
 
 from harness.attackers.kernel import KernelSpammer
+from harness.attackers.locust.engine import LocustEngine, lab_placement
 from harness.attackers.policy import Policy, Target
 from harness.defender import Defender, ServerConfig
 from harness.lab import Lab
-from harness.locust.engine import LocustEngine, lab_placement
 from servers.strategies import parse_spec
 
 pytestmark = pytest.mark.needs_lab

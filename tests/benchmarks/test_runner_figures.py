@@ -11,10 +11,10 @@ import pytest
 from harness.attackers.kernel import KernelSpammer
 from harness.attackers.policy import Policy, Target
 from harness.defender import Defender, ServerConfig
+from harness.defender.metrics import DefenderSampler
 from harness.lab import Lab
-from harness.metrics import DefenderSampler
-from harness.runner import Runner
-from harness.scenario import find_scenario, load_scenario
+from harness.trials.runner import Runner
+from harness.trials.scenario import find_scenario, load_scenario
 from servers.strategies import parse_spec
 
 pytestmark = pytest.mark.needs_lab

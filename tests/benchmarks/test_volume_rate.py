@@ -22,10 +22,10 @@ import pytest
 
 from harness.attackers.policy import Policy, Target
 from harness.attackers.volume import VolumeAttacker
+from harness.core.outcomes import Attempt
 from harness.defender import Defender, ServerConfig
 from harness.lab import Lab
-from harness.outcomes import Attempt
-from harness.sockets import tcp_counters
+from harness.lab.sockets import tcp_counters
 from servers.strategies import parse_spec
 
 pytestmark = pytest.mark.needs_lab

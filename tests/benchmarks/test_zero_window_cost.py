@@ -14,7 +14,7 @@ import pytest
 
 from harness.attackers.policy import Policy
 from harness.defender import ServerConfig
-from harness.trial import AttackerSpec, TrialConfig, run_trial
+from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
 from servers.strategies import parse_spec
 from servers.zero_window import Responder, Segment, build, parse
 

@@ -25,7 +25,7 @@ BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 def main() -> int:
-    from harness.netns import die_with_parent
+    from harness.lab.netns import die_with_parent
 
     die_with_parent()  # the nsexec launcher went away: so do we
     cancel = threading.Event()

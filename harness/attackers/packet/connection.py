@@ -23,7 +23,7 @@ from harness.attackers.packet.segments import (
     seq_add,
     seq_delta,
 )
-from harness.outcomes import Outcome, http_status
+from harness.core.outcomes import Outcome, http_status
 
 if TYPE_CHECKING:
     from harness.attackers.packet.engine import State

@@ -38,7 +38,7 @@ from harness.attackers.packet.segments import (
     seq_delta,
 )
 from harness.attackers.packet.timers import Timers
-from harness.outcomes import ICMP_ERRNOS, Outcome
+from harness.core.outcomes import ICMP_ERRNOS, Outcome
 
 
 class State(enum.IntEnum):  # ints: the table is looked up per packet
@@ -444,7 +444,7 @@ class Engine:
             return REFUSED  # outside our window: not for this connection
         if conn.request_resent is not None and conn.snd_una != conn.snd_nxt:
             # It answers our resent request, never acknowledged: the server had dropped the
-            # socket without a word, and we learn only now (harness/capture.py's one rule).
+            # socket without a word, and we learn only now (harness/wire/pcap.py's one rule).
             since = seg.t - (conn.t_request or conn.t_syn)
             conn.notes.append(f"RST to the client's retransmission at +{since:.1f} s")
             self._end(conn, Outcome.SILENT, seg.t)

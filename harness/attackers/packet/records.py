@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from harness.attackers.packet.config import ChildConfig
 from harness.attackers.packet.connection import Conn
-from harness.outcomes import Attempt, Outcome
+from harness.core.outcomes import Attempt, Outcome
 
 READY = "R"
 

@@ -21,9 +21,9 @@ from harness.attackers.packet.connection import Profile
 from harness.attackers.packet.records import Relay
 from harness.attackers.policy import Policy, Target
 from harness.attackers.rst_filter import SOURCE_PORTS, PortRange
-from harness.errors import UsageError
-from harness.outcomes import Attempt
-from harness.privileges import require_tools
+from harness.core.errors import UsageError
+from harness.core.outcomes import Attempt
+from harness.lab.privileges import require_tools
 
 if TYPE_CHECKING:
     from harness.lab import Host, Lab

@@ -1,0 +1,1 @@
+"""The core stage (see the README's Layout)."""

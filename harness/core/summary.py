@@ -1,0 +1,263 @@
+"""Figures derived from attempt records: what an attack cost the attacker."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from harness.core.outcomes import Attempt, Outcome
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by the nearest-rank method; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class AttackSummary:
+    """What attempts cost the attacker. The hang figures cover every attempt: its hang after the
+    request, or, for one that never sent a request, its wait to connect (Attempt.waited_s)."""
+
+    attacker: str
+    attempts: int  # connections
+    duration_s: float
+    attempts_per_s: float
+    hang_median_s: float | None
+    hang_p95_s: float | None
+    hang_max_s: float | None
+    connect_wait_median_s: float | None  # first SYN to established (or to the end)
+    connect_wait_p95_s: float | None
+    slot_median_s: float | None  # first SYN to the end: the whole attempt
+    slot_p95_s: float | None
+    attacker_seconds_wasted: float  # the sum of every attempt's slot, every outcome
+    connect_waits: int  # attempts that sent no request: their hang figure is their connect wait
+    outcomes: dict[str, int]
+    data_first: int  # attempts that got response bytes before their end
+    bytes_received: int
+    runs: int | None = None  # command attackers: runs of the command (each opens connections)
+    runs_per_s: float | None = None
+    attacker_cost: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(
+    attacker: str, attempts: list[Attempt], duration_s: float, cost: dict | None = None
+) -> AttackSummary:
+    waits = _present(a.waited_s for a in attempts)
+    connects = _present(a.connect_wait_s for a in attempts)
+    slots = _present(a.slot_s for a in attempts)
+    counts = Counter(a.outcome.value for a in attempts)
+    runs = (cost or {}).get("runs")  # a command attacker's (a run may open no connection)
+    return AttackSummary(
+        attacker=attacker,
+        attempts=len(attempts),
+        duration_s=duration_s,
+        attempts_per_s=_rate(len(attempts), duration_s),
+        hang_median_s=percentile(waits, 50),
+        hang_p95_s=percentile(waits, 95),
+        hang_max_s=max(waits) if waits else None,
+        connect_wait_median_s=percentile(connects, 50),
+        connect_wait_p95_s=percentile(connects, 95),
+        slot_median_s=percentile(slots, 50),
+        slot_p95_s=percentile(slots, 95),
+        attacker_seconds_wasted=sum(slots),
+        connect_waits=sum(a.t_request is None for a in attempts),
+        outcomes={o.value: counts[o.value] for o in Outcome if counts[o.value]},
+        data_first=sum(a.data_first for a in attempts),
+        bytes_received=sum(a.bytes_received for a in attempts),
+        runs=runs,
+        runs_per_s=None if runs is None else _rate(runs, duration_s),
+        attacker_cost=cost or {},
+    )
+
+
+def _present(values) -> list[float]:
+    return [value for value in values if value is not None]
+
+
+def _rate(count: int, duration_s: float) -> float:
+    return count / duration_s if duration_s > 0 else 0.0
+
+
+@dataclass
+class LegitSummary:
+    requests: int
+    succeeded: int  # got an HTTP 200
+    success_rate: float | None
+    latency_median_s: float | None
+    latency_p95_s: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_legit(attempts: list[Attempt]) -> LegitSummary:
+    ok = [a for a in attempts if a.http_status == 200]
+    latencies = [a.t_end - a.t_syn for a in ok if a.t_end is not None]
+    return LegitSummary(
+        requests=len(attempts),
+        succeeded=len(ok),
+        success_rate=len(ok) / len(attempts) if attempts else None,
+        latency_median_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+    )
+
+
+@dataclass
+class BanSummary:
+    """What a ban strategy did, from the server's ban log and the attempt records.
+
+    A ban is "in force" from its `t_effective` (blacklist: at once; fw-*: once nft committed it)
+    for its duration. Figures by address are summed (or, for rates, pooled) over the addresses.
+    """
+
+    bans: int  # bans the server issued (an address banned again counts again)
+    banned_addresses: int
+    longest_ban_s: float | None
+    time_to_ban_median_s: float | None  # from an address's first attempt to its first ban
+    time_to_ban_max_s: float | None
+    attempts_before_ban: int  # attempts started before their address's first ban (all, if none)
+    attempts_after_ban: int
+    attempts_per_s_after_ban: float | None  # per banned address: attempts / time after its ban
+    syns_dropped: int | None  # SYN packets the firewall dropped or rejected; None: no firewall
+    legit_wrongly_refused: int  # legitimate requests that failed while their address was banned
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_bans(
+    ban_log: list[dict],
+    attempts: list[Attempt],
+    legit_attempts: list[Attempt],
+    attack_end: float,
+    syns_dropped: int | None = None,
+) -> BanSummary:
+    """`ban_log`: the server's (servers/bans.py Ban.to_dict()); `attack_end`: Unix time."""
+    in_force = [b for b in ban_log if b.get("t_effective") is not None]
+    first_ban: dict[str, float] = {}
+    for ban in sorted(in_force, key=lambda b: b["t_effective"]):
+        first_ban.setdefault(ban["address"], ban["t_effective"])
+    first_attempt: dict[str, float] = {}
+    for attempt in attempts:
+        if attempt.src in first_ban:
+            first_attempt[attempt.src] = min(
+                first_attempt.get(attempt.src, math.inf), attempt.t_syn
+            )
+    delays = [first_ban[a] - first_attempt[a] for a in first_attempt]
+    before = [a for a in attempts if a.t_syn < first_ban.get(a.src, math.inf)]
+    after = len(attempts) - len(before)
+    time_banned = sum(max(0.0, attack_end - t) for t in first_ban.values())
+
+    def refused(attempt: Attempt) -> bool:
+        return attempt.http_status != 200 and any(
+            b["address"] == attempt.src
+            and b["t_detected"] <= attempt.t_syn < b["t_effective"] + b["duration_s"]
+            for b in in_force
+        )
+
+    return BanSummary(
+        bans=len(ban_log),
+        banned_addresses=len(first_ban),
+        longest_ban_s=max((b["duration_s"] for b in ban_log), default=None),
+        time_to_ban_median_s=percentile(delays, 50),
+        time_to_ban_max_s=max(delays, default=None),
+        attempts_before_ban=len(before),
+        attempts_after_ban=after,
+        attempts_per_s_after_ban=after / time_banned if time_banned > 0 else None,
+        syns_dropped=syns_dropped,
+        legit_wrongly_refused=sum(refused(a) for a in legit_attempts),
+    )
+
+
+@dataclass
+class TrialRow:
+    """One row of summary.json: one trial (a strategy, maybe a repetition) of a run.
+
+    Attacker figures cover every attacker of the trial together; `attackers` has them one by one.
+    """
+
+    trial: str
+    strategy: str | None
+    routed: bool
+    complete: bool
+    error: str | None
+    duration_s: float | None
+    attempts: int = 0
+    attempts_per_s: float = 0.0
+    hang_median_s: float | None = None  # every attempt: hang, or its wait to connect
+    hang_p95_s: float | None = None
+    hang_max_s: float | None = None
+    connect_wait_median_s: float | None = None
+    connect_wait_p95_s: float | None = None
+    slot_median_s: float | None = None
+    slot_p95_s: float | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+    attacker_seconds_wasted: float = 0.0  # the sum of every attempt's slot, every outcome
+    connect_waits: int = 0  # attempts that never sent a request
+    runs: int | None = None  # command attackers' runs (None: no command attacker)
+    runs_per_s: float | None = None
+    legit_requests: int = 0
+    legit_success_rate: float | None = None
+    legit_latency_median_s: float | None = None
+    legit_latency_p95_s: float | None = None
+    peak_fds: int | None = None
+    fd_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_threads: int | None = None
+    peak_rss_mb: float | None = None
+    peak_orphans: int | None = None
+    peak_sockets: int | None = None
+    retransmissions: int | None = None
+    peak_bans_active: int | None = None  # bans in force at once (nft set size; blacklist: log)
+    packets_sent: int | None = None  # by the defender's interfaces, every kind of packet
+    cpu_ms_per_attempt: float | None = None  # the defender's CPU per attacker attempt
+    peak_router_conntrack: int | None = None  # the router's tracked connections to the port
+    peak_router_established: int | None = None  # ... of them ESTABLISHED (null: no router)
+    wasted_per_fd_second: float | None = None  # None where the defender held no extra fd
+    wasted_per_cpu_second: float | None = None
+    sampler_overhead: float | None = None
+    attackers: dict[str, dict] = field(default_factory=dict)
+    server_stats: dict = field(default_factory=dict)
+    # closebench verify: the trial's records against its pcap (harness/results/verify.py); None: unchecked.
+    wire_agreement: dict | None = None
+    # Ban strategies only (BanSummary); None for the others.
+    bans: int | None = None
+    banned_addresses: int | None = None
+    longest_ban_s: float | None = None
+    time_to_ban_median_s: float | None = None
+    time_to_ban_max_s: float | None = None
+    attempts_before_ban: int | None = None
+    attempts_after_ban: int | None = None
+    attempts_per_s_after_ban: float | None = None
+    syns_dropped: int | None = None
+    legit_wrongly_refused: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def defender_figures(defender, wasted: float, attempts: int) -> dict:
+    """The summary row's defender fields (a metrics.DefenderCost), the cost asymmetry (the
+    attacker's `wasted` seconds per defender fd-second and CPU second) and the defender's CPU per
+    attempt."""
+    return {
+        **defender.to_dict(),
+        "wasted_per_fd_second": ratio(wasted, defender.fd_seconds),
+        "wasted_per_cpu_second": ratio(wasted, defender.cpu_seconds),
+        "cpu_ms_per_attempt": ratio(1000 * defender.cpu_seconds, attempts),
+    }
+
+
+def ratio(numerator: float, denominator: float | None) -> float | None:
+    """numerator / denominator, or None when the denominator is nothing measurable."""
+    if denominator is None or denominator <= 1e-9:
+        return None
+    return numerator / denominator

@@ -1,0 +1,1 @@
+"""The results stage (see the README's Layout)."""

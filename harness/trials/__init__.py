@@ -1,0 +1,1 @@
+"""The trials stage (see the README's Layout)."""

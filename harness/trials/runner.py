@@ -1,0 +1,481 @@
+"""`closebench run`: every strategy of a scenario, each in its own lab, several at once.
+
+Writes reports/<run-id>/: the scenario, attempts.jsonl, samples.csv, summary.json, the
+attacker-side pcaps and run.log; reports/latest points at the newest run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness import __version__
+from harness.core.errors import ClosebenchError, UsageError
+from harness.core.file_names import safe_stem, unique_names
+from harness.core.safe_files import SafeDirectory, write_error
+from harness.core.summary import TrialRow, defender_figures, summarize
+from harness.defender.metrics import Sample
+from harness.defender.peers import peer_for
+from harness.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
+from harness.results.records import ATTEMPTS_FILE, write_records
+from harness.results.report.prose import build_run_report
+from harness.results.verify import verify_trials
+from harness.trials.disk_space import DiskGuard, size_text
+from harness.trials.scenario import Scenario
+from harness.trials.trial import TrialConfig, TrialResult, run_trial
+
+SUMMARY_SCHEMA = "closebench.summary/1"
+DISK_CHECK_EVERY = 0.25  # seconds between looks at the free space while trials run
+
+
+@dataclass
+class TrialProgress:
+    """What the progress display shows of one trial; written by its worker, read by the UI."""
+
+    name: str
+    duration: float
+    state: str = "waiting"  # waiting, running, done, error, skipped
+    started: float | None = None
+    attempts: int = 0
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+
+@dataclass
+class RunOutcome:
+    directory: Path
+    rows: list[TrialRow]
+    complete: bool
+    errors: list[str] = field(default_factory=list)
+    report: Path | None = None  # index.html of the run's report, when it could be built
+    stopped: str | None = None  # why the run stopped early, other than an interruption
+    wire_agreement: dict | None = None  # closebench verify's totals; None with --no-verify
+
+
+class Runner:
+    def __init__(
+        self,
+        scenario: Scenario,
+        text: str,
+        digest: str,
+        source: Path,
+        out: Path,
+        verify: bool = True,
+    ) -> None:
+        self.scenario = scenario
+        self.verify = verify  # check every record against the pcaps once the trials are done
+        self.text = text
+        self.digest = digest
+        self.source = source
+        self.trials = scenario.trials()
+        self.progress = [TrialProgress(t.name, scenario.duration) for t in self.trials]
+        self.cancel = threading.Event()
+        self.stopped: str | None = None  # why the run stopped early (a full disk)
+        self.started_at = datetime.now(UTC)
+        # One capture file per trial, even for labels that clean up to one name (a/b, a_b).
+        self.pcap_names = unique_names([t.name for t in self.trials], ".pcap")
+        self.directory = _new_run_directory(out, scenario.name, self.started_at)
+        self._log_lock = threading.Lock()
+        try:
+            self._log = open(self.directory / "run.log", "a")  # noqa: SIM115 (closed in run())
+            (self.directory / "scenario.toml").write_text(text, encoding="utf-8")
+            (self.directory / "pcaps").mkdir()
+            self.disk = DiskGuard(self.directory)
+        except (OSError, ClosebenchError) as error:
+            if hasattr(self, "_log"):
+                self._log.close()
+            shutil.rmtree(self.directory, ignore_errors=True)  # bad input leaves nothing behind
+            if isinstance(error, OSError):
+                raise write_error(self.directory, error, "give another --out") from None
+            raise
+
+    def log(self, message: str) -> None:
+        stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+        with self._log_lock:
+            if self._log.closed:
+                return
+            try:
+                self._log.write(f"{stamp} {message}\n")
+                self._log.flush()
+                return
+            except OSError as error:  # the disk is full or gone; the line waits in the buffer
+                failure = f"cannot write {self.directory / 'run.log'} ({error.strerror})"
+        self.stop(failure)
+
+    def stop(self, reason: str) -> None:
+        """Stop the run early for `reason`, keeping what was measured (like Ctrl-C)."""
+        if self.stopped is None:
+            self.stopped = reason
+            self.log(f"stopping: {reason}")
+        self.cancel.set()
+
+    def run(self, jobs: int | None = None) -> RunOutcome:
+        """Run every trial; on cancel (Ctrl-C, SIGTERM, a full disk) keep what was measured,
+        marked incomplete."""
+        random.seed(self.scenario.seed)
+        jobs = jobs or self.scenario.parallel or min(len(self.trials), 2 * (os.cpu_count() or 1))
+        self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
+        results: list[TrialResult | str | None] = [None] * len(self.trials)
+        done = threading.Event()
+        watch = threading.Thread(target=self._watch_disk, args=(done,), name="disk", daemon=True)
+        watch.start()
+        try:
+            with ThreadPoolExecutor(jobs, thread_name_prefix="trial") as pool:
+                futures = [pool.submit(self._one, i, results) for i in range(len(self.trials))]
+                for future in futures:
+                    future.result()
+        finally:
+            done.set()
+            watch.join()
+            self.disk.release()  # room for the results, whatever filled the disk
+            outcome = self._write(results)
+            self._log.close()
+        return outcome
+
+    def _watch_disk(self, done: threading.Event) -> None:
+        while not done.wait(DISK_CHECK_EVERY):
+            if self.disk.full():
+                writing = [
+                    f"pcaps/{name}"
+                    for name, trial in zip(self.pcap_names, self.progress, strict=True)
+                    if trial.state == "running"
+                ]
+                if len(writing) > 3:
+                    writing[2:] = [f"{writing[2]} and {len(writing) - 3} more captures"]
+                self.stop(
+                    f"the disk is full ({size_text(self.disk.free())} free on the file system "
+                    f"of {self.directory.parent}) while writing {', '.join(writing) or 'run.log'}"
+                )
+                return
+
+    def _one(self, index: int, results: list) -> None:
+        # Each trial's lab lives and dies inside this task (keepers die with their thread).
+        progress = self.progress[index]
+        if self.cancel.is_set():
+            progress.state = "skipped"
+            return
+        pcap = f"pcaps/{self.pcap_names[index]}"
+        config = replace(self.trials[index], pcap=str(self.directory / pcap))
+        if peer_for(config.server.spec):  # its generated config and logs stay with the run
+            files = self.directory / "peers" / Path(self.pcap_names[index]).stem
+            config = replace(config, server=replace(config.server, files=str(files)))
+        if any(spec.engine == "locust" for spec in config.attackers):  # Locust's own CSV files
+            (self.directory / "locust").mkdir(exist_ok=True)
+            stem = Path(self.pcap_names[index]).stem
+            config = replace(config, locust_csv=str(self.directory / "locust" / stem))
+        progress.state, progress.started = "running", time.monotonic()
+        self.log(f"{progress.name}: started, capturing into {pcap}")
+
+        def counted(_attempt) -> None:
+            progress.attempts += 1
+
+        try:
+            result = run_trial(config, self.cancel, counted)
+            results[index] = result
+            progress.state = "done"
+            self.log(f"{progress.name}: done, {progress.attempts} attempts")
+            for line in result.server_log.splitlines():
+                self.log(f"{progress.name}: server: {line}")
+        except ClosebenchError as error:
+            results[index] = str(error)
+            progress.state = "error"
+            self.log(f"{progress.name}: error: {error}")
+
+    def _write(self, results: list[TrialResult | str | None]) -> RunOutcome:
+        """Write the results, summary.json first: if the disk is full, the rest may not fit."""
+        rows, errors = [], []
+        not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
+        for trial, result in zip(self.trials, results, strict=True):
+            if isinstance(result, TrialResult):
+                rows.append(trial_row(trial, result))
+                continue
+            if result:
+                errors.append(f"{trial.name}: {result}")
+            error = result or not_run
+            rows.append(TrialRow(trial.name, _strategy(trial), trial.routed, False, error, None))
+        complete = not self.cancel.is_set() and all(isinstance(r, TrialResult) for r in results)
+        measured = [
+            (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
+        ]
+        wire = self._verify(rows, measured) if self.verify else None
+        summary = {
+            "schema": SUMMARY_SCHEMA,
+            "meta": self.metadata(),
+            "complete": complete,
+            "wire_agreement": wire,
+            "rows": [row.to_dict() for row in rows],
+        }
+        lost = []
+        for name, write in (
+            ("summary.json", lambda: _write_summary(self.directory, summary)),
+            ("attempts.jsonl", lambda: _write_attempts(self.directory, measured)),
+            ("samples.csv", lambda: _write_all_samples(self.directory, measured)),
+        ):
+            try:
+                write()
+            except (OSError, ClosebenchError) as error:
+                lost.append(name)
+                self.log(f"{name}: not written: {error}")
+        try:
+            _point_latest(self.directory)
+        except OSError as error:
+            errors.append(f"cannot point {self.directory.parent / 'latest'} at this run: {error}")
+        report = build_run_report(self.directory, self.log) if "summary.json" not in lost else None
+        if report is None:
+            lost.append("index.html")
+        if self.stopped:
+            errors.insert(0, self._stopped_line(lost))
+        elif lost:
+            errors.append(f"could not write {', '.join(lost)} in {self.directory}")
+        return RunOutcome(self.directory, rows, complete, errors, report, self.stopped, wire)
+
+    def _stopped_line(self, lost: list[str]) -> str:
+        """Why the run stopped and what it kept, in one line."""
+        kept = [n for n in ("summary.json", "attempts.jsonl", "samples.csv") if n not in lost]
+        text = f"{self.stopped}: the run stopped early; kept in {self.directory}: "
+        text += ", ".join([*kept, "pcaps/", "run.log"])
+        if lost:
+            text += f" (not written: {', '.join(lost)}; free some space, then `closebench report`)"
+        return text
+
+    def _verify(self, rows: list[TrialRow], measured: list) -> dict:
+        """closebench verify on the trials' records (as attempts.jsonl will hold them) and their
+        pcaps: totals for summary.json, and each trial's figures in its row. A failure to verify
+        is recorded, never loses the run."""
+        records = [
+            {"trial": trial.name, **attempt.to_dict()}
+            for trial, result in measured
+            for attempt in result.attempts + result.legit_attempts
+        ]
+        try:
+            agreement = verify_trials(self.directory, [row.trial for row in rows], records)
+        except Exception as error:
+            self.log(f"verify: failed: {type(error).__name__}: {error}")
+            return {"ok": False, "error": f"{type(error).__name__}: {error}"}
+        by_trial = {trial.trial: trial.to_dict() for trial in agreement.trials}
+        for row in rows:
+            row.wire_agreement = by_trial.get(row.trial)
+        totals = agreement.to_dict()
+        self.log(f"verify: {'ok' if totals['ok'] else 'FLAGGED'}, {json.dumps(totals)}")
+        return totals
+
+    def metadata(self) -> dict:
+        return {
+            "closebench": __version__,
+            "run_id": self.directory.name,
+            "scenario_file": str(self.source),
+            "scenario_sha256": self.digest,
+            "scenario_name": self.scenario.name,
+            "seed": self.scenario.seed,
+            "duration_s": self.scenario.duration,  # as run: --duration may override the file
+            "started": self.started_at.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_s": (datetime.now(UTC) - self.started_at).total_seconds(),
+            **machine_metadata(),
+            "stopped": self.stopped,  # why the run stopped early (a full disk), or null
+        }
+
+
+def machine_metadata() -> dict:
+    """What summary.json records of the machine a run ran on."""
+    return {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "capabilities": {
+            "CAP_NET_ADMIN": has_capability(CAP_NET_ADMIN),
+            "CAP_NET_RAW": has_capability(CAP_NET_RAW),
+            "CAP_SYS_ADMIN": has_capability(CAP_SYS_ADMIN),
+        },
+        "tools": tool_versions(),
+    }
+
+
+class AttackRun:
+    """The run directory of one attack outside a scenario (`closebench attack --target`): the
+    same files as a scenario's run, so that report, compare and check read it alike.
+
+    Made up front, so that a bad --out is an error before anything starts.
+    """
+
+    def __init__(self, out: Path, name: str, scenario_toml: str) -> None:
+        self.name = name
+        self.started_at = datetime.now(UTC)
+        self.directory = _new_run_directory(out, name, self.started_at)
+        (self.directory / "scenario.toml").write_text(scenario_toml, encoding="utf-8")
+
+    def write(self, trial: TrialConfig, result: TrialResult, log: Callable[[str], None]) -> Path:
+        """summary.json, attempts.jsonl and the report; returns the directory."""
+        finished = datetime.now(UTC)
+        meta = {
+            "closebench": __version__,
+            "run_id": self.directory.name,
+            "scenario_name": self.name,
+            "duration_s": result.duration_s,
+            "started": self.started_at.isoformat(timespec="seconds"),
+            "finished": finished.isoformat(timespec="seconds"),
+            "wall_s": (finished - self.started_at).total_seconds(),
+            **machine_metadata(),
+            "stopped": None,
+        }
+        summary = {
+            "schema": SUMMARY_SCHEMA,
+            "meta": meta,
+            "complete": result.complete,
+            "rows": [trial_row(trial, result).to_dict()],
+        }
+        _write_summary(self.directory, summary)
+        _write_attempts(self.directory, [(trial, result)])
+        _point_latest(self.directory)
+        build_run_report(self.directory, log)
+        return self.directory
+
+
+def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
+    runs = [s.runs for s in result.summaries.values() if s.runs is not None]
+    everything = summarize(
+        "all", result.attempts, result.duration_s, {"runs": sum(runs)} if runs else None
+    )
+    wasted = everything.attacker_seconds_wasted
+    defender = result.defender
+    row = TrialRow(
+        trial=trial.name,
+        strategy=_strategy(trial),
+        routed=trial.routed,
+        complete=result.complete,
+        error=None,
+        duration_s=result.duration_s,
+        attempts=everything.attempts,
+        attempts_per_s=everything.attempts_per_s,
+        hang_median_s=everything.hang_median_s,
+        hang_p95_s=everything.hang_p95_s,
+        hang_max_s=everything.hang_max_s,
+        connect_wait_median_s=everything.connect_wait_median_s,
+        connect_wait_p95_s=everything.connect_wait_p95_s,
+        slot_median_s=everything.slot_median_s,
+        slot_p95_s=everything.slot_p95_s,
+        outcomes=everything.outcomes,
+        attacker_seconds_wasted=wasted,
+        connect_waits=everything.connect_waits,
+        runs=everything.runs,
+        runs_per_s=everything.runs_per_s,
+        sampler_overhead=result.sampler_overhead,
+        attackers={name: s.to_dict() for name, s in result.summaries.items()},
+        server_stats=result.server_stats,
+    )
+    if result.legit:
+        row.legit_requests = result.legit.requests
+        row.legit_success_rate = result.legit.success_rate
+        row.legit_latency_median_s = result.legit.latency_median_s
+        row.legit_latency_p95_s = result.legit.latency_p95_s
+    if defender:
+        for name, value in defender_figures(defender, wasted, everything.attempts).items():
+            setattr(row, name, value)
+    if result.bans:
+        for name, value in result.bans.to_dict().items():
+            setattr(row, name, value)
+    return row
+
+
+def _strategy(trial: TrialConfig) -> str | None:
+    return str(trial.server.spec) if trial.server.spec else None
+
+
+def _write_summary(directory: Path, summary: dict) -> None:
+    with SafeDirectory(directory) as run:  # whole or not at all: readers never see half of it
+        run.write("summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _write_attempts(directory: Path, measured: list[tuple[TrialConfig, TrialResult]]) -> None:
+    with open(directory / ATTEMPTS_FILE, "w", encoding="utf-8") as attempts:
+        for trial, result in measured:
+            write_records(attempts, result.attempts + result.legit_attempts, trial.name)
+
+
+def _write_all_samples(directory: Path, measured: list[tuple[TrialConfig, TrialResult]]) -> None:
+    with open(directory / "samples.csv", "w", newline="", encoding="utf-8") as samples:
+        writer = None
+        for trial, result in measured:
+            writer = _write_samples(samples, writer, trial.name, result.samples)
+
+
+def _write_samples(stream, writer, trial: str, samples: list[Sample]):
+    for sample in samples:
+        row = {"trial": trial, **sample.row()}
+        if writer is None:
+            writer = csv.DictWriter(stream, fieldnames=list(row))
+            writer.writeheader()
+        writer.writerow(row)
+    return writer
+
+
+def _new_run_directory(out: Path, scenario: str, started: datetime) -> Path:
+    """A new directory under --out, once --out has been checked: nothing starts on bad input."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory: give a directory for the runs")
+    latest = out / "latest"
+    if latest.exists() and not latest.is_symlink():
+        raise UsageError(
+            f"{latest} is a real {'directory' if latest.is_dir() else 'file'}, not the link "
+            "closebench keeps to the newest run: move it away, or give another --out"
+        )
+    base = f"{started.strftime('%Y%m%d-%H%M%S')}-{safe_stem(scenario, 'run')}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for attempt in range(100):
+            directory = out / (base if attempt == 0 else f"{base}-{attempt}")
+            try:
+                directory.mkdir()
+                return directory
+            except FileExistsError:
+                continue
+    except OSError as error:
+        raise write_error(out, error, "give another --out") from None
+    raise ClosebenchError(f"cannot create a run directory under {out}")
+
+
+def _point_latest(directory: Path) -> None:
+    latest = directory.parent / "latest"
+    temporary = directory.parent / f".latest-{os.getpid()}"
+    if temporary.is_symlink():
+        temporary.unlink()
+    temporary.symlink_to(directory.name)
+    os.replace(temporary, latest)  # atomic: readers never see it missing
+
+
+def tool_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for tool in ("tcpdump", "nft", "curl", "chromium"):
+        if shutil.which(tool) is None:
+            versions[tool] = None
+            continue
+        result = subprocess.run([tool, "--version"], capture_output=True, text=True)
+        versions[tool] = (result.stdout or result.stderr).splitlines()[0].strip()
+    for module in ("scapy", "psutil", "pydantic", "dpkt"):
+        imported = sys.modules.get(module) or __import__(module)
+        versions[module] = getattr(imported, "__version__", None) or getattr(
+            imported, "VERSION", None
+        )
+    return versions
+
+
+def watch(runner: Runner, show: Callable[[list[TrialProgress]], None], every: float = 0.25) -> None:
+    """Call `show` with the trials' progress until the run ends (used by the CLI's display)."""
+    while any(p.state in ("waiting", "running") for p in runner.progress):
+        show(runner.progress)
+        time.sleep(every)
+    show(runner.progress)

@@ -1,0 +1,1 @@
+"""The wire stage (see the README's Layout)."""
