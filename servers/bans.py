@@ -9,10 +9,11 @@ each address was banned, for escalation (one int per address ever banned).
 `NftBanner` enforces bans in the kernel: it adds the address to an nftables set whose elements
 carry a timeout, so a ban ends by itself even if the server dies. The table, its sets and the
 rules that drop or reject the banned addresses' SYNs are made beforehand by whoever runs the
-server (closebench's harness/defender/firewall.py; see `ruleset()` for what it expects). One thread owns
-the nft work: bans queued while an `nft -f -` runs go into the next one, so a burst of bans costs
-one process, not one per address (about 3 ms per process on a small machine). The thread may live
-in another network namespace (`--ban-netns`): the router's, when the ban is applied further out.
+server (closebench's harness/defender/firewall.py; see `ruleset()` for what it expects). One
+thread owns the nft work: bans queued while an `nft -f -` runs go into the next one, so a burst
+of bans costs one process, not one per address (about 3 ms per process on a small machine). The
+thread may live in another network namespace (`--ban-netns`): the router's, when the ban is
+applied further out.
 """
 
 from __future__ import annotations

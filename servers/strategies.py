@@ -6,8 +6,9 @@ an abusive connection one way or another; ban strategies (kind "ban") also refus
 further connections for a while, in the application (blacklist) or in an nftables set (fw-*), and
 end the connection that triggered the ban with a close strategy of their own (`then`). Peer
 strategies (kind "peer") run real software instead (HAProxy, nginx, endlessh) with a config the
-harness writes (harness/defender/peers/). A packet strategy (kind "packet": zero-window) answers an abusive
-source's packets itself, before the kernel's TCP sees them, so it picks its abusers by address.
+harness writes (harness/defender/peers/). A packet strategy (kind "packet": zero-window) answers
+an abusive source's packets itself, before the kernel's TCP sees them, so it picks its abusers by
+address.
 """
 
 from __future__ import annotations

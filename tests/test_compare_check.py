@@ -12,16 +12,11 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.core.summary import TrialRow
 from harness.results.check import ALIASES, TABLE_KEYS, TOP_LEVEL_KEYS, allowed_table_keys
-from harness.results.compare import (
-    FIGURE_BY_NAME,
-    FIGURES,
-    KNOWN_FIGURES,
-    SUMMARY_SCHEMA,
-    compare_runs,
-    load_run,
-)
+from harness.results.compare import compare_runs
+from harness.results.run_directory import load_run
+from harness.results.schema import SUMMARY_SCHEMA, TrialRow
+from harness.results.summary_figures import FIGURE_BY_NAME, FIGURES, KNOWN_FIGURES
 
 # Figures of a quiet, healthy trial; tests change the ones they are about.
 HEALTHY = {
@@ -329,7 +324,10 @@ def test_regression_limits_per_table(capsys, tmp_path):
         ('regression_figures = ["duration_s"]', "that have a worse direction"),
         ("threshold = 3", "unknown top-level key 'threshold'"),
         ("", "no expectations"),
-        ('baseline = "missing-run"', "no run directory"),
+        (
+            'baseline = "missing-run"',
+            "missing-run is not a closebench run directory (no such directory)",
+        ),
     ],
 )
 def test_bad_expectation_files(capsys, tmp_path, good, text, message):
@@ -351,12 +349,12 @@ def test_missing_run_and_expectation_file(capsys, tmp_path, good):
     status, _, err = closebench(
         capsys, "check", str(tmp_path / "nope"), "--expect", expect(tmp_path, REPAIR_SILENT)
     )
-    assert status == 2 and "no run directory" in err
+    assert status == 2 and "is not a closebench run directory (no such directory)" in err
     (tmp_path / "empty").mkdir()
     status, _, err = closebench(
         capsys, "check", str(tmp_path / "empty"), "--expect", expect(tmp_path, REPAIR_SILENT)
     )
-    assert status == 2 and "has no summary.json" in err
+    assert status == 2 and "is not a closebench run directory (no summary.json)" in err
     status, _, err = closebench(capsys, "check", str(good), "--expect", str(tmp_path / "none.toml"))
     assert status == 2 and "cannot read expectations" in err
 
@@ -464,9 +462,9 @@ def test_compare_bad_input_is_exit_2(capsys, tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "summary.json").write_text('{"schema": "other/1"}')
     status, _, err = closebench(capsys, "compare", str(a), str(tmp_path / "c"))
-    assert status == 2 and "expected 'closebench.summary/1'" in err
+    assert status == 2 and "has schema 'other/1', expected 'closebench.summary/1'" in err
     status, _, err = closebench(capsys, "compare", str(a), str(tmp_path))
-    assert status == 2 and "is not a run directory" in err
+    assert status == 2 and f"{tmp_path} is not a closebench run directory" in err
 
 
 def test_check_as_a_command_exit_codes(tmp_path, good, bad):

@@ -19,7 +19,8 @@ import pytest
 from harness.attackers.policy import Policy
 from harness.core.errors import UsageError
 from harness.core.file_names import unique_names
-from harness.results.report.prose import build_report, load_run
+from harness.results.report import build_report
+from harness.results.run_directory import load_run
 from harness.trials.runner import Runner
 from harness.trials.scenario import find_scenario, load_scenario
 from harness.wire.pcap import Endpoint, connections

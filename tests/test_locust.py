@@ -264,7 +264,7 @@ def test_a_worker_killed_mid_run_is_reported_and_the_others_go_on():
 
 
 def _worker_process(host_role: str) -> psutil.Process:
-    """The Locust worker running in the lab host `host_role` (not its launcher, harness.lab.nsexec)."""
+    """The Locust worker running in the lab host `host_role` (not its launcher, lab/nsexec.py)."""
     for process in locust_processes():
         cmdline = process.cmdline()
         if cmdline[1:3] == ["-m", "harness.attackers.locust.worker"] and host_role in cmdline:

@@ -21,7 +21,7 @@ import pytest
 from harness.attackers.chromium import BROWSER_ENV, find_browser
 from harness.core.errors import UsageError
 from harness.results.figures import FIGURES
-from harness.results.report.prose import build_report
+from harness.results.report import build_report
 
 RUN = Path(__file__).parent / "data" / "20261129-215532-report-sample"
 ROOT = Path(__file__).resolve().parent.parent

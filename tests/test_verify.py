@@ -12,9 +12,11 @@ import pytest
 from harness.cli import main
 from harness.core.file_names import safe_stem
 from harness.core.outcomes import Attempt, Outcome
-from harness.results.records import ATTEMPTS_FILE, read_records
+from harness.results.records import read_records
+from harness.results.run_directory import ATTEMPTS_FILE
 from harness.results.verify import read_outcome, read_wire, verify_run
-from harness.wire.pcap import Endpoint, classify, connections
+from harness.wire.classify import classify
+from harness.wire.pcap import Endpoint, connections
 
 RUN = Path(__file__).parent / "data" / "verify-sample"
 
@@ -94,7 +96,7 @@ def test_not_a_run_directory_is_a_usage_error(capsys, tmp_path):
 
 
 def test_the_two_readers_agree_on_every_connection():
-    """harness/wire/pcap.py (scapy) and harness/results/verify.py (dpkt) read the same packets apart."""
+    """harness/wire/ (scapy) and harness/results/verify.py (dpkt) read the same packets apart."""
     lines = records(RUN)
     by_client = {(r["src"], r["sport"]): r for r in lines}
     compared = 0

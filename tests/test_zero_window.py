@@ -23,7 +23,7 @@ from harness.lab import Lab
 from harness.lab.sockets import tcp_counters
 from harness.trials.probe import Probe, ProbeCase, ProbeResult
 from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
-from harness.wire.pcap import ZERO_WINDOW_NOTE
+from harness.wire.classify import ZERO_WINDOW_NOTE
 from servers import zero_window
 from servers.strategies import parse_spec
 from servers.zero_window import Responder, Segment, TarpitError, parse

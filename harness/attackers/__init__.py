@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# The kinds are imported when one is made, not here: the CLI and scenarios read the tables below,
+# and every packet attacker child imports this package, without scapy or the lab.
+
 # The attacker kinds, and what each is for. The one list the CLI and scenarios accept.
 ATTACKERS = {
     "kernel": "asyncio kernel sockets: what an ordinary spam script experiences",

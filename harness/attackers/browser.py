@@ -1,8 +1,9 @@
 """The seed's abuser was Chrome: headless Chromium as the attacker, one page load per attempt slot.
 
-A CommandClient whose command is Debian's `chromium` (or the Chrome or Chromium harness/attackers/chromium.py
-finds, or $CLOSEBENCH_BROWSER), run as root in the attacker host (hence no sandbox), with a fresh
-empty profile per page load and everything that would reach for the internet turned off.
+A CommandClient whose command is Debian's `chromium` (or the Chrome or Chromium that
+harness/attackers/chromium.py finds, or $CLOSEBENCH_BROWSER), run as root in the attacker host
+(hence no sandbox), with a fresh empty profile per page load and everything that would reach for
+the internet turned off.
 `--timeout` bounds the page load to the policy's timeout, as a user who gives up would; a long
 timeout (`--timeout 120`) shows what the browser does left to itself. Every connection the browser
 opens towards the target is an attempt (the request, its retries, spare connections).

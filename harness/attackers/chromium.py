@@ -4,8 +4,8 @@ Debian ships Chromium as a package; Ubuntu (20.04 on) only as a snap, whose /usr
 with a message when the snap is missing; GitHub's Ubuntu runners have Google Chrome instead.
 So a browser counts only once `BROWSER --version` answers like one.
 
-Standard library only, and runnable as a script (`python3 harness/attackers/chromium.py` prints the path or
-exits 1): setup.sh asks it, with the system's Python, before the venv exists.
+Standard library only, and runnable as a script (`python3 harness/attackers/chromium.py` prints
+the path or exits 1): setup.sh asks it, with the system's Python, before the venv exists.
 """
 
 from __future__ import annotations

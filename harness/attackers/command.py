@@ -27,7 +27,9 @@ from harness.core.addresses import canonical
 from harness.core.errors import UsageError
 from harness.core.outcomes import Attempt, Outcome
 from harness.lab import Lab
-from harness.wire.pcap import Capture, ConnectionBook, Endpoint, PcapFollower, WireEvent, classify
+from harness.lab.capture import Capture
+from harness.wire.classify import classify
+from harness.wire.pcap import ConnectionBook, Endpoint, PcapFollower, WireEvent
 
 # Placeholders: {url} {address} {port} {path} {timeout} {timeout_ms} {source} {scratch}
 CURL = [

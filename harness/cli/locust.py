@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 from harness.attackers import ENGINES
@@ -174,7 +175,7 @@ def run_locust_command(args: argparse.Namespace, console) -> int:
         return run_sample_command(args, console)
     require_locust()
     if args.locustfile:
-        print(Path(__file__).resolve().parent.parent / "attackers" / "locust" / "locustfile.py")
+        print(find_spec("harness.attackers.locust.locustfile").origin)  # found, not imported
         return 0
     if args.master is None:
         raise UsageError("give --master HOST[:PORT], the address of the closebench master")

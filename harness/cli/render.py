@@ -10,12 +10,13 @@ from rich.table import Table
 
 from harness.core.outcomes import Outcome
 from harness.defender.peers.notes import claim_text
-from harness.results.verify import RunAgreement
+from harness.results.verify import RunAgreement, agreement_text
 from harness.trials.probe import ProbeResult
 from harness.trials.runner import RunOutcome, TrialProgress
 from harness.trials.scenario import Scenario
 from harness.trials.trial import TrialResult
-from harness.wire.pcap import WireEvent, split_at_client_end
+from harness.wire.classify import split_at_client_end
+from harness.wire.pcap import WireEvent
 
 OUTCOME_STYLE = {
     Outcome.FIN: "yellow",
@@ -244,8 +245,6 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
 
 
 def print_wire_line(totals: dict, console: Console) -> None:
-    from harness.results.verify import agreement_text
-
     verdict = "[green]agree[/]" if totals.get("ok") else "[bold red]DISAGREE[/]"
     console.print(f"records against the wire: {verdict}: {escape(agreement_text(totals))}")
 

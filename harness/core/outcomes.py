@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, fields
 
 from harness.core.addresses import canonical
 
+LEGIT_CLIENT = "legit"  # the legitimate client's name in attempt records (attacker)
+
 
 class Outcome(enum.StrEnum):
     """What ended one connection attempt, as seen by the client."""

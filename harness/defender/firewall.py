@@ -8,7 +8,8 @@ server is given the router's namespace (`--ban-netns /proc/PID/ns/net`) and its 
 it: in the lab that stands for the defender asking a firewall further out to ban, without the
 network round trip a real one would cost.
 
-Reading the table (set sizes, SYN counters) is part of the defender's metrics (harness/defender/metrics.py).
+Reading the table (set sizes, SYN counters) is part of the defender's metrics
+(harness/defender/metrics.py).
 """
 
 from __future__ import annotations
@@ -17,16 +18,13 @@ import json
 import os
 import subprocess
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from harness.core.errors import LabError, UsageError
+from harness.defender.config import ServerConfig
 from harness.lab import Host, Lab
 from harness.lab.privileges import require_tools
 from servers.bans import COUNTERS, SETS, TABLE, ruleset
 from servers.strategies import StrategySpec
-
-if TYPE_CHECKING:
-    from harness.defender import ServerConfig
 
 FIREWALL_STRATEGIES = ("fw-drop", "fw-reject")
 

@@ -9,15 +9,11 @@ host's own firewall is never touched.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from harness.core.errors import LabError
+from harness.defender.config import ServerConfig
 from harness.lab import Lab
 from harness.lab.privileges import require_tools
 from servers.zero_window import COUNTER, TABLE, ruleset
-
-if TYPE_CHECKING:
-    from harness.defender import ServerConfig
 
 
 def prepare(lab: Lab, config: ServerConfig) -> None:

@@ -12,7 +12,7 @@ import subprocess
 
 import psutil
 
-from harness.lab import lab_processes
+from harness.lab.topology import lab_processes
 
 NAME_PREFIXES = ("closebench", "cb-")
 

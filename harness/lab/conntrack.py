@@ -1,11 +1,12 @@
 """The lab router's connection tracking: what a stateful device between the attacker and the
 defender (a NAT, a firewall) remembers of each connection.
 
-The router tracks connections because its nftables table uses `ct` (harness/lab/topology.py); its table is
-read from /proc/PID/net/nf_conntrack, one line per tracked connection, as the router's namespace
-sees it. A connection the defender ended silently stays ESTABLISHED there for days (the kernel's
-default nf_conntrack_tcp_timeout_established is five days); one it ended with an RST the router
-saw go by is CLOSE for ten seconds and then forgotten, whether or not the RST reached the client.
+The router tracks connections because its nftables table uses `ct` (harness/lab/topology.py);
+its table is read from /proc/PID/net/nf_conntrack, one line per tracked connection, as the
+router's namespace sees it. A connection the defender ended silently stays ESTABLISHED there for
+days (the kernel's default nf_conntrack_tcp_timeout_established is five days); one it ended with
+an RST the router saw go by is CLOSE for ten seconds and then forgotten, whether or not the RST
+reached the client.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.lab import Host
+from harness.lab.hosts import Host
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""A stand-in for tcpdump inside a user namespace: `python -m harness.lab.sniffer IFACE FILE FILTER`.
+"""A stand-in for tcpdump inside a user namespace:
+`python -m harness.lab.sniffer IFACE FILE SNAPLEN FILTER`.
 
 tcpdump insists on dropping privileges to another user once it runs as uid 0, which a user
 namespace mapping only root cannot do. This writes the same pcap with scapy: slower (thousands of

@@ -11,8 +11,15 @@ import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
-from harness.lab import Host
+
+class Host(Protocol):
+    """What these readers need of a host: its /proc/net files (a lab Host, or a process's own
+    network namespace: trials/server_samples.py)."""
+
+    def proc_net(self, name: str) -> str: ...
+
 
 # include/net/tcp_states.h
 TCP_STATES = {

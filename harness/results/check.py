@@ -28,19 +28,10 @@ from rich.table import Table
 from harness.core.errors import UsageError
 from harness.core.outcomes import Outcome
 from harness.core.safe_files import read_text
-from harness.results.compare import (
-    FIGURE_BY_NAME,
-    FIGURES,
-    HIGHER,
-    RunSummary,
-    common_trials,
-    load_run,
-    mean,
-    number,
-    outcomes_text,
-    values,
-    warn_on_stderr,
-)
+from harness.results.compare import common_trials, mean, values
+from harness.results.run_directory import RunData, load_summary
+from harness.results.summary_figures import FIGURE_BY_NAME, FIGURES, HIGHER, number, outcomes_text
+from harness.results.verify import agreement_text
 
 ALL_TRIALS = "*"
 DEFAULT_MAX_REGRESSION_PCT = 20.0
@@ -216,7 +207,7 @@ def _quoted(name: str) -> str:
 # Checking a run.
 
 
-def matching_trials(run: RunSummary, name: str) -> list[dict]:
+def matching_trials(run: RunData, name: str) -> list[dict]:
     """The rows a table names: a trial (its repetitions too), else a strategy's trials; "*" all."""
     if name == ALL_TRIALS:
         return list(run.rows)
@@ -230,9 +221,7 @@ def matching_trials(run: RunSummary, name: str) -> list[dict]:
     raise UsageError(f"no trial or strategy {name!r} in run {run.name}; its trials: {known}")
 
 
-def check_run(
-    run: RunSummary, expectations: Expectations, baseline: RunSummary | None
-) -> list[Verdict]:
+def check_run(run: RunData, expectations: Expectations, baseline: RunData | None) -> list[Verdict]:
     verdicts = [Verdict("run", "complete", "true", str(run.complete).lower(), run.complete)]
     for table in expectations.tables:
         for row in matching_trials(run, table.name):
@@ -270,8 +259,6 @@ def check_row(row: dict, table: TrialExpectation) -> list[Verdict]:
 
 def check_wire(trial: str, figures: object, expected: bool) -> Verdict:
     """The trial's records against its pcap, as `closebench run` verified them."""
-    from harness.results.verify import agreement_text
-
     if not isinstance(figures, dict):
         return Verdict(trial, "wire_agreement", _wire_expected(expected), "not verified", False)
     actual = ("agree: " if figures.get("ok") else "DISAGREE: ") + agreement_text(figures)
@@ -296,9 +283,7 @@ def check_bound(trial: str, value: object, bound: Bound) -> Verdict:
     return Verdict(trial, bound.figure, expected, number(float(value)), ok)
 
 
-def check_regressions(
-    run: RunSummary, baseline: RunSummary, expectations: Expectations
-) -> list[Verdict]:
+def check_regressions(run: RunData, baseline: RunData, expectations: Expectations) -> list[Verdict]:
     """Each shared trial's figures against the baseline's, in each figure's worse direction."""
     groups, base_groups = run.groups(), baseline.groups()
     shared = common_trials(run, baseline)
@@ -364,7 +349,7 @@ def run_check(
 ) -> list[Verdict]:
     """Load everything (UsageError on bad input; `warn` of damaged rows), then check."""
     expectations = load_expectations(expect_path)
-    run = load_run(run_path, warn)
+    run = load_summary(run_path, warn)
     if baseline_path:
         expectations.baseline = Path(baseline_path)
     if expectations.baseline is None and expectations.regression_limits_given:
@@ -376,7 +361,7 @@ def run_check(
         raise UsageError(
             f"{expectations.source}: no expectations: add a table per trial or a baseline"
         )
-    baseline = load_run(expectations.baseline, warn) if expectations.baseline else None
+    baseline = load_summary(expectations.baseline, warn) if expectations.baseline else None
     return check_run(run, expectations, baseline)
 
 
@@ -403,27 +388,3 @@ def print_verdicts(verdicts: list[Verdict], run: str, console: Console, verbose:
             f"closebench check: all {len(verdicts)} expectations hold for {escape(run)}",
             highlight=False,
         )
-
-
-# The command line: `closebench check RUN --expect FILE`.
-
-
-def add_check_parser(commands) -> None:
-    check = commands.add_parser(
-        "check",
-        help="check a run against expectations (exit 1 when one fails): a CI gate",
-        description="Check a run directory's summary against expectations written in TOML (see "
-        "the README, `closebench check`). Exit 0 when all hold, 1 when one fails, 2 on bad input.",
-    )
-    check.add_argument("run", metavar="RUN", help="the run directory to check")
-    check.add_argument("--expect", required=True, metavar="FILE", help="the expectations (TOML)")
-    check.add_argument(
-        "--baseline", metavar="RUN_DIR", help="compare with this run (overrides `baseline`)"
-    )
-    check.add_argument("-v", "--verbose", action="store_true", help="list the kept ones too")
-
-
-def run_check_command(args, console: Console) -> int:
-    verdicts = run_check(args.run, args.expect, args.baseline, warn_on_stderr)
-    print_verdicts(verdicts, args.run, console, args.verbose)
-    return 0 if all(verdict.ok for verdict in verdicts) else 1

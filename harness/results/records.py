@@ -1,9 +1,9 @@
 """Attempt records on disk: the one place that writes and reads them.
 
-A run directory keeps every attempt in `attempts.jsonl`, one JSON object a line (Attempt.to_dict()
-plus the trial's name); `closebench attack --records FILE` writes the same lines without it. Another
-format (Parquet, say) would be added here, next to this one, and everything that reads records
-goes through read_records().
+A run directory (harness/results/run_directory.py) keeps every attempt in `attempts.jsonl`, one
+JSON object a line (Attempt.to_dict() plus the trial's name); `closebench attack --records FILE`
+writes the same lines without it. Another format (Parquet, say) would be added here, next to this
+one, and everything that reads records goes through read_records().
 """
 
 from __future__ import annotations
@@ -15,11 +15,6 @@ from pathlib import Path
 from typing import IO
 
 from harness.core.outcomes import Attempt
-
-ATTEMPTS_FILE = "attempts.jsonl"
-PCAP_DIR = (
-    "pcaps"  # a trial's capture: harness.core.file_names.unique_names of the trials, in order
-)
 
 
 def write_records(stream: IO[str], attempts: Iterable[Attempt], trial: str | None = None) -> None:

@@ -1,10 +1,14 @@
-"""Rows of a summary.json read back, checked against the row's schema (summary.TrialRow).
+"""The schema of summary.json, the one definition: its document name and its row, TrialRow.
 
-A run directory may have been edited, cut short or written by another version. A row that is no
-object or has no trial name is left out; a field of the wrong type (text for a number, NaN, a
-list for the outcome counts) is dropped and the row marked failed with the reason, since its
-other figures cannot be trusted either; a missing field takes the schema's default, as rows of
-older versions lack the fields added since. Each problem is one line for the reader.
+The runner writes rows from it (harness/trials/rows.py); every reader gets rows checked against it
+(check_rows): a run directory may have been edited, cut short or written by another version. A
+row that is no object or has no trial name is left out; a field of the wrong type (text for a
+number, NaN, a list for the outcome counts) is dropped and the row marked failed with the reason,
+since its other figures cannot be trusted either; a missing field takes the schema's default, as
+rows of older versions lack the fields added since. Each problem is one line for the reader.
+
+The names of the other documents closebench writes are here too. Fields are only ever added
+within a schema version.
 """
 
 from __future__ import annotations
@@ -13,9 +17,80 @@ import dataclasses
 import math
 import types
 import typing
+from dataclasses import asdict, dataclass, field
 from functools import cache
 
-from harness.core.summary import TrialRow
+SUMMARY_SCHEMA = "closebench.summary/1"  # summary.json
+PROBE_SCHEMA = "closebench.probe/1"  # closebench probe --json
+ATTACK_SCHEMA = "closebench.attack/1"  # closebench attack --json
+VERIFY_SCHEMA = "closebench.verify/1"  # closebench verify --json
+
+
+@dataclass
+class TrialRow:
+    """One row of summary.json: one trial (a strategy, maybe a repetition) of a run.
+
+    Attacker figures cover every attacker of the trial together; `attackers` has them one by one.
+    """
+
+    trial: str
+    strategy: str | None
+    routed: bool
+    complete: bool
+    error: str | None
+    duration_s: float | None
+    attempts: int = 0
+    attempts_per_s: float = 0.0
+    hang_median_s: float | None = None  # every attempt: hang, or its wait to connect
+    hang_p95_s: float | None = None
+    hang_max_s: float | None = None
+    connect_wait_median_s: float | None = None
+    connect_wait_p95_s: float | None = None
+    slot_median_s: float | None = None
+    slot_p95_s: float | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+    attacker_seconds_wasted: float = 0.0  # the sum of every attempt's slot, every outcome
+    connect_waits: int = 0  # attempts that never sent a request
+    runs: int | None = None  # command attackers' runs (None: no command attacker)
+    runs_per_s: float | None = None
+    legit_requests: int = 0
+    legit_success_rate: float | None = None
+    legit_latency_median_s: float | None = None
+    legit_latency_p95_s: float | None = None
+    peak_fds: int | None = None
+    fd_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_threads: int | None = None
+    peak_rss_mb: float | None = None
+    peak_orphans: int | None = None
+    peak_sockets: int | None = None
+    retransmissions: int | None = None
+    peak_bans_active: int | None = None  # bans in force at once (nft set size; blacklist: log)
+    packets_sent: int | None = None  # by the defender's interfaces, every kind of packet
+    cpu_ms_per_attempt: float | None = None  # the defender's CPU per attacker attempt
+    peak_router_conntrack: int | None = None  # the router's tracked connections to the port
+    peak_router_established: int | None = None  # ... of them ESTABLISHED (null: no router)
+    wasted_per_fd_second: float | None = None  # None where the defender held no extra fd
+    wasted_per_cpu_second: float | None = None
+    sampler_overhead: float | None = None
+    attackers: dict[str, dict] = field(default_factory=dict)
+    server_stats: dict = field(default_factory=dict)
+    # closebench verify: the trial's records against its pcap (results/verify.py); None: unchecked.
+    wire_agreement: dict | None = None
+    # Ban strategies only (BanSummary); None for the others.
+    bans: int | None = None
+    banned_addresses: int | None = None
+    longest_ban_s: float | None = None
+    time_to_ban_median_s: float | None = None
+    time_to_ban_max_s: float | None = None
+    attempts_before_ban: int | None = None
+    attempts_after_ban: int | None = None
+    attempts_per_s_after_ban: float | None = None
+    syns_dropped: int | None = None
+    legit_wrongly_refused: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclasses.dataclass
@@ -46,13 +121,13 @@ def check_rows(raw_rows: list, source: str = "summary.json") -> CheckedRows:
 def _checked_row(raw: dict) -> tuple[dict, list[str]]:
     row = dict(raw)  # fields this version does not know are kept as they are
     wrong = []
-    for field in dataclasses.fields(TrialRow):
-        hint = _hints()[field.name]
-        if field.name not in raw:
-            row[field.name] = _default(field)
-        elif not _fits(raw[field.name], hint):
-            wrong.append(field.name)
-            row[field.name] = _default(field) if _optional(hint) else _empty(field)
+    for row_field in dataclasses.fields(TrialRow):
+        hint = _hints()[row_field.name]
+        if row_field.name not in raw:
+            row[row_field.name] = _default(row_field)
+        elif not _fits(raw[row_field.name], hint):
+            wrong.append(row_field.name)
+            row[row_field.name] = _default(row_field) if _optional(hint) else _empty(row_field)
     return row, wrong
 
 

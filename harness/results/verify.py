@@ -27,7 +27,8 @@ from pathlib import Path
 
 from harness.core.errors import UsageError
 from harness.core.file_names import unique_names
-from harness.results.records import ATTEMPTS_FILE, PCAP_DIR, read_records
+from harness.results.records import read_records
+from harness.results.run_directory import ATTEMPTS_FILE, PCAP_DIR
 
 END_TOLERANCE_P95_S = 0.002  # |Δ end| p95 beyond this is a disagreement
 JOIN_WINDOW_S = 5.0  # a record's t_syn and its connection's first SYN are at most this far apart

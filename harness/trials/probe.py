@@ -17,8 +17,10 @@ from harness.core.outcomes import Attempt, Outcome
 from harness.defender import LISTEN_TIMEOUT, Defender, ServerConfig
 from harness.defender.peers import peer_for
 from harness.lab import Lab
+from harness.lab.capture import Capture
 from harness.lab.sockets import tcp_sockets
-from harness.wire.pcap import Capture, Endpoint, WireEvent, classify, connection_events
+from harness.wire.classify import classify
+from harness.wire.pcap import Endpoint, WireEvent, connection_events
 from servers.strategies import STRATEGIES, parse_spec
 
 DEFAULT_TIMEOUT = 10.0

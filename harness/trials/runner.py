@@ -6,7 +6,6 @@ attacker-side pcaps and run.log; reports/latest points at the newest run.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -23,21 +22,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import __version__
-from harness.core.errors import ClosebenchError, UsageError
-from harness.core.file_names import safe_stem, unique_names
-from harness.core.safe_files import SafeDirectory, write_error
-from harness.core.summary import TrialRow, defender_figures, summarize
-from harness.defender.metrics import Sample
+from harness.core.errors import ClosebenchError
+from harness.core.file_names import unique_names
+from harness.core.safe_files import write_error
 from harness.defender.peers import peer_for
 from harness.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
-from harness.results.records import ATTEMPTS_FILE, write_records
-from harness.results.report.prose import build_run_report
+from harness.results.report import build_run_report
+from harness.results.run_directory import (
+    ATTEMPTS_FILE,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    new_run_directory,
+    point_latest,
+    write_attempts,
+    write_samples,
+    write_summary,
+)
+from harness.results.schema import SUMMARY_SCHEMA, TrialRow
 from harness.results.verify import verify_trials
 from harness.trials.disk_space import DiskGuard, size_text
+from harness.trials.rows import strategy_name, trial_row
 from harness.trials.scenario import Scenario
 from harness.trials.trial import TrialConfig, TrialResult, run_trial
 
-SUMMARY_SCHEMA = "closebench.summary/1"
 DISK_CHECK_EVERY = 0.25  # seconds between looks at the free space while trials run
 
 
@@ -88,7 +95,7 @@ class Runner:
         self.started_at = datetime.now(UTC)
         # One capture file per trial, even for labels that clean up to one name (a/b, a_b).
         self.pcap_names = unique_names([t.name for t in self.trials], ".pcap")
-        self.directory = _new_run_directory(out, scenario.name, self.started_at)
+        self.directory = new_run_directory(out, scenario.name, self.started_at)
         self._log_lock = threading.Lock()
         try:
             self._log = open(self.directory / "run.log", "a")  # noqa: SIM115 (closed in run())
@@ -206,7 +213,9 @@ class Runner:
             if result:
                 errors.append(f"{trial.name}: {result}")
             error = result or not_run
-            rows.append(TrialRow(trial.name, _strategy(trial), trial.routed, False, error, None))
+            rows.append(
+                TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
+            )
         complete = not self.cancel.is_set() and all(isinstance(r, TrialResult) for r in results)
         measured = [
             (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
@@ -221,9 +230,9 @@ class Runner:
         }
         lost = []
         for name, write in (
-            ("summary.json", lambda: _write_summary(self.directory, summary)),
-            ("attempts.jsonl", lambda: _write_attempts(self.directory, measured)),
-            ("samples.csv", lambda: _write_all_samples(self.directory, measured)),
+            (SUMMARY_FILE, lambda: write_summary(self.directory, summary)),
+            (ATTEMPTS_FILE, lambda: write_attempts(self.directory, _attempts(measured))),
+            (SAMPLES_FILE, lambda: write_samples(self.directory, _samples(measured))),
         ):
             try:
                 write()
@@ -231,10 +240,10 @@ class Runner:
                 lost.append(name)
                 self.log(f"{name}: not written: {error}")
         try:
-            _point_latest(self.directory)
+            point_latest(self.directory)
         except OSError as error:
             errors.append(f"cannot point {self.directory.parent / 'latest'} at this run: {error}")
-        report = build_run_report(self.directory, self.log) if "summary.json" not in lost else None
+        report = build_run_report(self.directory, self.log) if SUMMARY_FILE not in lost else None
         if report is None:
             lost.append("index.html")
         if self.stopped:
@@ -245,7 +254,7 @@ class Runner:
 
     def _stopped_line(self, lost: list[str]) -> str:
         """Why the run stopped and what it kept, in one line."""
-        kept = [n for n in ("summary.json", "attempts.jsonl", "samples.csv") if n not in lost]
+        kept = [n for n in (SUMMARY_FILE, ATTEMPTS_FILE, SAMPLES_FILE) if n not in lost]
         text = f"{self.stopped}: the run stopped early; kept in {self.directory}: "
         text += ", ".join([*kept, "pcaps/", "run.log"])
         if lost:
@@ -315,7 +324,7 @@ class AttackRun:
     def __init__(self, out: Path, name: str, scenario_toml: str) -> None:
         self.name = name
         self.started_at = datetime.now(UTC)
-        self.directory = _new_run_directory(out, name, self.started_at)
+        self.directory = new_run_directory(out, name, self.started_at)
         (self.directory / "scenario.toml").write_text(scenario_toml, encoding="utf-8")
 
     def write(self, trial: TrialConfig, result: TrialResult, log: Callable[[str], None]) -> Path:
@@ -338,123 +347,11 @@ class AttackRun:
             "complete": result.complete,
             "rows": [trial_row(trial, result).to_dict()],
         }
-        _write_summary(self.directory, summary)
-        _write_attempts(self.directory, [(trial, result)])
-        _point_latest(self.directory)
+        write_summary(self.directory, summary)
+        write_attempts(self.directory, _attempts([(trial, result)]))
+        point_latest(self.directory)
         build_run_report(self.directory, log)
         return self.directory
-
-
-def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
-    runs = [s.runs for s in result.summaries.values() if s.runs is not None]
-    everything = summarize(
-        "all", result.attempts, result.duration_s, {"runs": sum(runs)} if runs else None
-    )
-    wasted = everything.attacker_seconds_wasted
-    defender = result.defender
-    row = TrialRow(
-        trial=trial.name,
-        strategy=_strategy(trial),
-        routed=trial.routed,
-        complete=result.complete,
-        error=None,
-        duration_s=result.duration_s,
-        attempts=everything.attempts,
-        attempts_per_s=everything.attempts_per_s,
-        hang_median_s=everything.hang_median_s,
-        hang_p95_s=everything.hang_p95_s,
-        hang_max_s=everything.hang_max_s,
-        connect_wait_median_s=everything.connect_wait_median_s,
-        connect_wait_p95_s=everything.connect_wait_p95_s,
-        slot_median_s=everything.slot_median_s,
-        slot_p95_s=everything.slot_p95_s,
-        outcomes=everything.outcomes,
-        attacker_seconds_wasted=wasted,
-        connect_waits=everything.connect_waits,
-        runs=everything.runs,
-        runs_per_s=everything.runs_per_s,
-        sampler_overhead=result.sampler_overhead,
-        attackers={name: s.to_dict() for name, s in result.summaries.items()},
-        server_stats=result.server_stats,
-    )
-    if result.legit:
-        row.legit_requests = result.legit.requests
-        row.legit_success_rate = result.legit.success_rate
-        row.legit_latency_median_s = result.legit.latency_median_s
-        row.legit_latency_p95_s = result.legit.latency_p95_s
-    if defender:
-        for name, value in defender_figures(defender, wasted, everything.attempts).items():
-            setattr(row, name, value)
-    if result.bans:
-        for name, value in result.bans.to_dict().items():
-            setattr(row, name, value)
-    return row
-
-
-def _strategy(trial: TrialConfig) -> str | None:
-    return str(trial.server.spec) if trial.server.spec else None
-
-
-def _write_summary(directory: Path, summary: dict) -> None:
-    with SafeDirectory(directory) as run:  # whole or not at all: readers never see half of it
-        run.write("summary.json", json.dumps(summary, indent=2) + "\n")
-
-
-def _write_attempts(directory: Path, measured: list[tuple[TrialConfig, TrialResult]]) -> None:
-    with open(directory / ATTEMPTS_FILE, "w", encoding="utf-8") as attempts:
-        for trial, result in measured:
-            write_records(attempts, result.attempts + result.legit_attempts, trial.name)
-
-
-def _write_all_samples(directory: Path, measured: list[tuple[TrialConfig, TrialResult]]) -> None:
-    with open(directory / "samples.csv", "w", newline="", encoding="utf-8") as samples:
-        writer = None
-        for trial, result in measured:
-            writer = _write_samples(samples, writer, trial.name, result.samples)
-
-
-def _write_samples(stream, writer, trial: str, samples: list[Sample]):
-    for sample in samples:
-        row = {"trial": trial, **sample.row()}
-        if writer is None:
-            writer = csv.DictWriter(stream, fieldnames=list(row))
-            writer.writeheader()
-        writer.writerow(row)
-    return writer
-
-
-def _new_run_directory(out: Path, scenario: str, started: datetime) -> Path:
-    """A new directory under --out, once --out has been checked: nothing starts on bad input."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a directory: give a directory for the runs")
-    latest = out / "latest"
-    if latest.exists() and not latest.is_symlink():
-        raise UsageError(
-            f"{latest} is a real {'directory' if latest.is_dir() else 'file'}, not the link "
-            "closebench keeps to the newest run: move it away, or give another --out"
-        )
-    base = f"{started.strftime('%Y%m%d-%H%M%S')}-{safe_stem(scenario, 'run')}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for attempt in range(100):
-            directory = out / (base if attempt == 0 else f"{base}-{attempt}")
-            try:
-                directory.mkdir()
-                return directory
-            except FileExistsError:
-                continue
-    except OSError as error:
-        raise write_error(out, error, "give another --out") from None
-    raise ClosebenchError(f"cannot create a run directory under {out}")
-
-
-def _point_latest(directory: Path) -> None:
-    latest = directory.parent / "latest"
-    temporary = directory.parent / f".latest-{os.getpid()}"
-    if temporary.is_symlink():
-        temporary.unlink()
-    temporary.symlink_to(directory.name)
-    os.replace(temporary, latest)  # atomic: readers never see it missing
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -479,3 +376,11 @@ def watch(runner: Runner, show: Callable[[list[TrialProgress]], None], every: fl
         show(runner.progress)
         time.sleep(every)
     show(runner.progress)
+
+
+def _attempts(measured: list[tuple[TrialConfig, TrialResult]]) -> list[tuple[str, list]]:
+    return [(trial.name, result.attempts + result.legit_attempts) for trial, result in measured]
+
+
+def _samples(measured: list[tuple[TrialConfig, TrialResult]]) -> list[tuple[str, list]]:
+    return [(trial.name, result.samples) for trial, result in measured]

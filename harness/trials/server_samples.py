@@ -21,12 +21,13 @@ from pathlib import Path
 
 import psutil
 
+from harness.core.background import ctrl_c_sets
 from harness.core.errors import UsageError
 from harness.core.safe_files import SafeDirectory
-from harness.core.summary import defender_figures
 from harness.defender.metrics import DefenderSampler, Sample, defender_cost
+from harness.results.run_directory import SAMPLES_FILE, SUMMARY_FILE, TrialData, is_number, load_run
+from harness.trials.rows import defender_figures
 
-SAMPLES = "samples.csv"
 ABOUT = "sample.json"  # what was sampled: pid, process name, machine, rate, start
 UNIX_T = "unix_t"
 WRITE_EVERY = 0.5  # seconds between flushes of new samples to the file
@@ -47,8 +48,6 @@ class ProcessHost:
 
 
 def run_sample_command(args, console) -> int:
-    from harness.core.background import ctrl_c_sets
-
     if not 1 <= args.hz <= 100:
         raise UsageError(f"--hz {args.hz:g}: give 1 to 100 samples per second")
     try:
@@ -59,7 +58,7 @@ def run_sample_command(args, console) -> int:
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        stream = (out / SAMPLES).open("w", newline="", encoding="utf-8")
+        stream = (out / SAMPLES_FILE).open("w", newline="", encoding="utf-8")
     except OSError as error:
         raise UsageError(f"--out {out}: cannot write there ({error.strerror})") from None
     stop = threading.Event()
@@ -74,12 +73,12 @@ def run_sample_command(args, console) -> int:
         }
         (out / ABOUT).write_text(json.dumps(about, indent=2) + "\n", encoding="utf-8")
         console.print(
-            f"sampling {name} (pid {args.pid}) at {args.hz:g}/s into {out / SAMPLES}; "
+            f"sampling {name} (pid {args.pid}) at {args.hz:g}/s into {out / SAMPLES_FILE}; "
             "Ctrl-C to stop",
             highlight=False,
         )
         written = _record(sampler, process, stream, stop, args.duration)
-    console.print(f"{written} samples in {out / SAMPLES}", highlight=False)
+    console.print(f"{written} samples in {out / SAMPLES_FILE}", highlight=False)
     return 0
 
 
@@ -109,26 +108,17 @@ def merge_samples(run_directory: Path, samples_directory: Path) -> list[str]:
     """Merge `closebench sample`'s samples into the run's trials that have none of their own;
     returns the names of the trials that got samples."""
     rows = _read_samples(samples_directory)
-    summary_path = run_directory / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        attempts = _attempt_windows(run_directory / "attempts.jsonl")
-    except (OSError, ValueError) as error:
-        raise UsageError(
-            f"{run_directory}: cannot read its summary and attempts ({error})"
-        ) from None
+    run = load_run(run_directory)
     about = _about(samples_directory)
-    merged_before = set((summary.get("meta", {}).get("server_samples") or {}).get("trials", []))
+    merged_before = set((run.meta.get("server_samples") or {}).get("trials", []))
     merged: dict[str, list[tuple[float, dict]]] = {}
-    for row in summary.get("rows", []):
-        trial = row.get("trial")
-        if trial not in attempts or (
-            row.get("peak_fds") is not None and trial not in merged_before
-        ):
+    for trial in run.trials:
+        row, span = trial.row, _attempt_window(trial)
+        if span is None or (row.get("peak_fds") is not None and trial.name not in merged_before):
             continue
-        window = _window(rows, *attempts[trial])
+        window = _window(rows, *span)
         if window:
-            merged[trial] = window
+            merged[trial.name] = window
             wasted = row.get("attacker_seconds_wasted") or 0.0
             samples = [Sample.from_row(values) for _, values in window]
             cost = defender_cost(samples)
@@ -136,15 +126,15 @@ def merge_samples(run_directory: Path, samples_directory: Path) -> list[str]:
             row.update(defender_figures(cost, wasted, row.get("attempts") or 0))
     if not merged:
         return []
-    summary.setdefault("meta", {})["server_samples"] = {**about, "trials": sorted(merged)}
+    run.summary.setdefault("meta", {})["server_samples"] = {**about, "trials": sorted(merged)}
     with SafeDirectory(run_directory, "copy the run directory somewhere writable") as out:
-        out.write("samples.csv", _merged_csv(run_directory / "samples.csv", merged))
-        out.write("summary.json", json.dumps(summary, indent=2) + "\n")
+        out.write(SAMPLES_FILE, _merged_csv(run_directory / SAMPLES_FILE, merged))
+        out.write(SUMMARY_FILE, json.dumps(run.summary, indent=2) + "\n")
     return sorted(merged)
 
 
 def _read_samples(directory: Path) -> list[tuple[float, dict]]:
-    path = directory / SAMPLES
+    path = directory / SAMPLES_FILE
     try:
         with path.open(encoding="utf-8", newline="") as stream:
             reader = csv.DictReader(stream)
@@ -169,20 +159,13 @@ def _about(directory: Path) -> dict:
     return {"from": str(directory), **{k: about.get(k) for k in ("pid", "name", "host")}}
 
 
-def _attempt_windows(path: Path) -> dict[str, tuple[float, float]]:
-    """Each trial's first SYN and last end, from attempts.jsonl."""
-    windows: dict[str, tuple[float, float]] = {}
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-                trial, start = record["trial"], float(record["t_syn"])
-                end = float(record.get("t_end") or start)
-            except (ValueError, KeyError, TypeError):
-                continue
-            first, last = windows.get(trial, (start, end))
-            windows[trial] = (min(first, start), max(last, end))
-    return windows
+def _attempt_window(trial: TrialData) -> tuple[float, float] | None:
+    """The trial's first SYN and last end, from its attempts (attackers' and legitimate)."""
+    records = trial.attacks + trial.legit
+    if not records:
+        return None
+    ends = [r["t_end"] if is_number(r.get("t_end")) else r["t_syn"] for r in records]
+    return min(r["t_syn"] for r in records), max(ends)
 
 
 def _window(rows: list[tuple[float, dict]], start: float, end: float) -> list[tuple[float, dict]]:

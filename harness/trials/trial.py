@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
+from harness.attackers.kernel import KernelSpammer
+from harness.attackers.locust.engine import lab_placement
 from harness.attackers.policy import Policy, Target
 from harness.core.errors import UsageError
 from harness.core.file_names import safe_stem
-from harness.core.outcomes import Attempt
+from harness.core.outcomes import LEGIT_CLIENT, Attempt
 from harness.core.summary import (
     AttackSummary,
     BanSummary,
@@ -30,8 +32,10 @@ from harness.core.summary import (
 from harness.defender import Defender, ServerConfig, firewall, peers
 from harness.defender.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from harness.lab import Lab
+from harness.lab.capture import Capture
 from harness.lab.sockets import state_summary
-from harness.wire.pcap import Capture, Endpoint, reconcile
+from harness.wire.classify import reconcile
+from harness.wire.pcap import Endpoint
 from servers.strategies import BAN_STRATEGIES
 
 SAMPLE_EVERY = 0.2  # seconds between looks at the attacker host's kernel sockets
@@ -340,8 +344,6 @@ def _run_attackers(lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: 
 
 def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config, cancel) -> None:
     """Start a Locust engine's master and workers (one in each of `hosts`)."""
-    from harness.attackers.locust.engine import lab_placement
-
     csv = config.locust_csv
     if csv and sum(s.engine == "locust" for s in config.attackers) > 1:
         csv = f"{csv}-{safe_stem(spec.name, 'locust')}"
@@ -356,17 +358,17 @@ def _legit_thread(
     (Ctrl-C, `cancel`, abandons them)."""
     if not config.legit:
         return None
-    from harness.attackers.kernel import KernelSpammer
-
     target = Target(lab.defender_ip(config.family), config.server.port, config.family, "/")
     policy = Policy(timeout=config.legit.timeout, rate=config.legit.rate, duration=LEGIT_HORIZON)
     source = _legit_source(lab, config)
 
     def run() -> None:
         if not stop.wait(config.legit.start):
-            KernelSpammer("legit").run(lab, target, policy, records.append, cancel, source, stop)
+            KernelSpammer(LEGIT_CLIENT).run(
+                lab, target, policy, records.append, cancel, source, stop
+            )
 
-    thread = threading.Thread(target=run, name="legit")
+    thread = threading.Thread(target=run, name=LEGIT_CLIENT)
     thread.start()
     return thread
 

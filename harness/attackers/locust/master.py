@@ -1,6 +1,7 @@
 """The Locust master closebench runs as its child (engine.py), headless:
 
-    python -m harness.attackers.locust.master --bind HOST:PORT --workers N --settings JSON [--web HOST:PORT]
+    python -m harness.attackers.locust.master --bind HOST:PORT --workers N --settings JSON \
+        [--web HOST:PORT]
 
 It waits for N workers to connect and name themselves, waits for SIGUSR1 (the trial's start),
 starts one user per worker, relays the workers' attempt batches, and ends once every user has

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from harness.attackers.packet.segments import (
     ACK,
@@ -24,9 +24,6 @@ from harness.attackers.packet.segments import (
     seq_delta,
 )
 from harness.core.outcomes import Outcome, http_status
-
-if TYPE_CHECKING:
-    from harness.attackers.packet.engine import State
 
 SYN_RTO = 1.0  # Linux's initial retransmission timeout
 
@@ -96,7 +93,7 @@ class Conn:
     port: int
     iss: int
     t_syn: float
-    state: State
+    state: int  # an engine.State (the engine's module imports this one, not the reverse)
     snd_una: int = 0
     snd_nxt: int = 0
     rcv_nxt: int = 0

@@ -1,37 +1,17 @@
-"""The closebench reference server: one event loop that closes abusive clients a chosen way.
-
-Run ``python -m servers.reference --strategy SPEC``. Legitimate requests get a tiny 200; abusive
-ones (by request path or source address) are handed to the close strategy named in SPEC, whose
-names and options live in servers/strategies.py. A ban strategy (blacklist, fw-drop, fw-reject)
-also bans the abusive address (servers/bans.py) and closes with its `then` strategy. zero-window
-traps the --abuse-source addresses before the kernel's TCP sees them (servers/zero_window.py);
-an abusive request that still reaches the server (another source) is closed with RST.
-
-stdout: exactly one ``listening on ...`` line once ready, and one JSON line of counters after
-SIGTERM/SIGINT. stderr: short log lines prefixed ``closebench-server:``. Exit status 2 on bad
-options or a startup problem (busy port, no CAP_NET_ADMIN for repair), else 0.
-"""
+"""The reference server's event loop and its close strategies (the package's docstring says
+what it serves and how it reports)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
-import heapq
-import ipaddress
-import itertools
-import json
 import os
 import queue
 import random
-import re
-import resource
 import selectors
 import signal
 import socket
 import string
-import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,181 +20,40 @@ from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from servers.bans import BanBook, BanError, BanPolicy, NftBanner
-from servers.strategies import CLOSE_NAMES, STRATEGIES, Option, StrategySpec, parse_spec
+from servers.bans import BanBook, BanPolicy, NftBanner
+from servers.reference.log import log
+from servers.reference.protocol import (
+    BAD_REQUEST_400,
+    OK_200,
+    REFUSED_503,
+    TOO_LARGE_431,
+    AbuseRules,
+    request_target,
+)
+from servers.reference.sockets import (
+    TCP_REPAIR,
+    Held,
+    close_with_fin,
+    close_with_rst,
+    drain_input,
+    format_address,
+    open_reserve,
+    set_hop_limit,
+)
+from servers.reference.timers import Timer, Timers
+from servers.strategies import CLOSE_NAMES, STRATEGIES, StrategySpec
 
 if TYPE_CHECKING:  # imported by zero-window only: the other strategies need no dpkt
     from servers.zero_window import ZeroWindowTarpit
 
-PROG = "closebench-server"
-TCP_REPAIR = 19  # linux/tcp.h; Python's socket module does not export it
 REQUEST_CAP = 8 * 1024
 IDLE_TIMEOUT = 10.0  # seconds from accept for a request to be complete
 LINGER_TIMEOUT = 2.0  # seconds to wait for a served client's own close
 PAUSE_ACCEPT = 0.1  # seconds to stop listening when even the reserve fd cannot help
 ACCEPT_BATCH = 64  # accepts per readiness event, so one busy listener cannot starve the rest
-DRAIN_LIMIT = 16  # recv() calls spent emptying a receive queue before a FIN close
-MIN_NOFILE = 16  # stdio, two listeners, epoll, the signal wakeup pair, the reserve, headroom
 LETTERS = string.ascii_letters.encode()
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Action = Callable[[], None]
-
-
-class StartupError(Exception):
-    """A problem the user can fix; reported as one line, exit status 2."""
-
-
-def log(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-
-
-def http_response(status: str, body: str) -> bytes:
-    payload = body.encode()
-    head = (
-        f"HTTP/1.1 {status}\r\nContent-Length: {len(payload)}\r\n"
-        "Content-Type: text/plain\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + payload
-
-
-OK_200 = http_response("200 OK", "ok\n")
-BAD_REQUEST_400 = http_response("400 Bad Request", "bad request\n")
-TOO_LARGE_431 = http_response("431 Request Header Fields Too Large", "request too large\n")
-REFUSED_503 = http_response("503 Service Unavailable", "out of file descriptors\n")
-
-
-# --- timers ------------------------------------------------------------------------------------
-
-
-class Timer:
-    """One scheduled action. cancel() leaves it in the heap as a no-op: cheaper than removal."""
-
-    __slots__ = ("action", "cancelled")
-
-    def __init__(self, action: Action) -> None:
-        self.action = action
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class Timers:
-    """One min-heap of due times; the loop sleeps in select() until the earliest is due.
-
-    Cancelled entries stay until their due time, so the heap holds at most the timers scheduled
-    in the last IDLE_TIMEOUT (or delay) seconds.
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Timer]] = []
-        self._seq = itertools.count()  # tie-breaker, so Timers themselves are never compared
-
-    def after(self, delay: float, action: Action) -> Timer:
-        timer = Timer(action)
-        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), timer))
-        return timer
-
-    def timeout(self) -> float | None:
-        """Seconds until the next live timer, or None to block until I/O."""
-        while self._heap and self._heap[0][2].cancelled:
-            heapq.heappop(self._heap)
-        if not self._heap:
-            return None
-        return max(0.0, self._heap[0][0] - time.monotonic())
-
-    def run_due(self) -> None:
-        # Timers added while running are due strictly after `now`, so this always ends.
-        now = time.monotonic()
-        while self._heap and self._heap[0][0] <= now:
-            _, _, timer = heapq.heappop(self._heap)
-            if not timer.cancelled:
-                timer.cancelled = True
-                timer.action()
-
-
-# --- what counts as abuse ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AbuseRules:
-    path: re.Pattern[str]
-    sources: tuple[IPNetwork, ...]
-
-    def source_matches(self, host: str) -> bool:
-        if not self.sources:
-            return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        candidates = [address]
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            candidates.append(address.ipv4_mapped)  # ::ffff:a.b.c.d matches a.b.c.d/n rules
-        return any(a in net for a in candidates for net in self.sources)
-
-    def path_matches(self, target: str | None) -> bool:
-        return target is not None and self.path.search(target) is not None
-
-
-def request_target(head: bytes) -> str | None:
-    """The request-target of a complete request line, else None."""
-    line, newline, _ = head.partition(b"\r\n")
-    parts = line.split(b" ")
-    if not newline or len(parts) != 3 or not parts[1]:
-        return None
-    return parts[1].decode("latin-1")
-
-
-# --- socket helpers ----------------------------------------------------------------------------
-
-
-def drain_input(sock: socket.socket) -> None:
-    """Read and discard what is queued on a non-blocking socket."""
-    try:
-        for _ in range(DRAIN_LIMIT):
-            if not sock.recv(65536):
-                return
-    except OSError:
-        pass  # BlockingIOError: queue empty; anything else: nothing left worth reading
-
-
-def close_with_fin(sock: socket.socket) -> None:
-    # Linux answers close() with RST, not FIN, while unread input is queued (RFC 2525 2.17),
-    # e.g. a request that arrived before a read_first=false close: empty the queue first.
-    drain_input(sock)
-    sock.close()
-
-
-def close_with_rst(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def set_hop_limit(sock: socket.socket, hops: int) -> None:
-    """Give the socket's next packets this TTL (IPv4) or hop limit (IPv6)."""
-    try:
-        if sock.family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hops)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, hops)
-    except OSError as exc:
-        log(f"cannot set the hop limit to {hops} ({exc}); the packet leaves with the default")
-
-
-def open_reserve() -> int | None:
-    try:
-        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-# --- the server --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -245,26 +84,6 @@ class Conn:
     timer: Timer | None = None
     host: str = ""  # the client's address
     banned: bool = False  # blacklist with read_banned: closed once its request is read
-
-
-class Held:
-    """Sockets a strategy keeps open. delayed-thread workers remove theirs, hence the lock."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._socks: set[socket.socket] = set()
-
-    def add(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._socks.add(sock)
-
-    def discard(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._socks.discard(sock)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._socks)
 
 
 class Server:
@@ -667,253 +486,3 @@ class Server:
         # connection tracking has seen it go by and forgets the connection.
         set_hop_limit(sock, int(self.spec.options["ttl"]))
         close_with_rst(sock)
-
-
-# --- startup -----------------------------------------------------------------------------------
-
-
-def listen_on(family: socket.AddressFamily, host: str, port: int, backlog: int) -> socket.socket:
-    try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as exc:
-        hint = "; use --no-ipv6" if family == socket.AF_INET6 else ""
-        raise StartupError(f"cannot create a socket for {host}: {exc.strerror}{hint}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # v4 has its own socket
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise StartupError(bind_error(exc, host, port)) from None
-    return sock
-
-
-def bind_error(exc: OSError, host: str, port: int) -> str:
-    where = format_address(host, port)
-    if exc.errno == errno.EADDRINUSE:
-        return f"port {port} is already in use on {host}; choose another with --port"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        flag = "--bind6 (or --no-ipv6)" if ":" in host else "--bind4"
-        return f"address {host} is not configured on this host; choose another with {flag}"
-    if exc.errno == errno.EACCES:
-        return f"not allowed to bind {where} (ports below 1024 need root); choose another --port"
-    return f"cannot listen on {where}: {exc.strerror or exc}"
-
-
-def bind_listeners(config: Config) -> list[socket.socket]:
-    listeners = [listen_on(socket.AF_INET, config.bind4, config.port, config.backlog)]
-    if config.bind6 is not None:
-        port = listeners[0].getsockname()[1]  # with --port 0, v6 takes the port v4 got
-        try:
-            listeners.append(listen_on(socket.AF_INET6, config.bind6, port, config.backlog))
-        except StartupError:
-            listeners[0].close()
-            raise
-    return listeners
-
-
-def check_tcp_repair() -> None:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
-    except PermissionError:
-        raise StartupError(
-            "strategy repair needs CAP_NET_ADMIN for TCP_REPAIR: run as root, "
-            "or without sudo under `unshare -Urnm`"
-        ) from None
-    except OSError as exc:
-        raise StartupError(f"strategy repair: this kernel refuses TCP_REPAIR ({exc})") from None
-    finally:
-        probe.close()
-
-
-def open_tarpit(config: Config) -> ZeroWindowTarpit:
-    """zero-window: the tarpit's sockets, opened; StartupError if they cannot be."""
-    from servers.zero_window import TarpitError, ZeroWindowTarpit  # dpkt: for this one only
-
-    tarpit = ZeroWindowTarpit(config.port, config.rules.sources)
-    try:
-        tarpit.open()
-    except TarpitError as exc:
-        raise StartupError(str(exc)) from None
-    return tarpit
-
-
-def set_nofile(limit: int) -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < limit:
-        hard = limit  # raising the hard limit needs CAP_SYS_RESOURCE; the error says so
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    except (OSError, ValueError) as exc:
-        raise StartupError(f"cannot set the open-file limit to {limit}: {exc}") from None
-
-
-# --- command line ------------------------------------------------------------------------------
-
-
-def _checked(parse: Callable[[str], object]) -> Callable[[str], object]:
-    """Turn a parser's ValueError into an argparse error that shows its message."""
-
-    def convert(text: str) -> object:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
-
-
-def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            upper = f" and at most {maximum}" if maximum is not None else ""
-            raise ValueError(f"must be at least {minimum}{upper}, got {value}")
-        return value
-
-    return parse
-
-
-def _regex(text: str) -> re.Pattern[str]:
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        raise ValueError(f"bad regular expression {text!r}: {exc}") from None
-
-
-def _literal(
-    kind: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address],
-) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        return str(kind(text))  # AddressValueError is a ValueError
-
-    return parse
-
-
-def strategies_epilog() -> str:
-    def show(value: object) -> str:
-        return str(value).lower() if isinstance(value, bool) else str(value)
-
-    lines = ["strategies (SPEC is NAME[:key=value,...], e.g. repair:read_first=false):"]
-    options: dict[str, Option] = {}  # each option once, though most strategies share them
-    for strategy in STRATEGIES.values():
-        lines.append(f"  {strategy.name:18}{strategy.summary}")
-        options.update({o.name: o for o in strategy.options})
-    lines.append("strategy options:")
-    lines += [f"  {o.name + '=' + show(o.default):18}{o.help}" for o in options.values()]
-    return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="closebench reference server: serves 'ok' and closes abusive clients "
-        "with the chosen strategy.",
-        epilog=strategies_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add = parser.add_argument
-    add("--strategy", required=True, metavar="SPEC", type=_checked(parse_spec), help="see below")
-    add("--port", type=_checked(_int_at_least(0, 65535)), default=8080, help="default 8080")
-    add(
-        "--bind4", type=_checked(_literal(ipaddress.IPv4Address)), default="0.0.0.0", metavar="ADDR"
-    )
-    add("--bind6", type=_checked(_literal(ipaddress.IPv6Address)), default="::", metavar="ADDR")
-    add("--no-ipv6", action="store_true", help="do not listen on IPv6")
-    add(
-        "--abuse-path",
-        type=_checked(_regex),
-        default="^/spam",
-        metavar="REGEX",
-        help="requests whose target matches (re.search) are abusive; default ^/spam",
-    )
-    add(
-        "--abuse-source",
-        type=_checked(partial(ipaddress.ip_network, strict=False)),
-        action="append",
-        default=[],
-        metavar="CIDR",
-        help="treat clients from this network as abusive (repeatable, IPv4 or IPv6)",
-    )
-    add("--nofile", type=_checked(_int_at_least(MIN_NOFILE)), metavar="N", help="set RLIMIT_NOFILE")
-    add(
-        "--backlog", type=_checked(_int_at_least(1)), default=1024, metavar="N", help="default 1024"
-    )
-    add(
-        "--ban-netns",
-        metavar="PATH",
-        help="fw-drop/fw-reject: add bans to the nftables sets of this network namespace (e.g. "
-        "/proc/PID/ns/net of a router) instead of the server's own",
-    )
-    return parser
-
-
-def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
-    spec: StrategySpec = args.strategy
-    if spec.by_address and not args.abuse_source:
-        when = "on the SYN" if spec.name == "zero-window" else "at accept"
-        parser.error(
-            f"{spec} acts {when}, before the request is read, so it needs "
-            "--abuse-source CIDR (path rules need the request)"
-        )
-    firewall = spec.name in ("fw-drop", "fw-reject")
-    if args.ban_netns and not firewall:
-        parser.error("--ban-netns goes with fw-drop or fw-reject")
-    if firewall and spec.options["where"] == "router" and not args.ban_netns:
-        parser.error(
-            "where=router bans on the router: give its network namespace with --ban-netns PATH "
-            "(closebench does)"
-        )
-    return Config(
-        spec=spec,
-        port=args.port,
-        bind4=args.bind4,
-        bind6=None if args.no_ipv6 else args.bind6,
-        rules=AbuseRules(args.abuse_path, tuple(args.abuse_source)),
-        backlog=args.backlog,
-        ban_netns=args.ban_netns,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    config = make_config(parser, args)
-    tarpit = None
-    try:
-        if args.nofile is not None:
-            set_nofile(args.nofile)
-        if "repair" in (config.spec.name, config.spec.options.get("then")):
-            check_tcp_repair()
-        if config.spec.name == "zero-window":
-            # Before listening: whoever sees the port listen may send its SYN at once.
-            tarpit = open_tarpit(config)
-        listeners = bind_listeners(config)
-    except StartupError as exc:
-        if tarpit is not None:
-            tarpit.close()
-        log(f"error: {exc}")
-        return 2
-    server = Server(config, listeners)
-    if tarpit is not None:
-        server.attach_tarpit(tarpit)
-    if config.spec.name in ("fw-drop", "fw-reject"):
-        try:
-            server.start_banner()
-        except BanError as exc:
-            log(f"error: {exc}")
-            return 2
-    summary = server.run()
-    print(json.dumps(summary), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,304 @@
+"""A run directory: its files, written and read, in one place.
+
+`closebench run` (harness/trials/runner.py) and `closebench attack --target` write one; report,
+compare, check and verify read it. Every reader goes through load_run(): one check of summary.json
+against its schema (harness/results/schema.py), then, for the report, the raw files beside it.
+
+    reports/<run-id>/summary.json    one row per trial and the run's metadata
+                     attempts.jsonl  every attempt (harness/results/records.py)
+                     samples.csv     the defender sampled over time
+                     scenario.toml   the scenario as run
+                     run.log, pcaps/<trial>.pcap, peers/, locust/
+    reports/latest                   a link to the newest run
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+from harness.core.errors import ClosebenchError, UsageError
+from harness.core.file_names import safe_stem
+from harness.core.outcomes import LEGIT_CLIENT, Attempt
+from harness.core.safe_files import SafeDirectory, write_error
+from harness.results.records import read_records, write_records
+from harness.results.schema import SUMMARY_SCHEMA, check_rows
+
+SUMMARY_FILE = "summary.json"
+ATTEMPTS_FILE = "attempts.jsonl"
+SAMPLES_FILE = "samples.csv"
+SCENARIO_FILE = "scenario.toml"
+LOG_FILE = "run.log"
+PCAP_DIR = (
+    "pcaps"  # a trial's capture: harness.core.file_names.unique_names of the trials, in order
+)
+LATEST = "latest"
+RAW_FILES = (SUMMARY_FILE, ATTEMPTS_FILE, SAMPLES_FILE, SCENARIO_FILE, LOG_FILE)
+REPETITION = re.compile(r"^(?P<name>.*) #(?P<k>\d+)$")
+
+
+def is_number(value: object) -> bool:
+    """A finite number of a summary row or a record (true and false are not numbers)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# reading
+
+
+@dataclass
+class TrialData:
+    row: dict  # the trial's row of summary.json
+    attacks: list[dict] = field(default_factory=list)  # attacker attempts
+    legit: list[dict] = field(default_factory=list)  # legitimate client attempts
+    samples: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.row["trial"]
+
+    @cached_property  # read once per attempt by the figures: computing it each time is quadratic
+    def start(self) -> float | None:
+        """The first SYN of the trial: time zero for attempts (the sampler starts with it)."""
+        starts = [a["t_syn"] for a in self.attacks + self.legit if is_number(a.get("t_syn"))]
+        return min(starts) if starts else None
+
+    @property
+    def ok(self) -> bool:
+        return not self.row.get("error")
+
+
+@dataclass
+class RunData:
+    directory: Path
+    summary: dict  # summary.json, its rows checked
+    trials: list[TrialData]
+    scenario_text: str | None = None
+    scenario: dict = field(default_factory=dict)  # scenario.toml parsed, {} when missing or bad
+    problems: list[str] = field(default_factory=list)  # raw files missing or partly unreadable
+
+    @property
+    def name(self) -> str:
+        return self.directory.resolve().name  # reports/latest names the run it points at
+
+    @property
+    def meta(self) -> dict:
+        meta = self.summary.get("meta")
+        return meta if isinstance(meta, dict) else {}
+
+    @property
+    def complete(self) -> bool:
+        return self.summary.get("complete") is True
+
+    @property
+    def rows(self) -> list[dict]:
+        return [trial.row for trial in self.trials]
+
+    def groups(self) -> dict[str, list[dict]]:
+        """Rows by trial name, repetitions (`name #k`) together, in the run's order."""
+        grouped: dict[str, list[dict]] = {}
+        for row in self.rows:
+            grouped.setdefault(group_name(row["trial"]), []).append(row)
+        return grouped
+
+
+def group_name(trial: str) -> str:
+    match = REPETITION.match(trial)
+    return match["name"] if match else trial
+
+
+def load_run(path: str | Path, records: bool = True) -> RunData:
+    """A run directory (or its summary.json), summary.json's rows checked against the schema
+    (damaged rows are left out or marked failed, each problem one line in `problems`); with
+    `records`, the attempts, samples and scenario too (a missing or damaged file is a problem,
+    never an error). UsageError, one line, when it is not a run directory."""
+    path = Path(path)
+    directory = path.parent if path.name == SUMMARY_FILE and path.is_file() else path
+    summary = _read_summary(directory)
+    checked = check_rows(summary["rows"], SUMMARY_FILE)
+    summary["rows"] = checked.rows
+    trials = {row["trial"]: TrialData(row) for row in checked.rows}
+    run = RunData(directory, summary, list(trials.values()), problems=checked.problems)
+    if records:
+        _read_attempts(directory / ATTEMPTS_FILE, trials, run.problems)
+        _read_samples(directory / SAMPLES_FILE, trials, run.problems)
+        run.scenario_text, run.scenario = _read_scenario(directory / SCENARIO_FILE, run.problems)
+    return run
+
+
+def load_summary(path: str | Path, warn: Callable[[str], None] | None = None) -> RunData:
+    """summary.json alone (compare, check): load_run() without the records, each damaged row
+    told to `warn` with the file's path."""
+    run = load_run(path, records=False)
+    for problem in run.problems:
+        if warn:
+            warn(f"{run.directory}/{problem}")
+    return run
+
+
+def _read_summary(directory: Path) -> dict:
+    def refuse(why: str) -> UsageError:
+        return UsageError(
+            f"{directory} is not a closebench run directory ({why}); give one that "
+            "`closebench run` wrote, e.g. reports/latest"
+        )
+
+    if not directory.is_dir():
+        raise refuse("no such directory")
+    try:
+        summary = json.loads((directory / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise refuse(f"no {SUMMARY_FILE}") from None
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise refuse(f"{SUMMARY_FILE} is unreadable: {error}") from None
+    schema = summary.get("schema") if isinstance(summary, dict) else None
+    if schema != SUMMARY_SCHEMA:
+        raise refuse(f"{SUMMARY_FILE} has schema {schema!r}, expected {SUMMARY_SCHEMA!r}")
+    if not isinstance(summary.get("rows"), list):
+        raise refuse(f"the rows of {SUMMARY_FILE} are not a list")
+    return summary
+
+
+def _read_attempts(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
+    if not path.is_file():
+        problems.append(f"{ATTEMPTS_FILE} is missing: no per-attempt figures")
+        return
+    found = read_records(path)
+    bad = found.unreadable  # e.g. the last line of an interrupted write
+    for record in found.records:
+        name = record.get("trial")
+        if not isinstance(name, str):
+            bad += 1
+            continue
+        trial = trials.get(name)
+        if trial is not None and is_number(record.get("t_syn")):
+            (trial.legit if record.get("attacker") == LEGIT_CLIENT else trial.attacks).append(
+                record
+            )
+    if bad:
+        problems.append(f"{ATTEMPTS_FILE}: {bad} unreadable line(s) skipped")
+
+
+def _read_samples(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
+    if not path.is_file():
+        problems.append(f"{SAMPLES_FILE} is missing: no defender figures over time")
+        return
+    bad = 0
+    with path.open(encoding="utf-8", errors="replace", newline="") as stream:
+        lines = iter(stream)
+        try:
+            header = next(csv.reader([next(lines, "")]), [])
+        except csv.Error:
+            header = []
+        # Line by line: samples.csv has one sample a line, and an unmatched quote must cost that
+        # line only, not swallow the rest of the file into one field.
+        for line in lines:
+            try:
+                values = next(csv.reader([line]), None)
+                if values is None:
+                    continue  # a blank line
+                if len(values) != len(header):
+                    raise ValueError(line)
+                record = dict(zip(header, values, strict=True))
+                # An empty cell was not measured (router_conntrack without a router).
+                sample = {k: float(v) for k, v in record.items() if k != "trial" and k and v != ""}
+            except (ValueError, csv.Error):  # csv.Error: a NUL byte
+                bad += 1
+                continue
+            trial = trials.get(record.get("trial") or "")
+            if trial is not None:
+                trial.samples.append(sample)
+    if bad:
+        problems.append(f"{SAMPLES_FILE}: {bad} unreadable row(s) skipped")
+
+
+def _read_scenario(path: Path, problems: list[str]) -> tuple[str | None, dict]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        problems.append(f"{SCENARIO_FILE} is missing")
+        return None, {}
+    except UnicodeDecodeError:
+        problems.append(f"{SCENARIO_FILE} is not UTF-8 text: not shown")
+        return None, {}
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        problems.append(f"{SCENARIO_FILE} is not valid TOML ({error})")
+        return text, {}
+
+
+# writing
+
+
+def new_run_directory(out: Path, scenario: str, started: datetime) -> Path:
+    """A new directory under --out, once --out has been checked: nothing starts on bad input."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory: give a directory for the runs")
+    latest = out / LATEST
+    if latest.exists() and not latest.is_symlink():
+        raise UsageError(
+            f"{latest} is a real {'directory' if latest.is_dir() else 'file'}, not the link "
+            "closebench keeps to the newest run: move it away, or give another --out"
+        )
+    base = f"{started.strftime('%Y%m%d-%H%M%S')}-{safe_stem(scenario, 'run')}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for attempt in range(100):
+            directory = out / (base if attempt == 0 else f"{base}-{attempt}")
+            try:
+                directory.mkdir()
+                return directory
+            except FileExistsError:
+                continue
+    except OSError as error:
+        raise write_error(out, error, "give another --out") from None
+    raise ClosebenchError(f"cannot create a run directory under {out}")
+
+
+def point_latest(directory: Path) -> None:
+    latest = directory.parent / LATEST
+    temporary = directory.parent / f".latest-{os.getpid()}"
+    if temporary.is_symlink():
+        temporary.unlink()
+    temporary.symlink_to(directory.name)
+    os.replace(temporary, latest)  # atomic: readers never see it missing
+
+
+def write_summary(directory: Path, summary: dict) -> None:
+    """summary.json, whole or not at all: readers never see half of it."""
+    with SafeDirectory(directory) as run:
+        run.write(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def write_attempts(directory: Path, trials: Iterable[tuple[str, list[Attempt]]]) -> None:
+    """attempts.jsonl: every trial's attempts, each tagged with the trial's name."""
+    with open(directory / ATTEMPTS_FILE, "w", encoding="utf-8") as attempts:
+        for trial, records in trials:
+            write_records(attempts, records, trial)
+
+
+def write_samples(directory: Path, trials: Iterable[tuple[str, list]]) -> None:
+    """samples.csv: every trial's defender samples (harness.defender.metrics.Sample), one a line."""
+    with open(directory / SAMPLES_FILE, "w", newline="", encoding="utf-8") as samples:
+        writer = None
+        for trial, trial_samples in trials:
+            writer = _write_samples(samples, writer, trial, trial_samples)
+
+
+def _write_samples(stream, writer, trial: str, samples: list) -> csv.DictWriter | None:
+    for sample in samples:
+        row = {"trial": trial, **sample.row()}
+        if writer is None:
+            writer = csv.DictWriter(stream, fieldnames=list(row))
+            writer.writeheader()
+        writer.writerow(row)
+    return writer

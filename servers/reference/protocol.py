@@ -1,0 +1,55 @@
+"""The HTTP the reference server speaks: the request line it reads, the few answers it sends, and
+what counts as abuse (the request's path, or the client's address)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def http_response(status: str, body: str) -> bytes:
+    payload = body.encode()
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Length: {len(payload)}\r\n"
+        "Content-Type: text/plain\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+OK_200 = http_response("200 OK", "ok\n")
+BAD_REQUEST_400 = http_response("400 Bad Request", "bad request\n")
+TOO_LARGE_431 = http_response("431 Request Header Fields Too Large", "request too large\n")
+REFUSED_503 = http_response("503 Service Unavailable", "out of file descriptors\n")
+
+
+@dataclass(frozen=True)
+class AbuseRules:
+    path: re.Pattern[str]
+    sources: tuple[IPNetwork, ...]
+
+    def source_matches(self, host: str) -> bool:
+        if not self.sources:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        candidates = [address]
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            candidates.append(address.ipv4_mapped)  # ::ffff:a.b.c.d matches a.b.c.d/n rules
+        return any(a in net for a in candidates for net in self.sources)
+
+    def path_matches(self, target: str | None) -> bool:
+        return target is not None and self.path.search(target) is not None
+
+
+def request_target(head: bytes) -> str | None:
+    """The request-target of a complete request line, else None."""
+    line, newline, _ = head.partition(b"\r\n")
+    parts = line.split(b" ")
+    if not newline or len(parts) != 3 or not parts[1]:
+        return None
+    return parts[1].decode("latin-1")
