@@ -14,8 +14,6 @@ from harness.defender import ServerConfig
 from harness.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 from servers.strategies import parse_spec
 
-pytestmark = pytest.mark.needs_lab
-
 T = 2.0  # the attacker's timeout: short, so a silent strategy shows within a few seconds
 SEED_POLICY = Policy(timeout=T, reconnect=True, concurrency=2, duration=5.0)
 TARPIT = "tarpit:interval=0.5"  # drips well inside the timeout T
@@ -45,6 +43,7 @@ def kernel_results():
         return {s: f.result() for s, f in futures.items()}
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize(
     ("strategy", "outcome"),
     [
@@ -62,6 +61,7 @@ def test_kernel_spammer_sees_the_wire_outcome(kernel_results, strategy, outcome)
     assert summary.attempts > 0
 
 
+@pytest.mark.needs_lab
 def test_reconnecting_spammer_is_slowed_by_silence(kernel_results):
     rate = {s: r.summary.attempts_per_s for s, r in kernel_results.items()}
     # About one attempt per T per connection slot when the server stays silent...
@@ -74,6 +74,7 @@ def test_reconnecting_spammer_is_slowed_by_silence(kernel_results):
     assert rate["repair"] < rate["delayed-reaper:delay=1"] < rate["graceful"]
 
 
+@pytest.mark.needs_lab
 def test_hang_time_is_what_the_strategy_makes_it(kernel_results):
     summaries = {s: r.summary for s, r in kernel_results.items()}
     assert summaries["graceful"].hang_median_s < 0.5
@@ -81,10 +82,12 @@ def test_hang_time_is_what_the_strategy_makes_it(kernel_results):
     assert 0.5 <= summaries["delayed-reaper:delay=1"].hang_median_s < 0.9 * T
 
 
+@pytest.mark.needs_lab
 def test_tarpit_drips_data_before_the_timeout(kernel_results):
     assert kernel_results[TARPIT].summary.data_first > 0
 
 
+@pytest.mark.needs_lab
 def test_legitimate_client_stays_served(kernel_results):
     for strategy, result in kernel_results.items():
         legit = result.legit
@@ -92,6 +95,7 @@ def test_legitimate_client_stays_served(kernel_results):
         assert legit.success_rate == 1.0, (strategy, legit)
 
 
+@pytest.mark.needs_lab
 def test_dropped_syns_cost_the_attacker_its_timeout(kernel_results):
     # fw-drop: the first request is reset and bans the address; every later SYN is dropped and
     # the spammer sits out its timeout in connect(). That time counts, as a connect wait.
@@ -113,6 +117,7 @@ def test_dropped_syns_cost_the_attacker_its_timeout(kernel_results):
     assert graceful.attacker_seconds_wasted < 0.1 * graceful.attempts
 
 
+@pytest.mark.needs_lab
 def test_kernel_spammer_reaches_high_concurrency():
     config = _config("repair", policy=Policy(timeout=T, concurrency=300, duration=2.0))
     result = run_attack(config)
@@ -121,6 +126,7 @@ def test_kernel_spammer_reaches_high_concurrency():
     assert set(result.summary.outcomes) == {"silent"}
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize(
     ("strategy", "outcome", "curl_says"),
     [
@@ -144,6 +150,7 @@ def test_curl_as_the_attacker(strategy, outcome, curl_says):
     assert result.summary.runs == 1
 
 
+@pytest.mark.needs_lab
 def test_any_command_as_the_attacker():
     command = ["curl", "-s", "--max-time", "{timeout}", "{url}"]
     policy = Policy(timeout=T, reconnect=False, duration=10)
@@ -153,6 +160,7 @@ def test_any_command_as_the_attacker():
     assert attempt.run_exit_status == 0 and attempt.run_error == ""
 
 
+@pytest.mark.needs_lab
 def test_every_connection_of_a_command_is_an_attempt():
     # Two requests in one run of curl, each on a connection of its own (the server closes each).
     command = ["curl", "-s", "--interface", "{source}", "--max-time", "{timeout}", "{url}", "{url}"]
@@ -171,6 +179,7 @@ def closebench(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.needs_lab
 def test_attack_cli_json_and_records(tmp_path):
     records = tmp_path / "attempts.jsonl"
     args = ["-s", "rst", "--timeout", "1", "--duration", "1", "--records", str(records)]

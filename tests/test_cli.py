@@ -13,8 +13,6 @@ import pytest
 
 from tests.conftest import our_keepers, wait_until
 
-pytestmark = pytest.mark.needs_lab
-
 
 def closebench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -25,6 +23,7 @@ def closebench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.needs_lab
 def test_probe_json_document():
     result = closebench("probe", "-s", "graceful", "-s", "repair", "--timeout", "2", "--json")
     assert result.returncode == 0, result.stderr
@@ -39,6 +38,7 @@ def test_probe_json_document():
         assert row["error"] is None
 
 
+@pytest.mark.needs_lab
 def test_probe_table_for_humans(tmp_path):
     result = closebench("probe", "-s", "rst", "--timeout", "2", "--pcap-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -71,12 +71,14 @@ def test_strategy_and_command_together_is_an_error():
     assert "either --strategy or a command" in result.stderr
 
 
+@pytest.mark.needs_lab
 def test_command_that_exits_is_reported():
     result = closebench("probe", "--", "sh", "-c", "echo cannot start >&2; exit 3")
     assert result.returncode == 1
     assert "exited with status 3 before listening on port 8080: cannot start" in result.stderr
 
 
+@pytest.mark.needs_lab
 def test_command_that_never_listens_is_reported():
     result = closebench("probe", "--listen-timeout", "1", "--", "sleep", "30")
     assert result.returncode == 1
@@ -84,6 +86,7 @@ def test_command_that_never_listens_is_reported():
     assert not our_keepers()
 
 
+@pytest.mark.needs_lab
 def test_user_command_is_probed():
     server = [sys.executable, "-m", "http.server", "--bind", "::", "8081"]
     result = closebench("probe", "--port", "8081", "--timeout", "2", "--json", "--", *server)
@@ -93,6 +96,7 @@ def test_user_command_is_probed():
     assert row["outcome"] == "fin" and row["data_first"] is True
 
 
+@pytest.mark.needs_lab
 def test_kill_9_of_a_running_probe_leaves_nothing():
     probe = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "probe", "-s", "never", "--timeout", "60"],
@@ -100,17 +104,21 @@ def test_kill_9_of_a_running_probe_leaves_nothing():
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert wait_until(lambda: _tcpdumps(probe.pid), timeout=20), "the probe never started"
-        started = _reference_servers(probe.pid) | _tcpdumps(probe.pid)
+        # Both running first: else a changed command line would let the test pass unseen.
+        assert wait_until(lambda: _tcpdumps(probe.pid), timeout=20), "the probe never captured"
+        servers, tcpdumps = _reference_servers(probe.pid), _tcpdumps(probe.pid)
+        assert servers and tcpdumps, (servers, tcpdumps)
         os.kill(probe.pid, signal.SIGKILL)
         probe.wait(10)
         assert wait_until(lambda: not our_keepers()), "lab keepers survived kill -9"
-        assert wait_until(lambda: not _alive(started)), "the server or tcpdump survived kill -9"
+        _, alive = psutil.wait_procs([*servers, *tcpdumps], timeout=10)
+        assert not alive, f"the server or tcpdump survived kill -9: {alive}"
     finally:
         probe.kill()
         probe.wait()
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_cleanly(stop):
     probe = subprocess.Popen(
@@ -122,17 +130,20 @@ def test_ctrl_c_stops_cleanly(stop):
     try:
         assert wait_until(lambda: _tcpdumps(probe.pid), timeout=20)
         servers = _reference_servers(probe.pid)
+        assert servers, "the reference server is not running"
         probe.send_signal(stop)
         _, stderr = probe.communicate(timeout=20)
         assert probe.returncode == 130
         assert "interrupted" in stderr and "Traceback" not in stderr
         assert not our_keepers()
-        assert servers and wait_until(lambda: not _alive(servers))
+        _, alive = psutil.wait_procs(servers, timeout=10)
+        assert not alive, f"the server survived: {alive}"
     finally:
         probe.kill()
         probe.wait()
 
 
+@pytest.mark.needs_lab
 def test_lab_clean_removes_old_named_namespaces():
     subprocess.run(["ip", "netns", "add", "closebench-test-old"], check=True)
     try:
@@ -146,33 +157,29 @@ def test_lab_clean_removes_old_named_namespaces():
     assert "nothing to clean" in again.stdout
 
 
-def _pgrep(pattern: str, ancestor: int) -> set[int]:
-    """Processes matching `pattern` started by `ancestor`: not those of other closebench runs on
-    the same machine."""
-    found = set()
-    listed = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
-    for pid in map(int, listed.stdout.split()):
+def _descendants(ancestor: int, matches) -> list[psutil.Process]:
+    """The processes `ancestor` started (its descendants) whose command line `matches`: never
+    those of other closebench runs on the same machine."""
+    found = []
+    for process in psutil.Process(ancestor).children(recursive=True):
         try:
-            if any(parent.pid == ancestor for parent in psutil.Process(pid).parents()):
-                found.add(pid)
+            if matches(process.cmdline()):
+                found.append(process)
         except psutil.NoSuchProcess:
             continue
     return found
 
 
-def _alive(pids: set[int]) -> set[int]:
-    return {pid for pid in pids if psutil.pid_exists(pid)}
+def _reference_servers(ancestor: int) -> list[psutil.Process]:
+    return _descendants(ancestor, lambda argv: argv[1:3] == ["-m", "servers.reference"])
 
 
-def _reference_servers(ancestor: int) -> set[int]:
-    return _pgrep(r"-m servers\.reference --strategy [^ ]+ --port [0-9]+ --abuse-path", ancestor)
-
-
-def _tcpdumps(ancestor: int) -> set[int]:
+def _tcpdumps(ancestor: int) -> list[psutil.Process]:
     # The capture starts once the server listens: the probe is under way, its handlers installed.
-    return _pgrep(r"^tcpdump -i eth0 --immediate-mode", ancestor)
+    return _descendants(ancestor, lambda argv: argv[:1] == ["tcpdump"])
 
 
+@pytest.mark.needs_lab
 def test_probe_inside_a_user_namespace():
     # What an ordinary user gets: closebench re-executes itself like this when not root.
     command = ["unshare", "-Urnm", "--", "env", "CLOSEBENCH_IN_USERNS=1", sys.executable]

@@ -8,12 +8,11 @@ import subprocess
 import sys
 import textwrap
 
+import psutil
 import pytest
 
 from harness.lab import Lab
 from tests.conftest import namespaces_in_use, our_keepers, wait_until
-
-pytestmark = pytest.mark.needs_lab
 
 
 def _connect(lab: Lab, family: int, port: int) -> tuple[socket.socket, socket.socket]:
@@ -29,6 +28,7 @@ def _connect(lab: Lab, family: int, port: int) -> tuple[socket.socket, socket.so
     return client, server
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("routed", [False, True], ids=["direct", "routed"])
 def test_attacker_reaches_defender(family, routed):
@@ -43,6 +43,7 @@ def test_attacker_reaches_defender(family, routed):
 IP_RECVTTL = 12  # linux/in.h; Python's socket module does not export it
 
 
+@pytest.mark.needs_lab
 def test_router_hop_decrements_ttl(routed_lab, lab):
     # IP_RECVTTL tells the defender the TTL each datagram arrived with.
     seen = {}
@@ -62,6 +63,7 @@ def test_router_hop_decrements_ttl(routed_lab, lab):
     assert seen == {"direct": 64, "routed": 63}
 
 
+@pytest.mark.needs_lab
 def test_labs_at_once_have_their_own_names_and_subnets():
     with Lab() as first, Lab() as second:
         assert first.name != second.name
@@ -69,6 +71,7 @@ def test_labs_at_once_have_their_own_names_and_subnets():
         assert first.defender_ip(6) != second.defender_ip(6)
 
 
+@pytest.mark.needs_lab
 def test_labs_use_the_benchmarking_ranges_only(routed_lab):
     import ipaddress
 
@@ -79,6 +82,7 @@ def test_labs_use_the_benchmarking_ranges_only(routed_lab):
         assert ipaddress.ip_address(routed_lab.defender_ip(family)) in network
 
 
+@pytest.mark.needs_lab
 def test_host_interfaces_untouched():
     before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     with Lab(routed=True):
@@ -86,12 +90,18 @@ def test_host_interfaces_untouched():
     assert during == before
 
 
+@pytest.mark.needs_lab
 def test_exception_inside_lab_leaves_nothing():
     namespaces = namespaces_in_use()
+    before = our_keepers()
     with pytest.raises(RuntimeError), Lab(routed=True) as lab:
-        lab.defender.spawn(["sleep", "60"])
+        sleeper = psutil.Process(lab.defender.spawn(["sleep", "60"]).pid)
+        keepers = [psutil.Process(pid) for pid in our_keepers() - before]
+        assert len(keepers) == 4  # attacker, defender, router and the namespace they came from
         raise RuntimeError("boom")
-    assert not our_keepers()
+    # Waited on: each process's exit, not a moment's poll.
+    _, alive = psutil.wait_procs([*keepers, sleeper], timeout=10)
+    assert not alive, f"survived the exception: {alive}"
     assert wait_until(lambda: namespaces_in_use() <= namespaces)
 
 
@@ -108,18 +118,24 @@ HOLD_A_LAB = textwrap.dedent(
 )
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
 def test_runner_death_leaves_nothing(how):
     namespaces = namespaces_in_use()
     runner = subprocess.Popen([sys.executable, "-c", HOLD_A_LAB], stdout=subprocess.PIPE, text=True)
     try:
         assert runner.stdout.readline().strip() == "ready"
-        assert len(our_keepers()) == 4  # the three hosts and the namespace they were made from
-        assert wait_until(lambda: len(_sleepers()) == 2)
+        keepers = [psutil.Process(pid) for pid in our_keepers()]
+        assert len(keepers) == 4  # the three hosts and the namespace they were made from
+        # Running first (nsexec forks, then the child execs sleep): else the test proves nothing.
+        assert wait_until(lambda: len(_sleepers(runner.pid)) == 2), "the lab's processes never ran"
+        sleepers = _sleepers(runner.pid)
         runner.send_signal(how)
         runner.wait(10)
-        assert wait_until(lambda: not our_keepers()), "keepers survived their runner"
-        assert wait_until(lambda: not _sleepers()), "lab processes survived their runner"
+        _, alive = psutil.wait_procs(keepers, timeout=10)
+        assert not alive, f"keepers survived their runner: {alive}"
+        _, alive = psutil.wait_procs(sleepers, timeout=10)
+        assert not alive, f"lab processes survived their runner: {alive}"
         assert wait_until(lambda: namespaces_in_use() <= namespaces)
     finally:
         runner.kill()
@@ -127,6 +143,13 @@ def test_runner_death_leaves_nothing(how):
         runner.stdout.close()
 
 
-def _sleepers() -> list[str]:
-    out = subprocess.run(["pgrep", "-f", "^sleep 600$"], capture_output=True, text=True).stdout
-    return out.split()
+def _sleepers(runner: int) -> list[psutil.Process]:
+    """This runner's own `sleep 600` processes (in its lab hosts), none of another test's."""
+    found = []
+    for process in psutil.Process(runner).children(recursive=True):
+        try:
+            if process.cmdline() == ["sleep", "600"]:
+                found.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return found

@@ -10,8 +10,6 @@ from harness.trials.probe import Probe, ProbeCase, ProbeResult, default_cases
 from servers.strategies import STRATEGIES, parse_spec
 from tests.test_peers import skip_missing_peer
 
-pytestmark = pytest.mark.needs_lab
-
 TIMEOUT = 5.0  # above the 3 s default delays, below the default 10 s to keep the suite short
 
 EXPECTED = {
@@ -64,11 +62,13 @@ def test_default_cases_cover_every_strategy():
     assert {label.split(":")[0].split(" ")[0] for label in labels} == set(STRATEGIES)
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("label", list(EXPECTED))
 def test_outcome_on_the_wire_ipv4(ipv4_results, label):
     _check(ipv4_results[label], label)
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("label", list(EXPECTED))
 def test_outcome_on_the_wire_ipv6(ipv6_results, label):
     _check(ipv6_results[label], label)
@@ -90,6 +90,7 @@ def _check(result, label):
         assert hang is None or hang < 1.5  # the client learnt at once
 
 
+@pytest.mark.needs_lab
 def test_delay_option_is_honoured():
     case = ProbeCase(ServerConfig(8080, parse_spec("delayed-reaper:delay=1")))
     attempt = Probe(timeout=TIMEOUT).run(case).attempt
@@ -97,6 +98,7 @@ def test_delay_option_is_honoured():
     assert 0.5 <= attempt.hang_s <= 3
 
 
+@pytest.mark.needs_lab
 def test_legitimate_request_is_served():
     case = ProbeCase(ServerConfig(8080, parse_spec("repair")))
     result = Probe(timeout=TIMEOUT, path="/").run(case)
@@ -105,6 +107,7 @@ def test_legitimate_request_is_served():
     assert result.attempt.bytes_received > 0
 
 
+@pytest.mark.needs_lab
 def test_repair_reads_then_leaves_the_client_with_a_dead_socket(ipv4_results):
     # When the silent client finally gives up, the defender's kernel no longer knows the
     # connection and answers the client's FIN with RST: proof that no socket was kept.
@@ -134,6 +137,7 @@ table inet probe_test {{
     )
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("family", [4, 6])
 def test_nothing_listening_is_refused(lab, family):
     result = _observe(lab, family)
@@ -141,6 +145,7 @@ def test_nothing_listening_is_refused(lab, family):
     assert result.attempt.t_established is None
 
 
+@pytest.mark.needs_lab
 def test_dropped_syns_are_a_syn_timeout(lab):
     _nft(lab, "drop")
     result = _observe(lab)
@@ -150,6 +155,7 @@ def test_dropped_syns_are_a_syn_timeout(lab):
     assert all(e.retransmission for e in syns[1:])
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("family", [4, 6])
 def test_icmp_error_ends_the_attempt(lab, family):
     _nft(lab, "reject with icmpx host-unreachable")
@@ -158,6 +164,7 @@ def test_icmp_error_ends_the_attempt(lab, family):
     assert result.attempt.hang_s is None or result.attempt.hang_s < 1
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize(
     ("label", "kept"),
     [

@@ -16,8 +16,6 @@ from servers.strategies import PEER_STRATEGIES, parse_spec
 from tests.conftest import our_keepers, wait_until
 from tests.test_peers import skip_missing_peer
 
-pytestmark = pytest.mark.needs_lab
-
 
 def run(name: str, out, duration: float):
     path = find_scenario(name)
@@ -33,6 +31,7 @@ def seed(tmp_path_factory):
     return run("seed", tmp_path_factory.mktemp("reports"), duration=8)
 
 
+@pytest.mark.needs_lab
 def test_seed_silence_slows_the_spammer(seed):
     _, rows = seed
     silent = max(rows[s].attempts_per_s for s in ("repair", "never", "tarpit"))
@@ -43,6 +42,7 @@ def test_seed_silence_slows_the_spammer(seed):
         assert set(rows[name].outcomes) == {"silent"}, (name, rows[name].outcomes)
 
 
+@pytest.mark.needs_lab
 def test_seed_costs_are_measured(seed):
     _, rows = seed
     for row in rows.values():
@@ -57,6 +57,7 @@ def test_seed_costs_are_measured(seed):
     assert rows["repair"].peak_orphans == 0
 
 
+@pytest.mark.needs_lab
 def test_seed_run_directory(seed):
     outcome, rows = seed
     directory = outcome.directory
@@ -92,6 +93,7 @@ def peers(tmp_path_factory):
     return run("peers", tmp_path_factory.mktemp("reports"), duration=4)
 
 
+@pytest.mark.needs_lab
 def test_peers_are_ranked_with_the_reference_strategies(peers):
     _, rows = peers
     for name in ("repair", "tarpit", "haproxy-silent-drop", "haproxy-tarpit", "endlessh"):
@@ -110,6 +112,7 @@ def test_peers_are_ranked_with_the_reference_strategies(peers):
     assert claimed["attacker_trapped_s_claimed"] >= claimed["attacker_connected_s"]
 
 
+@pytest.mark.needs_lab
 def test_peers_configs_and_claims_stay_with_the_run(peers):
     outcome, _ = peers
     kept = outcome.directory / "peers"
@@ -119,6 +122,7 @@ def test_peers_configs_and_claims_stay_with_the_run(peers):
     assert "endlessh&#39;s log claims" in page or "endlessh's log claims" in page
 
 
+@pytest.mark.needs_lab
 def test_fd_exhaustion_only_never_stops_serving(tmp_path):
     _, rows = run("fd-exhaustion", tmp_path, duration=10)
     assert rows["never"].peak_fds >= 1000
@@ -129,6 +133,7 @@ def test_fd_exhaustion_only_never_stops_serving(tmp_path):
             assert row.legit_success_rate >= 0.95, (name, row.legit_success_rate)
 
 
+@pytest.mark.needs_lab
 def test_read_first_shows_the_trap(tmp_path):
     _, rows = run("read-first", tmp_path, duration=6)
     assert set(rows["repair"].outcomes) == {"silent"}
@@ -136,6 +141,7 @@ def test_read_first_shows_the_trap(tmp_path):
     assert set(late["outcomes"]) == {"rst"}
 
 
+@pytest.mark.needs_lab
 def test_ttl_drop_needs_the_router(tmp_path):
     _, rows = run("ttl-drop", tmp_path, duration=6)
     assert set(rows["ttl-drop (direct)"].outcomes) == {"fin"}
@@ -146,6 +152,7 @@ def test_ttl_drop_needs_the_router(tmp_path):
 
 
 # SIGTERM is what `timeout`, systemd and a cancelled CI job send: it must stop like Ctrl-C.
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_keeps_what_was_measured(tmp_path, stop):
     run_command = [sys.executable, "-m", "harness.cli", "run", "seed", "--out", str(tmp_path)]

@@ -16,8 +16,6 @@ from harness.lab.sockets import tcp_counters, tcp_sockets
 from servers.strategies import parse_spec
 from tests.conftest import wait_until
 
-pytestmark = pytest.mark.needs_lab
-
 PORT = 8080
 
 
@@ -64,6 +62,7 @@ def serve(request):
         lab.close()
 
 
+@pytest.mark.needs_lab
 @pytest.mark.parametrize("family", [4, 6])
 def test_legitimate_requests_get_200(serve, family):
     lab, _ = serve("rst")
@@ -72,6 +71,7 @@ def test_legitimate_requests_get_200(serve, family):
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
 
 
+@pytest.mark.needs_lab
 def test_repair_keeps_no_socket_for_the_connection(serve):
     lab, _ = serve("repair")
     client = _client(lab)
@@ -83,6 +83,7 @@ def test_repair_keeps_no_socket_for_the_connection(serve):
             client.recv(1)  # while the server forgot it, the client still waits
 
 
+@pytest.mark.needs_lab
 def test_ttl_drop_across_a_router_leaves_an_orphan_retransmitting_its_fin(serve):
     lab, _ = serve("ttl-drop", routed=True)
     retransmitted = tcp_counters(lab.defender)["RetransSegs"]
@@ -97,6 +98,7 @@ def test_ttl_drop_across_a_router_leaves_an_orphan_retransmitting_its_fin(serve)
         assert wait_until(lambda: tcp_counters(lab.defender)["RetransSegs"] > retransmitted)
 
 
+@pytest.mark.needs_lab
 def test_never_survives_fd_exhaustion_and_still_answers(serve):
     lab, defender = serve("never", nofile=64)
     held = []
@@ -122,12 +124,14 @@ def test_never_survives_fd_exhaustion_and_still_answers(serve):
     assert stats["held"] >= 40
 
 
+@pytest.mark.needs_lab
 def test_busy_port_is_a_clear_error(serve):
     lab, _ = serve("graceful")
     with pytest.raises(LabError, match=r"port 8080 .*(in use|busy)"):
         Defender(lab, ServerConfig(PORT, parse_spec("graceful")))
 
 
+@pytest.mark.needs_lab
 def test_repair_without_cap_net_admin_says_so(serve):
     lab = Lab()
     try:
