@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -11,10 +12,12 @@ import pytest
 from harness.lab import Host, Lab, lab_processes
 from harness.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 
+BENCHMARKS = Path(__file__).parent / "benchmarks"
 CAPABLE = all(has_capability(bit) for bit in (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN))
 
 
 def pytest_collection_modifyitems(config, items):
+    _deselect_benchmarks(config, items)
     if CAPABLE:
         return
     reason = (
@@ -25,6 +28,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "needs_lab" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _deselect_benchmarks(config, items) -> None:
+    """tests/benchmarks measure; they run when asked (--benchmark-enable or --benchmark-only),
+    not as part of the default suite, whose time they would double-count."""
+    if config.getoption("benchmark_enable") or config.getoption("benchmark_only"):
+        return
+    benchmarks = [item for item in items if BENCHMARKS in item.path.parents]
+    if benchmarks:
+        config.hook.pytest_deselected(items=benchmarks)
+        items[:] = [item for item in items if BENCHMARKS not in item.path.parents]
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05) -> bool:
