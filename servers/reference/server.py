@@ -366,9 +366,12 @@ class Server:
         if conn.timer is not None:
             conn.timer.cancel()
         conn.timer = self.timers.after(LINGER_TIMEOUT, partial(self._drop, conn))
-        self.sel.modify(conn.sock, selectors.EVENT_READ, partial(self._on_linger_read, conn))
+        self.sel.modify(
+            conn.sock, selectors.EVENT_READ, partial(self._discard_until_eof, conn, self._drop)
+        )
 
-    def _on_linger_read(self, conn: Conn) -> None:
+    def _discard_until_eof(self, conn: Conn, at_eof: Callable[[Conn], None]) -> None:
+        """Read and throw away what a held client sends; `at_eof` once it has gone."""
         try:
             data = conn.sock.recv(4096)
         except BlockingIOError:
@@ -376,7 +379,7 @@ class Server:
         except OSError:
             data = b""
         if not data:
-            self._drop(conn)
+            at_eof(conn)
 
     def _detach(self, conn: Conn) -> None:
         if conn.timer is not None:
@@ -446,7 +449,9 @@ class Server:
         conn = Conn(sock, flagged=True)
         self._schedule_drip(conn)
         # Still read, to notice the client leaving and forget it then.
-        self.sel.register(sock, selectors.EVENT_READ, partial(self._on_tarpit_read, conn))
+        self.sel.register(
+            sock, selectors.EVENT_READ, partial(self._discard_until_eof, conn, self._release)
+        )
 
     def _schedule_drip(self, conn: Conn) -> None:
         conn.timer = self.timers.after(
@@ -462,16 +467,6 @@ class Server:
             self._release(conn)
             return
         self._schedule_drip(conn)
-
-    def _on_tarpit_read(self, conn: Conn) -> None:
-        try:
-            data = conn.sock.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._release(conn)
 
     def _release(self, conn: Conn) -> None:
         self.held.discard(conn.sock)
