@@ -13,8 +13,9 @@ names below from `harness.defender`.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from harness.core.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers and readers: the names come from _EXPORTS at run time
     from harness.defender.config import DEFAULT_ABUSE_PATH as DEFAULT_ABUSE_PATH
@@ -34,8 +35,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'harness.defender' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"harness.defender.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -15,8 +15,9 @@ Imports harness.core only. Other stages import the names below from `harness.lab
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from harness.core.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers and readers: the names come from _EXPORTS at run time
     from harness.lab.hosts import Host as Host
@@ -43,8 +44,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'harness.lab' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"harness.lab.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
