@@ -109,6 +109,8 @@ class TrialConfig:
     duration: float | None = None  # the legitimate client runs at least this long
     locust_ui: int | None = None  # Locust engine: its web UI, relayed from 127.0.0.1:PORT
     locust_csv: str | None = None  # Locust engine: write Locust's CSV files with this prefix
+    step: float | None = None  # a sweep's step: the value of its axis in this trial
+    series: str | None = None  # a sweep: the trial's label without its step
 
     def __post_init__(self) -> None:
         # A command that cannot choose its source address (a browser) is told apart on the wire

@@ -1,0 +1,115 @@
+"""Breaking points of a sweep: for each series (a strategy's trials over the sweep's steps), the
+first step at which the service broke, and why.
+
+A step breaks when the legitimate client's success falls below the threshold, its p95 latency
+exceeds one, or the server errs more often than allowed (EMFILE refusals, 5xx answers: the row's
+server_errors). A trial that failed, was interrupted, or was limited by the harness itself
+(harness_limited) says nothing about the server: it is never a breaking point, and a series whose
+only breaking candidates were such trials holds (value null), with the reason saying so.
+
+Computed from summary rows (dicts, as summary.json holds them) by the runner when it writes a
+run; the readers take summary.json's `breaking_points` as written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from harness.results.run_directory import is_number
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A scenario's [sweep] thresholds (harness/trials/scenario.py SweepEntry)."""
+
+    legit_success: float = 0.99
+    latency_s: float = 1.0
+    server_errors: int = 0
+
+
+@dataclass(frozen=True)
+class BreakingPoint:
+    axis: str
+    value: float | None  # the first step that broke; None: held at every step
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_problems(row: dict, thresholds: Thresholds) -> list[str]:
+    """Why the service counts as broken in this trial (empty: it held)."""
+    problems = []
+    success = row.get("legit_success_rate")
+    if is_number(success) and success < thresholds.legit_success:
+        problems.append(
+            f"legitimate success {success:.1%} < {thresholds.legit_success:.1%} "
+            f"({row.get('legit_requests', 0)} requests)"
+        )
+    latency = row.get("legit_latency_p95_s")
+    if is_number(latency) and latency > thresholds.latency_s:
+        problems.append(f"legitimate p95 latency {latency:.2f} s > {thresholds.latency_s:g} s")
+    errors = row.get("server_errors")
+    if is_number(errors) and errors > thresholds.server_errors:
+        problems.append(
+            f"{errors} server errors (EMFILE refusals, 5xx) > {thresholds.server_errors}"
+        )
+    return problems
+
+
+def not_judged(row: dict) -> str | None:
+    """Why a trial cannot tell whether the server broke, or None when it can."""
+    if row.get("error"):
+        return f"failed ({row['error']})"
+    if not row.get("complete", True):
+        return "interrupted"
+    if row.get("harness_limited"):
+        return f"harness-limited ({row.get('harness_limited_reason') or 'no reason recorded'})"
+    return None
+
+
+def breaking_points(rows: list[dict], axis: str, thresholds: Thresholds) -> dict[str, dict]:
+    """{series: BreakingPoint as a dict}, series in the order of the rows, steps ascending."""
+    series: dict[str, list[dict]] = {}
+    for row in rows:
+        if isinstance(row.get("series"), str) and is_number(row.get("step")):
+            series.setdefault(row["series"], []).append(row)
+    return {
+        name: series_breaking_point(
+            sorted(members, key=lambda r: r["step"]), axis, thresholds
+        ).to_dict()
+        for name, members in series.items()
+    }
+
+
+def series_breaking_point(rows: list[dict], axis: str, thresholds: Thresholds) -> BreakingPoint:
+    skipped = []
+    for row in rows:
+        step = row["step"]
+        why_not = not_judged(row)
+        if why_not:
+            skipped.append(f"{axis} {step:g} {why_not}")
+            continue
+        problems = step_problems(row, thresholds)
+        if problems:
+            reason = "; ".join(problems)
+            if skipped:
+                reason += f" (not counted: {'; '.join(skipped)})"
+            return BreakingPoint(axis, step, reason)
+    steps = ", ".join(f"{row['step']:g}" for row in rows)
+    reason = f"held at every step ({axis} {steps})"
+    if skipped:
+        reason = f"held at every step measured; not counted: {'; '.join(skipped)}"
+    return BreakingPoint(axis, None, reason)
+
+
+def moved(before: float | None, after: float | None) -> str:
+    """How a breaking point moved from run A to run B: 'worse' (it broke at a lower step, or
+    broke where it held), 'better', 'same'."""
+    if before == after:
+        return "same"
+    if after is None:
+        return "better"
+    if before is None:
+        return "worse"
+    return "worse" if after < before else "better"
