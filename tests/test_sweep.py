@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -242,3 +243,75 @@ def test_check_breaking_point_key_must_be_a_number(tmp_path, capsys):
     path = expect(tmp_path, '[never]\nbreaking_point_max = "400"\n')
     assert main(["check", str(run), "--expect", path]) == 2
     assert "breaking_point_max must be a number" in capsys.readouterr().err
+
+
+# In real labs.
+
+DONE_WHEN = """
+name = "sweep-done-when"
+duration = 5
+strategies = ["never", "repair", "graceful"]
+[server]
+nofile = 256
+[[attackers]]
+kind = "kernel"
+timeout = 2
+rate = 200
+[legit]
+rate = 5
+timeout = 2
+[sweep]
+axis = "concurrency"
+steps = [20, 100, 400]
+"""
+
+
+@pytest.mark.needs_lab
+@pytest.mark.slow
+def test_never_breaks_where_repair_and_graceful_hold(tmp_path):
+    from harness.trials.runner import Runner
+
+    path = scenario_file(tmp_path, DONE_WHEN)
+    scenario, text, digest = load_scenario(path)
+    outcome = Runner(scenario, text, digest, path, tmp_path / "reports").run()
+    assert outcome.complete, outcome.errors
+    assert [row.step for row in outcome.rows] == [20, 100, 400] * 3
+    never = outcome.breaking_points["never"]
+    assert never["axis"] == "concurrency"
+    assert never["value"] is not None and never["value"] <= 400, never
+    assert "legitimate success" in never["reason"] or "server errors" in never["reason"]
+    broken = next(r for r in outcome.rows if r.series == "never" and r.step == never["value"])
+    assert broken.server_stats["refused_emfile"] > 0  # the server's own count of its 503s
+    for series in ("repair", "graceful"):
+        assert outcome.breaking_points[series]["value"] is None, outcome.breaking_points[series]
+    # As written, and as `closebench check` reads them.
+    summary = json.loads((outcome.directory / "summary.json").read_text())
+    assert summary["breaking_points"] == outcome.breaking_points
+    assert summary["sweep"]["steps"] == [20, 100, 400]
+    expectations = expect(
+        tmp_path,
+        "[never]\nbreaking_point_max = 400\n[repair]\nholds = true\n[graceful]\nholds = true\n",
+    )
+    assert main(["check", str(outcome.directory), "--expect", expectations]) == 0
+
+
+@pytest.mark.needs_lab
+def test_sysctl_is_set_in_the_defender_namespace_only(lab):
+    from harness.defender import Defender, ServerConfig
+    from servers.strategies import parse_spec
+
+    host_before = Path("/proc/sys/net/core/somaxconn").read_text().strip()
+    config = ServerConfig(
+        8080, parse_spec("graceful"), sysctl=(("somaxconn", 3), ("tcp_fin_timeout", 7))
+    )
+    defender = Defender(lab, config)
+    try:
+        assert lab.defender.run(["sysctl", "-n", "net.core.somaxconn"]).strip() == "3"
+        assert lab.defender.run(["sysctl", "-n", "net.ipv4.tcp_fin_timeout"]).strip() == "7"
+        # The kernel caps the server's listen backlog (1024) at somaxconn: ss shows it as Send-Q.
+        listeners = lab.defender.run(["ss", "-ltnH", "sport = :8080"]).splitlines()
+        assert listeners and all(line.split()[2] == "3" for line in listeners), listeners
+    finally:
+        defender.stop()
+        defender.close()
+    assert Path("/proc/sys/net/core/somaxconn").read_text().strip() == host_before
