@@ -315,3 +315,45 @@ def test_sysctl_is_set_in_the_defender_namespace_only(lab):
         defender.stop()
         defender.close()
     assert Path("/proc/sys/net/core/somaxconn").read_text().strip() == host_before
+
+
+def test_harness_load_marks_a_saturated_attacker():
+    from harness.trials.harness_load import harness_load
+
+    quiet = {"cpu_share": 0.2, "loop_lag_p95_s": 0.003, "local_errors": 0}
+    assert not harness_load({"the spammer": quiet, "the legit": quiet}).limited
+    busy = {"cpu_share": 0.97, "loop_lag_p95_s": 0.4, "local_errors": 3}
+    busy["local_error_kinds"] = {"EMFILE": 3}
+    packets = {"cpu_user_s": 1.0, "cpu_system_s": 0.2, "elapsed_s": 10.0, "receive_drops": 12}
+    load = harness_load({"the spammer": busy, "the flood": packets})
+    assert load.limited
+    assert load.cpu_share == 0.97 and load.loop_lag_p95_s == 0.4
+    assert load.receive_drops == 12 and load.local_errors == 3
+    reason = load.row_fields()["harness_limited_reason"]
+    assert "the spammer used 97% of a core" in reason
+    assert "the spammer's event loop ran 0.40 s late (p95)" in reason
+    assert "the spammer failed 3 times on its own side (EMFILE)" in reason
+    assert "the flood's packet socket dropped 12 packets" in reason
+
+
+def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
+    from harness.results.figures import FIGURES
+    from harness.results.report import build_report
+
+    rows = [*SWEPT, step_row("graceful", 20, harness_limited=True, harness_limited_reason="busy")]
+    run = sweep_run(tmp_path / "run", rows)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["sweep"].update(break_legit_success=0.99, break_latency_s=1.0, break_server_errors=0)
+    (run / "summary.json").write_text(json.dumps(summary))
+    files = build_report(run)
+    page = files.html.read_text()
+    assert 'id="breaking-points"' in page
+    assert "concurrency 100" in page and "legitimate success 50.0% &lt; 99.0%" in page
+    assert "Harness-limited" in page and "graceful @ concurrency 20: busy" in page
+    markdown = files.markdown.read_text()
+    assert "| never | concurrency 100 | legitimate success 50.0% \\< 99.0%" in markdown
+    assert "| repair | held | held at every step (concurrency 20, 100, 400) |" in markdown
+    sweep_figures = [f.name for f in FIGURES if f.name.startswith("sweep_")]
+    assert sweep_figures == ["sweep_legit", "sweep_defender", "sweep_attacker"]
+    for name in sweep_figures:
+        assert (run / "figures" / f"{name}.png").stat().st_size > 20_000

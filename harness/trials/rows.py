@@ -52,6 +52,8 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
     if defender:
         for name, value in defender_figures(defender, wasted, everything.attempts).items():
             setattr(row, name, value)
+    for name, value in result.harness.row_fields().items():
+        setattr(row, name, value)
     if result.bans:
         for name, value in result.bans.to_dict().items():
             setattr(row, name, value)
