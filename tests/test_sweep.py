@@ -357,3 +357,26 @@ def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
     assert sweep_figures == ["sweep_legit", "sweep_defender", "sweep_attacker"]
     for name in sweep_figures:
         assert (run / "figures" / f"{name}.png").stat().st_size > 20_000
+
+
+def test_compare_shows_how_breaking_points_moved(tmp_path, capsys):
+    before = sweep_run(tmp_path / "a", SWEPT)
+    later = [
+        step_row("never", 20, legit_success_rate=0.5),
+        step_row("never", 100),
+        step_row("never", 400),
+        *SWEPT[3:6],
+        step_row("slow", 20),
+        step_row("slow", 100),
+    ]
+    after = sweep_run(tmp_path / "b", later)
+    assert main(["compare", str(before), str(after), "--html", str(tmp_path / "c.html")]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("breaking points (the sweep)") :]
+    rows = [line.replace("│", " ").split() for line in table.splitlines()]
+    assert ["never", "concurrency", "100", "concurrency", "20", "worse"] in rows
+    assert ["repair", "held", "held", "same"] in rows
+    assert ["slow", "concurrency", "20", "held", "better"] in rows
+    page = (tmp_path / "c.html").read_text()
+    assert "never: breaking point concurrency 100 &rarr; concurrency 20" in page
+    assert "slow: breaking point concurrency 20 &rarr; held" in page
