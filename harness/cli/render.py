@@ -169,6 +169,9 @@ def print_attack(result: TrialResult, console: Console) -> None:
             if k != "strategy" and not isinstance(v, dict | list)
         )
         table.add_row("server counters", stats)
+    if result.harness.limited:
+        reasons = "; ".join(result.harness.reasons)
+        table.add_row("harness-limited", f"[yellow]{escape(reasons)}[/]")
     if config.server.spec and (claim := claim_text(result.server_stats, config.server.spec)):
         table.add_row("its own claim", claim)
     console.print(table)
