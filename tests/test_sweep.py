@@ -148,6 +148,7 @@ def test_breaking_point_is_the_first_step_that_broke_and_says_why():
         "axis": "concurrency",
         "value": None,
         "reason": "held at every step (concurrency 20, 100, 400)",
+        "steps_judged": 3,
     }
     assert points["slow"]["value"] == 20
     assert points["slow"]["reason"] == "legitimate p95 latency 1.50 s > 1 s"
@@ -173,9 +174,14 @@ def test_a_harness_limited_or_failed_step_is_never_a_breaking_point():
         step_row("rst", 400),
     ]
     [point] = breaking_points(rows, "concurrency", Thresholds()).values()
-    assert point["value"] is None
+    assert point["value"] is None and point["steps_judged"] == 1
+    assert point["reason"].startswith("held at every step measured; not counted: ")
     assert "harness-limited (the attackers' event loop ran 0.40 s late (p95))" in point["reason"]
     assert "concurrency 100 failed (lab failed)" in point["reason"]
+    # No step measured the server: null still, and the reason says so; `holds` fails on it.
+    [point] = breaking_points(rows[:2], "concurrency", Thresholds()).values()
+    assert point["value"] is None and point["steps_judged"] == 0
+    assert point["reason"].startswith("no step measured the server; not counted: ")
 
 
 def test_how_a_breaking_point_moved():
@@ -380,3 +386,10 @@ def test_compare_shows_how_breaking_points_moved(tmp_path, capsys):
     page = (tmp_path / "c.html").read_text()
     assert "never: breaking point concurrency 100 &rarr; concurrency 20" in page
     assert "slow: breaking point concurrency 20 &rarr; held" in page
+
+
+def test_holds_fails_for_a_series_no_step_of_which_measured_the_server(tmp_path, capsys):
+    rows = [step_row("rst", 20, harness_limited=True), step_row("rst", 100, error="lab failed")]
+    run = sweep_run(tmp_path / "run", rows)
+    assert main(["check", str(run), "--expect", expect(tmp_path, "[rst]\nholds = true\n")]) == 1
+    assert "no step measured the server" in capsys.readouterr().out

@@ -258,7 +258,9 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
 def print_breaking_points(points: dict[str, dict], console: Console) -> None:
     """One line per sweep series: where it broke, and why (results/breaking_points.py)."""
     for series, point in points.items():
-        if point["value"] is None:
+        if point["value"] is None and point.get("steps_judged") == 0:
+            where = "[yellow]not judged[/]"
+        elif point["value"] is None:
             where = "[green]held[/]"
         else:
             where = f"[bold red]broke at {point['axis']} {point['value']:g}[/]"

@@ -30,8 +30,9 @@ class Thresholds:
 @dataclass(frozen=True)
 class BreakingPoint:
     axis: str
-    value: float | None  # the first step that broke; None: held at every step
+    value: float | None  # the first step that broke; None: held at every step judged
     reason: str
+    steps_judged: int  # steps that measured the server (not failed, interrupted, or limited)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,24 +84,28 @@ def breaking_points(rows: list[dict], axis: str, thresholds: Thresholds) -> dict
 
 
 def series_breaking_point(rows: list[dict], axis: str, thresholds: Thresholds) -> BreakingPoint:
-    skipped = []
+    skipped: list[str] = []
+    judged = 0
     for row in rows:
         step = row["step"]
         why_not = not_judged(row)
         if why_not:
             skipped.append(f"{axis} {step:g} {why_not}")
             continue
+        judged += 1
         problems = step_problems(row, thresholds)
         if problems:
             reason = "; ".join(problems)
             if skipped:
                 reason += f" (not counted: {'; '.join(skipped)})"
-            return BreakingPoint(axis, step, reason)
+            return BreakingPoint(axis, step, reason, judged)
     steps = ", ".join(f"{row['step']:g}" for row in rows)
     reason = f"held at every step ({axis} {steps})"
     if skipped:
-        reason = f"held at every step measured; not counted: {'; '.join(skipped)}"
-    return BreakingPoint(axis, None, reason)
+        # Null either way; the reason says whether any step measured the server at all.
+        held = "held at every step measured" if judged else "no step measured the server"
+        reason = f"{held}; not counted: {'; '.join(skipped)}"
+    return BreakingPoint(axis, None, reason, judged)
 
 
 def moved(before: float | None, after: float | None) -> str:

@@ -161,7 +161,9 @@ class BreakingPointMove:
 
     @staticmethod
     def text(point: dict) -> str:
-        return "held" if point["value"] is None else f"{point['axis']} {point['value']:g}"
+        if point["value"] is None:
+            return "not judged" if point.get("steps_judged") == 0 else "held"
+        return f"{point['axis']} {point['value']:g}"
 
 
 @dataclass

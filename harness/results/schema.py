@@ -122,7 +122,8 @@ class TrialRow:
 
 
 def check_breaking_points(raw: object, source: str = "summary.json") -> tuple[dict, list[str]]:
-    """summary.json's `breaking_points` ({series: {axis, value, reason}}; absent outside a sweep),
+    """summary.json's `breaking_points` ({series: {axis, value, reason, steps_judged}}; absent
+    outside a sweep; steps_judged may be missing, as it was added later),
     each entry that does not fit left out with one line saying so."""
     if raw is None:
         return {}, []
@@ -135,6 +136,7 @@ def check_breaking_points(raw: object, source: str = "summary.json") -> tuple[di
             and isinstance(point.get("axis"), str)
             and _fits(point.get("value"), float | None)
             and isinstance(point.get("reason"), str)
+            and _fits(point.get("steps_judged"), int | None)
         )
         if fits:
             kept[name] = point

@@ -352,6 +352,8 @@ def breaking_rows(run: RunData, palette: Palette) -> list[dict]:
     for series, point in run.breaking_points.items():
         broke = point["value"] is not None
         where = f"{point['axis']} {point['value']:g}" if broke else "held"
+        if not broke and point.get("steps_judged") == 0:
+            where = "not judged"
         rows.append(
             {
                 "series": series,
