@@ -393,3 +393,22 @@ def test_holds_fails_for_a_series_no_step_of_which_measured_the_server(tmp_path,
     run = sweep_run(tmp_path / "run", rows)
     assert main(["check", str(run), "--expect", expect(tmp_path, "[rst]\nholds = true\n")]) == 1
     assert "no step measured the server" in capsys.readouterr().out
+
+
+def test_a_harness_limited_step_still_breaks_on_the_servers_own_errors():
+    rows = [
+        step_row("never", 20),
+        step_row(
+            "never",
+            1000,
+            harness_limited=True,
+            harness_limited_reason="late loop",
+            legit_success_rate=0.4,
+            server_errors=1552,
+        ),
+    ]
+    [point] = breaking_points(rows, "concurrency", Thresholds()).values()
+    assert point["value"] == 1000
+    assert point["reason"] == (
+        "1552 server errors (EMFILE refusals, 5xx) > 0; the harness was harness-limited (late loop)"
+    )

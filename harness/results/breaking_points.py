@@ -3,9 +3,11 @@ first step at which the service broke, and why.
 
 A step breaks when the legitimate client's success falls below the threshold, its p95 latency
 exceeds one, or the server errs more often than allowed (EMFILE refusals, 5xx answers: the row's
-server_errors). A trial that failed, was interrupted, or was limited by the harness itself
-(harness_limited) says nothing about the server: it is never a breaking point, and a series whose
-only breaking candidates were such trials holds (value null), with the reason saying so.
+server_errors). A trial that failed or was interrupted says nothing about the server. A trial the
+harness itself limited (harness_limited: a saturated client starts attempts late and times answers
+late, so its legitimate success and latency may be its own) is never a breaking point on those;
+the server's own errors still count, since no client can make the server refuse for want of fds
+under a lighter load than the step's. Steps not judged are named in the reason.
 
 Computed from summary rows (dicts, as summary.json holds them) by the runner when it writes a
 run; the readers take summary.json's `breaking_points` as written.
@@ -40,6 +42,11 @@ class BreakingPoint:
 
 def step_problems(row: dict, thresholds: Thresholds) -> list[str]:
     """Why the service counts as broken in this trial (empty: it held)."""
+    return client_problems(row, thresholds) + server_problems(row, thresholds)
+
+
+def client_problems(row: dict, thresholds: Thresholds) -> list[str]:
+    """What the legitimate client saw: too few answers, too slow."""
     problems = []
     success = row.get("legit_success_rate")
     if is_number(success) and success < thresholds.legit_success:
@@ -50,12 +57,15 @@ def step_problems(row: dict, thresholds: Thresholds) -> list[str]:
     latency = row.get("legit_latency_p95_s")
     if is_number(latency) and latency > thresholds.latency_s:
         problems.append(f"legitimate p95 latency {latency:.2f} s > {thresholds.latency_s:g} s")
+    return problems
+
+
+def server_problems(row: dict, thresholds: Thresholds) -> list[str]:
+    """What the server did itself: refusals for want of fds, 5xx answers."""
     errors = row.get("server_errors")
     if is_number(errors) and errors > thresholds.server_errors:
-        problems.append(
-            f"{errors} server errors (EMFILE refusals, 5xx) > {thresholds.server_errors}"
-        )
-    return problems
+        return [f"{errors} server errors (EMFILE refusals, 5xx) > {thresholds.server_errors}"]
+    return []
 
 
 def not_judged(row: dict) -> str | None:
@@ -64,6 +74,11 @@ def not_judged(row: dict) -> str | None:
         return f"failed ({row['error']})"
     if not row.get("complete", True):
         return "interrupted"
+    return None
+
+
+def limited(row: dict) -> str | None:
+    """Why the harness, not the server, may have set a trial's figures (None: it did not)."""
     if row.get("harness_limited"):
         return f"harness-limited ({row.get('harness_limited_reason') or 'no reason recorded'})"
     return None
@@ -92,8 +107,15 @@ def series_breaking_point(rows: list[dict], axis: str, thresholds: Thresholds) -
         if why_not:
             skipped.append(f"{axis} {step:g} {why_not}")
             continue
-        judged += 1
         problems = step_problems(row, thresholds)
+        if (why_limited := limited(row)) is not None:
+            # Only the server's own errors: the client's figures may be the harness's.
+            problems = server_problems(row, thresholds)
+            if not problems:
+                skipped.append(f"{axis} {step:g} {why_limited}")
+                continue
+            problems.append(f"the harness was {why_limited}")
+        judged += 1
         if problems:
             reason = "; ".join(problems)
             if skipped:
