@@ -410,5 +410,5 @@ def test_a_harness_limited_step_still_breaks_on_the_servers_own_errors():
     [point] = breaking_points(rows, "concurrency", Thresholds()).values()
     assert point["value"] == 1000
     assert point["reason"] == (
-        "1552 server errors (EMFILE refusals, 5xx) > 0; the harness was harness-limited (late loop)"
+        "1552 server errors (EMFILE refusals, 5xx) > 0; harness-limited too: late loop"
     )

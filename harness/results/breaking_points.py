@@ -80,7 +80,7 @@ def not_judged(row: dict) -> str | None:
 def limited(row: dict) -> str | None:
     """Why the harness, not the server, may have set a trial's figures (None: it did not)."""
     if row.get("harness_limited"):
-        return f"harness-limited ({row.get('harness_limited_reason') or 'no reason recorded'})"
+        return row.get("harness_limited_reason") or "no reason recorded"
     return None
 
 
@@ -112,14 +112,14 @@ def series_breaking_point(rows: list[dict], axis: str, thresholds: Thresholds) -
             # Only the server's own errors: the client's figures may be the harness's.
             problems = server_problems(row, thresholds)
             if not problems:
-                skipped.append(f"{axis} {step:g} {why_limited}")
+                skipped.append(f"{axis} {step:g} harness-limited ({why_limited})")
                 continue
-            problems.append(f"the harness was {why_limited}")
+            problems.append(f"harness-limited too: {why_limited}")
         judged += 1
         if problems:
             reason = "; ".join(problems)
             if skipped:
-                reason += f" (not counted: {'; '.join(skipped)})"
+                reason += f"; not counted: {'; '.join(skipped)}"
             return BreakingPoint(axis, step, reason, judged)
     steps = ", ".join(f"{row['step']:g}" for row in rows)
     reason = f"held at every step ({axis} {steps})"
