@@ -42,6 +42,10 @@ KERNEL_GAVE_UP = {
     "aborts_on_data": "TCPAbortOnData",
 }
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")  # sockstat counts TCP memory in pages
+# The share of one core the sampler may spend walking the server's fd tables and the socket table,
+# whose cost grows with the connections (about 2 µs each, the kernel's part included): with
+# thousands held, they are walked less often than the sampling rate, the rest every sample.
+WALK_BUDGET = 0.01
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Sample:
     tcp_mem_pages: int = 0
     # KERNEL_GAVE_UP: the namespace's TcpExt counters so far (columns named like the row's figures)
     kernel_gave_up: dict[str, int] = field(default_factory=dict)
+    walked: bool = True  # fds, sockets by state and orphans read now (False: the last walk's)
 
     def row(self) -> dict:
         row = asdict(self)
@@ -77,6 +82,7 @@ class Sample:
         later += ("router_established", "tcp_inuse", "tcp_tw", "tcp_mem_pages")
         added = {name: row.pop(name) for name in later}
         added.update({name: gave_up.get(name, 0) for name in KERNEL_GAVE_UP})
+        added["walked"] = int(row.pop("walked"))
         for state in STATES:
             row[state.lower().replace("-", "_")] = sockets.get(state, 0)
         row["other_sockets"] = sum(v for k, v in sockets.items() if k not in STATES)
@@ -111,6 +117,7 @@ class Sample:
             tcp_tw=count("tcp_tw") or 0,
             tcp_mem_pages=count("tcp_mem_pages") or 0,
             kernel_gave_up={name: count(name) or 0 for name in KERNEL_GAVE_UP},
+            walked=count("walked") != 0,  # older files: every sample walked
         )
 
 
@@ -131,8 +138,9 @@ class ProcessTree:
         self.roots = [psutil.Process(pid) for pid in pids]
         self._known: dict[int, psutil.Process] = {}
 
-    def usage(self) -> Usage | None:
-        """Summed over every live process; None once the roots are all gone."""
+    def usage(self, count_fds: bool = True) -> Usage | None:
+        """Summed over every live process; None once the roots are all gone. Counting the fds
+        walks each process's fd table: `count_fds=False` leaves them 0."""
         usage = Usage()
         alive = False
         for root in self.roots:
@@ -146,7 +154,7 @@ class ProcessTree:
                         process = self._known[pid] = psutil.Process(pid)
                     with process.oneshot():
                         cpu = process.cpu_times()
-                        usage.fds += process.num_fds()
+                        usage.fds += process.num_fds() if count_fds else 0
                         usage.threads += process.num_threads()
                         usage.rss_bytes += process.memory_info().rss
                         # Reaped children count in their parent's: a fw-* server's nft processes,
@@ -209,6 +217,9 @@ class DefenderSampler:
         self.interval = 1.0 / hz
         self.samples: list[Sample] = []
         self.own_cpu_s = 0.0  # CPU the sampler itself spent (nft readings included): its overhead
+        self.walks = 0  # samples that walked the fd and socket tables (Sample.walked)
+        self._walked: tuple[int, dict[str, int], int] = (0, {}, 0)  # their fds, sockets, orphans
+        self._walk_due = 0.0
         self.started = time.monotonic()
         self.started_unix = time.time()
         self._stop = threading.Event()
@@ -233,18 +244,28 @@ class DefenderSampler:
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     def take(self) -> Sample | None:
-        usage = self.processes.usage()
+        walk = self.walks == 0 or time.monotonic() >= self._walk_due
+        before = time.thread_time()
+        usage = self.processes.usage(count_fds=walk)
         if usage is None:
             return None
+        if walk:
+            counts, orphans = state_summary(self.host)
+            self._walked = (usage.fds, dict(counts), orphans)
+            self.walks += 1
+            # The next walk once this one's cost fits the budget (at once, for a small server).
+            self._walk_due = time.monotonic() + (time.thread_time() - before) / WALK_BUDGET
+        fds, sockets, orphans = self._walked
         sample = Sample(
             t=time.monotonic() - self.started,
-            fds=usage.fds,
+            fds=fds,
             threads=usage.threads,
             rss_bytes=usage.rss_bytes,
             cpu_s=usage.cpu_s,
+            sockets=dict(sockets),
+            orphans=orphans,
+            walked=walk,
         )
-        counts, sample.orphans = state_summary(self.host)
-        sample.sockets = dict(counts)
         sample.retrans_segs = tcp_counters(self.host)["RetransSegs"]
         sample.tx_packets = packets_sent(self.host)
         tcp = sockstat(self.host)
