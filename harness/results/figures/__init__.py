@@ -24,6 +24,7 @@ from harness.results.figures.defender import (
     kernel_sockets,
     legit_service,
 )
+from harness.results.figures.kernel import kernel_counters
 from harness.results.figures.palette import Palette
 from harness.results.figures.sweep import sweep_attacker, sweep_defender, sweep_legit
 from harness.results.run_directory import RunData
@@ -147,6 +148,16 @@ FIGURES = (
         "counts orphans, sockets the application closed that the kernel still keeps and no fd "
         "count shows.",
         kernel_sockets,
+    ),
+    FigureSpec(
+        "kernel_counters",
+        "The defender's kernel: sockets and give-ups over time",
+        "Read in the defender's namespace at each sample: its TCP sockets in use and in "
+        "TIME-WAIT (/proc/net/sockstat), and, counted from the trial's start, the connections "
+        "its listen queue overflowed on and those the kernel gave up on (TcpExt "
+        "TCPAbortOnMemory: too many orphans or tcp_mem; TCPAbortOnTimeout: retransmissions "
+        "unanswered).",
+        kernel_counters,
     ),
     FigureSpec(
         "legit_service",
