@@ -20,6 +20,7 @@ SHIPPED = [
     "peers",
     "stateless",
     "locust",
+    "sweep",
 ]
 
 VALID = """

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import select
 import subprocess
 import tempfile
 import threading
@@ -20,6 +19,7 @@ import time
 from typing import IO, TYPE_CHECKING, Protocol
 
 from harness.core.errors import LabError
+from harness.core.readable import readable
 
 if TYPE_CHECKING:  # the attackers' children import this module too: keep their start light
     from harness.lab import Host
@@ -107,8 +107,7 @@ class Child:
         kill_at: float | None = None  # set once it has been asked to stop
         killed = False
         while True:
-            readable, _, _ = select.select([lines.fd], [], [], CANCEL_POLL)
-            for line in lines.read() if readable else []:
+            for line in lines.read() if readable(lines.fd, CANCEL_POLL) else []:
                 reader.line(line)
             if lines.eof:
                 self.output_ended = True

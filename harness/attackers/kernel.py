@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import resource
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 
 from harness.attackers.conversation import (
@@ -28,9 +31,11 @@ from harness.attackers.conversation import (
 )
 from harness.attackers.policy import Budget, Policy, Target
 from harness.core.outcomes import Attempt
+from harness.core.summary import percentile
 from harness.lab import Lab
 
 CANCEL_POLL = 0.1  # seconds between looks at the cancel event
+LAG_EVERY = 0.05  # seconds between looks at how late the event loop runs
 
 
 def raise_fd_limit() -> int:
@@ -50,6 +55,10 @@ class KernelSpammer:
         self.label = label
         self.in_flight = 0
         self.peak_in_flight = 0
+        # Its own load: how late its event loop woke (s), and the failures on its own side (no
+        # fd, no port, no buffer: errno names) that started no connection.
+        self.lags: list[float] = []
+        self.local_errors: Counter[str] = Counter()
 
     def run(
         self,
@@ -69,9 +78,24 @@ class KernelSpammer:
             source = lab.attacker_ip(target.family)
         sources = [source] if isinstance(source, str) else list(source)
         self._drain = drain or threading.Event()
+        started, cpu = time.monotonic(), time.thread_time()
         with lab.attacker.entered():
             asyncio.run(self._main(target, policy, sink, cancel, sources))
-        return {"peak_open_sockets": self.peak_in_flight}
+        return {"peak_open_sockets": self.peak_in_flight, **self.own_load(started, cpu)}
+
+    def own_load(self, started: float, cpu: float) -> dict:
+        """What running the client cost this thread: its CPU as a share of one core, how late
+        its event loop ran (p95, max), and its own failures."""
+        wall = time.monotonic() - started
+        used = time.thread_time() - cpu
+        return {
+            "cpu_s": round(used, 3),
+            "cpu_share": round(used / wall, 3) if wall > 0 else None,
+            "loop_lag_p95_s": percentile(self.lags, 95),
+            "loop_lag_max_s": max(self.lags, default=None),
+            "local_errors": sum(self.local_errors.values()),
+            "local_error_kinds": dict(self.local_errors),
+        }
 
     async def _main(self, target, policy, sink, cancel, sources: list[str]) -> None:
         self._cancel = cancel
@@ -83,17 +107,34 @@ class KernelSpammer:
             for i in range(policy.concurrency)
         ]
         watcher = asyncio.create_task(_watch(cancel, slots))
+        lag = asyncio.create_task(self._watch_lag())
         await asyncio.gather(*slots, return_exceptions=True)
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, lag):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch_lag(self) -> None:
+        """How late the loop wakes from a short sleep: a loop too busy (or a process starved of
+        CPU) measures its own delay, not the server's."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LAG_EVERY)
+            self.lags.append(max(0.0, loop.time() - before - LAG_EVERY))
 
     async def _slot(self, budget: Budget, target, policy, sink, sources: list[str]) -> None:
         turn = itertools.cycle(sources)
         while not self._cancel.is_set() and await budget.take():
             if self._drain.is_set():
                 return
-            sink(await self.attempt(target, policy, next(turn), policy.timeout))
+            try:
+                attempt = await self.attempt(target, policy, next(turn), policy.timeout)
+            except OSError as error:  # no socket, no port: nothing reached the wire
+                self.local_errors[errno.errorcode.get(error.errno or 0, str(error))] += 1
+                await asyncio.sleep(CANCEL_POLL)
+                continue
+            sink(attempt)
             if not policy.reconnect:
                 return
 

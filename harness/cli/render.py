@@ -169,6 +169,9 @@ def print_attack(result: TrialResult, console: Console) -> None:
             if k != "strategy" and not isinstance(v, dict | list)
         )
         table.add_row("server counters", stats)
+    if result.harness.limited:
+        reasons = "; ".join(result.harness.reasons)
+        table.add_row("harness-limited", f"[yellow]{escape(reasons)}[/]")
     if config.server.spec and (claim := claim_text(result.server_stats, config.server.spec)):
         table.add_row("its own claim", claim)
     console.print(table)
@@ -219,6 +222,7 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
         "wasted s per fd-s",
     )
     _add_columns(table, columns, left=("strategy", "outcomes"))
+    console_notes: list[str] = []
     for row in result.rows:
         if row.error:
             table.add_row(row.trial, f"[red]{row.error}[/]", *[""] * (len(columns) - 2))
@@ -237,11 +241,30 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
             str(row.peak_orphans if row.peak_orphans is not None else "-"),
             _number(row.wasted_per_fd_second) if row.wasted_per_fd_second else "no fd held",
         )
+        if row.harness_limited:
+            reason = escape(row.harness_limited_reason or "")
+            console_notes.append(f"{escape(row.trial)}: [yellow]harness-limited[/]: {reason}")
     console.print(table)
+    for note in console_notes:
+        console.print(note, highlight=False)
+    if result.breaking_points:
+        print_breaking_points(result.breaking_points, console)
     state = "complete" if result.complete else "[yellow]incomplete[/]"
     console.print(
         f"run {state}: {result.directory} (summary.json, attempts.jsonl, samples.csv, pcaps/)"
     )
+
+
+def print_breaking_points(points: dict[str, dict], console: Console) -> None:
+    """One line per sweep series: where it broke, and why (results/breaking_points.py)."""
+    for series, point in points.items():
+        if point["value"] is None and point.get("steps_judged") == 0:
+            where = "[yellow]not judged[/]"
+        elif point["value"] is None:
+            where = "[green]held[/]"
+        else:
+            where = f"[bold red]broke at {point['axis']} {point['value']:g}[/]"
+        console.print(f"breaking point: {escape(series)}: {where}: {escape(point['reason'])}")
 
 
 def print_wire_line(totals: dict, console: Console) -> None:

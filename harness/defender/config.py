@@ -29,6 +29,7 @@ class ServerConfig:
     backlog: int | None = None
     ban_netns: str | None = None  # fw-* with where=router: the router's namespace (firewall.py)
     files: str | None = None  # a peer's config and every process's output; None: a temporary dir
+    sysctl: tuple[tuple[str, int], ...] = ()  # the defender host's TCP knobs (defender/sysctl.py)
 
     @property
     def label(self) -> str:

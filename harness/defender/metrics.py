@@ -24,10 +24,28 @@ import psutil
 from harness.core.errors import LabError
 from harness.defender import firewall
 from harness.lab import Host, conntrack
-from harness.lab.sockets import state_summary, tcp_counters
+from harness.lab.sockets import sockstat, state_summary, tcp_counters, tcp_ext_counters
 
 # Socket states reported as columns; the rest are summed into "other".
 STATES = ("ESTABLISHED", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT", "TIME-WAIT")
+# The TcpExt counters (/proc/net/netstat) that say the kernel gave up on a connection, as
+# samples.csv names them: a full accept queue (overflows, and every drop at the listener),
+# an orphan or a socket killed for memory (too many orphans, tcp_mem), a retransmission timer
+# run out (an orphan's FIN unanswered after tcp_orphan_retries too), a close with unread data
+# (RST), a close with SO_LINGER 0 or data after shutdown (RST).
+KERNEL_GAVE_UP = {
+    "listen_overflows": "ListenOverflows",
+    "listen_drops": "ListenDrops",
+    "aborts_on_memory": "TCPAbortOnMemory",
+    "aborts_on_timeout": "TCPAbortOnTimeout",
+    "aborts_on_close": "TCPAbortOnClose",
+    "aborts_on_data": "TCPAbortOnData",
+}
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")  # sockstat counts TCP memory in pages
+# The share of one core the sampler may spend walking the server's fd tables and the socket table,
+# whose cost grows with the connections (about 2 µs each, the kernel's part included): with
+# thousands held, they are walked less often than the sampling rate, the rest every sample.
+WALK_BUDGET = 0.01
 
 
 @dataclass
@@ -47,12 +65,24 @@ class Sample:
         None  # connections to the port the router tracks; None: no router
     )
     router_established: int | None = None  # those of them it holds ESTABLISHED
+    # /proc/net/sockstat: TCP sockets in use and in TIME-WAIT in the namespace; TCP memory in
+    # pages, which the kernel counts for the whole machine (every namespace, every trial)
+    tcp_inuse: int = 0
+    tcp_tw: int = 0
+    tcp_mem_pages: int = 0
+    # KERNEL_GAVE_UP: the namespace's TcpExt counters so far (columns named like the row's figures)
+    kernel_gave_up: dict[str, int] = field(default_factory=dict)
+    walked: bool = True  # fds, sockets by state and orphans read now (False: the last walk's)
 
     def row(self) -> dict:
         row = asdict(self)
         sockets = row.pop("sockets")
+        gave_up = row.pop("kernel_gave_up")
         later = ("bans_active", "syns_dropped", "tx_packets", "router_conntrack")
-        added = {name: row.pop(name) for name in (*later, "router_established")}
+        later += ("router_established", "tcp_inuse", "tcp_tw", "tcp_mem_pages")
+        added = {name: row.pop(name) for name in later}
+        added.update({name: gave_up.get(name, 0) for name in KERNEL_GAVE_UP})
+        added["walked"] = int(row.pop("walked"))
         for state in STATES:
             row[state.lower().replace("-", "_")] = sockets.get(state, 0)
         row["other_sockets"] = sum(v for k, v in sockets.items() if k not in STATES)
@@ -83,6 +113,11 @@ class Sample:
             tx_packets=count("tx_packets") or 0,
             router_conntrack=count("router_conntrack"),
             router_established=count("router_established"),
+            tcp_inuse=count("tcp_inuse") or 0,
+            tcp_tw=count("tcp_tw") or 0,
+            tcp_mem_pages=count("tcp_mem_pages") or 0,
+            kernel_gave_up={name: count(name) or 0 for name in KERNEL_GAVE_UP},
+            walked=count("walked") != 0,  # older files: every sample walked
         )
 
 
@@ -103,8 +138,9 @@ class ProcessTree:
         self.roots = [psutil.Process(pid) for pid in pids]
         self._known: dict[int, psutil.Process] = {}
 
-    def usage(self) -> Usage | None:
-        """Summed over every live process; None once the roots are all gone."""
+    def usage(self, count_fds: bool = True) -> Usage | None:
+        """Summed over every live process; None once the roots are all gone. Counting the fds
+        walks each process's fd table: `count_fds=False` leaves them 0."""
         usage = Usage()
         alive = False
         for root in self.roots:
@@ -118,7 +154,7 @@ class ProcessTree:
                         process = self._known[pid] = psutil.Process(pid)
                     with process.oneshot():
                         cpu = process.cpu_times()
-                        usage.fds += process.num_fds()
+                        usage.fds += process.num_fds() if count_fds else 0
                         usage.threads += process.num_threads()
                         usage.rss_bytes += process.memory_info().rss
                         # Reaped children count in their parent's: a fw-* server's nft processes,
@@ -181,6 +217,9 @@ class DefenderSampler:
         self.interval = 1.0 / hz
         self.samples: list[Sample] = []
         self.own_cpu_s = 0.0  # CPU the sampler itself spent (nft readings included): its overhead
+        self.walks = 0  # samples that walked the fd and socket tables (Sample.walked)
+        self._walked: tuple[int, dict[str, int], int] = (0, {}, 0)  # their fds, sockets, orphans
+        self._walk_due = 0.0
         self.started = time.monotonic()
         self.started_unix = time.time()
         self._stop = threading.Event()
@@ -205,20 +244,35 @@ class DefenderSampler:
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     def take(self) -> Sample | None:
-        usage = self.processes.usage()
+        walk = self.walks == 0 or time.monotonic() >= self._walk_due
+        before = time.thread_time()
+        usage = self.processes.usage(count_fds=walk)
         if usage is None:
             return None
+        if walk:
+            counts, orphans = state_summary(self.host)
+            self._walked = (usage.fds, dict(counts), orphans)
+            self.walks += 1
+            # The next walk once this one's cost fits the budget (at once, for a small server).
+            self._walk_due = time.monotonic() + (time.thread_time() - before) / WALK_BUDGET
+        fds, sockets, orphans = self._walked
         sample = Sample(
             t=time.monotonic() - self.started,
-            fds=usage.fds,
+            fds=fds,
             threads=usage.threads,
             rss_bytes=usage.rss_bytes,
             cpu_s=usage.cpu_s,
+            sockets=dict(sockets),
+            orphans=orphans,
+            walked=walk,
         )
-        counts, sample.orphans = state_summary(self.host)
-        sample.sockets = dict(counts)
         sample.retrans_segs = tcp_counters(self.host)["RetransSegs"]
         sample.tx_packets = packets_sent(self.host)
+        tcp = sockstat(self.host)
+        sample.tcp_inuse, sample.tcp_tw = tcp.get("inuse", 0), tcp.get("tw", 0)
+        sample.tcp_mem_pages = tcp.get("mem", 0)
+        counters = tcp_ext_counters(self.host)
+        sample.kernel_gave_up = {name: counters.get(key, 0) for name, key in KERNEL_GAVE_UP.items()}
         if self.router is not None:
             try:
                 tracked = conntrack.read(self.router, self.port)
@@ -263,6 +317,16 @@ class DefenderCost:
     packets_sent: int = 0  # by the defender's interfaces over the trial, every kind of packet
     peak_router_conntrack: int | None = None  # the router's tracked connections to the port
     peak_router_established: int | None = None  # ... of them ESTABLISHED; None: no router
+    peak_tcp_inuse: int = 0  # sockstat, the namespace's
+    peak_time_wait: int = 0
+    peak_tcp_mem_pages: int = 0  # sockstat, the whole machine's
+    peak_tcp_mem_bytes: int = 0
+    listen_overflows: int = 0  # KERNEL_GAVE_UP, over the trial
+    listen_drops: int = 0
+    aborts_on_memory: int = 0
+    aborts_on_timeout: int = 0
+    aborts_on_close: int = 0
+    aborts_on_data: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -304,4 +368,12 @@ def defender_cost(samples: list[Sample]) -> DefenderCost | None:
         packets_sent=samples[-1].tx_packets - samples[0].tx_packets,
         peak_router_conntrack=_peak([s.router_conntrack for s in samples]),
         peak_router_established=_peak([s.router_established for s in samples]),
+        peak_tcp_inuse=max(s.tcp_inuse for s in samples),
+        peak_time_wait=max(s.tcp_tw for s in samples),
+        peak_tcp_mem_pages=max(s.tcp_mem_pages for s in samples),
+        peak_tcp_mem_bytes=max(s.tcp_mem_pages for s in samples) * PAGE_SIZE,
+        **{
+            name: samples[-1].kernel_gave_up.get(name, 0) - samples[0].kernel_gave_up.get(name, 0)
+            for name in KERNEL_GAVE_UP
+        },
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 
 from harness.core.errors import LabError
-from harness.defender import firewall, peers, steering
+from harness.defender import firewall, peers, steering, sysctl
 from harness.defender.config import ServerConfig
 from harness.defender.peers import Launch
 from harness.lab import Host, Lab
@@ -78,6 +78,8 @@ class Defender:
             )
         peers.require(config.spec)
         self.lab = lab
+        # Before the server listens: somaxconn and tcp_max_syn_backlog bound its listen queue.
+        sysctl.apply(lab.defender, dict(config.sysctl))
         # A fw-* strategy needs its nftables table (in this host or the router) before it starts.
         config = self.config = firewall.prepare(lab, config)
         steering.prepare(lab, config)  # zero-window: its packets kept from the kernel's TCP

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
 import time
 
 from harness.core.errors import LabError
+from harness.core.readable import readable
 from harness.lab import Host
 from harness.lab.privileges import IN_USERNS_ENV
 
@@ -36,8 +36,7 @@ class Capture:
         stream = self._process.stderr
         seen = b""
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([stream], [], [], 0.1)
-            if ready:
+            if readable(stream.fileno(), 0.1):
                 chunk = os.read(stream.fileno(), 4096)
                 seen += chunk
                 if b"listening on" in seen:

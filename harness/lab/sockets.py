@@ -38,7 +38,7 @@ TCP_STATES = {
 }
 
 # /proc/net/sockstat's orphan count is machine-wide, not per namespace: orphans are counted here
-# from the per-namespace socket table instead.
+# from the per-namespace socket table instead (sockstat's inuse and tw are per namespace).
 ORPHAN_STATES = frozenset({"FIN-WAIT-1", "FIN-WAIT-2", "CLOSING", "LAST-ACK"})
 
 
@@ -107,3 +107,24 @@ def tcp_counters(host: Host) -> dict[str, int]:
     lines = [line.split() for line in host.proc_net("snmp").splitlines() if line.startswith("Tcp:")]
     names, values = lines[0][1:], lines[1][1:]
     return {name: int(value) for name, value in zip(names, values, strict=True)}
+
+
+def sockstat(host: Host) -> dict[str, int]:
+    """The TCP line of /proc/net/sockstat: inuse and tw are the namespace's own; orphan, alloc and
+    mem (in pages) the kernel keeps for the whole machine."""
+    for line in host.proc_net("sockstat").splitlines():
+        if line.startswith("TCP:"):
+            words = line.split()[1:]
+            return {name: int(value) for name, value in zip(words[::2], words[1::2], strict=True)}
+    return {}
+
+
+def tcp_ext_counters(host: Host) -> dict[str, int]:
+    """The TcpExt counters of /proc/net/netstat (ListenOverflows, TCPAbortOnMemory...), the
+    namespace's own."""
+    lines = [line.split() for line in host.proc_net("netstat").splitlines()]
+    pairs = [(n, v) for n, v in zip(lines[::2], lines[1::2], strict=False) if n[0] == "TcpExt:"]
+    if not pairs:
+        return {}
+    names, values = pairs[0]
+    return {name: int(value) for name, value in zip(names[1:], values[1:], strict=True)}

@@ -9,6 +9,11 @@
     hang_median_s_min = 5
     peak_fds_max = 50
 
+    [never]                          # a sweep: a series (a strategy's steps), or a strategy
+    breaking_point_max = 400         # it broke at a step of at most 400
+    [repair]
+    holds = true                     # it held at every step (breaking point null)
+
 Exit status: 0 when every expectation holds, 1 when one fails, 2 on bad input (UsageError).
 """
 
@@ -48,6 +53,9 @@ TABLE_KEYS = (
     "wire_agreement",
     "max_regression_pct",
     "regression_figures",
+    "holds",
+    "breaking_point_min",
+    "breaking_point_max",
 )
 DIRECTED = [figure.name for figure in FIGURES if figure.worse]
 
@@ -71,6 +79,19 @@ class TrialExpectation:
     wire_agreement: bool | None = None  # True: the records must agree with the wire
     max_regression_pct: float | None = None
     regression_figures: list[str] | None = None
+    holds: bool | None = None  # a sweep: True, it held at every step; False, it broke
+    breaking_point: list[Bound] = field(default_factory=list)  # figure "breaking_point"
+
+    @property
+    def about_breaking_points(self) -> bool:
+        return self.holds is not None or bool(self.breaking_point)
+
+    @property
+    def about_rows(self) -> bool:
+        return (
+            any((self.bounds, self.outcome, self.outcomes_only, self.dominant_outcome))
+            or self.wire_agreement is not None
+        )
 
 
 @dataclass
@@ -147,6 +168,14 @@ def _table(name: str, table: dict, source: Path) -> TrialExpectation:
             if not isinstance(value, bool):
                 raise UsageError(f"{where} wire_agreement must be true or false, not {value!r}")
             expectation.wire_agreement = value
+        elif key == "holds":
+            if not isinstance(value, bool):
+                raise UsageError(f"{where} holds must be true or false, not {value!r}")
+            expectation.holds = value
+        elif key in ("breaking_point_min", "breaking_point_max"):
+            if not _is_number(value):
+                raise UsageError(f"{where} {key} must be a number (a step), not {value!r}")
+            expectation.breaking_point.append(Bound("breaking_point", key[-3:], float(value)))
         elif key == "max_regression_pct":
             expectation.max_regression_pct = _percentage(value, f"table {name!r}: {key}", source)
         elif key == "regression_figures":
@@ -214,6 +243,9 @@ def matching_trials(run: RunData, name: str) -> list[dict]:
     by_trial = run.groups().get(name)
     if by_trial:
         return by_trial
+    by_series = [row for row in run.rows if row.get("series") == name]
+    if by_series:
+        return by_series
     by_strategy = [row for row in run.rows if row.get("strategy") == name]
     if by_strategy:
         return by_strategy
@@ -224,8 +256,11 @@ def matching_trials(run: RunData, name: str) -> list[dict]:
 def check_run(run: RunData, expectations: Expectations, baseline: RunData | None) -> list[Verdict]:
     verdicts = [Verdict("run", "complete", "true", str(run.complete).lower(), run.complete)]
     for table in expectations.tables:
-        for row in matching_trials(run, table.name):
-            verdicts += check_row(row, table)
+        if table.about_rows or not table.about_breaking_points:
+            for row in matching_trials(run, table.name):
+                verdicts += check_row(row, table)
+        if table.about_breaking_points:
+            verdicts += check_breaking_points(run, table)
     if baseline is not None:
         verdicts += check_regressions(run, baseline, expectations)
     return verdicts
@@ -254,6 +289,48 @@ def check_row(row: dict, table: TrialExpectation) -> list[Verdict]:
         verdicts.append(Verdict(trial, "dominant_outcome", expected, seen, ok))
     if table.wire_agreement is not None:
         verdicts.append(check_wire(trial, row.get("wire_agreement"), table.wire_agreement))
+    return verdicts
+
+
+def matching_series(run: RunData, name: str) -> list[str]:
+    """The sweep series a table names: one by its name, a strategy's, or "*" every one."""
+    points = run.breaking_points
+    if name == ALL_TRIALS or name in points:
+        return list(points) if name == ALL_TRIALS else [name]
+    series = {row.get("series") for row in run.rows if row.get("strategy") == name}
+    found = [s for s in points if s in series]
+    if not found and run.sweep is not None:
+        known = ", ".join(_quoted(s) for s in points) or "none"
+        raise UsageError(
+            f"no sweep series or strategy {name!r} in run {run.name}; its series: {known}"
+        )
+    return found
+
+
+def check_breaking_points(run: RunData, table: TrialExpectation) -> list[Verdict]:
+    if run.sweep is None:
+        return [Verdict(table.name, "breaking_point", "a sweep", "not a sweep (no [sweep])", False)]
+    verdicts = []
+    for series in matching_series(run, table.name):
+        point = run.breaking_points[series]
+        value = point["value"]
+        actual = "held (null)" if value is None else f"{point['axis']} {number(value)}"
+        actual += f": {point['reason']}"
+        if table.holds is not None:
+            expected = "holds at every step" if table.holds else "breaks at some step"
+            # Held means measured and held: a series no step of which measured the server fails.
+            ok = (value is None and point.get("steps_judged") != 0) == table.holds
+            verdicts.append(Verdict(series, "holds", expected, actual, ok))
+        for bound in table.breaking_point:
+            sign = ">=" if bound.limit == "min" else "<="
+            # Held at every step: above any step, so every minimum holds and no maximum does.
+            if value is None:
+                ok = bound.limit == "min"
+            else:
+                ok = value >= bound.value if bound.limit == "min" else value <= bound.value
+            verdicts.append(
+                Verdict(series, "breaking_point", f"{sign} {number(bound.value)}", actual, ok)
+            )
     return verdicts
 
 

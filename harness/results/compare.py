@@ -14,6 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from harness.core.errors import UsageError
+from harness.results.breaking_points import moved
 from harness.results.run_directory import RunData
 from harness.results.summary_figures import FIGURES, HIGHER, Figure
 
@@ -145,6 +146,26 @@ class GroupComparison:
         ]
 
 
+@dataclass(frozen=True)
+class BreakingPointMove:
+    """A sweep series' breaking point in both runs (results/breaking_points.py)."""
+
+    series: str
+    before: dict  # {axis, value, reason}; value None: it held at every step
+    after: dict
+
+    @property
+    def verdict(self) -> str:
+        """'worse' (it broke at a lower step, or broke where it held), 'better', 'same'."""
+        return moved(self.before["value"], self.after["value"])
+
+    @staticmethod
+    def text(point: dict) -> str:
+        if point["value"] is None:
+            return "not judged" if point.get("steps_judged") == 0 else "held"
+        return f"{point['axis']} {point['value']:g}"
+
+
 @dataclass
 class Comparison:
     run_a: RunData
@@ -152,6 +173,7 @@ class Comparison:
     groups: list[GroupComparison]
     only_a: list[str] = field(default_factory=list)
     only_b: list[str] = field(default_factory=list)
+    breaking_points: list[BreakingPointMove] = field(default_factory=list)  # series in both
 
     def flagged(self) -> list[tuple[str, FigureChange]]:
         return [
@@ -194,6 +216,11 @@ def compare_runs(run_a: RunData, run_b: RunData) -> Comparison:
         compared,
         only_a=[name for name in groups_a if name not in groups_b],
         only_b=[name for name in groups_b if name not in groups_a],
+        breaking_points=[
+            BreakingPointMove(series, point, run_b.breaking_points[series])
+            for series, point in run_a.breaking_points.items()
+            if series in run_b.breaking_points
+        ],
     )
 
 

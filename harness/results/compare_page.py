@@ -137,8 +137,25 @@ def print_comparison(comparison: Comparison, console: Console, only_flagged: boo
             )
         table.add_section()
     console.print(table)
+    if comparison.breaking_points:
+        print_breaking_points(comparison, console)
     for line in comparison_notes(comparison):
         console.print(escape(line), highlight=False)
+
+
+def print_breaking_points(comparison: Comparison, console: Console) -> None:
+    table = Table(title="breaking points (the sweep)")
+    for column in ("series", "A", "B", "verdict"):
+        table.add_column(column)
+    for move in comparison.breaking_points:
+        style = VERDICT_STYLE.get(move.verdict, "")
+        table.add_row(
+            escape(move.series),
+            escape(move.text(move.before)),
+            escape(move.text(move.after)),
+            f"[{style}]{move.verdict}[/]" if style else move.verdict,
+        )
+    console.print(table)
 
 
 def comparison_notes(comparison: Comparison) -> list[str]:
@@ -200,28 +217,43 @@ def render_html(comparison: Comparison) -> str:
         }
         for group in comparison.groups
     ]
-    flagged = [
-        Flagged(
-            "changed",
-            group.trial,
-            "outcomes",
-            outcomes_text(group.outcomes_before),
-            outcomes_text(group.outcomes_after),
-            "outcome classes changed",
-        )
-        for group in comparison.groups
-        if group.outcome_classes_changed
-    ] + [
-        Flagged(
-            c.verdict,
-            trial,
-            c.figure.name,
-            side_text(c.before),
-            side_text(c.after),
-            f"{change_text(c)}, {c.verdict}",
-        )
-        for trial, c in comparison.flagged()
-    ]
+    flagged = (
+        [
+            Flagged(
+                "changed",
+                group.trial,
+                "outcomes",
+                outcomes_text(group.outcomes_before),
+                outcomes_text(group.outcomes_after),
+                "outcome classes changed",
+            )
+            for group in comparison.groups
+            if group.outcome_classes_changed
+        ]
+        + [
+            Flagged(
+                move.verdict,
+                move.series,
+                "breaking point",
+                move.text(move.before),
+                move.text(move.after),
+                f"{move.verdict}: {move.after['reason']}",
+            )
+            for move in comparison.breaking_points
+            if move.verdict != "same"
+        ]
+        + [
+            Flagged(
+                c.verdict,
+                trial,
+                c.figure.name,
+                side_text(c.before),
+                side_text(c.after),
+                f"{change_text(c)}, {c.verdict}",
+            )
+            for trial, c in comparison.flagged()
+        ]
+    )
     return (
         environment()
         .get_template("compare.html.j2")

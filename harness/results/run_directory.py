@@ -31,7 +31,7 @@ from harness.core.file_names import safe_stem
 from harness.core.outcomes import LEGIT_CLIENT, Attempt
 from harness.core.safe_files import SafeDirectory, write_error
 from harness.results.records import read_records, write_records
-from harness.results.schema import SUMMARY_SCHEMA, check_rows
+from harness.results.schema import SUMMARY_SCHEMA, check_breaking_points, check_rows
 
 SUMMARY_FILE = "summary.json"
 ATTEMPTS_FILE = "attempts.jsonl"
@@ -102,6 +102,17 @@ class RunData:
     def rows(self) -> list[dict]:
         return [trial.row for trial in self.trials]
 
+    @property
+    def breaking_points(self) -> dict[str, dict]:
+        """{series: {axis, value, reason}} of a sweep (results/breaking_points.py); {}: none."""
+        return self.summary.get("breaking_points") or {}
+
+    @property
+    def sweep(self) -> dict | None:
+        """The scenario's [sweep] as run (axis, steps, thresholds); None: not a sweep."""
+        sweep = self.summary.get("sweep")
+        return sweep if isinstance(sweep, dict) and isinstance(sweep.get("axis"), str) else None
+
     def groups(self) -> dict[str, list[dict]]:
         """Rows by trial name, repetitions (`name #k`) together, in the run's order."""
         grouped: dict[str, list[dict]] = {}
@@ -125,8 +136,12 @@ def load_run(path: str | Path, records: bool = True) -> RunData:
     summary = _read_summary(directory)
     checked = check_rows(summary["rows"], SUMMARY_FILE)
     summary["rows"] = checked.rows
+    summary["breaking_points"], bad_points = check_breaking_points(
+        summary.get("breaking_points"), SUMMARY_FILE
+    )
     trials = {row["trial"]: TrialData(row) for row in checked.rows}
-    run = RunData(directory, summary, list(trials.values()), problems=checked.problems)
+    problems = checked.problems + bad_points
+    run = RunData(directory, summary, list(trials.values()), problems=problems)
     if records:
         _read_attempts(directory / ATTEMPTS_FILE, trials, run.problems)
         _read_samples(directory / SAMPLES_FILE, trials, run.problems)

@@ -73,6 +73,34 @@ class TrialRow:
     wasted_per_fd_second: float | None = None  # None where the defender held no extra fd
     wasted_per_cpu_second: float | None = None
     sampler_overhead: float | None = None
+    # The defender's kernel (/proc/net/sockstat and the TcpExt counters of /proc/net/netstat, read
+    # in its namespace): sockets in use and TIME-WAIT at peak; TCP memory at peak, which the kernel
+    # counts for the whole machine; the counters as deltas over the trial. None: not sampled.
+    peak_tcp_inuse: int | None = None
+    peak_time_wait: int | None = None
+    peak_tcp_mem_pages: int | None = None
+    peak_tcp_mem_bytes: int | None = None
+    listen_overflows: int | None = None
+    listen_drops: int | None = None
+    aborts_on_memory: int | None = None
+    aborts_on_timeout: int | None = None
+    aborts_on_close: int | None = None
+    aborts_on_data: int | None = None
+    # EMFILE refusals (the server's count) or 5xx answers to the legitimate client, the larger
+    server_errors: int | None = None
+    # A sweep (the scenario's [sweep]): the value of its axis in this trial, and the trial's label
+    # without it (the key of summary.json's breaking_points). None outside a sweep.
+    step: float | None = None
+    series: str | None = None
+    # The attacking side's own load (trials/harness_load.py): when it, not the server, set the
+    # pace, the trial is harness_limited (with the reason) and never a breaking point.
+    harness_limited: bool = False
+    harness_limited_reason: str | None = None
+    harness_cpu_share: float | None = None  # the busiest attacker process or loop, of one core
+    harness_loop_lag_p95_s: float | None = None  # the kernel clients' event loops, worst p95
+    harness_receive_drops: int | None = None  # packets the packet engine's ring dropped
+    harness_local_errors: int | None = None  # the attackers' own failures (EMFILE, ENOBUFS...)
+    sysctl: dict[str, int] = field(default_factory=dict)  # [defender.sysctl] as set
     attackers: dict[str, dict] = field(default_factory=dict)
     server_stats: dict = field(default_factory=dict)
     # closebench verify: the trial's records against its pcap (results/verify.py); None: unchecked.
@@ -91,6 +119,30 @@ class TrialRow:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_breaking_points(raw: object, source: str = "summary.json") -> tuple[dict, list[str]]:
+    """summary.json's `breaking_points` ({series: {axis, value, reason, steps_judged}}; absent
+    outside a sweep; steps_judged may be missing, as it was added later),
+    each entry that does not fit left out with one line saying so."""
+    if raw is None:
+        return {}, []
+    if not isinstance(raw, dict):
+        return {}, [f"{source}: breaking_points is not an object: left out"]
+    kept, problems = {}, []
+    for name, point in raw.items():
+        fits = (
+            isinstance(point, dict)
+            and isinstance(point.get("axis"), str)
+            and _fits(point.get("value"), float | None)
+            and isinstance(point.get("reason"), str)
+            and _fits(point.get("steps_judged"), int | None)
+        )
+        if fits:
+            kept[name] = point
+        else:
+            problems.append(f"{source}: breaking point of {name!r} is {point!r}: left out")
+    return kept, problems
 
 
 @dataclasses.dataclass

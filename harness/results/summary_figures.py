@@ -79,6 +79,23 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("wasted_per_fd_second", LOWER, 0.0, "attacker s per defender fd-s", True, 0.2),
     Figure("wasted_per_cpu_second", LOWER, 0.0, "attacker s per defender CPU s", True, 0.5),
     Figure("sampler_overhead", None, 0.01, "the sampler's CPU, share of one core"),
+    # The defender's kernel: sockstat (TCP memory is the whole machine's) and TcpExt deltas.
+    Figure("peak_tcp_inuse", HIGHER, 2, "defender TCP sockets in use at peak (sockstat)"),
+    Figure("peak_time_wait", HIGHER, 2, "defender TIME-WAIT sockets at peak (sockstat)"),
+    Figure("peak_tcp_mem_pages", HIGHER, 0, "machine's TCP memory at peak, pages", relative=0.2),
+    Figure("peak_tcp_mem_bytes", HIGHER, 0, "machine's TCP memory at peak, bytes", relative=0.2),
+    Figure("listen_overflows", HIGHER, 0, "SYNs or ACKs met a full accept queue (TcpExt)"),
+    Figure("listen_drops", HIGHER, 0, "connections dropped at the listener (TcpExt)"),
+    Figure("aborts_on_memory", HIGHER, 0, "sockets killed: too many orphans or tcp_mem"),
+    Figure("aborts_on_timeout", HIGHER, 0, "connections given up after retransmitting"),
+    Figure("aborts_on_close", None, 0, "RSTs for a close with unread data"),
+    Figure("aborts_on_data", None, 0, "RSTs for SO_LINGER 0 or data after close"),
+    Figure("server_errors", HIGHER, 0, "EMFILE refusals or 5xx to the legitimate client"),
+    # The harness's own load (a harness-limited trial says nothing about the server).
+    Figure("harness_cpu_share", None, 0.05, "busiest attacker process or loop, share of a core"),
+    Figure("harness_loop_lag_p95_s", None, 0.01, "kernel clients' event-loop lag, p95 s"),
+    Figure("harness_receive_drops", None, 0, "packets the packet engine's ring dropped"),
+    Figure("harness_local_errors", None, 0, "attackers' own failures (EMFILE, ENOBUFS...)"),
     # Ban strategies only (null for the others).
     Figure("peak_bans_active", HIGHER, 1, "bans in force at once"),
     Figure("time_to_ban_median_s", HIGHER, 0.05, "median s from first attempt to ban"),
@@ -86,6 +103,7 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("attempts_after_ban", HIGHER, 2, "attempts started while banned"),
     Figure("attempts_per_s_after_ban", HIGHER, 0.05, "attempts/s per banned address"),
     Figure("legit_wrongly_refused", HIGHER, 0, "legitimate requests refused by a ban"),
+    Figure("step", None, 0, "a sweep's step: the value of its axis in this trial"),
 )
 
 

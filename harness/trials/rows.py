@@ -39,6 +39,10 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         sampler_overhead=result.sampler_overhead,
         attackers={name: s.to_dict() for name, s in result.summaries.items()},
         server_stats=result.server_stats,
+        server_errors=server_errors(result),
+        step=trial.step,
+        series=trial.series,
+        sysctl=dict(trial.server.sysctl),
     )
     if result.legit:
         row.legit_requests = result.legit.requests
@@ -48,10 +52,21 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
     if defender:
         for name, value in defender_figures(defender, wasted, everything.attempts).items():
             setattr(row, name, value)
+    for name, value in result.harness.row_fields().items():
+        setattr(row, name, value)
     if result.bans:
         for name, value in result.bans.to_dict().items():
             setattr(row, name, value)
     return row
+
+
+def server_errors(result: TrialResult) -> int:
+    """The server's EMFILE refusals (its own count; each answered 503), or, for a server that
+    counts none (a peer, a command), the 5xx answers the legitimate client got: the larger."""
+    refused = result.server_stats.get("refused_emfile")
+    refused = refused if isinstance(refused, int) else 0
+    legit_5xx = sum(1 for a in result.legit_attempts if (a.http_status or 0) >= 500)
+    return max(refused, legit_5xx)
 
 
 def strategy_name(trial: TrialConfig) -> str | None:

@@ -27,6 +27,7 @@ from harness.core.file_names import unique_names
 from harness.core.safe_files import write_error
 from harness.defender.peers import peer_for
 from harness.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
+from harness.results.breaking_points import Thresholds, breaking_points
 from harness.results.report import build_run_report
 from harness.results.run_directory import (
     ATTEMPTS_FILE,
@@ -42,7 +43,7 @@ from harness.results.schema import SUMMARY_SCHEMA, TrialRow
 from harness.results.verify import verify_trials
 from harness.trials.disk_space import DiskGuard, size_text
 from harness.trials.rows import strategy_name, trial_row
-from harness.trials.scenario import Scenario
+from harness.trials.scenario import Scenario, SweepEntry
 from harness.trials.trial import TrialConfig, TrialResult, run_trial
 
 DISK_CHECK_EVERY = 0.25  # seconds between looks at the free space while trials run
@@ -71,6 +72,7 @@ class RunOutcome:
     report: Path | None = None  # index.html of the run's report, when it could be built
     stopped: str | None = None  # why the run stopped early, other than an interruption
     wire_agreement: dict | None = None  # closebench verify's totals; None with --no-verify
+    breaking_points: dict[str, dict] = field(default_factory=dict)  # a sweep's, by series
 
 
 class Runner:
@@ -134,7 +136,8 @@ class Runner:
         """Run every trial; on cancel (Ctrl-C, SIGTERM, a full disk) keep what was measured,
         marked incomplete."""
         random.seed(self.scenario.seed)
-        jobs = jobs or self.scenario.parallel or min(len(self.trials), 2 * (os.cpu_count() or 1))
+        chains = trial_chains(self.trials)
+        jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
         results: list[TrialResult | str | None] = [None] * len(self.trials)
         done = threading.Event()
@@ -142,7 +145,7 @@ class Runner:
         watch.start()
         try:
             with ThreadPoolExecutor(jobs, thread_name_prefix="trial") as pool:
-                futures = [pool.submit(self._one, i, results) for i in range(len(self.trials))]
+                futures = [pool.submit(self._chain, chain, results) for chain in chains]
                 for future in futures:
                     future.result()
         finally:
@@ -168,6 +171,10 @@ class Runner:
                     f"of {self.directory.parent}) while writing {', '.join(writing) or 'run.log'}"
                 )
                 return
+
+    def _chain(self, indices: list[int], results: list) -> None:
+        for index in indices:  # a sweep's steps, one after another, each in a fresh lab
+            self._one(index, results)
 
     def _one(self, index: int, results: list) -> None:
         # Each trial's lab lives and dies inside this task (keepers die with their thread).
@@ -213,9 +220,9 @@ class Runner:
             if result:
                 errors.append(f"{trial.name}: {result}")
             error = result or not_run
-            rows.append(
-                TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
-            )
+            failed = TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
+            failed.step, failed.series = trial.step, trial.series
+            rows.append(failed)
         complete = not self.cancel.is_set() and all(isinstance(r, TrialResult) for r in results)
         measured = [
             (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
@@ -228,6 +235,8 @@ class Runner:
             "wire_agreement": wire,
             "rows": [row.to_dict() for row in rows],
         }
+        if self.scenario.sweep is not None:
+            summary.update(sweep_document(self.scenario.sweep, summary["rows"]))
         lost = []
         for name, write in (
             (SUMMARY_FILE, lambda: write_summary(self.directory, summary)),
@@ -250,7 +259,10 @@ class Runner:
             errors.insert(0, self._stopped_line(lost))
         elif lost:
             errors.append(f"could not write {', '.join(lost)} in {self.directory}")
-        return RunOutcome(self.directory, rows, complete, errors, report, self.stopped, wire)
+        points = summary.get("breaking_points", {})
+        return RunOutcome(
+            self.directory, rows, complete, errors, report, self.stopped, wire, points
+        )
 
     def _stopped_line(self, lost: list[str]) -> str:
         """Why the run stopped and what it kept, in one line."""
@@ -368,6 +380,27 @@ def tool_versions() -> dict[str, str | None]:
             imported, "VERSION", None
         )
     return versions
+
+
+def sweep_document(sweep: SweepEntry, rows: list[dict]) -> dict:
+    """summary.json's `sweep` (the axis, steps and thresholds) and `breaking_points`."""
+    thresholds = Thresholds(
+        sweep.break_legit_success, sweep.break_latency_s, sweep.break_server_errors
+    )
+    return {
+        "sweep": sweep.model_dump(),
+        "breaking_points": breaking_points(rows, sweep.axis, thresholds),
+    }
+
+
+def trial_chains(trials: list[TrialConfig]) -> list[list[int]]:
+    """The trials' indices in runs of their own: a sweep's series (its steps, in order) is one
+    chain, so its steps never compete with each other for the machine; any other trial is
+    alone."""
+    chains: dict[object, list[int]] = {}
+    for index, trial in enumerate(trials):
+        chains.setdefault(trial.series if trial.series is not None else index, []).append(index)
+    return list(chains.values())
 
 
 def watch(runner: Runner, show: Callable[[list[TrialProgress]], None], every: float = 0.25) -> None:

@@ -8,6 +8,7 @@ and nothing starts.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -26,7 +27,7 @@ from harness.attackers import ATTACKERS, ENGINES
 from harness.attackers.policy import Policy
 from harness.core.errors import UsageError
 from harness.core.safe_files import read_text
-from harness.defender import DEFAULT_ABUSE_PATH, ServerConfig
+from harness.defender import DEFAULT_ABUSE_PATH, ServerConfig, sysctl
 from harness.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
 from harness.trials.trial import AttackerSpec, LegitClient, TrialConfig
 from servers.strategies import StrategySpec, parse_spec
@@ -150,6 +151,57 @@ class ServerEntry(Strict):
     abuse_path: str = DEFAULT_ABUSE_PATH
 
 
+class DefenderEntry(Strict):
+    """The defender host itself: its kernel's TCP knobs (set in its namespace only)."""
+
+    sysctl: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("sysctl", mode="before")
+    @classmethod
+    def allowed_knobs(cls, values: object) -> object:
+        if isinstance(values, dict):
+            for name, value in values.items():
+                if (problem := sysctl.problem(name, value)) is not None:
+                    raise ValueError(f"{name}: {problem}")
+        return values
+
+
+SWEEP_AXES = ("concurrency", "rate", "addresses")
+MAX_SWEEP_STEPS = 12
+
+
+class SweepEntry(Strict):
+    """One attack parameter stepped through a list of values: a trial per strategy and step.
+
+    The step replaces that parameter in every attacker; a strategy breaks at the first step where
+    the legitimate client's success falls below `break_legit_success`, its p95 latency exceeds
+    `break_latency_s`, or the server errs more than `break_server_errors` times (EMFILE refusals,
+    5xx answers to the legitimate client).
+    """
+
+    axis: Literal[SWEEP_AXES]  # type: ignore[valid-type]
+    steps: list[Positive] = Field(min_length=1, max_length=MAX_SWEEP_STEPS)
+    break_legit_success: Annotated[float, Field(ge=0, le=1)] = 0.99
+    break_latency_s: Positive = 1.0
+    break_server_errors: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("steps")
+    @classmethod
+    def ascending(cls, values: list[float]) -> list[float]:
+        if any(b <= a for a, b in itertools.pairwise(values)):
+            raise ValueError(f"steps must be sorted ascending, each once: {values}")
+        return values
+
+    @model_validator(mode="after")
+    def whole_counts(self) -> SweepEntry:
+        if self.axis != "rate" and not all(float(step).is_integer() for step in self.steps):
+            raise ValueError(f"{self.axis} steps are whole numbers: {self.steps}")
+        return self
+
+    def value(self, step: float) -> float | int:
+        return step if self.axis == "rate" else int(step)
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
@@ -163,6 +215,8 @@ class Scenario(Strict):
     strategies: list[StrategyEntry] = Field(min_length=1)
     attackers: list[AttackerEntry] = Field(min_length=1)
     legit: LegitEntry | None = LegitEntry()
+    defender: DefenderEntry = DefenderEntry()
+    sweep: SweepEntry | None = None
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -203,6 +257,31 @@ class Scenario(Strict):
             )
         return values
 
+    @model_validator(mode="after")
+    def sweep_fits_the_attackers(self) -> Scenario:
+        """Every attacker must take every step (addresses: kernel attackers only)."""
+        for step in self.sweep.steps if self.sweep else ():
+            where = f"sweep step {self.sweep.axis} = {step:g} does not fit the attackers"
+            try:
+                attackers = self.attackers_at(step)
+            except ValidationError as error:
+                problems = "; ".join(_explain(e) for e in error.errors())
+                raise ValueError(f"{where}: {problems}") from None
+            total = sum(a.spec(1.0).most_addresses for a in attackers)
+            if total > MAX_EXTRA_ADDRESSES - 1:
+                raise ValueError(f"{where}: {total} addresses; at most {MAX_EXTRA_ADDRESSES - 1}")
+        return self
+
+    def attackers_at(self, step: float | None) -> list[AttackerEntry]:
+        """The attackers with the sweep's axis set to `step` (as they are for None)."""
+        if self.sweep is None or step is None:
+            return list(self.attackers)
+        update = {self.sweep.axis: self.sweep.value(step)}
+        return [AttackerEntry.model_validate({**a.model_dump(), **update}) for a in self.attackers]
+
+    def steps(self) -> list[float | None]:
+        return list(self.sweep.steps) if self.sweep else [None]
+
     @property
     def uses_locust(self) -> bool:
         return any(a.engine == "locust" for a in self.attackers)
@@ -216,35 +295,45 @@ class Scenario(Strict):
             raise UsageError(f"--duration {duration:g}: {problems}") from None
 
     def trials(self) -> list[TrialConfig]:
-        """One trial per strategy (per repetition), in the scenario's order."""
+        """One trial per strategy (per repetition, per sweep step), in the scenario's order: a
+        strategy's steps follow each other (the runner runs them one after another)."""
         trials = []
         for repetition in range(self.repetitions):
             for entry in self.strategies:
-                label = entry.name + (f" #{repetition + 1}" if self.repetitions > 1 else "")
-                server = ServerConfig(
-                    self.server.port,
-                    entry.spec,
-                    abuse_path=self.server.abuse_path,
-                    nofile=self.server.nofile,
-                    backlog=self.server.backlog,
-                )
-                trials.append(
-                    TrialConfig(
-                        server=server,
-                        attackers=tuple(a.spec(self.duration) for a in self.attackers),
-                        legit=LegitClient(
-                            self.legit.rate, self.legit.timeout, self.legit.start, self.legit.source
-                        )
-                        if self.legit
-                        else None,
-                        family=self.family,
-                        routed=entry.routed,
-                        sample_hz=self.sample_hz,
-                        label=label,
-                        duration=self.duration,
-                    )
-                )
+                for step in self.steps():
+                    trials.append(self._trial(entry, repetition, step))
         return trials
+
+    def _trial(self, entry: StrategyEntry, repetition: int, step: float | None) -> TrialConfig:
+        again = f" #{repetition + 1}" if self.repetitions > 1 else ""
+        series = entry.name if self.sweep else None
+        label = entry.name
+        if self.sweep and step is not None:
+            label += f" @ {self.sweep.axis} {step:g}"
+        server = ServerConfig(
+            self.server.port,
+            entry.spec,
+            abuse_path=self.server.abuse_path,
+            nofile=self.server.nofile,
+            backlog=self.server.backlog,
+            sysctl=tuple(self.defender.sysctl.items()),
+        )
+        return TrialConfig(
+            server=server,
+            attackers=tuple(a.spec(self.duration) for a in self.attackers_at(step)),
+            legit=LegitClient(
+                self.legit.rate, self.legit.timeout, self.legit.start, self.legit.source
+            )
+            if self.legit
+            else None,
+            family=self.family,
+            routed=entry.routed,
+            sample_hz=self.sample_hz,
+            label=label + again,
+            duration=self.duration,
+            step=None if step is None or self.sweep is None else self.sweep.value(step),
+            series=None if series is None else series + again,
+        )
 
 
 def find_scenario(name_or_path: str | None) -> Path:
@@ -312,6 +401,8 @@ def _model_at(location: list[str]) -> type[BaseModel] | None:
             return None
         nested = {
             "server": ServerEntry,
+            "defender": DefenderEntry,
+            "sweep": SweepEntry,
             "attackers": AttackerEntry,
             "legit": LegitEntry,
             "strategies": StrategyEntry,

@@ -34,6 +34,7 @@ from harness.defender.metrics import DefenderCost, DefenderSampler, Sample, defe
 from harness.lab import Lab
 from harness.lab.capture import Capture
 from harness.lab.sockets import state_summary
+from harness.trials.harness_load import HarnessLoad, harness_load
 from harness.wire.classify import reconcile
 from harness.wire.pcap import Endpoint
 from servers.strategies import BAN_STRATEGIES
@@ -109,6 +110,8 @@ class TrialConfig:
     duration: float | None = None  # the legitimate client runs at least this long
     locust_ui: int | None = None  # Locust engine: its web UI, relayed from 127.0.0.1:PORT
     locust_csv: str | None = None  # Locust engine: write Locust's CSV files with this prefix
+    step: float | None = None  # a sweep's step: the value of its axis in this trial
+    series: str | None = None  # a sweep: the trial's label without its step
 
     def __post_init__(self) -> None:
         # A command that cannot choose its source address (a browser) is told apart on the wire
@@ -173,6 +176,7 @@ class TrialResult:
     complete: bool  # False when interrupted
     bans: BanSummary | None = None  # ban strategies only
     ban_log: list[dict] = field(default_factory=list)  # the server's bans (servers/bans.py)
+    harness: HarnessLoad = field(default_factory=HarnessLoad)  # the attacking side's own load
 
 
 def run_trial(
@@ -232,7 +236,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             server_log = defender.log()
             defender.close()
         target = Endpoint(lab.defender_ip(config.family), server.port)
-    attempts, legit_attempts, costs, duration, attack_end = result
+    attempts, legit_attempts, costs, duration, attack_end, legit_cost = result
     if own_clock and pcap:
         kernel = {spec.name for spec in config.attackers if spec.keeps_own_clock}
         own = [a for a in attempts if a.attacker in kernel] + legit_attempts
@@ -265,7 +269,16 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         complete=not cancel.is_set(),
         bans=bans,
         ban_log=ban_log,
+        harness=harness_load(_client_costs(costs, legit_cost)),
     )
+
+
+def _client_costs(costs: dict[str, dict], legit_cost: dict) -> dict[str, dict]:
+    """Each client's own cost, named as a reader would name it."""
+    named = {f"the {name} attacker": cost for name, cost in costs.items()}
+    if legit_cost:
+        named["the legitimate client"] = legit_cost
+    return named
 
 
 def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: float) -> None:
@@ -322,7 +335,8 @@ def _run_attackers(lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: 
         threads.append(threading.Thread(target=work, name=f"attacker-{spec.name}"))
     # Attackers run in threads of this one; cancel reaches them through the shared event.
     legit_stop = threading.Event()
-    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel)
+    legit_cost: dict = {}
+    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel, legit_cost)
     watcher = AttackerHostSampler(lab)
     started = time.monotonic()
     for thread in threads:
@@ -339,7 +353,7 @@ def _run_attackers(lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: 
     host_cost = watcher.stop()
     for name in costs:
         costs[name] = {**costs[name], **host_cost}
-    return attempts, legit_attempts, costs, duration, attack_end
+    return attempts, legit_attempts, costs, duration, attack_end, legit_cost
 
 
 def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config, cancel) -> None:
@@ -352,7 +366,7 @@ def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config,
 
 
 def _legit_thread(
-    lab: Lab, config: TrialConfig, records: list, stop, cancel
+    lab: Lab, config: TrialConfig, records: list, stop, cancel, cost: dict
 ) -> threading.Thread | None:
     """The legitimate client until `stop`; its requests in flight then still end, and count
     (Ctrl-C, `cancel`, abandons them)."""
@@ -364,9 +378,8 @@ def _legit_thread(
 
     def run() -> None:
         if not stop.wait(config.legit.start):
-            KernelSpammer(LEGIT_CLIENT).run(
-                lab, target, policy, records.append, cancel, source, stop
-            )
+            client = KernelSpammer(LEGIT_CLIENT)
+            cost.update(client.run(lab, target, policy, records.append, cancel, source, stop))
 
     thread = threading.Thread(target=run, name=LEGIT_CLIENT)
     thread.start()

@@ -24,7 +24,9 @@ from harness.results.figures.defender import (
     kernel_sockets,
     legit_service,
 )
+from harness.results.figures.kernel import kernel_counters
 from harness.results.figures.palette import Palette
+from harness.results.figures.sweep import sweep_attacker, sweep_defender, sweep_legit
 from harness.results.run_directory import RunData
 
 
@@ -43,6 +45,7 @@ class FigureSpec:
     title: str
     caption: str
     draw: Callable[[RunData, Palette], Figure]
+    drawn_for: Callable[[RunData], bool] = lambda run: True  # which runs have this figure
 
 
 def render_all(run: RunData, out: SafeDirectory) -> list[FigureFile]:
@@ -50,6 +53,8 @@ def render_all(run: RunData, out: SafeDirectory) -> list[FigureFile]:
     palette = Palette([t.name for t in run.trials])
     files = []
     for spec in FIGURES:
+        if not spec.drawn_for(run):
+            continue
         figure = spec.draw(run, palette)
         figure.suptitle(spec.title, fontsize=13, fontweight="bold")
         FigureCanvasAgg(figure)  # attaches the Agg canvas: no pyplot, no global state
@@ -82,7 +87,38 @@ def render_all(run: RunData, out: SafeDirectory) -> list[FigureFile]:
 # outcomes
 
 
+def _a_sweep(run: RunData) -> bool:
+    return run.sweep is not None
+
+
 FIGURES = (
+    FigureSpec(
+        "sweep_legit",
+        "Legitimate service against the load",
+        "A sweep: for each strategy, the legitimate client's success and p95 latency at each "
+        "step; the dotted lines are the breaking thresholds, an X marks where each strategy "
+        "broke (the breaking-point table says why). Hollow marks: steps the harness itself "
+        "limited, never counted as breaking points.",
+        sweep_legit,
+        _a_sweep,
+    ),
+    FigureSpec(
+        "sweep_defender",
+        "Defender cost against the load",
+        "A sweep: each strategy's peak fds, threads, memory, CPU time, TCP memory (the kernel "
+        "counts it for the whole machine: trials running at once add theirs) and orphan "
+        "sockets at each step.",
+        sweep_defender,
+        _a_sweep,
+    ),
+    FigureSpec(
+        "sweep_attacker",
+        "What the attacker got against the load",
+        "A sweep: the attempts per second the attacker managed, and the median hang of an "
+        "attempt, at each step.",
+        sweep_attacker,
+        _a_sweep,
+    ),
     FigureSpec(
         "hang_cdf",
         "Attacker hang time per attempt",
@@ -112,6 +148,16 @@ FIGURES = (
         "counts orphans, sockets the application closed that the kernel still keeps and no fd "
         "count shows.",
         kernel_sockets,
+    ),
+    FigureSpec(
+        "kernel_counters",
+        "The defender's kernel: sockets and give-ups over time",
+        "Read in the defender's namespace at each sample: its TCP sockets in use and in "
+        "TIME-WAIT (/proc/net/sockstat), and, counted from the trial's start, the connections "
+        "its listen queue overflowed on and those the kernel gave up on (TcpExt "
+        "TCPAbortOnMemory: too many orphans or tcp_mem; TCPAbortOnTimeout: retransmissions "
+        "unanswered).",
+        kernel_counters,
     ),
     FigureSpec(
         "legit_service",

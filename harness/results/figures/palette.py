@@ -12,8 +12,9 @@ LINESTYLES = ("-", "--", "-.", ":")
 
 
 def strategy_key(trial: str) -> str:
-    """The colour key of a trial: its name without a repetition suffix (' #2')."""
-    return re.sub(r" #\d+$", "", trial)
+    """The colour key of a trial: its name without a repetition suffix (' #2') or a sweep's
+    step (' @ concurrency 100': trials/scenario.py names them so)."""
+    return re.sub(r"( @ \S+ \S+)?( #\d+)?$", "", trial)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,28 @@ COLUMNS = (
     Column("wasted_per_fd_second", "wasted s per fd-s", "asymmetry", fixed(2), "no fd held"),
     Column("wasted_per_cpu_second", "wasted s per CPU s", "asymmetry", fixed(1), "no CPU"),
     Column("sampler_overhead", "sampler CPU", "harness", percent),
+    Column("harness_limited", "harness-limited", "harness", lambda v: "yes" if v else "no"),
+    Column("harness_cpu_share", "attacker CPU (of a core)", "harness", percent),
+    Column("harness_loop_lag_p95_s", "loop lag p95 (ms)", "harness", millis),
+)
+# Shown as a table of its own when the defender's kernel was sampled (/proc/net/sockstat and
+# the TcpExt counters; TCP memory is the whole machine's).
+KERNEL_COLUMNS = (
+    Column("peak_tcp_inuse", "TCP in use at peak", "kernel", whole),
+    Column("peak_time_wait", "TIME-WAIT at peak", "kernel", whole),
+    Column(
+        "peak_tcp_mem_bytes",
+        "TCP memory at peak, machine (KiB)",
+        "kernel",
+        lambda v: f"{v / 1024:.0f}",
+    ),
+    Column("listen_overflows", "listen overflows", "kernel", whole),
+    Column("listen_drops", "listen drops", "kernel", whole),
+    Column("aborts_on_memory", "aborts on memory", "kernel", whole),
+    Column("aborts_on_timeout", "aborts on timeout", "kernel", whole),
+    Column("aborts_on_close", "RST on close (unread data)", "kernel", whole),
+    Column("aborts_on_data", "RST on close (linger 0)", "kernel", whole),
+    Column("server_errors", "server errors", "kernel", whole),
 )
 # Shown as a third table when some trial banned (its `bans` is not null).
 BAN_COLUMNS = (
@@ -114,11 +136,14 @@ def html_tables(trials: list[TrialData], palette) -> list[dict]:
     tables = []
     banned = any(t.row.get("bans") is not None for t in trials)
     routed = any(t.row.get("peak_router_conntrack") is not None for t in trials)
+    kernel = any(t.row.get("peak_tcp_inuse") is not None for t in trials)
     extra = ((("Bans", ("bans",)),) if banned else ()) + (
         (("The router's connection tracking", ("router",)),) if routed else ()
     )
+    extra += (("The defender's kernel", ("kernel",)),) if kernel else ()
+    every = COLUMNS + BAN_COLUMNS + ROUTER_COLUMNS + KERNEL_COLUMNS
     for title, groups in TABLES + extra:
-        columns = [c for c in COLUMNS + BAN_COLUMNS + ROUTER_COLUMNS if c.group in groups]
+        columns = [c for c in every if c.group in groups]
         rows = [
             {
                 "name": t.name,

@@ -335,4 +335,55 @@ def run_notes(run: RunData) -> list[str]:
             f"The trials ran at most {max(durations):.0f} s though scenario.toml says "
             f"{planned:g} s (a --duration override)."
         )
+    limited = [t for t in run.trials if t.ok and t.row.get("harness_limited")]
+    if limited:
+        notes.append(
+            "Harness-limited (the attacking side, not the server, set the pace: never a breaking "
+            "point): "
+            + "; ".join(f"{t.name}: {t.row.get('harness_limited_reason')}" for t in limited)
+            + "."
+        )
     return notes + run.problems
+
+
+def breaking_rows(run: RunData, palette: Palette) -> list[dict]:
+    """The breaking-point table of a sweep: one row per series."""
+    rows = []
+    for series, point in run.breaking_points.items():
+        broke = point["value"] is not None
+        where = f"{point['axis']} {point['value']:g}" if broke else "held"
+        if not broke and point.get("steps_judged") == 0:
+            where = "not judged"
+        rows.append(
+            {
+                "series": series,
+                "color": palette.color(series) if series in palette.styles else "#999",
+                "where": where,
+                "broke": broke,
+                "reason": point["reason"],
+            }
+        )
+    return rows
+
+
+def breaking_rule(run: RunData) -> str:
+    """The thresholds a sweep broke on, in a sentence."""
+    sweep = run.sweep
+    if sweep is None:
+        return ""
+    success = sweep.get("break_legit_success")
+    latency = sweep.get("break_latency_s")
+    errors = sweep.get("break_server_errors")
+    parts = []
+    if is_number(success):
+        parts.append(f"the legitimate client's success fell below {success:.1%}")
+    if is_number(latency):
+        parts.append(f"its p95 latency rose above {latency:g} s")
+    if is_number(errors):
+        parts.append(f"the server erred more than {errors:g} times (EMFILE refusals, 5xx)")
+    steps = ", ".join(f"{s:g}" for s in sweep.get("steps", []) if is_number(s))
+    return (
+        f"Each strategy over {sweep['axis']} {steps}: the first step at which "
+        + ", or ".join(parts)
+        + ". Harness-limited steps do not count."
+    )

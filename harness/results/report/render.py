@@ -18,7 +18,13 @@ from harness.results.figures import render_all
 from harness.results.figures.palette import Palette
 from harness.results.pages import environment
 from harness.results.report.columns import COLUMNS, WORKER_HEADERS, html_tables, worker_rows
-from harness.results.report.prose import read_trial, run_notes, wire_agreement
+from harness.results.report.prose import (
+    breaking_rows,
+    breaking_rule,
+    read_trial,
+    run_notes,
+    wire_agreement,
+)
 from harness.results.report.ranking import axis_results, best_silencer, undominated
 from harness.results.run_directory import RAW_FILES, RunData, load_run
 
@@ -72,6 +78,8 @@ def _context(run: RunData, figures: list) -> dict:
             for t in run.trials
         ],
         "axes": results,
+        "breaking": breaking_rows(run, palette),
+        "breaking_rule": breaking_rule(run),
         "undominated": undominated(run.trials),
         "best": best,
         "best_rate": best_rate,
@@ -146,6 +154,12 @@ def summary_markdown(context: dict) -> str:
         for worker in context["workers"]:
             cells = [_md(cell) for cell in (*worker.cells, worker.lost or "")]
             lines.append("| " + " | ".join(cells) + " |")
+    if context["breaking"]:
+        lines += ["", _md(context["breaking_rule"]), "", "| strategy | broke at | why |"]
+        lines.append("| --- | ---: | :--- |")
+        for point in context["breaking"]:
+            cells = (point["series"], point["where"], point["reason"])
+            lines.append("| " + " | ".join(_md(cell) for cell in cells) + " |")
     lines.append("")
     for result in context["axes"]:
         who = "all alike" if result.all_tied else ", ".join(result.winners)

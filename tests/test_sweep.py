@@ -1,0 +1,414 @@
+"""Sweeps: a scenario's [sweep] becomes a trial per strategy and step, breaking points come from
+the rows, `closebench check` reads them, and bad sweep input is one clear error (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.results.breaking_points import Thresholds, breaking_points, moved
+from harness.results.run_directory import load_run
+from harness.trials.runner import trial_chains
+from harness.trials.scenario import load_scenario
+from tests.test_compare_check import row, write_run
+
+SWEEP = """
+name = "s"
+strategies = ["never", "repair"]
+[server]
+nofile = 256
+[[attackers]]
+kind = "kernel"
+timeout = 2
+[sweep]
+axis = "concurrency"
+steps = [20, 100, 400]
+"""
+
+
+def scenario_file(tmp_path, text: str):
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_sweep_is_a_trial_per_strategy_and_step(tmp_path):
+    scenario, _, _ = load_scenario(scenario_file(tmp_path, SWEEP))
+    trials = scenario.trials()
+    assert [t.name for t in trials] == [
+        "never @ concurrency 20",
+        "never @ concurrency 100",
+        "never @ concurrency 400",
+        "repair @ concurrency 20",
+        "repair @ concurrency 100",
+        "repair @ concurrency 400",
+    ]
+    assert [t.attackers[0].policy.concurrency for t in trials] == [20, 100, 400] * 2
+    assert [t.step for t in trials] == [20, 100, 400] * 2
+    assert {t.series for t in trials} == {"never", "repair"}
+    # A strategy's steps run one after another: one chain per series, in step order.
+    assert trial_chains(trials) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_a_rate_sweep_sets_every_attackers_rate(tmp_path):
+    text = SWEEP.replace('axis = "concurrency"', 'axis = "rate"').replace(
+        "[20, 100, 400]", "[0.5, 5]"
+    )
+    scenario, _, _ = load_scenario(scenario_file(tmp_path, text))
+    assert [t.attackers[0].policy.rate for t in scenario.trials()] == [0.5, 5, 0.5, 5]
+
+
+def test_without_a_sweep_every_trial_is_its_own_chain(tmp_path):
+    text = SWEEP.split("[sweep]")[0]
+    scenario, _, _ = load_scenario(scenario_file(tmp_path, text))
+    assert trial_chains(scenario.trials()) == [[0], [1]]
+    assert all(t.step is None and t.series is None for t in scenario.trials())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('axis = "concurrency"', 'axis = "bots2"'), "key 'sweep.axis': Input should be"),
+        (("[20, 100, 400]", "[]"), "key 'sweep.steps': List should have at least 1 item"),
+        (("[20, 100, 400]", "[100, 20]"), "key 'sweep.steps': steps must be sorted ascending"),
+        (("[20, 100, 400]", "[20, 20]"), "key 'sweep.steps': steps must be sorted ascending"),
+        (
+            ("[20, 100, 400]", str(list(range(1, 14)))),
+            "key 'sweep.steps': List should have at most 12 items",
+        ),
+        (("[20, 100, 400]", "[1.5, 2]"), "concurrency steps are whole numbers"),
+        (("[20, 100, 400]", "[20, 30000]"), "sweep step concurrency = 30000 does not fit"),
+        (("[sweep]", "[sweep]\nbreak_legit_success = 2"), "key 'sweep.break_legit_success'"),
+        (("[sweep]", "[sweep]\nbreak_at = 2"), "unknown key 'sweep.break_at'; allowed here: axis"),
+        (
+            ("[sweep]", "[defender.sysctl]\ntcp_syn_retries = 2\n[sweep]"),
+            "key 'defender.sysctl': tcp_syn_retries: not a knob closebench sets; allowed: "
+            "tcp_orphan_retries",
+        ),
+        (
+            ("[sweep]", "[defender.sysctl]\ntcp_max_orphans = 100\n[sweep]"),
+            "tcp_max_orphans: net.ipv4.tcp_max_orphans is machine-wide",
+        ),
+        (
+            ("[sweep]", "[defender.sysctl]\ntcp_fin_timeout = -1\n[sweep]"),
+            "tcp_fin_timeout: must be a whole number",
+        ),
+    ],
+)
+def test_bad_sweep_input_is_one_error_naming_the_key(tmp_path, capsys, change, message):
+    path = scenario_file(tmp_path, SWEEP.replace(*change))
+    out = tmp_path / "reports"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert message in error, error
+    assert len(error.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_bad_sweep_input_exits_2_from_the_command_line(tmp_path):
+    path = scenario_file(tmp_path, SWEEP.replace('"concurrency"', '"bots2"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "key 'sweep.axis'" in result.stderr
+
+
+def step_row(series: str, step: float, **figures) -> dict:
+    return row(f"{series} @ concurrency {step:g}", series, step=step, series=series, **figures)
+
+
+SWEPT = [
+    step_row("never", 20),
+    step_row("never", 100, legit_success_rate=0.5, server_errors=40),
+    step_row("never", 400, legit_success_rate=0.1),
+    step_row("repair", 20),
+    step_row("repair", 100, legit_latency_p95_s=0.5),
+    step_row("repair", 400),
+    step_row("slow", 20, legit_latency_p95_s=1.5),
+    step_row("slow", 100, legit_latency_p95_s=3.0),
+]
+
+
+def test_breaking_point_is_the_first_step_that_broke_and_says_why():
+    points = breaking_points(SWEPT, "concurrency", Thresholds())
+    assert points["never"]["value"] == 100
+    assert points["never"]["axis"] == "concurrency"
+    assert "legitimate success 50.0% < 99.0%" in points["never"]["reason"]
+    assert "40 server errors" in points["never"]["reason"]
+    assert points["repair"] == {
+        "axis": "concurrency",
+        "value": None,
+        "reason": "held at every step (concurrency 20, 100, 400)",
+        "steps_judged": 3,
+    }
+    assert points["slow"]["value"] == 20
+    assert points["slow"]["reason"] == "legitimate p95 latency 1.50 s > 1 s"
+
+
+def test_thresholds_move_the_breaking_point():
+    lenient = Thresholds(legit_success=0.4, latency_s=2.0, server_errors=100)
+    points = breaking_points(SWEPT, "concurrency", lenient)
+    assert points["never"]["value"] == 400
+    assert points["slow"]["value"] == 100
+
+
+def test_a_harness_limited_or_failed_step_is_never_a_breaking_point():
+    rows = [
+        step_row(
+            "rst",
+            20,
+            harness_limited=True,
+            legit_success_rate=0.2,
+            harness_limited_reason="the attackers' event loop ran 0.40 s late (p95)",
+        ),
+        step_row("rst", 100, error="lab failed"),
+        step_row("rst", 400),
+    ]
+    [point] = breaking_points(rows, "concurrency", Thresholds()).values()
+    assert point["value"] is None and point["steps_judged"] == 1
+    assert point["reason"].startswith("held at every step measured; not counted: ")
+    assert "harness-limited (the attackers' event loop ran 0.40 s late (p95))" in point["reason"]
+    assert "concurrency 100 failed (lab failed)" in point["reason"]
+    # No step measured the server: null still, and the reason says so; `holds` fails on it.
+    [point] = breaking_points(rows[:2], "concurrency", Thresholds()).values()
+    assert point["value"] is None and point["steps_judged"] == 0
+    assert point["reason"].startswith("no step measured the server; not counted: ")
+
+
+def test_how_a_breaking_point_moved():
+    assert moved(100, 20) == "worse"
+    assert moved(None, 400) == "worse"
+    assert moved(100, None) == "better"
+    assert moved(100, 400) == "better"
+    assert moved(None, None) == "same"
+
+
+def sweep_run(directory, rows, points=None):
+    path = write_run(directory, rows)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["sweep"] = {"axis": "concurrency", "steps": [20, 100, 400]}
+    summary["breaking_points"] = (
+        points if points is not None else breaking_points(rows, "concurrency", Thresholds())
+    )
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_breaking_points_are_read_back_and_damaged_ones_left_out(tmp_path):
+    points = breaking_points(SWEPT, "concurrency", Thresholds())
+    points["odd"] = {"axis": "concurrency", "value": "high", "reason": "?"}
+    run = load_run(sweep_run(tmp_path / "run", SWEPT, points), records=False)
+    assert run.breaking_points["never"]["value"] == 100
+    assert "odd" not in run.breaking_points
+    assert any("breaking point of 'odd'" in problem for problem in run.problems)
+    assert run.sweep["axis"] == "concurrency"
+
+
+def expect(tmp_path, text: str):
+    path = tmp_path / "expect.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_check_holds_and_breaking_point_keys(tmp_path, capsys):
+    run = sweep_run(tmp_path / "run", SWEPT)
+    good = expect(
+        tmp_path,
+        "[never]\nbreaking_point_max = 400\nholds = false\n"
+        "[repair]\nholds = true\nbreaking_point_min = 20\n",
+    )
+    assert main(["check", str(run), "--expect", good]) == 0
+    bad = expect(
+        tmp_path, "[never]\nbreaking_point_min = 400\n[repair]\nbreaking_point_max = 400\n"
+    )
+    assert main(["check", str(run), "--expect", bad]) == 1
+    out = capsys.readouterr().out
+    assert "2 of 3 expectations failed" in out
+    assert "held (null)" in out
+
+
+def test_check_breaking_point_of_a_run_without_a_sweep_fails(tmp_path, capsys):
+    run = write_run(tmp_path / "run", [row("graceful")])
+    assert (
+        main(["check", str(run), "--expect", expect(tmp_path, "[graceful]\nholds = true\n")]) == 1
+    )
+    assert "not a sweep" in capsys.readouterr().out
+
+
+def test_check_breaking_point_key_must_be_a_number(tmp_path, capsys):
+    run = sweep_run(tmp_path / "run", SWEPT)
+    path = expect(tmp_path, '[never]\nbreaking_point_max = "400"\n')
+    assert main(["check", str(run), "--expect", path]) == 2
+    assert "breaking_point_max must be a number" in capsys.readouterr().err
+
+
+# In real labs.
+
+DONE_WHEN = """
+name = "sweep-done-when"
+duration = 5
+strategies = ["never", "repair", "graceful"]
+[server]
+nofile = 256
+[[attackers]]
+kind = "kernel"
+timeout = 2
+rate = 200
+[legit]
+rate = 5
+timeout = 2
+[sweep]
+axis = "concurrency"
+steps = [20, 100, 400]
+"""
+
+
+@pytest.mark.needs_lab
+@pytest.mark.slow
+def test_never_breaks_where_repair_and_graceful_hold(tmp_path):
+    from harness.trials.runner import Runner
+
+    path = scenario_file(tmp_path, DONE_WHEN)
+    scenario, text, digest = load_scenario(path)
+    outcome = Runner(scenario, text, digest, path, tmp_path / "reports").run()
+    assert outcome.complete, outcome.errors
+    assert [row.step for row in outcome.rows] == [20, 100, 400] * 3
+    never = outcome.breaking_points["never"]
+    assert never["axis"] == "concurrency"
+    assert never["value"] is not None and never["value"] <= 400, never
+    assert "legitimate success" in never["reason"] or "server errors" in never["reason"]
+    broken = next(r for r in outcome.rows if r.series == "never" and r.step == never["value"])
+    assert broken.server_stats["refused_emfile"] > 0  # the server's own count of its 503s
+    for series in ("repair", "graceful"):
+        assert outcome.breaking_points[series]["value"] is None, outcome.breaking_points[series]
+    # As written, and as `closebench check` reads them.
+    summary = json.loads((outcome.directory / "summary.json").read_text())
+    assert summary["breaking_points"] == outcome.breaking_points
+    assert summary["sweep"]["steps"] == [20, 100, 400]
+    expectations = expect(
+        tmp_path,
+        "[never]\nbreaking_point_max = 400\n[repair]\nholds = true\n[graceful]\nholds = true\n",
+    )
+    assert main(["check", str(outcome.directory), "--expect", expectations]) == 0
+
+
+@pytest.mark.needs_lab
+def test_sysctl_is_set_in_the_defender_namespace_only(lab):
+    from harness.defender import Defender, ServerConfig
+    from servers.strategies import parse_spec
+
+    host_before = Path("/proc/sys/net/core/somaxconn").read_text().strip()
+    config = ServerConfig(
+        8080, parse_spec("graceful"), sysctl=(("somaxconn", 3), ("tcp_fin_timeout", 7))
+    )
+    defender = Defender(lab, config)
+    try:
+        assert lab.defender.run(["sysctl", "-n", "net.core.somaxconn"]).strip() == "3"
+        assert lab.defender.run(["sysctl", "-n", "net.ipv4.tcp_fin_timeout"]).strip() == "7"
+        # The kernel caps the server's listen backlog (1024) at somaxconn: ss shows it as Send-Q.
+        listeners = lab.defender.run(["ss", "-ltnH", "sport = :8080"]).splitlines()
+        assert listeners and all(line.split()[2] == "3" for line in listeners), listeners
+    finally:
+        defender.stop()
+        defender.close()
+    assert Path("/proc/sys/net/core/somaxconn").read_text().strip() == host_before
+
+
+def test_harness_load_marks_a_saturated_attacker():
+    from harness.trials.harness_load import harness_load
+
+    quiet = {"cpu_share": 0.2, "loop_lag_p95_s": 0.003, "local_errors": 0}
+    assert not harness_load({"the spammer": quiet, "the legit": quiet}).limited
+    busy = {"cpu_share": 0.97, "loop_lag_p95_s": 0.4, "local_errors": 3}
+    busy["local_error_kinds"] = {"EMFILE": 3}
+    packets = {"cpu_user_s": 1.0, "cpu_system_s": 0.2, "elapsed_s": 10.0, "receive_drops": 12}
+    load = harness_load({"the spammer": busy, "the flood": packets})
+    assert load.limited
+    assert load.cpu_share == 0.97 and load.loop_lag_p95_s == 0.4
+    assert load.receive_drops == 12 and load.local_errors == 3
+    reason = load.row_fields()["harness_limited_reason"]
+    assert "the spammer used 97% of a core" in reason
+    assert "the spammer's event loop ran 0.40 s late (p95)" in reason
+    assert "the spammer failed 3 times on its own side (EMFILE)" in reason
+    assert "the flood's packet socket dropped 12 packets" in reason
+
+
+def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
+    from harness.results.figures import FIGURES
+    from harness.results.report import build_report
+
+    rows = [*SWEPT, step_row("graceful", 20, harness_limited=True, harness_limited_reason="busy")]
+    run = sweep_run(tmp_path / "run", rows)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["sweep"].update(break_legit_success=0.99, break_latency_s=1.0, break_server_errors=0)
+    (run / "summary.json").write_text(json.dumps(summary))
+    files = build_report(run)
+    page = files.html.read_text()
+    assert 'id="breaking-points"' in page
+    assert "concurrency 100" in page and "legitimate success 50.0% &lt; 99.0%" in page
+    assert "Harness-limited" in page and "graceful @ concurrency 20: busy" in page
+    markdown = files.markdown.read_text()
+    assert "| never | concurrency 100 | legitimate success 50.0% \\< 99.0%" in markdown
+    assert "| repair | held | held at every step (concurrency 20, 100, 400) |" in markdown
+    sweep_figures = [f.name for f in FIGURES if f.name.startswith("sweep_")]
+    assert sweep_figures == ["sweep_legit", "sweep_defender", "sweep_attacker"]
+    for name in sweep_figures:
+        assert (run / "figures" / f"{name}.png").stat().st_size > 20_000
+
+
+def test_compare_shows_how_breaking_points_moved(tmp_path, capsys):
+    before = sweep_run(tmp_path / "a", SWEPT)
+    later = [
+        step_row("never", 20, legit_success_rate=0.5),
+        step_row("never", 100),
+        step_row("never", 400),
+        *SWEPT[3:6],
+        step_row("slow", 20),
+        step_row("slow", 100),
+    ]
+    after = sweep_run(tmp_path / "b", later)
+    assert main(["compare", str(before), str(after), "--html", str(tmp_path / "c.html")]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("breaking points (the sweep)") :]
+    rows = [line.replace("│", " ").split() for line in table.splitlines()]
+    assert ["never", "concurrency", "100", "concurrency", "20", "worse"] in rows
+    assert ["repair", "held", "held", "same"] in rows
+    assert ["slow", "concurrency", "20", "held", "better"] in rows
+    page = (tmp_path / "c.html").read_text()
+    assert "never: breaking point concurrency 100 &rarr; concurrency 20" in page
+    assert "slow: breaking point concurrency 20 &rarr; held" in page
+
+
+def test_holds_fails_for_a_series_no_step_of_which_measured_the_server(tmp_path, capsys):
+    rows = [step_row("rst", 20, harness_limited=True), step_row("rst", 100, error="lab failed")]
+    run = sweep_run(tmp_path / "run", rows)
+    assert main(["check", str(run), "--expect", expect(tmp_path, "[rst]\nholds = true\n")]) == 1
+    assert "no step measured the server" in capsys.readouterr().out
+
+
+def test_a_harness_limited_step_still_breaks_on_the_servers_own_errors():
+    rows = [
+        step_row("never", 20),
+        step_row(
+            "never",
+            1000,
+            harness_limited=True,
+            harness_limited_reason="late loop",
+            legit_success_rate=0.4,
+            server_errors=1552,
+        ),
+    ]
+    [point] = breaking_points(rows, "concurrency", Thresholds()).values()
+    assert point["value"] == 1000
+    assert point["reason"] == (
+        "1552 server errors (EMFILE refusals, 5xx) > 0; harness-limited too: late loop"
+    )
