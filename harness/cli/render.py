@@ -239,9 +239,7 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
         )
     console.print(table)
     state = "complete" if result.complete else "[yellow]incomplete[/]"
-    console.print(
-        f"run {state}: {result.directory} (summary.json, attempts.jsonl, samples.csv, pcaps/)"
-    )
+    console.print(f"run {state}: {result.directory} (summary.json, attempts/, samples.csv, pcaps/)")
 
 
 def print_wire_line(totals: dict, console: Console) -> None:

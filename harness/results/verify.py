@@ -27,8 +27,8 @@ from pathlib import Path
 
 from harness.core.errors import UsageError
 from harness.core.file_names import unique_names
-from harness.results.records import read_records
-from harness.results.run_directory import ATTEMPTS_FILE, PCAP_DIR
+from harness.results.records import ATTEMPTS_DIR, trial_tables
+from harness.results.run_directory import PCAP_DIR
 
 END_TOLERANCE_P95_S = 0.002  # |Δ end| p95 beyond this is a disagreement
 JOIN_WINDOW_S = 5.0  # a record's t_syn and its connection's first SYN are at most this far apart
@@ -36,6 +36,8 @@ GAVE_UP_SHARE = 0.9  # a client closing this late into its timeout closed becaus
 SHOWN_MISMATCHES = 20  # mismatches kept per trial in the result
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 SEQ_MOD = 1 << 32
+# What the join reads of each record.
+RECORD_COLUMNS = ["trial", "src", "sport", "t_syn", "t_end", "outcome", "client_timeout"]
 
 
 # reading the pcap with dpkt
@@ -418,26 +420,22 @@ def verify_run(directory: Path) -> RunAgreement:
     return verify_trials(directory, trials)
 
 
-def verify_trials(
-    directory: Path, trials: list[str], records: list[dict] | None = None
-) -> RunAgreement:
+def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
     """Check the named trials of a run directory (in the run's order: it names their pcaps)
-    against its pcaps/; their records from attempts.jsonl, or `records` as it will hold them."""
-    if records is None:
-        try:
-            records = read_records(directory / ATTEMPTS_FILE).records
-        except FileNotFoundError:
-            raise UsageError(f"{directory} has no {ATTEMPTS_FILE}: nothing to verify") from None
-    by_trial: dict[str, list[dict]] = defaultdict(list)
-    for record in records:
-        by_trial[record.get("trial")].append(record)
-    results = []
-    for trial, name in zip(trials, unique_names(trials, ".pcap"), strict=True):
-        pcap = directory / PCAP_DIR / name
-        if not by_trial[trial] and not pcap.exists():
-            continue  # a trial that never ran: nothing on either side
-        results.append(verify_trial(trial, by_trial[trial], pcap))
-    return RunAgreement(results)
+    against its pcaps/, one trial's records in memory at a time."""
+    pcaps = dict(zip(trials, unique_names(trials, ".pcap"), strict=True))
+    checked: dict[str, TrialAgreement] = {}
+    try:
+        for trial, table in trial_tables(directory, RECORD_COLUMNS):
+            if trial in pcaps:
+                pcap = directory / PCAP_DIR / pcaps[trial]
+                checked[trial] = verify_trial(trial, table.to_pylist(), pcap)
+    except FileNotFoundError:
+        raise UsageError(f"{directory} has no {ATTEMPTS_DIR}/: nothing to verify") from None
+    for trial, name in pcaps.items():  # a capture without records: every connection missing
+        if trial not in checked and (directory / PCAP_DIR / name).exists():
+            checked[trial] = verify_trial(trial, [], directory / PCAP_DIR / name)
+    return RunAgreement([checked[trial] for trial in trials if trial in checked])
 
 
 def _percentile(values: list[float], q: float) -> float | None:

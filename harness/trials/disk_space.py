@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.core.errors import EnvironmentProblem
 
 MIB = 1 << 20
-RESERVE = 4 * MIB  # summary.json, attempts.jsonl and samples.csv of a stopped run fit in this
+RESERVE = 4 * MIB  # summary.json, samples.csv and the attempts' last batches fit in this
 LOW_WATER = 1 * MIB  # free space below this means full: stop before a capture is cut short
 
 

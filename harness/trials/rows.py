@@ -3,16 +3,12 @@ legitimate clients', the defender's and the cost asymmetry."""
 
 from __future__ import annotations
 
-from harness.core.summary import summarize
 from harness.results.schema import TrialRow
 from harness.trials.trial import TrialConfig, TrialResult
 
 
 def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
-    runs = [s.runs for s in result.summaries.values() if s.runs is not None]
-    everything = summarize(
-        "all", result.attempts, result.duration_s, {"runs": sum(runs)} if runs else None
-    )
+    everything = result.overall
     wasted = everything.attacker_seconds_wasted
     defender = result.defender
     row = TrialRow(
