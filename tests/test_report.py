@@ -237,7 +237,8 @@ def test_incomplete_run_with_failed_trial_and_hostile_names(tmp_path):
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
     assert "incomplete" in html
     assert "server did not listen &lt;in time&gt;" in html
-    assert "attempts/rst.parquet: skipped:" in html and "was cut short" in html
+    assert "attempts/rst.parquet is not a readable Parquet file (" in html
+    assert "per-attempt figures are left out" in html
     markdown = files.markdown.read_text()
     assert "<script>" not in markdown and r"\<script\>" in markdown and r"\|" in markdown
     for figure in files.figures:

@@ -1,7 +1,7 @@
 """Attempt records on disk: the one module that writes and reads them.
 
 A run directory keeps its attempts in Parquet, one file per trial, `attempts/<trial>.parquet`
-(named like the trial's pcap), written in batches of BATCH_ROWS while the trial runs: the runner
+(named like the trial's pcap), written in batches of WRITE_ROWS while the trial runs: the runner
 never holds a trial's attempts in memory, and a trial's file is whole (its footer written) as soon
 as the trial ends. Its columns are `trial` and the fields of the attempt record
 (harness.core.outcomes.Attempt), in the record's order, their types taken from its annotations
@@ -41,7 +41,8 @@ from harness.core.outcomes import Attempt
 ATTEMPTS_DIR = "attempts"  # in a run directory: <trial>.parquet per trial
 LEGACY_ATTEMPTS_FILE = "attempts.jsonl"  # run directories of closebench before Parquet
 SUFFIX = ".parquet"
-BATCH_ROWS = 65_536  # rows buffered before they are written: one row group each
+WRITE_ROWS = 16_384  # rows a writer buffers (about 25 MB as Python values), one row group each
+BATCH_ROWS = 65_536  # rows a reader takes at a time (about 5 MB of Arrow columns)
 COMPRESSION = "zstd"
 DERIVED = ("hang_s", "connect_wait_s", "slot_s")  # Attempt.to_dict() adds them; not stored
 
@@ -89,11 +90,14 @@ def damaged(path: Path, error: Exception) -> DamagedAttempts:
 class AttemptWriter:
     """One trial's attempts file, written in batches as the attempts come (from any thread)."""
 
-    def __init__(self, path: Path, trial: str, batch_rows: int = BATCH_ROWS) -> None:
+    def __init__(self, path: Path, trial: str, batch_rows: int = WRITE_ROWS) -> None:
         self.path = Path(path)
         self.trial = trial
         self.batch_rows = batch_rows
         self.written = 0  # rows on disk (in closed batches)
+        # A failed write (a full disk) is kept for close(): add() runs in the attackers' threads,
+        # which must not die of it. The rows after it are dropped.
+        self.error: OSError | None = None
         self._lock = threading.Lock()
         self._pending: dict[str, list] = {name: [] for name in FIELD_NAMES}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,19 +135,33 @@ class AttemptWriter:
             return
         columns = {"trial": [self.trial] * rows, **self._pending}
         columns["outcome"] = [str(value) for value in columns["outcome"]]
-        self._writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=ATTEMPT_SCHEMA))
         self._pending = {name: [] for name in FIELD_NAMES}
-        self.written += rows
+        if self.error is None:
+            try:
+                batch = pa.RecordBatch.from_pydict(columns, schema=ATTEMPT_SCHEMA)
+                self._writer.write_batch(batch)
+                self.written += rows
+            except OSError as error:
+                self.error = error
 
     def close(self) -> None:
-        """Write what is pending and the file's footer: the file is whole from here on."""
+        """Write what is pending and the file's footer: the file is whole from here on.
+        ClosebenchError when a write failed."""
         with self._lock:
             try:
                 self._flush()
             finally:
                 if self._writer is not None:
-                    self._writer.close()
+                    try:
+                        self._writer.close()
+                    except OSError as error:
+                        self.error = self.error or error
                     self._writer = None
+        if self.error is not None:
+            raise ClosebenchError(
+                f"cannot write {self.path} ({self.error.strerror or self.error}): "
+                f"{self.written} attempts kept; free some space, then run it again"
+            )
 
     def __enter__(self) -> AttemptWriter:
         return self

@@ -262,7 +262,7 @@ def _read_attempts(directory: Path, trials: dict[str, TrialData], problems: list
         try:
             _collect(read_batches([path], READ_COLUMNS), trials)
         except DamagedAttempts as error:
-            problems.append(f"{ATTEMPTS_DIR}/{path.name}: skipped: {error}")
+            problems.append(f"{error} (its trial's per-attempt figures are left out)")
 
 
 def _collect(batches, trials: dict[str, TrialData]) -> None:

@@ -6,6 +6,7 @@ clients beside them, the defender sampled and the attacker's wire captured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -20,7 +21,7 @@ from harness.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
 from harness.attackers.kernel import KernelSpammer
 from harness.attackers.locust.engine import lab_placement
 from harness.attackers.policy import Policy, Target
-from harness.core.errors import UsageError
+from harness.core.errors import ClosebenchError, UsageError
 from harness.core.file_names import safe_stem
 from harness.core.outcomes import LEGIT_CLIENT, Attempt
 from harness.core.summary import (
@@ -253,8 +254,9 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             try:
                 result = _attack(lab, config, cancel, on_attempt, writer)
             except BaseException:
-                if writer:  # what was written stays readable
-                    writer.close()
+                if writer:  # what was written stays readable; the first error is the one told
+                    with contextlib.suppress(ClosebenchError):
+                        writer.close()
                 raise
             samples = sampler.stop() if sampler else []
             if ban_host is not None:

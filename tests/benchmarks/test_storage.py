@@ -7,6 +7,9 @@ memory (closebench and every process it started: the lab's keepers, the server, 
 attacker's child) with psutil: the peak of the tree's sum is the figure, next to closebench's
 own peak (ru_maxrss of the child). Bounds (issue 10): run ≤ 400 MB, report ≤ 20 s and ≤ 1 GiB,
 the synthetic report ≤ 2 GiB, ≤ 60 bytes an attempt on disk.
+
+The run is measured with --no-verify, and `closebench verify` of it apart: the check against the
+wire reads each trial's pcap whole (harness/results/verify.py), which the bound does not cover yet.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import pytest
 
 from harness.results.records import ATTEMPT_SCHEMA, ATTEMPTS_DIR, BATCH_ROWS, attempt_files
 from harness.results.schema import SUMMARY_SCHEMA, TrialRow
+
+pytestmark = pytest.mark.timeout(900)  # a 60 s trial, then its report, on a loaded machine
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1_000_000
@@ -113,7 +118,7 @@ def volume_run(tmp_path_factory) -> tuple[Path, Measured]:
     out = tmp_path_factory.mktemp("volume")
     scenario = out / "volume.toml"
     scenario.write_text(SCENARIO)
-    measured = measure(["run", str(scenario), "--out", str(out / "reports")])
+    measured = measure(["run", str(scenario), "--out", str(out / "reports"), "--no-verify"])
     assert measured.returncode == 0, measured.stderr[-2000:]
     return (out / "reports" / "latest").resolve(), measured
 
@@ -150,6 +155,19 @@ def test_report_of_a_volume_trial(benchmark, volume_run):
     benchmark.extra_info.update(info)
     print(info)
     assert measured.wall_s <= 20 and measured.peak_tree_bytes <= GIB, info
+
+
+@pytest.mark.needs_lab
+def test_verify_of_a_volume_trial(benchmark, volume_run):
+    """Figures only: verify holds a trial's connections from its pcap (not bounded yet)."""
+    directory, _ = volume_run
+    measured = benchmark.pedantic(
+        measure, args=(["verify", str(directory)],), rounds=1, iterations=1
+    )
+    info = {**figures(measured, "verify"), "returncode": measured.returncode}
+    benchmark.extra_info.update(info)
+    print(info)
+    assert measured.returncode in (0, 1), measured.stderr[-2000:]  # 1: flagged, still measured
 
 
 def test_report_of_ten_million_synthetic_attempts(benchmark, tmp_path):
