@@ -15,8 +15,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pyarrow.compute as pc
-
 from harness.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
 from harness.attackers.kernel import KernelSpammer
 from harness.attackers.locust.engine import lab_placement
@@ -25,14 +23,11 @@ from harness.core.errors import ClosebenchError, UsageError
 from harness.core.file_names import safe_stem
 from harness.core.outcomes import LEGIT_CLIENT, Attempt
 from harness.core.summary import (
-    SUMMARY_COLUMNS,
     AttackSummary,
     BanSummary,
     LegitSummary,
     columns_of,
-    summarize,
     summarize_bans,
-    summarize_columns,
     summarize_legit,
 )
 from harness.defender import Defender, ServerConfig, firewall, peers
@@ -40,7 +35,8 @@ from harness.defender.metrics import DefenderCost, DefenderSampler, Sample, defe
 from harness.lab import Lab
 from harness.lab.capture import Capture
 from harness.lab.sockets import state_summary
-from harness.results.records import AttemptWriter, read_attempts, read_table, table_columns
+from harness.results.records import AttemptWriter, read_attempts
+from harness.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from harness.wire.classify import reconcile
 from harness.wire.pcap import Endpoint
 from servers.strategies import BAN_STRATEGIES
@@ -194,14 +190,6 @@ class TrialResult:
             )
 
 
-def overall_summary(
-    summaries: dict[str, AttackSummary], columns: dict, duration_s: float
-) -> AttackSummary:
-    """Every attacker's attempts together; runs summed over the command attackers."""
-    runs = [s.runs for s in summaries.values() if s.runs is not None]
-    return summarize_columns("all", columns, duration_s, {"runs": sum(runs)} if runs else None)
-
-
 def run_trial(
     config: TrialConfig,
     cancel: threading.Event | None = None,
@@ -274,15 +262,16 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         own = [a for a in attempts if a.attacker in kernel] + legit_attempts
         reconcile(own, pcap, target)
     banning = bool(server.spec and server.spec.name in BAN_STRATEGIES)
+    names = [spec.name for spec in config.attackers]
     if writer:  # the records kept back for the wire's times join the streamed ones
         writer.add_all(attempts)  # the kernel attackers' (the others went as they came)
         writer.add_all(legit_attempts)
         writer.close()
-        summaries, overall = _file_summaries(writer.path, config, costs, duration)
+        summaries, overall = file_summaries(writer.path, names, costs, duration)
         if banning or peers.peer_for(server.spec):  # their accounting reads the records
             attempts = [a for a in read_attempts(writer.path) if a.attacker != LEGIT_CLIENT]
     else:
-        summaries, overall = _memory_summaries(attempts, config, costs, duration), None
+        summaries, overall = memory_summaries(attempts, names, costs, duration), None
     server_stats = peers.account(server.spec, server_stats, attempts)
     ban_log = server_stats.pop("ban_log", [])
     bans = None
@@ -307,32 +296,6 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         bans=bans,
         ban_log=ban_log,
     )
-
-
-def _memory_summaries(attempts: list[Attempt], config: TrialConfig, costs: dict, duration: float):
-    by_attacker: dict[str, list[Attempt]] = {spec.name: [] for spec in config.attackers}
-    for attempt in attempts:
-        by_attacker.setdefault(attempt.attacker, []).append(attempt)
-    return {
-        name: summarize(name, records, duration, costs.get(name))
-        for name, records in by_attacker.items()
-    }
-
-
-def _file_summaries(path, config: TrialConfig, costs: dict, duration: float):
-    """Each attacker's summary and all of them together, from the trial's attempts file."""
-    table = read_table(path, ["attacker", *SUMMARY_COLUMNS])
-    names = [spec.name for spec in config.attackers]
-    names += [n for n in table["attacker"].unique().to_pylist() if n not in names]
-    summaries = {}
-    for name in names:
-        if name != LEGIT_CLIENT:
-            mine = table.filter(pc.equal(table["attacker"], name))
-            summaries[name] = summarize_columns(
-                name, table_columns(mine), duration, costs.get(name)
-            )
-    attacks = table.filter(pc.not_equal(table["attacker"], LEGIT_CLIENT))
-    return summaries, overall_summary(summaries, table_columns(attacks), duration)
 
 
 def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: float) -> None:
