@@ -19,8 +19,9 @@ from harness.results.records import (
     write_attempts_file,
 )
 from harness.results.verify import read_outcome, read_wire, verify_run
+from harness.wire import pcap as wire_pcap
 from harness.wire.classify import classify
-from harness.wire.pcap import Endpoint, connections
+from harness.wire.pcap import Endpoint, PcapFollower, connections
 
 RUN = Path(__file__).parent / "data" / "verify-sample"
 
@@ -145,3 +146,14 @@ def test_a_keepalive_that_meets_no_socket_keeps_the_class_silent():
         ("fin", "", 0),  # no request: the server's idle close
         ("silent", "RST to the client's keepalive at", 45),
     ]
+
+
+def test_the_wire_reader_takes_a_capture_a_chunk_at_a_time(monkeypatch):
+    """harness/wire/pcap.py reads a flood's capture in chunks, not whole: a frame cut by a
+    chunk's end comes out whole, and a second read starts where the first ended."""
+    path = RUN / "pcaps" / "graceful.pcap"
+    whole = list(PcapFollower(str(path)).frames())
+    monkeypatch.setattr(wire_pcap, "READ_CHUNK", 37)  # shorter than most frames
+    follower = PcapFollower(str(path))
+    assert list(follower.frames()) == whole and len(whole) > 100
+    assert list(follower.frames()) == []  # nothing new since

@@ -34,7 +34,8 @@ import pytest
 from harness.results.records import ATTEMPT_SCHEMA, ATTEMPTS_DIR, BATCH_ROWS, attempt_files
 from harness.results.schema import SUMMARY_SCHEMA, TrialRow
 
-pytestmark = pytest.mark.timeout(900)  # a 60 s trial, then its report, on a loaded machine
+# Minutes each: out of the default suite (-m slow, or name the file: see the README).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1_000_000
