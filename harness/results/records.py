@@ -105,7 +105,12 @@ def damaged(path: Path, error: Exception) -> DamagedAttempts:
 
 
 class AttemptWriter:
-    """One trial's attempts file, written in batches as the attempts come (from any thread)."""
+    """One trial's attempts file, written in batches as the attempts come (from any thread).
+
+    The file is created with its first batch, or at close() when there were fewer: a trial that
+    starts on a disk that has just filled up writes nothing until the run, stopping, has freed
+    its reserve (harness/trials/disk_space.py).
+    """
 
     def __init__(self, path: Path, trial: str, batch_rows: int = WRITE_ROWS) -> None:
         self.path = Path(path)
@@ -117,15 +122,8 @@ class AttemptWriter:
         self.error: OSError | None = None
         self._lock = threading.Lock()
         self._pending: dict[str, list] = {name: [] for name in FIELD_NAMES}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self.path,
-            ATTEMPT_SCHEMA,
-            compression=COMPRESSION,
-            # Timestamps compress far better split into their bytes (sign and exponent alike).
-            use_dictionary=[f.name for f in ATTEMPT_SCHEMA if f.name not in FLOAT_COLUMNS],
-            column_encoding={name: "BYTE_STREAM_SPLIT" for name in FLOAT_COLUMNS},
-        )
+        self._writer: pq.ParquetWriter | None = None
+        self._closed = False
 
     @property
     def pending(self) -> int:
@@ -148,18 +146,30 @@ class AttemptWriter:
 
     def _flush(self) -> None:
         rows = self.pending
-        if not rows or self._writer is None:
-            return
         columns = {"trial": [self.trial] * rows, **self._pending}
         columns["outcome"] = [str(value) for value in columns["outcome"]]
         self._pending = {name: [] for name in FIELD_NAMES}
-        if self.error is None:
-            try:
-                batch = pa.RecordBatch.from_pydict(columns, schema=ATTEMPT_SCHEMA)
-                self._writer.write_batch(batch)
+        if self.error is not None or self._closed:
+            return
+        try:
+            writer = self._writer or self._open()
+            if rows:
+                writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=ATTEMPT_SCHEMA))
                 self.written += rows
-            except OSError as error:
-                self.error = error
+        except OSError as error:  # a full disk, a read-only one
+            self.error = error
+
+    def _open(self) -> pq.ParquetWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(
+            self.path,
+            ATTEMPT_SCHEMA,
+            compression=COMPRESSION,
+            # Timestamps compress far better split into their bytes (sign and exponent alike).
+            use_dictionary=[f.name for f in ATTEMPT_SCHEMA if f.name not in FLOAT_COLUMNS],
+            column_encoding={name: "BYTE_STREAM_SPLIT" for name in FLOAT_COLUMNS},
+        )
+        return self._writer
 
     def close(self) -> None:
         """Write what is pending and the file's footer: the file is whole from here on.
@@ -168,6 +178,7 @@ class AttemptWriter:
             try:
                 self._flush()
             finally:
+                self._closed = True
                 if self._writer is not None:
                     try:
                         self._writer.close()

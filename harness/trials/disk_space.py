@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from harness.core.errors import EnvironmentProblem
@@ -36,6 +37,7 @@ class DiskGuard:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._releasing = threading.Lock()
         self._reserve: int | None = _allocate(directory, RESERVE)
         if self.free() < LOW_WATER:
             self.release()
@@ -55,10 +57,11 @@ class DiskGuard:
             return False
 
     def release(self) -> None:
-        """Give the reserve back: the results are about to be written."""
-        if self._reserve is not None:
-            os.close(self._reserve)
-            self._reserve = None
+        """Give the reserve back: the results are about to be written (from any thread)."""
+        with self._releasing:
+            if self._reserve is not None:
+                os.close(self._reserve)
+                self._reserve = None
 
 
 def _allocate(directory: Path, size: int) -> int:

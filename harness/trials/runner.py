@@ -125,6 +125,9 @@ class Runner:
 
     def stop(self, reason: str) -> None:
         """Stop the run early for `reason`, keeping what was measured (like Ctrl-C)."""
+        # Room for what the stopping trials still write (their attempts' last batches), and the
+        # results: a full disk, or a run.log that could not be written, is why it stops.
+        self.disk.release()
         if self.stopped is None:
             self.stopped = reason
             self.log(f"stopping: {reason}")
@@ -163,16 +166,17 @@ class Runner:
                 ]
                 if len(writing) > 3:
                     writing[2:] = [f"{writing[2]} and {len(writing) - 3} more captures"]
-                self.stop(
+                reason = (
                     f"the disk is full ({size_text(self.disk.free())} free on the file system "
                     f"of {self.directory.parent}) while writing {', '.join(writing) or 'run.log'}"
                 )
+                self.stop(reason)
                 return
 
     def _one(self, index: int, results: list) -> None:
         # Each trial's lab lives and dies inside this task (keepers die with their thread).
         progress = self.progress[index]
-        if self.cancel.is_set():
+        if self.cancel.is_set() or self.disk.full():  # the watcher may not have looked yet
             progress.state = "skipped"
             return
         pcap = f"pcaps/{self.pcap_names[index]}"
