@@ -366,7 +366,7 @@ def tool_versions() -> dict[str, str | None]:
             continue
         result = subprocess.run([tool, "--version"], capture_output=True, text=True)
         versions[tool] = (result.stdout or result.stderr).splitlines()[0].strip()
-    for module in ("scapy", "psutil", "pydantic", "dpkt"):
+    for module in ("scapy", "psutil", "pydantic", "dpkt", "pyarrow"):
         imported = sys.modules.get(module) or __import__(module)
         versions[module] = getattr(imported, "__version__", None) or getattr(
             imported, "VERSION", None
