@@ -34,7 +34,7 @@ import pytest
 from harness.results.records import ATTEMPT_SCHEMA, ATTEMPTS_DIR, BATCH_ROWS, attempt_files
 from harness.results.schema import SUMMARY_SCHEMA, TrialRow
 
-# Minutes each: out of the default suite (-m slow, or name the file: see the README).
+# Minutes each: out of the default suite; `-m slow` runs them (see the README).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
