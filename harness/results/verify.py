@@ -22,12 +22,15 @@ import json
 import math
 import struct
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from harness.core.errors import UsageError
 from harness.core.file_names import unique_names
-from harness.results.records import ATTEMPTS_DIR, trial_tables
+from harness.results.records import ATTEMPTS_DIR, BATCH_ROWS, trial_tables
 from harness.results.run_directory import PCAP_DIR
 
 END_TOLERANCE_P95_S = 0.002  # |Δ end| p95 beyond this is a disagreement
@@ -43,7 +46,7 @@ RECORD_COLUMNS = ["trial", "src", "sport", "t_syn", "t_end", "outcome", "client_
 # reading the pcap with dpkt
 
 
-@dataclass
+@dataclass(slots=True)  # a flood's capture holds millions
 class Packet:
     t: float
     outgoing: bool  # from the client
@@ -54,7 +57,7 @@ class Packet:
     retransmitted: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class WireConnection:
     client: tuple[str, int]
     server: tuple[str, int]
@@ -97,6 +100,8 @@ def read_wire(path: Path) -> list[WireConnection]:
             connection = current.get(key)
             fresh_syn = outgoing and flags & SYN and not flags & ACK
             if fresh_syn and (connection is None or (seq, flags, 0) not in connection.seen):
+                if connection is not None:
+                    connection.seen = set()  # only the latest connection of a port needs it
                 connection = WireConnection(*key)
                 current[key] = connection
                 connections.append(connection)
@@ -109,6 +114,8 @@ def read_wire(path: Path) -> list[WireConnection]:
                 )
                 connection.seen.add((seq, flags, length))
             connection.packets.append(packet)
+    for connection in current.values():
+        connection.seen = set()
     return connections
 
 
@@ -295,7 +302,9 @@ class TrialAgreement:
         }
 
 
-def verify_trial(trial: str, records: list[dict], pcap: Path) -> TrialAgreement:
+def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> TrialAgreement:
+    """One trial's records (dicts, or a table of RECORD_COLUMNS, turned into dicts a batch at a
+    time) against its pcap."""
     result = TrialAgreement(trial, len(records))
     try:
         wire = read_wire(pcap)
@@ -309,7 +318,7 @@ def verify_trial(trial: str, records: list[dict], pcap: Path) -> TrialAgreement:
     for connection in wire:
         by_client[connection.client].append(connection)
     joined: set[int] = set()
-    for record in records:
+    for record in _records(records):
         connection = _nearest(by_client.get(_client(record), []), record, joined)
         if connection is None:
             result.missing_on_wire += 1
@@ -337,6 +346,14 @@ def verify_trial(trial: str, records: list[dict], pcap: Path) -> TrialAgreement:
                 Mismatch(address, port, t, "missing in the records", None, None)
             )
     return result
+
+
+def _records(records: Sequence[dict] | pa.Table) -> Iterator[dict]:
+    if not isinstance(records, pa.Table):
+        yield from records
+        return
+    for batch in records.to_batches(BATCH_ROWS):
+        yield from batch.to_pylist()
 
 
 def _client(record: dict) -> tuple[str, int]:
@@ -429,7 +446,7 @@ def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
         for trial, table in trial_tables(directory, RECORD_COLUMNS):
             if trial in pcaps:
                 pcap = directory / PCAP_DIR / pcaps[trial]
-                checked[trial] = verify_trial(trial, table.to_pylist(), pcap)
+                checked[trial] = verify_trial(trial, table, pcap)
     except FileNotFoundError:
         raise UsageError(f"{directory} has no {ATTEMPTS_DIR}/: nothing to verify") from None
     for trial, name in pcaps.items():  # a capture without records: every connection missing
