@@ -202,7 +202,7 @@ main() {
   if [[ ${1:-} != "--install" ]]; then
     .venv/bin/closebench probe
     .venv/bin/closebench run
-    echo "report: reports/latest/index.html (and summary.json, attempts.jsonl, samples.csv, pcaps/)"
+    echo "report: reports/latest/index.html (and summary.json, attempts/, samples.csv, pcaps/)"
   fi
 }
 

@@ -4,7 +4,6 @@ router, a botnet of 200 addresses, and the host's own firewall left alone."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from harness.core.outcomes import Attempt, Outcome
 from harness.core.summary import summarize_bans
 from harness.defender import Defender, ServerConfig, firewall
 from harness.lab import Lab
+from harness.results.records import run_records
 from harness.trials.probe import Probe, ProbeCase, ProbeResult
 from harness.trials.runner import Runner
 from harness.trials.scenario import find_scenario, load_scenario
@@ -274,7 +274,7 @@ def test_botnet_of_200_addresses(tmp_path):
     outcome = Runner(scenario, text, digest, path, tmp_path).run()
     assert outcome.complete, outcome.errors
     rows = {row.trial: row for row in outcome.rows}
-    attempts = [json.loads(line) for line in (outcome.directory / "attempts.jsonl").open()]
+    attempts = run_records(outcome.directory)
     for trial in rows:
         bots = {a["src"] for a in attempts if a["trial"] == trial and a["attacker"] == "bots"}
         assert len(bots) == 160, trial

@@ -18,6 +18,7 @@ import pytest
 from harness.attackers.policy import Policy
 from harness.core.errors import UsageError
 from harness.core.file_names import unique_names
+from harness.results.records import run_records
 from harness.results.report import build_report
 from harness.results.run_directory import load_run
 from harness.trials.runner import Runner
@@ -67,6 +68,14 @@ def run_copy(tmp_path: Path) -> Path:
     return directory
 
 
+def legacy_run_copy(tmp_path: Path) -> Path:
+    """The run as closebench before Parquet left it: attempts.jsonl, no attempts/."""
+    directory = run_copy(tmp_path)
+    assert closebench("export", str(directory), "--jsonl").returncode == 0
+    shutil.rmtree(directory / "attempts")
+    return directory
+
+
 # A full disk while running
 
 
@@ -105,7 +114,7 @@ def test_full_disk_stops_the_run_and_keeps_what_was_written(tmp_path):
     # Stopped when the disk filled up: no trial ran its 30 s.
     assert all(row["duration_s"] is None or row["duration_s"] < 30 for row in summary["rows"])
     assert len(summary["rows"]) == 11 and any(row["attempts"] > 0 for row in summary["rows"])
-    attempts = (kept / "latest" / "attempts.jsonl").read_text().splitlines()
+    attempts = run_records(kept / "latest")
     assert len(attempts) == sum(row["attempts"] + row["legit_requests"] for row in summary["rows"])
     assert not any(mount.iterdir()), "the tmpfs outlived its namespace"
     assert wait_until(lambda: not our_keepers())
@@ -245,7 +254,7 @@ def test_labels_that_clean_up_alike_get_a_capture_each(tmp_path):
     scenario, text, digest = load_scenario(path)
     outcome = Runner(scenario, text, digest, path, tmp_path / "reports").run()
     assert outcome.complete, outcome.errors
-    attempts = [json.loads(line) for line in (outcome.directory / "attempts.jsonl").open()]
+    attempts = run_records(outcome.directory)
     pcaps = outcome.directory / "pcaps"
     assert sorted(p.name for p in pcaps.iterdir()) == ["a_b-2.pcap", "a_b.pcap"]
     # Each capture holds its own trial's connections, whole: FINs from graceful, RSTs from rst.
@@ -344,7 +353,7 @@ def test_non_utf8_scenario_and_expectations(tmp_path):
 
 
 def test_non_utf8_raw_files_of_a_run(tmp_path):
-    directory = run_copy(tmp_path)
+    directory = legacy_run_copy(tmp_path)
     with (directory / "attempts.jsonl").open("ab") as attempts:
         attempts.write(b'{"trial": "rst", "attacker": "caf\xe9"}\n')
     (directory / "scenario.toml").write_bytes(b'name = "caf\xe9"\n')
@@ -407,7 +416,7 @@ def test_damaged_summary_rows_in_report_compare_and_check(tmp_path):
 
 
 def test_unreadable_lines_are_warned_on_stderr_and_one_quote_costs_one_line(tmp_path):
-    directory = run_copy(tmp_path)
+    directory = legacy_run_copy(tmp_path)  # an older run's attempts.jsonl is still read
     lines = (directory / "samples.csv").read_text().splitlines()
     lines[5] = '"' + lines[5]  # an unmatched quote, mid-file: the rest is not one field
     (directory / "samples.csv").write_text("\n".join(lines) + "\n")

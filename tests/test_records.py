@@ -1,17 +1,33 @@
-"""The attempt record: its derived times, its addresses, its serialisation, and the figures
-summed from it. No lab: records as the attackers write them."""
+"""The attempt record: its derived times, its addresses, its serialisation (JSON lines, and the
+Parquet files of a run), and the figures summed from it. No lab: records as the attackers write
+them."""
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
+from dataclasses import fields, replace
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from harness.cli import main
 from harness.core.addresses import canonical, same
 from harness.core.outcomes import Attempt, Outcome
 from harness.core.summary import summarize
-from harness.results.records import read_records, write_records
+from harness.results.records import (
+    ATTEMPT_SCHEMA,
+    AttemptWriter,
+    DamagedAttempts,
+    export_jsonl,
+    read_attempts,
+    read_records,
+    read_table,
+    write_attempts_file,
+    write_records,
+)
 from harness.wire.pcap import Endpoint
 
 T0 = 1_800_000_000.0  # Unix times: sub-microsecond differences are float noise
@@ -90,3 +106,86 @@ def test_runs_are_counted_from_the_command_attackers_report():
     records = [attempt(Outcome.FIN, t_request=T0, t_end=T0 + 0.1) for _ in range(6)]
     summary = summarize("browser", records, duration_s=2.0, cost={"runs": 2})
     assert (summary.attempts_per_s, summary.runs, summary.runs_per_s) == (3.0, 2, 1.0)
+
+
+# on disk: the Parquet files of a run (harness/results/records.py)
+
+
+def varied_attempts() -> list[Attempt]:
+    """Records as the attackers leave them: every outcome, times missing, command runs."""
+    told = attempt(Outcome.FIN, t_established=T0 + 0.1, t_request=T0 + 0.2, t_end=T0 + 0.3)
+    silent = attempt(Outcome.SILENT, t_established=T0 + 0.1, t_request=T0 + 0.2, t_end=T0 + 3.2)
+    silent.bytes_received, silent.data_first, silent.http_status = 17, True, 200
+    dropped = Attempt("volume", 4, "198.18.0.1", 1, "198.18.0.2", 80, 2.0, Outcome.SYN_TIMEOUT, T0)
+    command = attempt(Outcome.RST, t_established=T0 + 0.1, t_request=T0 + 0.1, t_end=T0 + 0.2)
+    command.run, command.run_exit_status, command.run_duration_s = 3, 56, 0.25
+    command.run_error, command.detail = "curl: (56) Recv failure", "reset after 0 bytes"
+    return [told, silent, dropped, command]
+
+
+def test_the_file_schema_is_the_attempt_record():
+    assert ATTEMPT_SCHEMA.names == ["trial", *(f.name for f in fields(Attempt))]
+    assert ATTEMPT_SCHEMA.field("t_end").nullable and not ATTEMPT_SCHEMA.field("t_syn").nullable
+
+
+def test_records_round_trip_through_parquet(tmp_path):
+    path = tmp_path / "attempts" / "graceful.parquet"
+    write_attempts_file(path, "graceful", varied_attempts())
+    assert read_attempts(path) == varied_attempts()
+    assert read_table(path, ["trial"])["trial"].to_pylist() == ["graceful"] * 4
+
+
+def test_exported_lines_are_the_records_lines(tmp_path):
+    path = tmp_path / "repair.parquet"
+    write_attempts_file(path, "repair", varied_attempts())
+    exported, written = io.StringIO(), io.StringIO()
+    assert export_jsonl([path], exported) == 4
+    write_records(written, varied_attempts(), trial="repair")
+    assert exported.getvalue() == written.getvalue()  # derived times included, to the bit
+
+
+def test_the_streamed_writer_holds_one_batch_at_most(tmp_path):
+    path = tmp_path / "volume.parquet"
+    writer = AttemptWriter(path, "volume", batch_rows=100)
+    template = varied_attempts()[2]
+    for i in range(250):
+        writer.add(replace(template, sport=i + 1, t_syn=T0 + i))
+        assert writer.pending < 100  # a full batch goes to disk at once
+    assert writer.written == 200 and path.stat().st_size > 0
+    writer.close()
+    found = pq.ParquetFile(path)
+    assert found.metadata.num_row_groups == 3 and found.metadata.num_rows == 250
+    assert read_table(path, ["sport"])["sport"].to_pylist() == list(range(1, 251))
+
+
+@pytest.mark.parametrize("damage", ["cut", "not parquet"])
+def test_a_damaged_file_is_one_clear_error(tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "data" / "verify-sample", run)
+    path = run / "attempts" / "repair.parquet"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "cut" else b"{not parquet}\n" * 10)
+    with pytest.raises(DamagedAttempts) as error:
+        read_table(path)
+    assert str(error.value).startswith(f"{path} is not a readable Parquet file (")
+    assert main(["export", str(run), "--jsonl", "--out", str(tmp_path / "out.jsonl")]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert str(path) in line and "re-run the scenario" in line
+    assert not list(tmp_path.glob("*.jsonl")) and not list(tmp_path.glob(".*"))  # no half file
+
+
+def test_export_writes_the_runs_attempts_jsonl(tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "data" / "verify-sample", run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert main(["export", str(run), "--jsonl"]) == 0
+    lines = [json.loads(line) for line in (run / "attempts.jsonl").open()]
+    assert len(lines) == sum(r["attempts"] + (r["legit_requests"] or 0) for r in summary["rows"])
+    assert [line["trial"] for line in lines] == sorted(  # the run's order of trials
+        (line["trial"] for line in lines), key=[r["trial"] for r in summary["rows"]].index
+    )
+    assert main(["export", str(run), "--jsonl", "--out", "-"]) == 0
+    assert capsys.readouterr().out == (run / "attempts.jsonl").read_text()
+    shutil.rmtree(run / "attempts")
+    assert main(["export", str(run), "--jsonl"]) == 2  # an older run: nothing to export
+    assert "has no attempts/ to export (it has attempts.jsonl already)" in capsys.readouterr().err

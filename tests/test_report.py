@@ -16,6 +16,8 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from harness.attackers.chromium import BROWSER_ENV, find_browser
@@ -171,7 +173,8 @@ def test_html_is_self_contained(built):
     assert "script" not in page.tags and "link" not in page.tags
     assert "http://" not in html and "https://" not in html
     # The raw files are linked, relatively.
-    for name in ("summary.json", "attempts.jsonl", "samples.csv", "scenario.toml", "run.log"):
+    raw = ("summary.json", "attempts/graceful.parquet", "samples.csv", "scenario.toml", "run.log")
+    for name in raw:
         assert f'href="{name}"' in html
 
 
@@ -240,22 +243,26 @@ def test_incomplete_run_with_failed_trial_and_hostile_names(tmp_path):
         failed[key] = None
     failed.update(error="server did not listen <in time>", complete=False, outcomes={})
     (directory / "summary.json").write_text(json.dumps(summary))
-    # The failed trial has no samples; the last attempt line was cut short by an interruption.
+    # The failed trial has no samples; an attempts file was cut short by a killed run.
     with (directory / "samples.csv").open() as stream:
         samples = [r for r in csv.DictReader(stream) if r["trial"] != failed["trial"]]
     with (directory / "samples.csv").open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(samples[0]))
         writer.writeheader()
         writer.writerows(samples)
-    attempts = (directory / "attempts.jsonl").read_text().replace(f'"{old}"', json.dumps(hostile))
-    (directory / "attempts.jsonl").write_text(attempts + '{"trial": "rst", "atta')
+    renamed = directory / "attempts" / f"{old}.parquet"
+    table = pq.read_table(renamed)
+    pq.write_table(table.set_column(0, "trial", pa.array([hostile] * len(table))), renamed)
+    cut = directory / "attempts" / "rst.parquet"
+    cut.write_bytes(cut.read_bytes()[:-200])
 
     files = build_report(directory)
     html = files.html.read_text()
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
     assert "incomplete" in html
     assert "server did not listen &lt;in time&gt;" in html
-    assert "attempts.jsonl: 1 unreadable line(s) skipped" in html
+    assert "attempts/rst.parquet is not a readable Parquet file (" in html
+    assert "per-attempt figures are left out" in html
     markdown = files.markdown.read_text()
     assert "<script>" not in markdown and r"\<script\>" in markdown and r"\|" in markdown
     for figure in files.figures:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from harness.results.records import run_records
 from harness.trials.runner import Runner
 from harness.trials.scenario import find_scenario, load_scenario
 from servers.strategies import PEER_STRATEGIES, parse_spec
@@ -66,7 +67,10 @@ def test_seed_run_directory(seed):
     assert summary["meta"]["scenario_name"] == "seed"
     assert summary["meta"]["capabilities"]["CAP_NET_ADMIN"] is True
     assert [r["trial"] for r in summary["rows"]] == list(rows)
-    attempts = [json.loads(line) for line in (directory / "attempts.jsonl").open()]
+    attempts = run_records(directory)  # attempts/<trial>.parquet, written while each trial ran
+    assert sorted(p.name for p in (directory / "attempts").iterdir()) == sorted(
+        p.with_suffix(".parquet").name for p in (directory / "pcaps").iterdir()
+    )
     spam = [a for a in attempts if a["attacker"] != "legit"]
     assert len(spam) == sum(row.attempts for row in rows.values())
     with (directory / "samples.csv").open() as samples:

@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.core.file_names import safe_stem
+from harness.core.file_names import safe_stem, unique_names
 from harness.core.outcomes import Attempt, Outcome
-from harness.results.records import read_records
-from harness.results.run_directory import ATTEMPTS_FILE
+from harness.results.records import (
+    ATTEMPTS_DIR,
+    SUFFIX,
+    run_records,
+    write_attempts_file,
+)
 from harness.results.verify import read_outcome, read_wire, verify_run
+from harness.wire import pcap as wire_pcap
 from harness.wire.classify import classify
-from harness.wire.pcap import Endpoint, connections
+from harness.wire.pcap import Endpoint, PcapFollower, connections
 
 RUN = Path(__file__).parent / "data" / "verify-sample"
 
@@ -29,12 +34,16 @@ def run_dir(tmp_path) -> Path:
 
 
 def records(directory: Path) -> list[dict]:
-    return read_records(directory / ATTEMPTS_FILE).records
+    return run_records(directory)
 
 
 def rewrite(directory: Path, lines: list[dict]) -> None:
-    text = "".join(json.dumps(line) + "\n" for line in lines)
-    (directory / ATTEMPTS_FILE).write_text(text)
+    """The run's attempts files made of `lines` (each trial's file, as the runner names it)."""
+    shutil.rmtree(directory / ATTEMPTS_DIR)
+    trials = [row["trial"] for row in json.loads((directory / "summary.json").read_text())["rows"]]
+    for trial, name in zip(trials, unique_names(trials, SUFFIX), strict=True):
+        mine = [Attempt.from_dict(line) for line in lines if line["trial"] == trial]
+        write_attempts_file(directory / ATTEMPTS_DIR / name, trial, mine)
 
 
 def verify(capsys, directory: Path) -> tuple[int, str]:
@@ -137,3 +146,14 @@ def test_a_keepalive_that_meets_no_socket_keeps_the_class_silent():
         ("fin", "", 0),  # no request: the server's idle close
         ("silent", "RST to the client's keepalive at", 45),
     ]
+
+
+def test_the_wire_reader_takes_a_capture_a_chunk_at_a_time(monkeypatch):
+    """harness/wire/pcap.py reads a flood's capture in chunks, not whole: a frame cut by a
+    chunk's end comes out whole, and a second read starts where the first ended."""
+    path = RUN / "pcaps" / "graceful.pcap"
+    whole = list(PcapFollower(str(path)).frames())
+    monkeypatch.setattr(wire_pcap, "READ_CHUNK", 37)  # shorter than most frames
+    follower = PcapFollower(str(path))
+    assert list(follower.frames()) == whole and len(whole) > 100
+    assert list(follower.frames()) == []  # nothing new since

@@ -283,6 +283,16 @@ def run_verify_command(args: argparse.Namespace, console: Console) -> int:
     return 0 if agreement.ok else 1
 
 
+def run_export_command(args: argparse.Namespace, errors: Console) -> int:
+    """`closebench export RUN --jsonl [--out FILE|-]`: reads a run directory, builds no lab."""
+    from harness.results.run_directory import export_attempts
+
+    written, count = export_attempts(Path(args.run_dir), args.out)
+    if written is not None:
+        errors.print(f"closebench: {count} attempts written to {written}", highlight=False)
+    return 0
+
+
 def run_scenarios_command(args: argparse.Namespace, console: Console) -> int:
     from harness.cli.render import print_scenarios
     from harness.core.safe_files import read_text

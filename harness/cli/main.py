@@ -10,6 +10,7 @@ from rich.console import Console
 
 from harness.cli.commands import (
     run_attack_command,
+    run_export_command,
     run_lab_clean,
     run_probe,
     run_report,
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_check_command(args, console)
         if args.command == "verify":  # reads a run directory and its pcaps
             return run_verify_command(args, console)
+        if args.command == "export":  # reads a run directory's attempts
+            return run_export_command(args, errors)
         if args.command == "scenarios":
             return run_scenarios_command(args, console)
         if args.command == "report":  # reads a run directory too

@@ -187,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. reports/latest")
     verify.add_argument("--json", action="store_true", help="print a JSON document instead")
+    export = commands.add_parser(
+        "export",
+        help="write a run's attempts (kept in Parquet) as JSON lines",
+        description="Write every attempt record of a run directory, read from its attempts/ "
+        "Parquet files, as JSON lines: one object a line, the attempt record with its trial's "
+        "name and its derived times (hang_s, connect_wait_s, slot_s).",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. reports/latest")
+    export.add_argument(
+        "--jsonl", action="store_true", required=True, help="JSON lines (the one format for now)"
+    )
+    export.add_argument(
+        "--out",
+        metavar="FILE",
+        help="where to write them (- for standard output; default: RUN_DIR/attempts.jsonl)",
+    )
     scenarios = commands.add_parser(
         "scenarios",
         help="list the shipped scenarios, or print one (a start for your own)",

@@ -250,9 +250,7 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     if result.breaking_points:
         print_breaking_points(result.breaking_points, console)
     state = "complete" if result.complete else "[yellow]incomplete[/]"
-    console.print(
-        f"run {state}: {result.directory} (summary.json, attempts.jsonl, samples.csv, pcaps/)"
-    )
+    console.print(f"run {state}: {result.directory} (summary.json, attempts/, samples.csv, pcaps/)")
 
 
 def print_breaking_points(points: dict[str, dict], console: Console) -> None:

@@ -6,16 +6,47 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from harness.core.outcomes import Attempt, Outcome
 
 
-def percentile(values: list[float], q: float) -> float | None:
+def percentile(values, q: float) -> float | None:
     """The q-th percentile (0-100) by the nearest-rank method; None for no values."""
-    if not values:
+    ordered = np.sort(np.asarray(values, dtype=float))
+    if not len(ordered):
         return None
-    ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return float(ordered[rank - 1])
+
+
+# The columns of attempts summarize() reads: numpy arrays, times as float (NaN: did not happen).
+SUMMARY_COLUMNS = ["t_syn", "t_established", "t_request", "t_end", "outcome"]
+SUMMARY_COLUMNS += ["data_first", "bytes_received"]
+
+
+def columns_of(attempts: list[Attempt]) -> dict[str, np.ndarray]:
+    """Attempt records in memory as summarize()'s columns."""
+    columns = {
+        name: np.array([getattr(a, name) for a in attempts], dtype=float)
+        for name in ("t_syn", "t_established", "t_request", "t_end")
+    }
+    columns["outcome"] = np.array([a.outcome.value for a in attempts], dtype=object)
+    columns["data_first"] = np.array([a.data_first for a in attempts], dtype=bool)
+    columns["bytes_received"] = np.array([a.bytes_received for a in attempts], dtype=np.int64)
+    return columns
+
+
+def derived_times(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hang, connect wait and slot of each attempt (Attempt's properties, vectorised; NaN where
+    the property is None)."""
+    syn, end = columns["t_syn"], columns["t_end"]
+    established = np.where(np.isnan(columns["t_established"]), end, columns["t_established"])
+    with np.errstate(invalid="ignore"):  # NaN stays NaN
+        hang = np.maximum(end - columns["t_request"], 0.0)
+        connect = np.maximum(established - syn, 0.0)
+        slot = np.maximum(end - syn, 0.0)
+    return hang, connect, slot
 
 
 @dataclass
@@ -50,36 +81,49 @@ class AttackSummary:
 def summarize(
     attacker: str, attempts: list[Attempt], duration_s: float, cost: dict | None = None
 ) -> AttackSummary:
-    waits = _present(a.waited_s for a in attempts)
-    connects = _present(a.connect_wait_s for a in attempts)
-    slots = _present(a.slot_s for a in attempts)
-    counts = Counter(a.outcome.value for a in attempts)
+    return summarize_columns(attacker, columns_of(attempts), duration_s, cost)
+
+
+def summarize_columns(
+    attacker: str, columns: dict[str, np.ndarray], duration_s: float, cost: dict | None = None
+) -> AttackSummary:
+    """summarize() of attempts as columns (columns_of(), or a Parquet file's: see
+    harness/results/records.py), vectorised: a million attempts take a fraction of a second."""
+    hang, connects, slots = derived_times(columns)
+    waits = np.where(np.isnan(hang), connects, hang)  # outcomes.waited()
+    count = len(columns["t_syn"])
+    counts = Counter(columns["outcome"].tolist())
     runs = (cost or {}).get("runs")  # a command attacker's (a run may open no connection)
     return AttackSummary(
         attacker=attacker,
-        attempts=len(attempts),
+        attempts=count,
         duration_s=duration_s,
-        attempts_per_s=_rate(len(attempts), duration_s),
-        hang_median_s=percentile(waits, 50),
-        hang_p95_s=percentile(waits, 95),
-        hang_max_s=max(waits) if waits else None,
-        connect_wait_median_s=percentile(connects, 50),
-        connect_wait_p95_s=percentile(connects, 95),
-        slot_median_s=percentile(slots, 50),
-        slot_p95_s=percentile(slots, 95),
-        attacker_seconds_wasted=sum(slots),
-        connect_waits=sum(a.t_request is None for a in attempts),
+        attempts_per_s=_rate(count, duration_s),
+        hang_median_s=percentile(_present(waits), 50),
+        hang_p95_s=percentile(_present(waits), 95),
+        hang_max_s=_max(waits),
+        connect_wait_median_s=percentile(_present(connects), 50),
+        connect_wait_p95_s=percentile(_present(connects), 95),
+        slot_median_s=percentile(_present(slots), 50),
+        slot_p95_s=percentile(_present(slots), 95),
+        attacker_seconds_wasted=float(_present(slots).sum()),
+        connect_waits=int(np.isnan(columns["t_request"]).sum()),
         outcomes={o.value: counts[o.value] for o in Outcome if counts[o.value]},
-        data_first=sum(a.data_first for a in attempts),
-        bytes_received=sum(a.bytes_received for a in attempts),
+        data_first=int(columns["data_first"].sum()),
+        bytes_received=int(columns["bytes_received"].sum()),
         runs=runs,
         runs_per_s=None if runs is None else _rate(runs, duration_s),
         attacker_cost=cost or {},
     )
 
 
-def _present(values) -> list[float]:
-    return [value for value in values if value is not None]
+def _present(values: np.ndarray) -> np.ndarray:
+    return values[~np.isnan(values)]
+
+
+def _max(values: np.ndarray) -> float | None:
+    present = _present(values)
+    return float(present.max()) if len(present) else None
 
 
 def _rate(count: int, duration_s: float) -> float:
@@ -93,6 +137,7 @@ class LegitSummary:
     success_rate: float | None
     latency_median_s: float | None
     latency_p95_s: float | None
+    server_errors: int = 0  # answered 5xx: the server could not serve (e.g. out of fds)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +152,7 @@ def summarize_legit(attempts: list[Attempt]) -> LegitSummary:
         success_rate=len(ok) / len(attempts) if attempts else None,
         latency_median_s=percentile(latencies, 50),
         latency_p95_s=percentile(latencies, 95),
+        server_errors=sum(1 for a in attempts if (a.http_status or 0) >= 500),
     )
 
 

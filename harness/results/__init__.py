@@ -1,7 +1,7 @@
 """What a run leaves behind, and everything that reads it: no lab, no root.
 
     schema.py           summary.json: its schema name and its row (TrialRow), rows checked
-    records.py          attempts.jsonl: the one writer and reader of attempt records
+    records.py          attempts/*.parquet, and JSON lines: the one writer and reader of records
     run_directory.py    a run directory's files, written and read: the one loader
     summary_figures.py  the row's numeric figures: which direction is worse, what change is noise
     verify.py           closebench verify: the records against the pcaps, read again with dpkt

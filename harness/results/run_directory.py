@@ -5,7 +5,8 @@ compare, check and verify read it. Every reader goes through load_run(): one che
 against its schema (harness/results/schema.py), then, for the report, the raw files beside it.
 
     reports/<run-id>/summary.json    one row per trial and the run's metadata
-                     attempts.jsonl  every attempt (harness/results/records.py)
+                     attempts/       every attempt, a Parquet file per trial
+                                     (harness/results/records.py)
                      samples.csv     the defender sampled over time
                      scenario.toml   the scenario as run
                      run.log, pcaps/<trial>.pcap, peers/, locust/
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,15 +28,28 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+import pyarrow.compute as pc
+
 from harness.core.errors import ClosebenchError, UsageError
-from harness.core.file_names import safe_stem
-from harness.core.outcomes import LEGIT_CLIENT, Attempt
+from harness.core.file_names import safe_stem, unique_names
+from harness.core.outcomes import LEGIT_CLIENT
 from harness.core.safe_files import SafeDirectory, write_error
-from harness.results.records import read_records, write_records
+from harness.core.summary import derived_times
+from harness.results.records import (
+    ATTEMPTS_DIR,
+    LEGACY_ATTEMPTS_FILE,
+    SUFFIX,
+    DamagedAttempts,
+    attempt_files,
+    export_jsonl,
+    read_batches,
+    read_legacy_jsonl,
+    table_columns,
+)
 from harness.results.schema import SUMMARY_SCHEMA, check_breaking_points, check_rows
 
 SUMMARY_FILE = "summary.json"
-ATTEMPTS_FILE = "attempts.jsonl"
 SAMPLES_FILE = "samples.csv"
 SCENARIO_FILE = "scenario.toml"
 LOG_FILE = "run.log"
@@ -42,7 +57,8 @@ PCAP_DIR = (
     "pcaps"  # a trial's capture: harness.core.file_names.unique_names of the trials, in order
 )
 LATEST = "latest"
-RAW_FILES = (SUMMARY_FILE, ATTEMPTS_FILE, SAMPLES_FILE, SCENARIO_FILE, LOG_FILE)
+# The raw files the report links to (attempts/*.parquet too); attempts.jsonl once exported.
+RAW_FILES = (SUMMARY_FILE, SAMPLES_FILE, SCENARIO_FILE, LOG_FILE, LEGACY_ATTEMPTS_FILE)
 REPETITION = re.compile(r"^(?P<name>.*) #(?P<k>\d+)$")
 
 
@@ -54,22 +70,82 @@ def is_number(value: object) -> bool:
 # reading
 
 
+# What the report reads of each attempt (a few columns: not the records).
+READ_COLUMNS = ["trial", "attacker", "t_syn", "t_established", "t_request", "t_end"]
+READ_COLUMNS += ["client_timeout", "data_first", "http_status"]
+
+
+# AttemptColumns' arrays and their types: float32 where a figure needs no more.
+COLUMN_TYPES = {
+    "t_syn": np.float64,  # Unix time of the first SYN
+    "t_end": np.float64,  # NaN: no end
+    "waited": np.float32,  # outcomes.waited(): the hang, or for no request the wait to connect
+    "connect_only": np.bool_,  # no request was sent: `waited` is the wait to connect
+    "client_timeout": np.float64,
+    "http_status": np.float32,  # NaN: no status line
+    "data_first": np.bool_,
+}
+
+
+@dataclass
+class AttemptColumns:
+    """Attempts as numpy arrays (COLUMN_TYPES), what the report draws from them: about 30 bytes
+    an attempt, so that a run of millions of attempts is never a list of records."""
+
+    t_syn: np.ndarray
+    t_end: np.ndarray
+    waited: np.ndarray
+    connect_only: np.ndarray
+    client_timeout: np.ndarray
+    http_status: np.ndarray
+    data_first: np.ndarray
+
+    @classmethod
+    def empty(cls) -> AttemptColumns:
+        return cls(**{name: np.array([], dtype=kind) for name, kind in COLUMN_TYPES.items()})
+
+    @classmethod
+    def of(cls, columns: dict[str, np.ndarray]) -> AttemptColumns:
+        """From records.table_columns() of READ_COLUMNS."""
+        hang, connect, _ = derived_times(columns)
+        values = {
+            **columns,
+            "waited": np.where(np.isnan(hang), connect, hang),
+            "connect_only": np.isnan(columns["t_request"]),
+        }
+        return cls(**{name: values[name].astype(kind) for name, kind in COLUMN_TYPES.items()})
+
+    @classmethod
+    def concat(cls, parts: list[AttemptColumns]) -> AttemptColumns:
+        if not parts:
+            return cls.empty()
+        return cls(
+            **{name: np.concatenate([getattr(p, name) for p in parts]) for name in COLUMN_TYPES}
+        )
+
+    def __len__(self) -> int:
+        return len(self.t_syn)
+
+    def where(self, mask: np.ndarray) -> AttemptColumns:
+        return AttemptColumns(**{name: getattr(self, name)[mask] for name in COLUMN_TYPES})
+
+
 @dataclass
 class TrialData:
     row: dict  # the trial's row of summary.json
-    attacks: list[dict] = field(default_factory=list)  # attacker attempts
-    legit: list[dict] = field(default_factory=list)  # legitimate client attempts
+    attacks: AttemptColumns = field(default_factory=AttemptColumns.empty)  # attacker attempts
+    legit: AttemptColumns = field(default_factory=AttemptColumns.empty)  # legitimate clients'
     samples: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.row["trial"]
 
-    @cached_property  # read once per attempt by the figures: computing it each time is quadratic
+    @cached_property
     def start(self) -> float | None:
         """The first SYN of the trial: time zero for attempts (the sampler starts with it)."""
-        starts = [a["t_syn"] for a in self.attacks + self.legit if is_number(a.get("t_syn"))]
-        return min(starts) if starts else None
+        starts = np.concatenate([self.attacks.t_syn, self.legit.t_syn])
+        return float(starts.min()) if len(starts) else None
 
     @property
     def ok(self) -> bool:
@@ -143,7 +219,7 @@ def load_run(path: str | Path, records: bool = True) -> RunData:
     problems = checked.problems + bad_points
     run = RunData(directory, summary, list(trials.values()), problems=problems)
     if records:
-        _read_attempts(directory / ATTEMPTS_FILE, trials, run.problems)
+        _read_attempts(directory, trials, run.problems)
         _read_samples(directory / SAMPLES_FILE, trials, run.problems)
         run.scenario_text, run.scenario = _read_scenario(directory / SCENARIO_FILE, run.problems)
     return run
@@ -182,24 +258,45 @@ def _read_summary(directory: Path) -> dict:
     return summary
 
 
-def _read_attempts(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
-    if not path.is_file():
-        problems.append(f"{ATTEMPTS_FILE} is missing: no per-attempt figures")
+def _read_attempts(directory: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
+    """Every trial's attempts, batch by batch, kept as AttemptColumns (a damaged file is a
+    problem: its trials get no per-attempt figures)."""
+    files = attempt_files(directory)
+    legacy = directory / LEGACY_ATTEMPTS_FILE
+    if not files and legacy.is_file():  # a run of closebench before Parquet
+        table, bad = read_legacy_jsonl(legacy)
+        if bad:
+            problems.append(f"{LEGACY_ATTEMPTS_FILE}: {bad} unreadable line(s) skipped")
+        batches = [table.select(READ_COLUMNS)]
+        _collect(batches, trials)
         return
-    found = read_records(path)
-    bad = found.unreadable  # e.g. the last line of an interrupted write
-    for record in found.records:
-        name = record.get("trial")
-        if not isinstance(name, str):
-            bad += 1
-            continue
-        trial = trials.get(name)
-        if trial is not None and is_number(record.get("t_syn")):
-            (trial.legit if record.get("attacker") == LEGIT_CLIENT else trial.attacks).append(
-                record
-            )
-    if bad:
-        problems.append(f"{ATTEMPTS_FILE}: {bad} unreadable line(s) skipped")
+    if not files:
+        problems.append(f"{ATTEMPTS_DIR}/ is missing: no per-attempt figures")
+        return
+    for path in files:
+        try:
+            _collect(read_batches([path], READ_COLUMNS), trials)
+        except DamagedAttempts as error:
+            problems.append(f"{error} (its trial's per-attempt figures are left out)")
+
+
+def _collect(batches, trials: dict[str, TrialData]) -> None:
+    parts: dict[str, tuple[list, list]] = {name: ([], []) for name in trials}
+    for batch in batches:
+        names = batch["trial"]
+        for name in pc.unique(names).to_pylist():
+            if name not in parts:
+                continue
+            mine = batch.filter(pc.equal(names, name))
+            legit = pc.equal(mine["attacker"], LEGIT_CLIENT).to_numpy(zero_copy_only=False)
+            columns = AttemptColumns.of(table_columns(mine))
+            parts[name][0].append(columns.where(~legit))
+            parts[name][1].append(columns.where(legit))
+    for name, (attacks, legit) in parts.items():
+        if attacks or legit:
+            trial = trials[name]
+            trial.attacks = AttemptColumns.concat([trial.attacks, *attacks])
+            trial.legit = AttemptColumns.concat([trial.legit, *legit])
 
 
 def _read_samples(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
@@ -294,11 +391,36 @@ def write_summary(directory: Path, summary: dict) -> None:
         run.write(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
 
-def write_attempts(directory: Path, trials: Iterable[tuple[str, list[Attempt]]]) -> None:
-    """attempts.jsonl: every trial's attempts, each tagged with the trial's name."""
-    with open(directory / ATTEMPTS_FILE, "w", encoding="utf-8") as attempts:
-        for trial, records in trials:
-            write_records(attempts, records, trial)
+def export_attempts(directory: Path, out: str | None) -> tuple[Path | None, int]:
+    """`closebench export RUN --jsonl`: the run's attempts as JSON lines (records.py's lines), in
+    the run's trial order, into `out` ("-": standard output; None: attempts.jsonl in the run
+    directory, written under a new name and renamed into place). The file written, and how many."""
+    run = load_run(directory, records=False)
+    files = attempt_files(run.directory)
+    if not files:
+        why = (
+            f"it has {LEGACY_ATTEMPTS_FILE} already"
+            if (run.directory / LEGACY_ATTEMPTS_FILE).is_file()
+            else "no attempts were recorded"
+        )
+        raise UsageError(f"{run.directory} has no {ATTEMPTS_DIR}/ to export ({why})")
+    order = {name: i for i, name in enumerate(unique_names([r["trial"] for r in run.rows], SUFFIX))}
+    files.sort(key=lambda path: (order.get(path.name, len(order)), path.name))
+    if out == "-":
+        return None, export_jsonl(files, sys.stdout)
+    target = Path(out) if out else run.directory / LEGACY_ATTEMPTS_FILE
+    temporary = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        with open(temporary, "x", encoding="utf-8") as stream:
+            count = export_jsonl(files, stream)
+        os.replace(temporary, target)  # a link named like the target is replaced, not followed
+    except BaseException as error:  # a damaged file, a full disk, Ctrl-C: no half file left
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            fix = "give another --out, or --out - for standard output"
+            raise write_error(target, error, fix) from None
+        raise
+    return target, count
 
 
 def write_samples(directory: Path, trials: Iterable[tuple[str, list]]) -> None:

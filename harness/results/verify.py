@@ -22,13 +22,16 @@ import json
 import math
 import struct
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from harness.core.errors import UsageError
 from harness.core.file_names import unique_names
-from harness.results.records import read_records
-from harness.results.run_directory import ATTEMPTS_FILE, PCAP_DIR
+from harness.results.records import ATTEMPTS_DIR, BATCH_ROWS, trial_tables
+from harness.results.run_directory import PCAP_DIR
 
 END_TOLERANCE_P95_S = 0.002  # |Δ end| p95 beyond this is a disagreement
 JOIN_WINDOW_S = 5.0  # a record's t_syn and its connection's first SYN are at most this far apart
@@ -36,12 +39,14 @@ GAVE_UP_SHARE = 0.9  # a client closing this late into its timeout closed becaus
 SHOWN_MISMATCHES = 20  # mismatches kept per trial in the result
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 SEQ_MOD = 1 << 32
+# What the join reads of each record.
+RECORD_COLUMNS = ["trial", "src", "sport", "t_syn", "t_end", "outcome", "client_timeout"]
 
 
 # reading the pcap with dpkt
 
 
-@dataclass
+@dataclass(slots=True)  # a flood's capture holds millions
 class Packet:
     t: float
     outgoing: bool  # from the client
@@ -52,7 +57,7 @@ class Packet:
     retransmitted: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class WireConnection:
     client: tuple[str, int]
     server: tuple[str, int]
@@ -95,6 +100,8 @@ def read_wire(path: Path) -> list[WireConnection]:
             connection = current.get(key)
             fresh_syn = outgoing and flags & SYN and not flags & ACK
             if fresh_syn and (connection is None or (seq, flags, 0) not in connection.seen):
+                if connection is not None:
+                    connection.seen = set()  # only the latest connection of a port needs it
                 connection = WireConnection(*key)
                 current[key] = connection
                 connections.append(connection)
@@ -107,6 +114,8 @@ def read_wire(path: Path) -> list[WireConnection]:
                 )
                 connection.seen.add((seq, flags, length))
             connection.packets.append(packet)
+    for connection in current.values():
+        connection.seen = set()
     return connections
 
 
@@ -293,7 +302,9 @@ class TrialAgreement:
         }
 
 
-def verify_trial(trial: str, records: list[dict], pcap: Path) -> TrialAgreement:
+def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> TrialAgreement:
+    """One trial's records (dicts, or a table of RECORD_COLUMNS, turned into dicts a batch at a
+    time) against its pcap."""
     result = TrialAgreement(trial, len(records))
     try:
         wire = read_wire(pcap)
@@ -307,7 +318,7 @@ def verify_trial(trial: str, records: list[dict], pcap: Path) -> TrialAgreement:
     for connection in wire:
         by_client[connection.client].append(connection)
     joined: set[int] = set()
-    for record in records:
+    for record in _records(records):
         connection = _nearest(by_client.get(_client(record), []), record, joined)
         if connection is None:
             result.missing_on_wire += 1
@@ -335,6 +346,14 @@ def verify_trial(trial: str, records: list[dict], pcap: Path) -> TrialAgreement:
                 Mismatch(address, port, t, "missing in the records", None, None)
             )
     return result
+
+
+def _records(records: Sequence[dict] | pa.Table) -> Iterator[dict]:
+    if not isinstance(records, pa.Table):
+        yield from records
+        return
+    for batch in records.to_batches(BATCH_ROWS):
+        yield from batch.to_pylist()
 
 
 def _client(record: dict) -> tuple[str, int]:
@@ -418,26 +437,22 @@ def verify_run(directory: Path) -> RunAgreement:
     return verify_trials(directory, trials)
 
 
-def verify_trials(
-    directory: Path, trials: list[str], records: list[dict] | None = None
-) -> RunAgreement:
+def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
     """Check the named trials of a run directory (in the run's order: it names their pcaps)
-    against its pcaps/; their records from attempts.jsonl, or `records` as it will hold them."""
-    if records is None:
-        try:
-            records = read_records(directory / ATTEMPTS_FILE).records
-        except FileNotFoundError:
-            raise UsageError(f"{directory} has no {ATTEMPTS_FILE}: nothing to verify") from None
-    by_trial: dict[str, list[dict]] = defaultdict(list)
-    for record in records:
-        by_trial[record.get("trial")].append(record)
-    results = []
-    for trial, name in zip(trials, unique_names(trials, ".pcap"), strict=True):
-        pcap = directory / PCAP_DIR / name
-        if not by_trial[trial] and not pcap.exists():
-            continue  # a trial that never ran: nothing on either side
-        results.append(verify_trial(trial, by_trial[trial], pcap))
-    return RunAgreement(results)
+    against its pcaps/, one trial's records in memory at a time."""
+    pcaps = dict(zip(trials, unique_names(trials, ".pcap"), strict=True))
+    checked: dict[str, TrialAgreement] = {}
+    try:
+        for trial, table in trial_tables(directory, RECORD_COLUMNS):
+            if trial in pcaps:
+                pcap = directory / PCAP_DIR / pcaps[trial]
+                checked[trial] = verify_trial(trial, table, pcap)
+    except FileNotFoundError:
+        raise UsageError(f"{directory} has no {ATTEMPTS_DIR}/: nothing to verify") from None
+    for trial, name in pcaps.items():  # a capture without records: every connection missing
+        if trial not in checked and (directory / PCAP_DIR / name).exists():
+            checked[trial] = verify_trial(trial, [], directory / PCAP_DIR / name)
+    return RunAgreement([checked[trial] for trial in trials if trial in checked])
 
 
 def _percentile(values: list[float], q: float) -> float | None:

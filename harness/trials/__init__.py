@@ -1,6 +1,7 @@
 """Running trials: a server in a lab against attackers, one trial or a scenario of many.
 
     trial.py           one server in one lab against attackers and legitimate clients
+    attempt_summaries.py  what its attempts cost the attacker, from memory or its attempts file
     scenario.py        the scenario schema and loader; scenarios/ the shipped ones
     runner.py          closebench run: trials in parallel, the run directory
     rows.py            a trial's row of summary.json, from its result

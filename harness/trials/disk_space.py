@@ -14,12 +14,13 @@ import errno
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from harness.core.errors import EnvironmentProblem
 
 MIB = 1 << 20
-RESERVE = 4 * MIB  # summary.json, attempts.jsonl and samples.csv of a stopped run fit in this
+RESERVE = 4 * MIB  # summary.json, samples.csv and the attempts' last batches fit in this
 LOW_WATER = 1 * MIB  # free space below this means full: stop before a capture is cut short
 
 
@@ -36,6 +37,7 @@ class DiskGuard:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._releasing = threading.Lock()
         self._reserve: int | None = _allocate(directory, RESERVE)
         if self.free() < LOW_WATER:
             self.release()
@@ -55,10 +57,11 @@ class DiskGuard:
             return False
 
     def release(self) -> None:
-        """Give the reserve back: the results are about to be written."""
-        if self._reserve is not None:
-            os.close(self._reserve)
-            self._reserve = None
+        """Give the reserve back: the results are about to be written (from any thread)."""
+        with self._releasing:
+            if self._reserve is not None:
+                os.close(self._reserve)
+                self._reserve = None
 
 
 def _allocate(directory: Path, size: int) -> int:

@@ -3,16 +3,12 @@ legitimate clients', the defender's and the cost asymmetry."""
 
 from __future__ import annotations
 
-from harness.core.summary import summarize
 from harness.results.schema import TrialRow
 from harness.trials.trial import TrialConfig, TrialResult
 
 
 def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
-    runs = [s.runs for s in result.summaries.values() if s.runs is not None]
-    everything = summarize(
-        "all", result.attempts, result.duration_s, {"runs": sum(runs)} if runs else None
-    )
+    everything = result.overall
     wasted = everything.attacker_seconds_wasted
     defender = result.defender
     row = TrialRow(
@@ -65,7 +61,7 @@ def server_errors(result: TrialResult) -> int:
     counts none (a peer, a command), the 5xx answers the legitimate client got: the larger."""
     refused = result.server_stats.get("refused_emfile")
     refused = refused if isinstance(refused, int) else 0
-    legit_5xx = sum(1 for a in result.legit_attempts if (a.http_status or 0) >= 500)
+    legit_5xx = result.legit.server_errors if result.legit else 0
     return max(refused, legit_5xx)
 
 

@@ -1,7 +1,8 @@
 """`closebench run`: every strategy of a scenario, each in its own lab, several at once.
 
-Writes reports/<run-id>/: the scenario, attempts.jsonl, samples.csv, summary.json, the
-attacker-side pcaps and run.log; reports/latest points at the newest run.
+Writes reports/<run-id>/: the scenario, attempts/ (a Parquet file per trial, written while it
+runs), samples.csv, summary.json, the attacker-side pcaps and run.log; reports/latest points at
+the newest run.
 """
 
 from __future__ import annotations
@@ -28,14 +29,13 @@ from harness.core.safe_files import write_error
 from harness.defender.peers import peer_for
 from harness.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 from harness.results.breaking_points import Thresholds, breaking_points
+from harness.results.records import ATTEMPTS_DIR, SUFFIX, write_attempts_file
 from harness.results.report import build_run_report
 from harness.results.run_directory import (
-    ATTEMPTS_FILE,
     SAMPLES_FILE,
     SUMMARY_FILE,
     new_run_directory,
     point_latest,
-    write_attempts,
     write_samples,
     write_summary,
 )
@@ -127,6 +127,9 @@ class Runner:
 
     def stop(self, reason: str) -> None:
         """Stop the run early for `reason`, keeping what was measured (like Ctrl-C)."""
+        # Room for what the stopping trials still write (their attempts' last batches), and the
+        # results: a full disk, or a run.log that could not be written, is why it stops.
+        self.disk.release()
         if self.stopped is None:
             self.stopped = reason
             self.log(f"stopping: {reason}")
@@ -166,10 +169,11 @@ class Runner:
                 ]
                 if len(writing) > 3:
                     writing[2:] = [f"{writing[2]} and {len(writing) - 3} more captures"]
-                self.stop(
+                reason = (
                     f"the disk is full ({size_text(self.disk.free())} free on the file system "
                     f"of {self.directory.parent}) while writing {', '.join(writing) or 'run.log'}"
                 )
+                self.stop(reason)
                 return
 
     def _chain(self, indices: list[int], results: list) -> None:
@@ -179,11 +183,16 @@ class Runner:
     def _one(self, index: int, results: list) -> None:
         # Each trial's lab lives and dies inside this task (keepers die with their thread).
         progress = self.progress[index]
-        if self.cancel.is_set():
+        if self.cancel.is_set() or self.disk.full():  # the watcher may not have looked yet
             progress.state = "skipped"
             return
         pcap = f"pcaps/{self.pcap_names[index]}"
-        config = replace(self.trials[index], pcap=str(self.directory / pcap))
+        stem = Path(self.pcap_names[index]).stem
+        config = replace(
+            self.trials[index],
+            pcap=str(self.directory / pcap),
+            attempts_file=str(self.directory / ATTEMPTS_DIR / f"{stem}{SUFFIX}"),
+        )
         if peer_for(config.server.spec):  # its generated config and logs stay with the run
             files = self.directory / "peers" / Path(self.pcap_names[index]).stem
             config = replace(config, server=replace(config.server, files=str(files)))
@@ -227,7 +236,7 @@ class Runner:
         measured = [
             (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
         ]
-        wire = self._verify(rows, measured) if self.verify else None
+        wire = self._verify(rows) if self.verify else None
         summary = {
             "schema": SUMMARY_SCHEMA,
             "meta": self.metadata(),
@@ -240,7 +249,6 @@ class Runner:
         lost = []
         for name, write in (
             (SUMMARY_FILE, lambda: write_summary(self.directory, summary)),
-            (ATTEMPTS_FILE, lambda: write_attempts(self.directory, _attempts(measured))),
             (SAMPLES_FILE, lambda: write_samples(self.directory, _samples(measured))),
         ):
             try:
@@ -266,24 +274,19 @@ class Runner:
 
     def _stopped_line(self, lost: list[str]) -> str:
         """Why the run stopped and what it kept, in one line."""
-        kept = [n for n in (SUMMARY_FILE, ATTEMPTS_FILE, SAMPLES_FILE) if n not in lost]
+        kept = [n for n in (SUMMARY_FILE, f"{ATTEMPTS_DIR}/", SAMPLES_FILE) if n not in lost]
         text = f"{self.stopped}: the run stopped early; kept in {self.directory}: "
         text += ", ".join([*kept, "pcaps/", "run.log"])
         if lost:
             text += f" (not written: {', '.join(lost)}; free some space, then `closebench report`)"
         return text
 
-    def _verify(self, rows: list[TrialRow], measured: list) -> dict:
-        """closebench verify on the trials' records (as attempts.jsonl will hold them) and their
-        pcaps: totals for summary.json, and each trial's figures in its row. A failure to verify
-        is recorded, never loses the run."""
-        records = [
-            {"trial": trial.name, **attempt.to_dict()}
-            for trial, result in measured
-            for attempt in result.attempts + result.legit_attempts
-        ]
+    def _verify(self, rows: list[TrialRow]) -> dict:
+        """closebench verify on the trials' records (attempts/) and their pcaps: totals for
+        summary.json, and each trial's figures in its row. A failure to verify is recorded,
+        never loses the run."""
         try:
-            agreement = verify_trials(self.directory, [row.trial for row in rows], records)
+            agreement = verify_trials(self.directory, [row.trial for row in rows])
         except Exception as error:
             self.log(f"verify: failed: {type(error).__name__}: {error}")
             return {"ok": False, "error": f"{type(error).__name__}: {error}"}
@@ -340,7 +343,7 @@ class AttackRun:
         (self.directory / "scenario.toml").write_text(scenario_toml, encoding="utf-8")
 
     def write(self, trial: TrialConfig, result: TrialResult, log: Callable[[str], None]) -> Path:
-        """summary.json, attempts.jsonl and the report; returns the directory."""
+        """summary.json, the attempts file and the report; returns the directory."""
         finished = datetime.now(UTC)
         meta = {
             "closebench": __version__,
@@ -360,7 +363,8 @@ class AttackRun:
             "rows": [trial_row(trial, result).to_dict()],
         }
         write_summary(self.directory, summary)
-        write_attempts(self.directory, _attempts([(trial, result)]))
+        path = self.directory / ATTEMPTS_DIR / unique_names([trial.name], SUFFIX)[0]
+        write_attempts_file(path, trial.name, result.attempts + result.legit_attempts)
         point_latest(self.directory)
         build_run_report(self.directory, log)
         return self.directory
@@ -374,7 +378,7 @@ def tool_versions() -> dict[str, str | None]:
             continue
         result = subprocess.run([tool, "--version"], capture_output=True, text=True)
         versions[tool] = (result.stdout or result.stderr).splitlines()[0].strip()
-    for module in ("scapy", "psutil", "pydantic", "dpkt"):
+    for module in ("scapy", "psutil", "pydantic", "dpkt", "pyarrow"):
         imported = sys.modules.get(module) or __import__(module)
         versions[module] = getattr(imported, "__version__", None) or getattr(
             imported, "VERSION", None
@@ -409,10 +413,6 @@ def watch(runner: Runner, show: Callable[[list[TrialProgress]], None], every: fl
         show(runner.progress)
         time.sleep(every)
     show(runner.progress)
-
-
-def _attempts(measured: list[tuple[TrialConfig, TrialResult]]) -> list[tuple[str, list]]:
-    return [(trial.name, result.attempts + result.legit_attempts) for trial, result in measured]
 
 
 def _samples(measured: list[tuple[TrialConfig, TrialResult]]) -> list[tuple[str, list]]:

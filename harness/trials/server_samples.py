@@ -19,13 +19,20 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 from harness.core.background import ctrl_c_sets
 from harness.core.errors import UsageError
 from harness.core.safe_files import SafeDirectory
 from harness.defender.metrics import DefenderSampler, Sample, defender_cost
-from harness.results.run_directory import SAMPLES_FILE, SUMMARY_FILE, TrialData, is_number, load_run
+from harness.results.run_directory import (
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    AttemptColumns,
+    TrialData,
+    load_run,
+)
 from harness.trials.rows import defender_figures
 
 ABOUT = "sample.json"  # what was sampled: pid, process name, machine, rate, start
@@ -161,11 +168,11 @@ def _about(directory: Path) -> dict:
 
 def _attempt_window(trial: TrialData) -> tuple[float, float] | None:
     """The trial's first SYN and last end, from its attempts (attackers' and legitimate)."""
-    records = trial.attacks + trial.legit
-    if not records:
+    records = AttemptColumns.concat([trial.attacks, trial.legit])
+    if not len(records):
         return None
-    ends = [r["t_end"] if is_number(r.get("t_end")) else r["t_syn"] for r in records]
-    return min(r["t_syn"] for r in records), max(ends)
+    ends = np.where(np.isnan(records.t_end), records.t_syn, records.t_end)
+    return float(records.t_syn.min()), float(ends.max())
 
 
 def _window(rows: list[tuple[float, dict]], start: float, end: float) -> list[tuple[float, dict]]:

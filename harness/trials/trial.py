@@ -6,6 +6,7 @@ clients beside them, the defender sampled and the attacker's wire captured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -18,14 +19,14 @@ from harness.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
 from harness.attackers.kernel import KernelSpammer
 from harness.attackers.locust.engine import lab_placement
 from harness.attackers.policy import Policy, Target
-from harness.core.errors import UsageError
+from harness.core.errors import ClosebenchError, UsageError
 from harness.core.file_names import safe_stem
 from harness.core.outcomes import LEGIT_CLIENT, Attempt
 from harness.core.summary import (
     AttackSummary,
     BanSummary,
     LegitSummary,
-    summarize,
+    columns_of,
     summarize_bans,
     summarize_legit,
 )
@@ -34,6 +35,8 @@ from harness.defender.metrics import DefenderCost, DefenderSampler, Sample, defe
 from harness.lab import Lab
 from harness.lab.capture import Capture
 from harness.lab.sockets import state_summary
+from harness.results.records import AttemptWriter, read_attempts
+from harness.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from harness.trials.harness_load import HarnessLoad, harness_load
 from harness.wire.classify import reconcile
 from harness.wire.pcap import Endpoint
@@ -112,6 +115,9 @@ class TrialConfig:
     locust_csv: str | None = None  # Locust engine: write Locust's CSV files with this prefix
     step: float | None = None  # a sweep's step: the value of its axis in this trial
     series: str | None = None  # a sweep: the trial's label without its step
+    # Stream the attempts into this Parquet file (harness/results/records.py) as they come,
+    # instead of keeping them in TrialResult.attempts: a long trial's records do not fit in memory.
+    attempts_file: str | None = None
 
     def __post_init__(self) -> None:
         # A command that cannot choose its source address (a browser) is told apart on the wire
@@ -163,7 +169,9 @@ class TrialConfig:
 @dataclass
 class TrialResult:
     config: TrialConfig
-    attempts: list[Attempt]  # every attacker's, in the order they ended
+    # Every attacker's attempts, in the order they ended, and the legitimate clients'; both empty
+    # when they went to config.attempts_file instead.
+    attempts: list[Attempt]
     legit_attempts: list[Attempt]
     summaries: dict[str, AttackSummary]  # per attacker name
     legit: LegitSummary | None
@@ -177,6 +185,13 @@ class TrialResult:
     bans: BanSummary | None = None  # ban strategies only
     ban_log: list[dict] = field(default_factory=list)  # the server's bans (servers/bans.py)
     harness: HarnessLoad = field(default_factory=HarnessLoad)  # the attacking side's own load
+    overall: AttackSummary | None = None  # every attacker together (from `attempts` if not given)
+
+    def __post_init__(self) -> None:
+        if self.overall is None:
+            self.overall = overall_summary(
+                self.summaries, columns_of(self.attempts), self.duration_s
+            )
 
 
 def run_trial(
@@ -202,6 +217,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 server = server.with_attacker_rule(address)
         ban_host = firewall.ban_host(lab, server.spec)
         defender = Defender(lab, server)
+        writer = None
         capture = None
         syns_dropped = None
         # Kernel-socket clients' records get the wire's classes and times: capture for them even
@@ -225,7 +241,15 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                     router=lab.router,
                     port=server.port,
                 )
-            result = _attack(lab, config, cancel, on_attempt)
+            if config.attempts_file:
+                writer = AttemptWriter(config.attempts_file, config.name)
+            try:
+                result = _attack(lab, config, cancel, on_attempt, writer)
+            except BaseException:
+                if writer:  # what was written stays readable; the first error is the one told
+                    with contextlib.suppress(ClosebenchError):
+                        writer.close()
+                raise
             samples = sampler.stop() if sampler else []
             if ban_host is not None:
                 syns_dropped = firewall.read(ban_host).syns_dropped
@@ -241,24 +265,30 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         kernel = {spec.name for spec in config.attackers if spec.keeps_own_clock}
         own = [a for a in attempts if a.attacker in kernel] + legit_attempts
         reconcile(own, pcap, target)
+    banning = bool(server.spec and server.spec.name in BAN_STRATEGIES)
+    names = [spec.name for spec in config.attackers]
+    if writer:  # the records kept back for the wire's times join the streamed ones
+        writer.add_all(attempts)  # the kernel attackers' (the others went as they came)
+        writer.add_all(legit_attempts)
+        writer.close()
+        summaries, overall = file_summaries(writer.path, names, costs, duration)
+        if banning or peers.peer_for(server.spec):  # their accounting reads the records
+            attempts = [a for a in read_attempts(writer.path) if a.attacker != LEGIT_CLIENT]
+    else:
+        summaries, overall = memory_summaries(attempts, names, costs, duration), None
     server_stats = peers.account(server.spec, server_stats, attempts)
     ban_log = server_stats.pop("ban_log", [])
     bans = None
-    if server.spec and server.spec.name in BAN_STRATEGIES:
+    if banning:
         bans = summarize_bans(ban_log, attempts, legit_attempts, attack_end, syns_dropped)
         if ban_host is None and sampler is not None:  # blacklist: its bans are the server's own
             _bans_over_time(samples, ban_log, sampler.started_unix)
-    by_attacker: dict[str, list[Attempt]] = {spec.name: [] for spec in config.attackers}
-    for attempt in attempts:
-        by_attacker.setdefault(attempt.attacker, []).append(attempt)
     return TrialResult(
         config=config,
-        attempts=attempts,
-        legit_attempts=legit_attempts,
-        summaries={
-            name: summarize(name, records, duration, costs.get(name))
-            for name, records in by_attacker.items()
-        },
+        attempts=[] if writer else attempts,
+        legit_attempts=[] if writer else legit_attempts,
+        summaries=summaries,
+        overall=overall,
         legit=summarize_legit(legit_attempts) if config.legit else None,
         samples=samples,
         defender=defender_cost(samples),
@@ -292,26 +322,34 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
         )
 
 
-def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt):
+def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt, writer: AttemptWriter | None):
     prepared: list = []  # Locust engines: started before the clock, their start-up not counted
     try:
-        return _run_attackers(lab, config, cancel, on_attempt, prepared)
+        return _run_attackers(lab, config, cancel, on_attempt, prepared, writer)
     finally:
         for engine in prepared:
             engine.close()
 
 
-def _run_attackers(lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: list):
+def _run_attackers(
+    lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: list, writer: AttemptWriter | None
+):
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
     costs: dict[str, dict] = {}
     lock = threading.Lock()
 
-    def sink_for(name: str) -> Callable[[Attempt], None]:
+    def sink_for(spec: AttackerSpec) -> Callable[[Attempt], None]:
+        # Streamed to the file unless the capture gives it its wire times after the attack.
+        streamed = writer is not None and not spec.keeps_own_clock
+
         def sink(attempt: Attempt) -> None:
-            attempt.attacker = name  # one name per attacker entry, whatever its kind calls itself
-            with lock:
-                attempts.append(attempt)
+            attempt.attacker = spec.name  # one name per attacker entry, whatever its kind says
+            if streamed:
+                writer.add(attempt)
+            else:
+                with lock:
+                    attempts.append(attempt)
             if on_attempt:
                 on_attempt(attempt)
 
@@ -329,7 +367,7 @@ def _run_attackers(lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: 
             _prepare_locust(attacker, lab, hosts, target, spec, config, cancel)
 
         def work(attacker=attacker, spec=spec, target=target, sources=own or None) -> None:
-            sink = sink_for(spec.name)
+            sink = sink_for(spec)
             costs[spec.name] = attacker.run(lab, target, spec.policy, sink, cancel, sources)
 
         threads.append(threading.Thread(target=work, name=f"attacker-{spec.name}"))

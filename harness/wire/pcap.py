@@ -109,6 +109,9 @@ class ConnectionBook:
         events.append(replace(event, retransmission=retransmitted) if retransmitted else event)
 
 
+READ_CHUNK = 1 << 22  # bytes of a pcap read at a time
+
+
 class PcapFollower:
     """The frames of a pcap file, read as far as complete records go: reading again later returns
     what was written since (tcpdump -U writes whole packets, but may be caught mid-write)."""
@@ -121,27 +124,33 @@ class PcapFollower:
 
     def frames(self) -> Iterator[tuple[float, bytes]]:
         try:
-            with open(self.path, "rb") as stream:
-                stream.seek(self._offset)
-                data = stream.read()
+            stream = open(self.path, "rb")  # noqa: SIM115 (closed below, also when abandoned)
         except FileNotFoundError:
             return
-        position = 0
-        if self._record is None:
-            if len(data) < 24:
-                return
-            self._parse_header(data[:24])
-            position = 24
-        record = self._record
-        assert record is not None
-        while position + record.size <= len(data):
-            seconds, fraction, captured, _ = record.unpack_from(data, position)
-            end = position + record.size + captured
-            if end > len(data):
-                break
-            yield seconds + fraction * self._scale, data[position + record.size : end]
-            position = end
-        self._offset += position
+        with stream:
+            stream.seek(self._offset)
+            pending = b""
+            # A chunk at a time: a flood's capture is hundreds of megabytes.
+            while chunk := stream.read(READ_CHUNK):
+                data, position = pending + chunk, 0
+                if self._record is None:
+                    if len(data) < 24:
+                        pending = data
+                        continue
+                    self._parse_header(data[:24])
+                    position = self._offset = 24
+                record = self._record
+                assert record is not None
+                while position + record.size <= len(data):
+                    seconds, fraction, captured, _ = record.unpack_from(data, position)
+                    end = position + record.size + captured
+                    if end > len(data):
+                        break
+                    frame = data[position + record.size : end]
+                    self._offset += end - position
+                    position = end
+                    yield seconds + fraction * self._scale, frame
+                pending = data[position:]
 
     def _parse_header(self, header: bytes) -> None:
         magic = header[:4]

@@ -11,10 +11,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullLocator
 
-from harness.core.outcomes import waited
 from harness.results.figures.drawing import (
     TIME_LABEL,
-    is_num,
     label_clusters,
     legend,
     new_figure,
@@ -25,6 +23,7 @@ from harness.results.figures.palette import Palette
 from harness.results.run_directory import RunData
 
 HANG_FLOOR_S = 1e-4  # hangs below 0.1 ms are drawn at 0.1 ms on the log axis
+CDF_POINTS = 2000  # a CDF of more attempts is drawn through this many of them, evenly by rank
 # Outcome colours: what the attacker learnt; silent (good for the defender) is green.
 OUTCOME_COLOURS = {
     "fin": "#f0a030",
@@ -41,18 +40,19 @@ def hang_cdf(run: RunData, palette: Palette) -> Figure:
     drawn = []
     connect_waits = False
     for trial in run.trials:
-        # (wait, is a connect wait): the hang after the request, or, for an attempt that never
-        # sent one, its wait to connect (outcomes.waited: one rule for the summary and this).
-        points = sorted(
-            (max(HANG_FLOOR_S, wait), a.get("t_request") is None)
-            for a in trial.attacks
-            if is_num(wait := waited(a.get("hang_s"), a.get("connect_wait_s")))
-        )
-        if not points:
+        # The hang after the request, or, for an attempt that never sent one, its wait to
+        # connect (outcomes.waited: one rule for the summary and this), drawn as a connect wait.
+        attacks = trial.attacks
+        present = ~np.isnan(attacks.waited)
+        if not present.any():
             continue
-        hangs = [wait for wait, _ in points]
+        order = np.argsort(attacks.waited[present], kind="stable")
+        waits = np.maximum(HANG_FLOOR_S, attacks.waited[present][order].astype(np.float64))
+        connect_only = attacks.connect_only[present][order]
+        ranks = _cdf_ranks(len(waits))
+        hangs, connects = waits[ranks], connect_only[ranks]
         style = palette(trial.name)
-        shares = np.arange(1, len(hangs) + 1) / len(hangs)
+        shares = (ranks + 1) / len(waits)
         ax.step(
             [hangs[0], *hangs],
             [0, *shares],
@@ -62,14 +62,16 @@ def hang_cdf(run: RunData, palette: Palette) -> Figure:
             linewidth=2,
         )
         ax.plot(hangs[-1], 1.0, marker=style.marker, color=style.color)
-        marked = [(w, y) for (w, connect), y in zip(points, shares, strict=True) if connect]
-        if marked:
+        if connects.any():
             connect_waits = True
-            ax.scatter(*zip(*marked, strict=True), marker="x", s=36, color=style.color, zorder=4)
-        drawn.append((float(np.median(hangs)), 0.5, trial))
+            ax.scatter(
+                hangs[connects], shares[connects], marker="x", s=36, color=style.color, zorder=4
+            )
+        drawn.append((float(np.median(waits)), 0.5, trial))
     if not drawn:
         no_data(ax)
-    for timeout in sorted({a["client_timeout"] for _, _, t in drawn for a in t.attacks}):
+    timeouts = [t.attacks.client_timeout for _, _, t in drawn]
+    for timeout in np.unique(np.concatenate(timeouts)) if timeouts else ():
         ax.axvline(timeout, color="0.3", linestyle=":", linewidth=1)
         ax.annotate(
             f"client timeout {timeout:g} s",
@@ -106,15 +108,23 @@ def hang_cdf(run: RunData, palette: Palette) -> Figure:
     return figure
 
 
+def _cdf_ranks(count: int) -> np.ndarray:
+    """The ranks a CDF of `count` values is drawn through: every one, or CDF_POINTS of them
+    evenly spread, the first and the last included."""
+    if count <= CDF_POINTS:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, CDF_POINTS).round().astype(np.int64))
+
+
 def attempt_rate(run: RunData, palette: Palette) -> Figure:
     figure, [[ax]] = new_figure()
     width = rate_bin_width(run)
     span = attack_span(run)
     drawn = []
     for trial in run.trials:
-        offsets = [a["t_syn"] - trial.start for a in trial.attacks if trial.start is not None]
-        if not offsets:
+        if trial.start is None or not len(trial.attacks):
             continue
+        offsets = trial.attacks.t_syn - trial.start
         edges = _bin_edges(span, width)
         counts, _ = np.histogram(offsets, bins=edges)
         rates = counts / np.diff(edges)
@@ -151,15 +161,15 @@ def attempt_rate(run: RunData, palette: Palette) -> Figure:
 def rate_bin_width(run: RunData) -> float:
     """One bin per client timeout: a silent strategy then shows its real rate (one attempt per
     timeout per connection) instead of isolated one-attempt spikes; at least two bins."""
-    timeouts = [a["client_timeout"] for t in run.trials for a in t.attacks]
-    width = max(timeouts, default=1.0)
+    timeouts = [t.attacks.client_timeout.max() for t in run.trials if len(t.attacks)]
+    width = float(max(timeouts, default=1.0))
     span = attack_span(run)
     return max(1.0, min(width, span / 2) if span else width)
 
 
 def attack_span(run: RunData) -> float:
     """How long the attackers kept starting attempts (the latest start in any trial)."""
-    last = [a["t_syn"] - t.start for t in run.trials for a in t.attacks if t.start is not None]
+    last = [t.attacks.t_syn.max() - t.start for t in run.trials if len(t.attacks)]
     return math.ceil(max(last)) if last else 0.0
 
 

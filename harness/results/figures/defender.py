@@ -22,7 +22,7 @@ from harness.results.figures.drawing import (
     trial_handles,
 )
 from harness.results.figures.palette import Palette
-from harness.results.run_directory import RunData, TrialData
+from harness.results.run_directory import AttemptColumns, RunData, TrialData
 
 # Kernel socket states as samples.csv names them, bottom to top of the stack.
 LIVE_STATES = (
@@ -118,12 +118,12 @@ def _socket_panel(ax: Axes, trial: TrialData) -> None:
 def legit_service(run: RunData, palette: Palette) -> Figure:
     figure, axes = new_figure(2, 1, (10, 7))
     success, latency = axes[0][0], axes[1][0]
-    drawn = [t for t in run.trials if t.legit and t.start is not None]
+    drawn = [t for t in run.trials if len(t.legit) and t.start is not None]
     width = 2.0
     for trial in drawn:
         style = palette(trial.name)
-        offsets = np.array([a["t_syn"] - trial.start for a in trial.legit])
-        ok = np.array([a.get("http_status") == 200 for a in trial.legit])
+        offsets = trial.legit.t_syn - trial.start
+        ok = trial.legit.http_status == 200
         edges = np.arange(0.0, offsets.max() + width, width)
         total, _ = np.histogram(offsets, bins=edges)
         good, _ = np.histogram(offsets[ok], bins=edges)
@@ -136,8 +136,9 @@ def legit_service(run: RunData, palette: Palette) -> Figure:
             linestyle=style.linestyle,
             linewidth=2,
         )
-        times = [a["t_syn"] - trial.start for a in trial.legit if _served(a)]
-        waits = [1000 * (a["t_end"] - a["t_syn"]) for a in trial.legit if _served(a)]
+        served = _served(trial.legit)
+        times = offsets[served]
+        waits = 1000 * (trial.legit.t_end - trial.legit.t_syn)[served]
         latency.plot(
             times,
             waits,
@@ -152,7 +153,7 @@ def legit_service(run: RunData, palette: Palette) -> Figure:
         no_data(latency, "no legitimate client in this run")
     success.set_ylim(-5, 115)
     success.set_xlim(0, None)
-    shares = [(t, sum(_served(a) for a in t.legit) / len(t.legit)) for t in drawn]
+    shares = [(t, float(_served(t.legit).mean())) for t in drawn]
     label_clusters(success, [(0.0, 100 * share, t.name) for t, share in shares], spread=True)
     success.set_ylabel(f"requests answered 200 (%, per {width:g} s)")
     success.set_title("success rate", fontsize=10)
@@ -166,8 +167,9 @@ def legit_service(run: RunData, palette: Palette) -> Figure:
     return figure
 
 
-def _served(attempt: dict) -> bool:
-    return attempt.get("http_status") == 200 and is_num(attempt.get("t_end"))
+def _served(attempts: AttemptColumns) -> np.ndarray:
+    """Which attempts were answered 200 and ended."""
+    return (attempts.http_status == 200) & ~np.isnan(attempts.t_end)
 
 
 def cost_asymmetry(run: RunData, palette: Palette) -> Figure:

@@ -247,7 +247,7 @@ def _caveat_threads(trial: TrialData, run: RunData) -> str | None:
 
 
 def _caveat_data_first(trial: TrialData, run: RunData) -> str | None:
-    got = sum(a.get("data_first") is True for a in trial.attacks)
+    got = int(trial.attacks.data_first.sum())
     if got:
         return (
             f"{got} attempt(s) received response bytes before they ended: the attacker sees "

@@ -106,7 +106,8 @@ def _embedded(figure) -> dict:
 
 def _raw_links(directory: Path) -> list[tuple[str, str]]:
     links = [(name, name) for name in (*RAW_FILES, "summary.md") if (directory / name).exists()]
-    for folder, pattern in (("pcaps", "*.pcap"), ("locust", "*.csv")):  # locust: Locust's CSVs
+    folders = (("attempts", "*.parquet"), ("pcaps", "*.pcap"), ("locust", "*.csv"))
+    for folder, pattern in folders:  # locust: Locust's CSVs
         if (directory / folder).is_dir():
             found = sorted((directory / folder).glob(pattern))
             links += [(f"{folder}/{p.name}", f"{folder}/{p.name}") for p in found]
