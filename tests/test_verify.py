@@ -12,13 +12,14 @@ import pytest
 from harness.cli import main
 from harness.core.file_names import safe_stem, unique_names
 from harness.core.outcomes import Attempt, Outcome
+from harness.results.dpkt_wire import read_outcome, read_wire
 from harness.results.records import (
     ATTEMPTS_DIR,
     SUFFIX,
     run_records,
     write_attempts_file,
 )
-from harness.results.verify import read_outcome, read_wire, verify_run
+from harness.results.verify import verify_run
 from harness.wire import pcap as wire_pcap
 from harness.wire.classify import classify
 from harness.wire.pcap import Endpoint, PcapFollower, connections
