@@ -190,7 +190,7 @@ def test_graceful_gets_fin_from_both_workers_and_nothing_is_left(tmp_path):
     records = tmp_path / "attempts.jsonl"
     prefix = tmp_path / "locust"
     result = closebench(
-        "attack", "-s", "graceful", "--engine", "locust", "--workers", "2", "--duration", "10",
+        "attack", "-s", "graceful", "--engine", "locust", "--workers", "2", "--duration", "5",
         "--json", "--records", str(records), "--locust-csv", str(prefix),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
