@@ -20,21 +20,24 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-from collections import defaultdict
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from harness.core.errors import UsageError
 from harness.core.file_names import unique_names
-from harness.results.dpkt_wire import WireConnection, read_outcome, read_wire
+from harness.results.dpkt_wire import WireConnection, WireReading, outcome_for, stream_wire
 from harness.results.records import ATTEMPTS_DIR, BATCH_ROWS, trial_tables
 from harness.results.run_directory import PCAP_DIR
 
 END_TOLERANCE_P95_S = 0.002  # |Δ end| p95 beyond this is a disagreement
 JOIN_WINDOW_S = 5.0  # a record's t_syn and its connection's first SYN are at most this far apart
+# A connection the server ended is kept this long for its SYN sent again (Linux: after 1 s, 3 s).
+TAIL_S = 3.0
 SHOWN_MISMATCHES = 20  # mismatches kept per trial in the result
 # What the join reads of each record.
 RECORD_COLUMNS = ["trial", "src", "sport", "t_syn", "t_end", "outcome", "client_timeout"]
@@ -71,7 +74,7 @@ class TrialAgreement:
     ends_not_on_wire: int = 0  # joined records whose end no packet marks
     missing_on_wire: int = 0  # records with no connection in the pcap
     missing_in_records: int = 0  # connections in the pcap with no record
-    end_deltas: list[float] = field(default_factory=list)  # |record end - wire end|, s
+    end_deltas: array = field(default_factory=lambda: array("d"))  # |record end - wire end|, s
     mismatches: list[Mismatch] = field(default_factory=list)
     error: str | None = None  # why the trial could not be checked
 
@@ -110,29 +113,25 @@ class TrialAgreement:
 
 def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> TrialAgreement:
     """One trial's records (dicts, or a table of RECORD_COLUMNS, turned into dicts a batch at a
-    time) against its pcap."""
+    time) against its pcap, read once in time order: a connection is kept whole only while it
+    is open, then as a row of WireTable."""
     result = TrialAgreement(trial, len(records))
     try:
-        wire = read_wire(pcap)
+        wire = WireTable.read(pcap, idle_s=JOIN_WINDOW_S + _longest_timeout(records))
     except FileNotFoundError:
         result.error = f"no capture {pcap.name}"
         return result
     except (OSError, ValueError) as error:
         result.error = f"{pcap.name} is unreadable: {error}"
         return result
-    by_client: dict[tuple[str, int], list[WireConnection]] = defaultdict(list)
-    for connection in wire:
-        by_client[connection.client].append(connection)
-    joined: set[int] = set()
     for record in _records(records):
-        connection = _nearest(by_client.get(_client(record), []), record, joined)
-        if connection is None:
+        row = wire.nearest(_client(record), record.get("t_syn"))
+        if row is None:
             result.missing_on_wire += 1
             result.mismatches.append(_mismatch(record, "missing on the wire", None))
             continue
-        joined.add(id(connection))
         result.joined += 1
-        reading = read_outcome(connection, float(record.get("client_timeout") or math.inf))
+        reading = wire.reading(row, float(record.get("client_timeout") or math.inf))
         if reading.outcome == record.get("outcome"):
             result.class_agree += 1
         else:
@@ -144,14 +143,88 @@ def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> 
         result.end_deltas.append(abs(delta))
         if abs(delta) > END_TOLERANCE_P95_S:
             result.mismatches.append(_mismatch(record, "end", reading.outcome, delta))
-    for connection in wire:
-        if id(connection) not in joined:
-            result.missing_in_records += 1
-            (address, port), t = connection.client, connection.syn_t
-            result.mismatches.append(
-                Mismatch(address, port, t, "missing in the records", None, None)
-            )
+    for (address, port), t in wire.unjoined():
+        result.missing_in_records += 1
+        result.mismatches.append(Mismatch(address, port, t, "missing in the records", None, None))
     return result
+
+
+class WireTable:
+    """A pcap's connections as columns, a row each once its reading is final (dpkt_wire's
+    stream_wire): about 50 bytes a connection where its packets took 2.4 KB. A row keeps its
+    client, first SYN, how it ended and its client's FINs and RSTs (which end it as `silent`
+    for a client that gives up soon enough: a record's timeout decides, at the join)."""
+
+    def __init__(self) -> None:
+        self.clients: dict[tuple[str, int], int] = {}  # each (address, port) once
+        self.client_names: list[tuple[str, int]] = []
+        self.client = array("q")
+        self.index = array("q")  # the rank of its first SYN in the capture
+        self.syn_t = array("d")
+        self.outcome = array("b")  # into names: how the server ended it (or did not)
+        self.end = array("d")  # nan: no packet marks the end
+        self.gave_up: dict[int, list[tuple[float, float]]] = {}  # rows with a client FIN/RST
+        self.names: list[str] = []
+
+    @classmethod
+    def read(cls, pcap: Path, idle_s: float) -> WireTable:
+        table = cls()
+        for connection in stream_wire(pcap, idle_s=idle_s, tail_s=TAIL_S):
+            table.add(connection)
+        table._index()
+        return table
+
+    def add(self, connection: WireConnection) -> None:
+        client = self.clients.setdefault(connection.client, len(self.clients))
+        if client == len(self.client_names):
+            self.client_names.append(connection.client)
+        reading = connection.reading
+        ended = reading.final or reading.unfinished()
+        if ended.outcome not in self.names:
+            self.names.append(ended.outcome)
+        if reading.gave_up:
+            self.gave_up[len(self.index)] = reading.gave_up
+        self.client.append(client)
+        self.index.append(connection.index)
+        self.syn_t.append(connection.syn_t)
+        self.outcome.append(self.names.index(ended.outcome))
+        self.end.append(math.nan if ended.end is None else ended.end)
+
+    def _index(self) -> None:
+        """Rows by client, then in capture order; whether each has joined a record."""
+        client, index = np.frombuffer(self.client, np.int64), np.frombuffer(self.index, np.int64)
+        self.order = np.lexsort((index, client))
+        self.sorted_clients = client[self.order]
+        self.syn = np.frombuffer(self.syn_t, np.float64)
+        self.taken = np.zeros(len(self.index), bool)
+
+    def nearest(self, client: tuple[str, int], t_syn: object) -> int | None:
+        """The row of the client's connection whose first SYN is nearest t_syn (within
+        JOIN_WINDOW_S; the later on a tie) and not yet joined, now joined; None if none."""
+        number = self.clients.get(client)
+        if number is None or not _number(t_syn):
+            return None
+        lo, hi = np.searchsorted(self.sorted_clients, [number, number + 1])
+        rows = self.order[lo:hi]
+        gaps = np.abs(self.syn[rows] - t_syn)
+        free = ~self.taken[rows] & (gaps <= JOIN_WINDOW_S)
+        if not free.any():
+            return None
+        best = gaps[free].min()
+        row = int(rows[np.flatnonzero(free & (gaps == best))[-1]])
+        self.taken[row] = True
+        return row
+
+    def reading(self, row: int, client_timeout: float) -> WireReading:
+        end = self.end[row]
+        ended = WireReading(self.names[self.outcome[row]], None if math.isnan(end) else end)
+        return outcome_for(self.gave_up.get(row, []), ended, client_timeout)
+
+    def unjoined(self) -> Iterator[tuple[tuple[str, int], float]]:
+        """(client, first SYN time) of each connection no record joined, in capture order."""
+        rows = np.flatnonzero(~self.taken)
+        for row in rows[np.argsort(np.frombuffer(self.index, np.int64)[rows], kind="stable")]:
+            yield self.client_names[self.client[row]], self.syn_t[row]
 
 
 def _records(records: Sequence[dict] | pa.Table) -> Iterator[dict]:
@@ -162,23 +235,22 @@ def _records(records: Sequence[dict] | pa.Table) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
+def _longest_timeout(records: Sequence[dict] | pa.Table) -> float:
+    """The longest finite client timeout among the records (0 without one)."""
+    if isinstance(records, pa.Table):
+        values = records.column("client_timeout").to_numpy(zero_copy_only=False)
+    else:
+        values = np.array([r.get("client_timeout") for r in records], dtype=float)
+    finite = values[np.isfinite(values)] if len(values) else values
+    return float(finite.max()) if len(finite) else 0.0
+
+
 def _client(record: dict) -> tuple[str, int]:
     try:
         address = str(ipaddress.ip_address(str(record.get("src"))))
     except ValueError:
         address = str(record.get("src"))
     return address, record.get("sport")
-
-
-def _nearest(candidates: list[WireConnection], record: dict, taken: set[int]):
-    t_syn = record.get("t_syn")
-    if not _number(t_syn):
-        return None
-    best, gap = None, JOIN_WINDOW_S
-    for connection in candidates:
-        if id(connection) not in taken and abs(connection.syn_t - t_syn) <= gap:
-            best, gap = connection, abs(connection.syn_t - t_syn)
-    return best
 
 
 def _mismatch(record: dict, what: str, wire: str | None, delta: float | None = None) -> Mismatch:
@@ -210,7 +282,7 @@ class RunAgreement:
             return {"ok": False, "error": "nothing to verify: no trial has records or a capture"}
         joined = sum(t.joined for t in self.trials)
         agree = sum(t.class_agree for t in self.trials)
-        deltas = [d for t in self.trials for d in t.end_deltas]
+        deltas = array("d", (d for t in self.trials for d in t.end_deltas))
         return {
             "ok": self.ok,
             "reader": _reader(),
@@ -261,7 +333,7 @@ def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
     return RunAgreement([checked[trial] for trial in trials if trial in checked])
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def _percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest rank, as harness.core.summary.percentile (restated: this module reads on its own)."""
     if not values:
         return None
