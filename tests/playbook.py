@@ -110,8 +110,10 @@ class Playbook:
         conn: Conn | None = None,
         port: int | None = None,
         odd: str = "",
+        window: int = 65535,
     ) -> None:
-        """A segment from the server to `conn` (default: the latest), acknowledging all we sent."""
+        """A segment from the server to `conn` (default: the latest), acknowledging all we sent,
+        advertising `window`."""
         conn = conn or self.conn
         assert conn is not None or port is not None
         segment = Segment(
@@ -124,6 +126,7 @@ class Playbook:
             length=len(payload),
             head=payload[:64],
             odd=odd,
+            window=window,
         )
         self.engine.receive(segment)
 

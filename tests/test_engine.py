@@ -366,3 +366,70 @@ def test_slots_are_reused_oldest_first_and_sources_take_turns():
     assert (again.src, again.port) == (0, LOW) and again.iss != first[0].iss
     assert [play.connect().port for _ in range(3)] == [LOW, LOW + 1, LOW + 1]
     assert play.engine.open() is None  # every slot is in use
+
+
+# A zero-window tarpit (servers/zero_window.py): a SYN-ACK advertising a window of 0, and an ACK
+# of the SYN alone, still with a window of 0, to each probe. Like a kernel, the engine keeps its
+# request, probes the window with backoff and waits out its own timeout.
+def test_a_zero_window_holds_the_request_and_probes_until_the_timeout():
+    play = Playbook(timeout=5.0)
+    conn = play.connect()
+    play.sent(Kind.SYN, seq=conn.iss)
+    play.t += 0.1
+    play.server(SYN | ACK, seq=SERVER_ISN, window=0)
+    play.sent(Kind.ACK, seq=seq_add(conn.iss, 1), ack=SERVER_ISN + 1)  # no request: no window
+    play.quiet()
+    probes = []
+    for interval in (0.3, 0.6, 1.2, 2.4):  # the RTO (3 x 0.1 s), doubling
+        play.later(interval - 0.01)
+        play.quiet()
+        play.later(0.01)
+        probes.append(play.sent(Kind.ACK, seq=conn.iss, ack=SERVER_ISN + 1))  # snd_nxt - 1
+        play.server(ACK, seq=SERVER_ISN + 1, ack=seq_add(conn.iss, 1), window=0)
+        play.quiet()  # the answer keeps the window shut
+    assert len(probes) == 4
+    play.later(0.49)  # at 4.6 s; the request was written at 0.1 s, its timeout is 5 s
+    play.quiet()
+    play.later(0.02)
+    play.sent(Kind.RST_ACK, seq=seq_add(conn.iss, 1))  # the timeout: nothing of the request sent
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.SILENT and attempt.bytes_received == 0
+    assert attempt.hang_s == pytest.approx(5.0, abs=0.02)  # from the request's write
+    counters = play.counters
+    assert (counters.requests_held, counters.requests_sent, counters.window_probes_sent) == (
+        1,
+        0,
+        4,
+    )
+    assert counters.data_retransmits_sent == 0 and counters.bad_acks_seen == 0
+
+
+def test_the_held_request_goes_once_the_window_opens():
+    play = Playbook(timeout=5.0)
+    conn = play.connect()
+    play.sent(Kind.SYN)
+    play.server(SYN | ACK, seq=SERVER_ISN, window=0)
+    play.sent(Kind.ACK)
+    play.server(SYN | ACK, seq=SERVER_ISN, window=0)  # our ACK was lost: only it again
+    play.sent(Kind.ACK, seq=seq_add(conn.iss, 1), ack=SERVER_ISN + 1)
+    play.server(ACK, seq=SERVER_ISN + 1, ack=seq_add(conn.iss, 1), window=1000)
+    play.sent(Kind.REQUEST, seq=seq_add(conn.iss, 1), ack=SERVER_ISN + 1)
+    play.server(FIN | ACK, seq=SERVER_ISN + 1, payload=b"HTTP/1.1 200 OK\r\n\r\n")
+    play.sent(Kind.FIN)
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.FIN and attempt.bytes_received == 19
+
+
+def test_the_volume_profile_holds_its_request_without_probing():
+    play = Playbook(timeout=3.0, profile=VOLUME)
+    conn = play.connect()
+    play.sent(Kind.SYN)
+    play.server(SYN | ACK, seq=SERVER_ISN, window=0)
+    play.sent(Kind.ACK, seq=seq_add(conn.iss, 1), ack=SERVER_ISN + 1)
+    play.later(2.99)
+    play.quiet()  # no probe, no request
+    play.later(0.02)
+    play.sent(Kind.FIN, seq=seq_add(conn.iss, 1))  # its close() at the timeout
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.SILENT
+    assert (play.counters.requests_held, play.counters.window_probes_sent) == (1, 0)

@@ -58,7 +58,10 @@ def test_usual_segments_are_read_by_the_fast_path():
     response = b"HTTP/1.1 200 OK\r\n" + b"x" * 100
     # Ethernet pads a bare segment to 60 bytes: the IP header's length says where it ends.
     padded = server4("A") + b"\0" * 6
-    assert decoder().decode(padded, 1.5) == Segment(1.5, 0, 61000, 100, 200, ACK)
+    expected = Segment(1.5, 0, 61000, 100, 200, ACK, window=8192)  # scapy's default window
+    assert decoder().decode(padded, 1.5) == expected
+    shut = IP(src=SERVER4, dst=CLIENT4) / TCP(sport=PORT, dport=61000, flags="SA", window=0)
+    assert decoder().decode(bytes(shut), 1.5).window == 0  # a zero-window tarpit's SYN-ACK
     segment = decoder().decode(server4("PA", response), 2.0)
     assert (segment.flags, segment.length) == (PSH | ACK, len(response))
     assert segment.head == response[:64] and not segment.odd
@@ -89,9 +92,10 @@ def test_ip_options_and_ipv6_are_read_too():
         IP(src=SERVER4, dst=CLIENT4, options=b"\x01\x01\x01\x00")
         / TCP(sport=PORT, dport=61003, seq=7, ack=8, flags="R")
     )
-    assert decoder().decode(with_options, 1.0) == Segment(1.0, 0, 61003, 7, 8, RST)
+    assert decoder().decode(with_options, 1.0) == Segment(1.0, 0, 61003, 7, 8, RST, window=8192)
     six = bytes(IPv6(src=SERVER6, dst=CLIENT6) / TCP(sport=PORT, dport=61001, flags="FA") / b"ab")
-    assert decoder(6).decode(six, 1.0) == Segment(1.0, 0, 61001, 0, 0, FIN | ACK, 2, b"ab")
+    expected = Segment(1.0, 0, 61001, 0, 0, FIN | ACK, 2, b"ab", window=8192)
+    assert decoder(6).decode(six, 1.0) == expected
 
 
 def test_icmp_errors_quoting_our_segments_are_decoded_by_scapy():

@@ -142,7 +142,11 @@ def test_missing_peers_are_skipped_with_one_warning_each(nothing_installed):
     warnings: list[str] = []
     specs = [parse_spec(n) for n in ("graceful", "haproxy-reject", "haproxy-tarpit", "endlessh")]
     skipped = skip_missing(specs, warnings.append)
-    assert skipped == {"haproxy-reject", "haproxy-tarpit", "endlessh"}
+    assert skipped == {
+        "haproxy-reject": "skipped: haproxy is not installed (apt-get install haproxy)",
+        "haproxy-tarpit": "skipped: haproxy is not installed (apt-get install haproxy)",
+        "endlessh": "skipped: endlessh is not installed (apt-get install endlessh)",
+    }
     assert warnings == [
         "haproxy is not installed, and haproxy-reject, haproxy-tarpit run(s) it: install the "
         "package haproxy: apt-get install haproxy, or ./setup.sh, which installs everything "

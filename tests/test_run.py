@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -187,4 +189,55 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path, stop):
     assert len(summary["rows"]) == 11
     assert any(row["attempts"] > 0 for row in summary["rows"])
     assert (tmp_path / "latest" / "index.html").is_file()
+    assert wait_until(lambda: not our_keepers())
+
+
+def path_without(tmp_path, program: str) -> str:
+    """A PATH that finds every program of this one except `program`: links in one directory."""
+    links = tmp_path / "bin"
+    links.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for entry in sorted(Path(directory).glob("*")) if Path(directory).is_dir() else []:
+            target = links / entry.name
+            if entry.name != program and not target.exists() and os.access(entry, os.X_OK):
+                target.symlink_to(entry)
+    return str(links)
+
+
+# A missing peer is skipped outside CI, and its row says so: a reader of the run can tell it was
+# asked for. HAProxy is hidden from a real run by a PATH without it.
+@pytest.mark.needs_lab
+def test_a_skipped_peer_keeps_its_row(tmp_path):
+    scenario = tmp_path / "skip.toml"
+    scenario.write_text(
+        'name = "skip"\nduration = 2\nstrategies = ["graceful", "haproxy-reject"]\n'
+        '[[attackers]]\nkind = "kernel"\ntimeout = 1\nrate = 5\n'
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "CI"}
+    environment["PATH"] = path_without(tmp_path, "haproxy")
+    out = tmp_path / "reports"
+    command = [sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        "closebench: warning: haproxy is not installed, and haproxy-reject run(s) it: install the "
+        "package haproxy: apt-get install haproxy, or ./setup.sh, which installs everything "
+        "closebench uses; skipped"
+    ], result.stderr
+    error = "skipped: haproxy is not installed (apt-get install haproxy)"
+    summary = json.loads((out / "latest" / "summary.json").read_text())
+    assert summary["complete"] is True  # nothing was cut short; the row tells the skip
+    rows = {row["trial"]: row for row in summary["rows"]}
+    assert rows["graceful"]["complete"] and rows["graceful"]["attempts"] > 0
+    skipped = rows["haproxy-reject"]
+    assert (skipped["complete"], skipped["error"], skipped["attempts"]) == (False, error, 0)
+    assert "haproxy-reject" in result.stdout and "skipped:" in result.stdout  # a narrow column
+    assert error in (out / "latest" / "summary.md").read_text()
+    assert error in (out / "latest" / "index.html").read_text()
+    assert f"haproxy-reject: {error}" in (out / "latest" / "run.log").read_text()
+    # Nothing of it was started or written: no capture, no attempts, no peer config.
+    assert [p.name for p in (out / "latest" / "pcaps").iterdir()] == ["graceful.pcap"]
+    assert not (out / "latest" / "peers").exists()
+    assert [p.name for p in (out / "latest" / "attempts").iterdir()] == ["graceful.parquet"]
     assert wait_until(lambda: not our_keepers())

@@ -251,7 +251,7 @@ def test_the_server_refuses_to_start_without_its_steering_table():
 
 
 @pytest.mark.needs_lab
-@pytest.mark.parametrize("kind", ["kernel", "curl"])
+@pytest.mark.parametrize("kind", ["kernel", "curl", "scapy", "volume"])
 def test_attackers_stay_trapped_until_their_own_timeout(kind):
     policy = Policy(timeout=2.0, reconnect=True, concurrency=3, duration=3.0)
     if kind == "curl":
@@ -273,6 +273,20 @@ def test_attackers_stay_trapped_until_their_own_timeout(kind):
     if kind == "curl":
         assert all("(28) Operation timed out" in a.run_error for a in result.attempts)
         assert all(ZERO_WINDOW_NOTE in a.detail for a in result.attempts)
+    if kind in ("scapy", "volume"):
+        # The packet engine keeps its request out of the zero window, as a kernel does: nothing
+        # of it on the wire, nothing sent again. scapy probes the window (Linux's empty ACK one
+        # byte back, every RTO doubling) and each probe is answered; volume does not retransmit,
+        # so it does not probe either.
+        cost = summary.attacker_cost
+        assert cost["requests_held"] == summary.attempts and cost["requests_sent"] == 0
+        assert cost["data_retransmits_sent"] == 0 and cost["bad_acks_seen"] == 0
+        assert cost["odd_segments_seen"] == 0 and cost["late_packets_seen"] == 0
+        if kind == "scapy":
+            assert cost["window_probes_sent"] >= 2 * summary.attempts
+            assert result.server_stats["zw_probe_acks"] == cost["window_probes_sent"]
+        else:
+            assert cost["window_probes_sent"] == 0
     # The defender's interfaces sent what the tarpit sent, and a little ARP/ND besides (an
     # answer to a probe after the last sample is in the server's count only).
     out = result.server_stats["zw_packets_out"]

@@ -239,10 +239,8 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         [entry.spec for entry in scenario.strategies],
         lambda message: print_warning(errors, message),
     )
-    if skipped:
-        kept = [entry for entry in scenario.strategies if entry.spec.name not in skipped]
-        scenario = scenario.model_copy(update={"strategies": kept})
-    runner = Runner(scenario, text, digest, path, Path(args.out), verify=not args.no_verify)
+    out = Path(args.out)
+    runner = Runner(scenario, text, digest, path, out, verify=not args.no_verify, skipped=skipped)
     told = False
     with ctrl_c_sets(runner.cancel), Live(console=console, transient=True) as live:
         worker = Background(lambda: runner.run(args.jobs), "run")

@@ -63,6 +63,13 @@ class TrialProgress:
         return 0.0 if self.started is None else time.monotonic() - self.started
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A trial not run because its strategy's program is missing (peers.skip_missing)."""
+
+    error: str
+
+
 @dataclass
 class RunOutcome:
     directory: Path
@@ -84,9 +91,12 @@ class Runner:
         source: Path,
         out: Path,
         verify: bool = True,
+        skipped: dict[str, str] | None = None,
     ) -> None:
         self.scenario = scenario
         self.verify = verify  # check every record against the pcaps once the trials are done
+        # Strategies not run (a peer whose program is missing), with the error of their rows.
+        self.skipped = skipped or {}
         self.text = text
         self.digest = digest
         self.source = source
@@ -186,6 +196,13 @@ class Runner:
         if self.cancel.is_set() or self.disk.full():  # the watcher may not have looked yet
             progress.state = "skipped"
             return
+        spec = self.trials[index].server.spec
+        skipped = self.skipped.get(spec.name) if spec else None
+        if skipped:
+            results[index] = Skipped(skipped)
+            progress.state = "skipped"
+            self.log(f"{progress.name}: {skipped}")
+            return
         pcap = f"pcaps/{self.pcap_names[index]}"
         stem = Path(self.pcap_names[index]).stem
         config = replace(
@@ -218,7 +235,7 @@ class Runner:
             progress.state = "error"
             self.log(f"{progress.name}: error: {error}")
 
-    def _write(self, results: list[TrialResult | str | None]) -> RunOutcome:
+    def _write(self, results: list[TrialResult | Skipped | str | None]) -> RunOutcome:
         """Write the results, summary.json first: if the disk is full, the rest may not fit."""
         rows, errors = [], []
         not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
@@ -226,13 +243,20 @@ class Runner:
             if isinstance(result, TrialResult):
                 rows.append(trial_row(trial, result))
                 continue
-            if result:
-                errors.append(f"{trial.name}: {result}")
-            error = result or not_run
+            if isinstance(result, Skipped):  # its warning was printed before the run began
+                error = result.error
+            else:
+                if result:
+                    errors.append(f"{trial.name}: {result}")
+                error = result or not_run
             failed = TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
             failed.step, failed.series = trial.step, trial.series
             rows.append(failed)
-        complete = not self.cancel.is_set() and all(isinstance(r, TrialResult) for r in results)
+        # A skipped trial leaves the run complete: nothing was cut short, and its row says why it
+        # has no figures (check fails any expectation about it; compare lists its error).
+        complete = not self.cancel.is_set() and all(
+            isinstance(r, TrialResult | Skipped) for r in results
+        )
         measured = [
             (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
         ]

@@ -76,6 +76,8 @@ class Counters:
     late_packets_seen: int = 0  # for attempts already over
     unknown_packets_seen: int = 0  # for ports with no connection of ours
     bad_acks_seen: int = 0  # acknowledging something we never sent (an older attempt's)
+    requests_held: int = 0  # written while the server's window was 0: kept, not sent
+    window_probes_sent: int = 0  # persist-timer probes of a zero window
 
 
 class Wire(Protocol):
@@ -112,6 +114,8 @@ class Conn:
     outcome: Outcome = Outcome.SYN_TIMEOUT  # until something better is known
     notes: list[str] = field(default_factory=list)
     request_resent: float | None = None  # when we last sent the request again
+    snd_wnd: int = 65535  # the server's window, as its last segment advertised it
+    held: bool = False  # the request is written but waits for the window to open
 
     def take_ack(self, seg: Segment) -> None:
         """Move snd_una on to what `seg` acknowledges, if that is something we sent."""

@@ -24,7 +24,7 @@ from harness.attackers.packet.segments import (
 
 IPV4 = struct.Struct("!BxH2xHxB2x4s4s")  # version+ihl, total length, fragment, protocol, src, dst
 IPV6 = struct.Struct("!4xHB1x16s16s")  # payload length, next header, src, dst
-TCP_FIELDS = struct.Struct("!HHIIBB")  # sport dport seq ack offset flags
+TCP_FIELDS = struct.Struct("!HHIIBBH")  # sport dport seq ack offset flags window
 # The flag sets a server's TCP sends us in the normal course of things.
 USUAL_FLAGS = frozenset({SYN | ACK, ACK, PSH | ACK, FIN | ACK, FIN | PSH | ACK, RST, RST | ACK})
 PMTU_ICMP = {(4, 3, 4), (6, 2, 0)}  # "fragmentation needed" / "packet too big": not an error
@@ -60,7 +60,7 @@ class Decoder:
         src = self.sources.get(dest)
         if src is None or source != self.target:
             return None
-        sport, dport, seq, ack, offset, flags = TCP_FIELDS.unpack_from(data, start)
+        sport, dport, seq, ack, offset, flags, window = TCP_FIELDS.unpack_from(data, start)
         if sport != self.dport or not self.low <= dport <= self.high:
             return None
         if flags not in USUAL_FLAGS:
@@ -68,10 +68,10 @@ class Decoder:
         header = (offset >> 4) << 2
         payload = length - header
         if payload <= 0:
-            return Segment(t, src, dport, seq, ack, flags)
+            return Segment(t, src, dport, seq, ack, flags, window=window)
         begin = start + header
         head = data[begin : begin + min(payload, HEAD_BYTES)]
-        return Segment(t, src, dport, seq, ack, flags, payload, head)
+        return Segment(t, src, dport, seq, ack, flags, payload, head, window=window)
 
     def unusual(self, data: bytes, t: float) -> Segment | IcmpError | None:
         """scapy's reading of a packet the fast path does not take."""
@@ -99,7 +99,7 @@ class Decoder:
         head = bytes(tcp.payload)[: min(length, HEAD_BYTES)]
         flags = int(tcp.flags) & 0xFF
         odd = "" if flags in USUAL_FLAGS else str(tcp.flags)
-        return Segment(t, src, tcp.dport, tcp.seq, tcp.ack, flags, length, head, odd)
+        return Segment(t, src, tcp.dport, tcp.seq, tcp.ack, flags, length, head, odd, tcp.window)
 
     def _icmp(self, ip, t: float, src: int) -> IcmpError | None:
         from scapy.layers.inet import IPerror, TCPerror

@@ -63,6 +63,7 @@ class Event(enum.IntEnum):
     REQUEST_DUE = 9  # the handshake is done and request_delay has passed
     RTO = 10  # time to send the unacknowledged request or FIN again
     TIMEOUT = 11  # the client's own timeout
+    PROBE = 12  # the persist timer: time to probe the server's zero window again
 
 
 S, E = State, Event
@@ -93,6 +94,7 @@ TRANSITIONS: dict[tuple[State, Event], tuple[str, State]] = {
     (S.REQUESTED, E.ICMP): ("unreachable", S.ABORTED),
     (S.REQUESTED, E.ODD): ("note_odd", S.REQUESTED),
     (S.REQUESTED, E.RTO): ("resend_request", S.REQUESTED),
+    (S.REQUESTED, E.PROBE): ("probe_window", S.REQUESTED),
     (S.REQUESTED, E.TIMEOUT): ("give_up", S.GAVE_UP),
     (S.LAST_ACK, E.ACK): ("fin_acknowledged", S.CLOSED),
     (S.LAST_ACK, E.DATA): ("ack_again", S.LAST_ACK),
@@ -113,6 +115,7 @@ OPEN = frozenset({S.SYN_SENT, S.ESTABLISHED, S.REQUESTED})  # the attempt still 
 REFUSED = False  # an action's answer when its event does not apply after all
 
 RTO_MIN = 0.2  # Linux's minimum retransmission timeout
+PROBE_MAX = 120.0  # Linux's longest interval between zero-window probes (TCP_RTO_MAX)
 FIN_RETRIES = 3  # our FIN is sent again this often at most, then the connection is forgotten
 WINDOW = 65535  # how far past rcv_nxt an RST may start and still be for this connection
 
@@ -302,6 +305,7 @@ class Engine:
         if seg.ack != conn.snd_nxt:
             return self.reject_ack(conn, seg)  # a SYN-ACK for an older attempt on this port
         conn.rcv_nxt, conn.snd_una = seq_add(seg.seq, 1), seg.ack
+        conn.snd_wnd = seg.window
         conn.t_established = seg.t
         conn.deadline = conn.retry = 0  # the handshake's timers
         if conn.syns_sent == 1:  # Linux: RTO = srtt + 4 * rttvar = 3 * the first RTT
@@ -365,14 +369,37 @@ class Engine:
             conn.snd_nxt = seq_add(conn.snd_nxt, 1)
 
     def send_request(self, conn: Conn, _: None) -> None:
+        """The request is written (its timeout starts); it goes out if the window allows."""
         conn.t_request = self.now
+        conn.deadline = self.timers.add(self.now, self.settings.timeout, conn.slot, Event.TIMEOUT)
+        if conn.snd_wnd == 0:
+            # A zero window (a tarpit's): keep the request as a kernel's send buffer would, and
+            # probe the window on the persist timer (RFC 1122 4.2.2.17); volume only waits.
+            conn.held = True
+            self.counters.requests_held += 1
+            if not self.settings.request_delay:
+                self.out.ack(conn)  # the request would have completed the handshake
+            if self.profile.retransmits:
+                conn.retry = self.timers.add(self.now, conn.rto, conn.slot, Event.PROBE)
+            return
+        self._transmit_request(conn)
+
+    def _transmit_request(self, conn: Conn) -> None:
+        conn.held = False
         self.out.send(conn, Kind.REQUEST, seq_add(conn.iss, 1), conn.rcv_nxt)
         conn.snd_nxt = seq_add(conn.iss, 1 + self.settings.request_len)
         self.counters.requests_sent += 1
-        timers, now = self.timers, self.now
-        conn.deadline = timers.add(now, self.settings.timeout, conn.slot, Event.TIMEOUT)
         if self.profile.retransmits:
-            conn.retry = timers.add(now, conn.rto, conn.slot, Event.RTO)
+            conn.retry = self.timers.add(self.now, conn.rto, conn.slot, Event.RTO)
+        else:
+            conn.retry = 0
+
+    def probe_window(self, conn: Conn, _: None) -> None:
+        """Linux's zero-window probe (an empty ACK one byte back); the interval doubles."""
+        self.out.send(conn, Kind.ACK, seq_add(conn.snd_nxt, -1), conn.rcv_nxt)
+        self.counters.window_probes_sent += 1
+        conn.rto = min(2 * conn.rto, PROBE_MAX)
+        conn.retry = self.timers.add(self.now, conn.rto, conn.slot, Event.PROBE)
 
     def resend_request(self, conn: Conn, _: None) -> None:
         """Our request again (the whole of it), with exponential backoff."""
@@ -385,6 +412,9 @@ class Engine:
     def request_again(self, conn: Conn, seg: Segment) -> None:
         """The SYN-ACK again: our request, which also acknowledged it, did not arrive."""
         self._seen_again(conn)
+        if conn.held:  # the request waits for the window: only our ACK was lost
+            self.out.ack(conn)
+            return
         conn.request_resent = self.now
         self.out.send(conn, Kind.REQUEST, seq_add(conn.iss, 1), conn.rcv_nxt)
         self.counters.data_retransmits_sent += 1
@@ -398,6 +428,9 @@ class Engine:
 
     def acknowledged(self, conn: Conn, seg: Segment) -> None:
         conn.take_ack(seg)
+        conn.snd_wnd = seg.window
+        if conn.held and seg.window:  # the window opened: the request may go now
+            self._transmit_request(conn)
 
     def take_data(self, conn: Conn, seg: Segment) -> None:
         conn.take_ack(seg)

@@ -43,6 +43,7 @@ class Segment(NamedTuple):
     length: int = 0  # payload bytes
     head: bytes = b""  # the payload's first HEAD_BYTES
     odd: str = ""  # set when the flags are unusual: scapy's name for them
+    window: int = 65535  # the window the server advertises (0: a zero-window tarpit's)
 
 
 class IcmpError(NamedTuple):

@@ -28,6 +28,7 @@ __all__ = [
     "peer_for",
     "require",
     "skip_missing",
+    "skipped_error",
 ]
 
 _HAPROXY, _NGINX = HAProxy(), Nginx()
@@ -66,10 +67,16 @@ def require(spec: StrategySpec | None) -> None:
         raise EnvironmentProblem(missing_message(peer, [spec.name]))
 
 
-def skip_missing(specs: Iterable[StrategySpec], warn: Callable[[str], None]) -> set[str]:
-    """The names among `specs` whose peer software is missing, to be skipped, with one warning per
-    binary. An error instead when nothing would be left, or when the CI environment variable is
-    set: a CI that lost a package must not pass by skipping."""
+def skipped_error(peer: Peer) -> str:
+    """A skipped trial's error in summary.json: short, with the fix."""
+    return f"skipped: {peer.binary} is not installed (apt-get install {peer.package})"
+
+
+def skip_missing(specs: Iterable[StrategySpec], warn: Callable[[str], None]) -> dict[str, str]:
+    """The names among `specs` whose peer software is missing, to be skipped, each with its
+    skipped_error, and one warning per binary. An error instead when nothing would be left, or
+    when the CI environment variable is set: a CI that lost a package must not pass by
+    skipping."""
     specs = list(specs)
     missing: dict[Peer, list[str]] = {}
     for spec in specs:
@@ -77,7 +84,7 @@ def skip_missing(specs: Iterable[StrategySpec], warn: Callable[[str], None]) -> 
         if peer is not None and not peer.installed() and spec.name not in missing.get(peer, []):
             missing.setdefault(peer, []).append(spec.name)
     messages = [missing_message(peer, names) for peer, names in missing.items()]
-    skipped = {name for names in missing.values() for name in names}
+    skipped = {name: skipped_error(peer) for peer, names in missing.items() for name in names}
     if messages and os.environ.get("CI"):
         raise EnvironmentProblem("; ".join(messages) + " (CI is set: nothing is skipped)")
     if messages and all(spec.name in skipped for spec in specs):
