@@ -261,6 +261,7 @@ def test_missing_table_or_nft_is_a_clear_error(monkeypatch, tmp_path):
 BOTNET_BANS = ("blacklist", "fw-drop", "fw-reject", "fw-drop:where=router (via router)")
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 def test_botnet_of_200_addresses(tmp_path):
     path = find_scenario("botnet")

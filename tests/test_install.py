@@ -52,6 +52,7 @@ def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 @pytest.mark.timeout(300)
 def test_wheel_runs_the_seed_outside_the_repository(tmp_path):

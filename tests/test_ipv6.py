@@ -64,6 +64,7 @@ def _outcomes(kind: str, strategy: str, family: int) -> set[str]:
     return {a.outcome.value for a in result.attempts if a.t_request is not None}
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 def test_every_attacker_sees_the_same_classes_over_ipv6():
     cases = [(k, s, f) for k in ATTACKERS for s in ("graceful", "repair") for f in (4, 6)]

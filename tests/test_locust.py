@@ -304,6 +304,7 @@ def test_sigterm_stops_cleanly_and_keeps_what_was_measured(when):
         assert wait_until(lambda: not locust_processes(), timeout=10), locust_processes()
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 @pytest.mark.timeout(120)
 def test_locust_web_ui_shows_the_attack_live():
@@ -324,6 +325,7 @@ def test_locust_web_ui_shows_the_attack_live():
         assert b"http://127.0.0.1:8089/" in stderr
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 @pytest.mark.timeout(240)
 def test_scenario_with_locust_reports_per_worker_rates(tmp_path):
@@ -350,6 +352,7 @@ def test_scenario_with_locust_reports_per_worker_rates(tmp_path):
 # many machines: a lab host plays the server outside the lab
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 @pytest.mark.timeout(240)
 def test_remote_target_recipe_with_server_samples(tmp_path):

@@ -104,6 +104,7 @@ def peers(tmp_path_factory):
     return run("peers", tmp_path_factory.mktemp("reports"), duration=4)
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 def test_peers_are_ranked_with_the_reference_strategies(peers):
     _, rows = peers
@@ -123,6 +124,7 @@ def test_peers_are_ranked_with_the_reference_strategies(peers):
     assert claimed["attacker_trapped_s_claimed"] >= claimed["attacker_connected_s"]
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 def test_peers_configs_and_claims_stay_with_the_run(peers):
     outcome, _ = peers
@@ -146,6 +148,7 @@ def test_fd_exhaustion_only_never_stops_serving(tmp_path):
             assert row.legit_success_rate >= 0.95, (name, row.legit_success_rate)
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 def test_read_first_shows_the_trap(tmp_path):
     _, rows = run("read-first", tmp_path, duration=6)
@@ -154,6 +157,7 @@ def test_read_first_shows_the_trap(tmp_path):
     assert set(late["outcomes"]) == {"rst"}
 
 
+@pytest.mark.slow  # a scenario-length run: `pytest -m slow`
 @pytest.mark.needs_lab
 def test_ttl_drop_needs_the_router(tmp_path):
     _, rows = run("ttl-drop", tmp_path, duration=6)
