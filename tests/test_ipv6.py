@@ -30,6 +30,7 @@ def test_lab_addresses_are_canonical():
     assert Addressing(1, True).defender(6) == "2001:2:0:101::2"
 
 
+@pytest.mark.slow  # the probe tests cover each strategy over IPv6 in the default suite
 @pytest.mark.needs_lab
 def test_probe_classes_match_over_both_families():
     # A process of its own: its first lab is lab 0, whose IPv6 addresses are the ones that
