@@ -13,7 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # ITS NAME ELSEWHERE: ID=name or ID:VERSION_ID=name, with ID and VERSION_ID from /etc/os-release
 # (a version's entry wins); `-` where that system has no such package. NEED: required (setup.sh
 # fails without it), optional (it says what goes without), or browser (skipped when a Chrome or
-# Chromium already runs, see harness/attackers/chromium.py). Python packages go in pyproject.toml (its
+# Chromium already runs, see closebench/attackers/chromium.py). Python packages go in pyproject.toml (its
 # extras test and locust are installed below).
 PACKAGES='
 iproute2     |                              | required | the lab (ip)
@@ -85,7 +85,7 @@ list_packages() {
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-find_browser() { command -v python3 >/dev/null && python3 "$here/harness/attackers/chromium.py" 2>/dev/null; }
+find_browser() { command -v python3 >/dev/null && python3 "$here/closebench/attackers/chromium.py" 2>/dev/null; }
 
 # Fills `wanted` (the names to install here) and `lacking` ("package (reason)|why" of those this
 # system has no package for).

@@ -1,3 +1,7 @@
-"""closebench: what each way of getting rid of an abusive TCP client costs both sides."""
+"""closebench 0.1's package name, kept for one release: every `harness.*` is `closebench.*`."""
 
-__version__ = "0.1.0"
+import sys
+
+from closebench.deprecated_names import alias
+
+sys.modules[__name__] = alias("harness", "closebench")

@@ -19,13 +19,13 @@ import errno
 import os
 from typing import NamedTuple
 
-from harness.attackers.packet.config import ChildConfig
-from harness.attackers.packet.connection import Conn, Profile, Settings
-from harness.attackers.packet.engine import Engine
-from harness.attackers.packet.records import Relay, attempt_line
-from harness.attackers.packet.segments import IcmpError, Kind, Segment
-from harness.attackers.policy import Policy
-from harness.core.outcomes import Attempt
+from closebench.attackers.packet.child_config import ChildConfig
+from closebench.attackers.packet.child_output import Relay, attempt_line
+from closebench.attackers.packet.connection import Conn, Profile, Settings
+from closebench.attackers.packet.engine import Engine
+from closebench.attackers.packet.segments import IcmpError, Kind, Segment
+from closebench.attackers.policy import Policy
+from closebench.core.outcomes import Attempt
 
 REQUEST = b"GET /spam HTTP/1.1\r\nHost: lab\r\n\r\n"
 SOURCES = ("198.18.0.1", "198.18.0.5")

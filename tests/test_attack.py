@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.attackers.policy import Policy
-from harness.defender import ServerConfig
-from harness.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
-from servers.strategies import parse_spec
+from closebench.attackers.policy import Policy
+from closebench.defender import ServerConfig
+from closebench.servers.strategies import parse_spec
+from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 
 T = 2.0  # the attacker's timeout: short, so a silent strategy shows within a few seconds
 SEED_POLICY = Policy(timeout=T, reconnect=True, concurrency=2, duration=5.0)
@@ -175,7 +175,7 @@ def test_every_connection_of_a_command_is_an_attempt():
 
 def closebench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "closebench.cli", *args], capture_output=True, text=True, timeout=60
     )
 
 

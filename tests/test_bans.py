@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from harness.attackers.kernel import KernelSpammer
-from harness.attackers.policy import Policy, Target
-from harness.core.errors import EnvironmentProblem, LabError, UsageError
-from harness.core.outcomes import Attempt, Outcome
-from harness.core.summary import summarize_bans
-from harness.defender import Defender, ServerConfig, firewall
-from harness.lab import Lab
-from harness.results.records import run_records
-from harness.trials.probe import Probe, ProbeCase, ProbeResult
-from harness.trials.runner import Runner
-from harness.trials.scenario import find_scenario, load_scenario
-from servers.bans import BanBook, BanPolicy, ruleset
-from servers.strategies import parse_spec
+from closebench.attackers.kernel import KernelSpammer
+from closebench.attackers.policy import Policy, Target
+from closebench.core.errors import EnvironmentProblem, LabError, UsageError
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.core.summary import summarize_bans
+from closebench.defender import Defender, ServerConfig, firewall
+from closebench.lab import Lab
+from closebench.results.records import run_records
+from closebench.servers.bans import BanBook, BanPolicy, ruleset
+from closebench.servers.strategies import parse_spec
+from closebench.trials.probe import Probe, ProbeCase, ProbeResult
+from closebench.trials.runner import Runner
+from closebench.trials.scenario import find_scenario, load_scenario
 
 PORT = 8080
 
@@ -242,7 +242,7 @@ def test_ban_on_the_router_leaves_host_and_defender_firewalls_alone():
 @pytest.mark.needs_lab
 def test_missing_table_or_nft_is_a_clear_error(monkeypatch, tmp_path):
     with Lab() as lab:
-        server = [sys.executable, "-m", "servers.reference", "--strategy", "fw-drop"]
+        server = [sys.executable, "-m", "closebench.servers.reference", "--strategy", "fw-drop"]
         with pytest.raises(LabError, match=f"no nftables set inet {firewall.TABLE} drop4"):
             lab.defender.run(server)
         with pytest.raises(LabError, match="nft is not installed"):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.attackers.browser import BrowserClient
-from harness.attackers.policy import Policy
-from harness.core.errors import EnvironmentProblem
-from harness.defender import ServerConfig
-from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
-from servers.strategies import parse_spec
+from closebench.attackers.browser import BrowserClient
+from closebench.attackers.policy import Policy
+from closebench.core.errors import EnvironmentProblem
+from closebench.defender import ServerConfig
+from closebench.servers.strategies import parse_spec
+from closebench.trials.trial import AttackerSpec, TrialConfig, run_trial
 
 
 def browse(strategy: str, timeout: float, page_loads: int):

@@ -16,7 +16,7 @@ from tests.conftest import our_keepers, wait_until
 
 def closebench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "closebench.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -99,7 +99,7 @@ def test_user_command_is_probed():
 @pytest.mark.needs_lab
 def test_kill_9_of_a_running_probe_leaves_nothing():
     probe = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "probe", "-s", "never", "--timeout", "60"],
+        [sys.executable, "-m", "closebench.cli", "probe", "-s", "never", "--timeout", "60"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -122,7 +122,7 @@ def test_kill_9_of_a_running_probe_leaves_nothing():
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_cleanly(stop):
     probe = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "probe", "-s", "never", "--timeout", "60"],
+        [sys.executable, "-m", "closebench.cli", "probe", "-s", "never", "--timeout", "60"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -171,7 +171,7 @@ def _descendants(ancestor: int, matches) -> list[psutil.Process]:
 
 
 def _reference_servers(ancestor: int) -> list[psutil.Process]:
-    return _descendants(ancestor, lambda argv: argv[1:3] == ["-m", "servers.reference"])
+    return _descendants(ancestor, lambda argv: argv[1:3] == ["-m", "closebench.servers.reference"])
 
 
 def _tcpdumps(ancestor: int) -> list[psutil.Process]:
@@ -183,7 +183,7 @@ def _tcpdumps(ancestor: int) -> list[psutil.Process]:
 def test_probe_inside_a_user_namespace():
     # What an ordinary user gets: closebench re-executes itself like this when not root.
     command = ["unshare", "-Urnm", "--", "env", "CLOSEBENCH_IN_USERNS=1", sys.executable]
-    command += ["-m", "harness.cli", "probe", "-s", "rst", "-s", "repair", "--timeout", "2"]
+    command += ["-m", "closebench.cli", "probe", "-s", "rst", "-s", "repair", "--timeout", "2"]
     result = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     outcomes = {r["strategy"]: r["outcome"] for r in json.loads(result.stdout)["results"]}

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.core.errors import UsageError
-from harness.results.check import ALIASES, TABLE_KEYS, TOP_LEVEL_KEYS, load_expectations
-from harness.results.compare import compare_runs
-from harness.results.run_directory import load_run
-from harness.results.schema import SUMMARY_SCHEMA, TrialRow
-from harness.results.summary_figures import FIGURE_BY_NAME, FIGURES, KNOWN_FIGURES
+from closebench.cli import main
+from closebench.core.errors import UsageError
+from closebench.results.check import ALIASES, TABLE_KEYS, TOP_LEVEL_KEYS, load_expectations
+from closebench.results.compare import compare_runs
+from closebench.results.run_directory import load_run
+from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
+from closebench.results.summary_figures import FIGURE_BY_NAME, FIGURES, KNOWN_FIGURES
 
 SAMPLE = Path(__file__).parent / "data" / "20261129-215532-report-sample"
 
@@ -52,7 +52,7 @@ LOUD.update(hang_p95_s=0.0, hang_max_s=0.001, outcomes={"fin": 300}, attacker_se
 
 
 def row(trial: str, strategy: str | None = None, **figures) -> dict:
-    """A summary row with every schema field, as harness.trials.runner writes it."""
+    """A summary row with every schema field, as closebench.trials.runner writes it."""
     base = TrialRow(trial, strategy or trial.split(" ")[0], False, True, None, 30.0)
     return dataclasses.replace(base, **{**HEALTHY, **figures}).to_dict()
 
@@ -485,7 +485,7 @@ def test_compare_bad_input_is_exit_2(capsys, tmp_path):
 def test_check_as_a_command_exit_codes(tmp_path, good, bad):
     """As CI runs it: the installed module, real exit statuses."""
     text = expect(tmp_path, REPAIR_SILENT)
-    command = [sys.executable, "-m", "harness.cli", "check"]
+    command = [sys.executable, "-m", "closebench.cli", "check"]
     for run, status in ((good, 0), (bad, 1)):
         result = subprocess.run([*command, str(run), "--expect", text], capture_output=True)
         assert result.returncode == status, result.stdout + result.stderr
@@ -496,8 +496,8 @@ def test_check_as_a_command_exit_codes(tmp_path, good, bad):
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> Path:
-    from harness.trials.runner import Runner
-    from harness.trials.scenario import find_scenario, load_scenario
+    from closebench.trials.runner import Runner
+    from closebench.trials.scenario import find_scenario, load_scenario
 
     path = find_scenario("read-first")
     scenario, text, digest = load_scenario(path)

@@ -11,10 +11,10 @@ import threading
 
 import pytest
 
-from harness.attackers.conversation import conversation, drive_blocking, new_attempt
-from harness.attackers.kernel import KernelSpammer
-from harness.attackers.policy import Policy, Target
-from harness.core.outcomes import Attempt, Outcome
+from closebench.attackers.conversation import conversation, drive_blocking, new_attempt
+from closebench.attackers.kernel import KernelSpammer
+from closebench.attackers.policy import Policy, Target
+from closebench.core.outcomes import Attempt, Outcome
 
 TIMEOUT = 0.5
 

@@ -6,10 +6,10 @@ import errno
 
 import pytest
 
-from harness.attackers.packet.connection import Profile
-from harness.attackers.packet.engine import FIN_RETRIES, OPEN, TRANSITIONS, Engine, Event, State
-from harness.attackers.packet.segments import ACK, FIN, PSH, RST, SYN, Kind, seq_add
-from harness.core.outcomes import Outcome
+from closebench.attackers.packet.connection import Profile
+from closebench.attackers.packet.engine import FIN_RETRIES, OPEN, TRANSITIONS, Engine, Event, State
+from closebench.attackers.packet.segments import ACK, FIN, PSH, RST, SYN, Kind, seq_add
+from closebench.core.outcomes import Outcome
 from tests.playbook import HIGH, LOW, REQUEST, START, Playbook
 
 SERVER_ISN = 5000
@@ -217,7 +217,7 @@ def test_retransmitted_syn_ack_gets_the_request_again_not_a_new_attempt():
 
 def test_an_rst_to_our_resent_request_leaves_it_silent():
     # The server dropped the socket before acknowledging the request, without a word: only our
-    # retransmission draws the RST of a socket that is gone (harness/wire/pcap.py's one rule).
+    # retransmission draws the RST of a socket that is gone (closebench/wire/pcap.py's one rule).
     play = Playbook(timeout=5.0)
     conn = established(play, rtt=0.1)
     play.later(0.31)
@@ -368,9 +368,9 @@ def test_slots_are_reused_oldest_first_and_sources_take_turns():
     assert play.engine.open() is None  # every slot is in use
 
 
-# A zero-window tarpit (servers/zero_window.py): a SYN-ACK advertising a window of 0, and an ACK
-# of the SYN alone, still with a window of 0, to each probe. Like a kernel, the engine keeps its
-# request, probes the window with backoff and waits out its own timeout.
+# A zero-window tarpit (closebench/servers/zero_window.py): a SYN-ACK advertising a window of 0, and
+# an ACK of the SYN alone, still with a window of 0, to each probe. Like a kernel, the engine keeps
+# its request, probes the window with backoff and waits out its own timeout.
 def test_a_zero_window_holds_the_request_and_probes_until_the_timeout():
     play = Playbook(timeout=5.0)
     conn = play.connect()

@@ -15,21 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from harness.attackers.policy import Policy
-from harness.core.errors import UsageError
-from harness.core.file_names import unique_names
-from harness.results.records import run_records
-from harness.results.report import build_report
-from harness.results.run_directory import load_run
-from harness.trials.runner import Runner
-from harness.trials.scenario import find_scenario, load_scenario
-from harness.wire.pcap import Endpoint, connections
-from servers.strategies import parse_spec
+from closebench.attackers.policy import Policy
+from closebench.core.errors import UsageError
+from closebench.core.file_names import unique_names
+from closebench.results.records import run_records
+from closebench.results.report import build_report
+from closebench.results.run_directory import load_run
+from closebench.servers.strategies import parse_spec
+from closebench.trials.runner import Runner
+from closebench.trials.scenario import find_scenario, load_scenario
+from closebench.wire.pcap import Endpoint, connections
 from tests.conftest import our_keepers, wait_until
 
 RUN = Path(__file__).parent / "data" / "20261129-215532-report-sample"
 ROOT = Path(__file__).resolve().parent.parent
-CLOSEBENCH = [sys.executable, "-m", "harness.cli"]
+CLOSEBENCH = [sys.executable, "-m", "closebench.cli"]
 WARNING = "closebench: warning: "
 
 
@@ -87,7 +87,7 @@ def test_full_disk_stops_the_run_and_keeps_what_was_written(tmp_path):
     kept.mkdir()
     script = """
         mount -t tmpfs -o size=16m closebench-test "$MOUNT" || exit 99
-        "$PYTHON" -m harness.cli run seed --out "$MOUNT/reports"
+        "$PYTHON" -m closebench.cli run seed --out "$MOUNT/reports"
         status=$?
         cp -a "$MOUNT/reports/." "$KEPT/"
         exit $status
@@ -172,9 +172,9 @@ def test_read_only_out_and_run_directory(tmp_path):
     script = """
         mount -t tmpfs -o size=8m closebench-test "$MOUNT" || exit 99
         cp -r "$RUN" "$MOUNT/run" && mount -o remount,ro "$MOUNT" || exit 99
-        "$PYTHON" -m harness.cli run seed --out "$MOUNT/reports"
+        "$PYTHON" -m closebench.cli run seed --out "$MOUNT/reports"
         echo "status $?" >&2
-        "$PYTHON" -m harness.cli report "$MOUNT/run"
+        "$PYTHON" -m closebench.cli report "$MOUNT/run"
         echo "status $?" >&2
     """
     command = in_own_mounts(script, MOUNT=str(mount), RUN=str(RUN), PYTHON=sys.executable)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.trials.scenario import SCENARIO_DIR
+from closebench.trials.scenario import SCENARIO_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a checkout has that a wheel must not depend on (nor carry).
@@ -22,12 +22,12 @@ def test_scenarios_have_one_source():
     """The top-level scenarios/ is a link into the package, so the two cannot drift apart."""
     top = ROOT / "scenarios"
     assert top.is_symlink() and top.resolve() == SCENARIO_DIR.resolve()
-    assert SCENARIO_DIR.is_relative_to(ROOT / "harness")
+    assert SCENARIO_DIR.is_relative_to(ROOT / "closebench")
 
 
 def test_scenarios_command_lists_every_shipped_scenario():
     result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "scenarios"],
+        [sys.executable, "-m", "closebench.cli", "scenarios"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -38,7 +38,7 @@ def test_scenarios_command_lists_every_shipped_scenario():
         [line] = [line for line in lines if line.split()[:1] == [path.stem]]
         assert len(line.split()) > 3, f"{path.stem} has no description"
     printed = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "scenarios", "seed"],
+        [sys.executable, "-m", "closebench.cli", "scenarios", "seed"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -77,11 +77,20 @@ def test_wheel_runs_the_seed_outside_the_repository(tmp_path):
         return _run([closebench, *args], cwd=elsewhere, env=environment, timeout=180)
 
     where = _run(
-        [str(venv / "bin" / "python"), "-c", "import harness, servers; print(harness.__file__)"],
+        [str(venv / "bin" / "python"), "-c", "import closebench; print(closebench.__file__)"],
         cwd=elsewhere,
         env=environment,
     )
-    assert Path(where.stdout.strip()).is_relative_to(venv)  # not the checkout's harness/
+    assert Path(where.stdout.strip()).is_relative_to(venv)  # not the checkout's closebench/
+    # One top-level package: the wheel puts closebench and its metadata into site-packages, no
+    # generic names (harness/ and servers/ stay in the checkout, for the old import names).
+    [site_packages] = (venv / "lib").glob("python3*/site-packages")
+    installed = _run([*pip, "show", "-f", "closebench"]).stdout
+    tops = {line.strip().split("/")[0] for line in installed.split("Files:")[1].splitlines()}
+    assert {top for top in tops if top and not top.endswith(".dist-info") and top != ".."} == {
+        "closebench"
+    }, tops
+    assert not (site_packages / "harness").exists() and not (site_packages / "servers").exists()
     assert "seed" in user_runs("scenarios").stdout
     user_runs("run", "seed", "--duration", "2")
     summary = json.loads((elsewhere / "reports" / "latest" / "summary.json").read_text())

@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.attackers import ATTACKERS
-from harness.attackers.policy import Policy
-from harness.defender import ServerConfig
-from harness.lab import Addressing
-from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
-from servers.strategies import parse_spec
+from closebench.attackers import ATTACKERS
+from closebench.attackers.policy import Policy
+from closebench.defender import ServerConfig
+from closebench.lab import Addressing
+from closebench.servers.strategies import parse_spec
+from closebench.trials.trial import AttackerSpec, TrialConfig, run_trial
 
 EXPECTED = {"graceful": {"fin"}, "repair": {"silent"}, "rst": {"rst"}}
 
@@ -38,7 +38,7 @@ def test_probe_classes_match_over_both_families():
     by_family = {}
     for flag in ([], ["--ipv6"]):
         result = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "probe", *flag, "--timeout", "2", "--json"]
+            [sys.executable, "-m", "closebench.cli", "probe", *flag, "--timeout", "2", "--json"]
             + [arg for name in EXPECTED for arg in ("-s", name)],
             capture_output=True,
             text=True,

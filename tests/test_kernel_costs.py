@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness.defender.metrics import KERNEL_GAVE_UP, DefenderCost, DefenderSampler, defender_cost
+from closebench.defender.metrics import KERNEL_GAVE_UP, DefenderCost, DefenderSampler, defender_cost
 from tests.conftest import wait_until
 
 PORT = 8090

@@ -11,7 +11,7 @@ import textwrap
 import psutil
 import pytest
 
-from harness.lab import Lab
+from closebench.lab import Lab
 from tests.conftest import namespaces_in_use, our_keepers, wait_until
 
 
@@ -108,7 +108,7 @@ def test_exception_inside_lab_leaves_nothing():
 HOLD_A_LAB = textwrap.dedent(
     """
     import sys, time
-    from harness.lab import Lab
+    from closebench.lab import Lab
     lab = Lab(routed=True)
     lab.defender.spawn(["sleep", "600"])
     lab.attacker.spawn(["sleep", "600"])

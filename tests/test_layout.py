@@ -1,4 +1,4 @@
-"""The layout: each folder of harness/ is one stage and imports only the stages below it, no
+"""The layout: each folder of closebench/ is one stage and imports only the stages below it, no
 module imports itself back through another (no import cycle), and no module runs past 500 lines
 without saying why. Read from the source (ast): no import is run, and an import inside a function
 or under `if TYPE_CHECKING:` counts like any other."""
@@ -7,23 +7,26 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("harness", "servers")
+PACKAGES = ("closebench",)
 # Bottom to top: a module may import its own stage and the stages of a lower rank only.
 STAGES = {
-    "servers": 0,  # the reference servers: nothing of harness
-    "harness": 0,  # the package itself: its version
-    "harness.core": 1,
-    "harness.wire": 2,
-    "harness.lab": 3,
-    "harness.defender": 4,
-    "harness.attackers": 4,  # beside the defender: neither imports the other
-    "harness.results": 5,
-    "harness.trials": 6,
-    "harness.cli": 7,
-    "harness.pytest_plugin": 7,
+    "closebench.servers": 0,  # the reference servers: nothing else of closebench
+    "closebench": 0,  # the package itself (its __init__ only): its version
+    "closebench.deprecated_names": 0,  # the old import names, for one release
+    "closebench.core": 1,
+    "closebench.wire": 2,
+    "closebench.lab": 3,
+    "closebench.defender": 4,
+    "closebench.attackers": 4,  # beside the defender: neither imports the other
+    "closebench.results": 5,
+    "closebench.trials": 6,
+    "closebench.cli": 7,
+    "closebench.pytest_plugin": 7,
 }
 MAX_LINES = 500
 REASON = "over 500 lines"  # what a longer module's docstring says, with why
@@ -68,8 +71,13 @@ def graph() -> dict[str, set[str]]:
     return {name: imports(name, path, set(found)) for name, path in found.items()}
 
 
-def stage(module: str) -> str:
-    return max((s for s in STAGES if module == s or module.startswith(s + ".")), key=len)
+def stage(module: str) -> str | None:
+    """The stage a module belongs to: the longest stage name it is or is inside of (the package
+    root counts only for itself), None for a module outside every stage."""
+    matches = [
+        s for s in STAGES if module == s or (s != "closebench" and module.startswith(s + "."))
+    ]
+    return max(matches, key=len, default=None)
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -110,10 +118,10 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_import_graph_is_read():
     edges = graph()
     # A sample of edges the code base has: the walk sees lazy and TYPE_CHECKING imports too.
-    assert "harness.lab.hosts" in edges["harness.lab.topology"]
-    assert "harness.results.run_directory" in edges["harness.results.report.render"]
-    assert "harness.lab.topology" in edges["harness.lab"]  # under TYPE_CHECKING
-    assert "harness.trials.runner" in edges["harness.cli.commands"]  # inside a function
+    assert "closebench.lab.hosts" in edges["closebench.lab.topology"]
+    assert "closebench.results.run_directory" in edges["closebench.results.report.render"]
+    assert "closebench.lab.topology" in edges["closebench.lab"]  # under TYPE_CHECKING
+    assert "closebench.trials.runner" in edges["closebench.cli.commands"]  # inside a function
 
 
 def test_no_import_cycle():
@@ -136,8 +144,18 @@ def test_every_stage_imports_only_stages_below_it():
 
 
 def test_every_module_belongs_to_a_stage():
-    assert all(stage(module) for module in modules())
+    assert [module for module in modules() if stage(module) is None] == []
     assert set(STAGES) <= set(modules())
+    assert stage("closebench.nowhere") is None  # a new top-level module needs a stage
+
+
+def test_no_two_modules_share_a_file_name():
+    """A name says what a module is: `records.py` twice makes a reader ask which."""
+    names: dict[str, list[str]] = {}
+    for module, path in modules().items():
+        if path.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(path.name, []).append(module)
+    assert {name: found for name, found in names.items() if len(found) > 1} == {}
 
 
 def test_long_modules_say_why():
@@ -155,7 +173,35 @@ def test_every_path_the_readme_names_exists():
     them pointing at nothing."""
     readme = (ROOT / "README.md").read_text()
     # tests/ is left out: the CI snippet for other projects names their tests, not ours.
-    named = set(re.findall(r"\b((?:harness|servers)/[\w./-]*\w)", readme))
-    assert "harness/core/outcomes.py" in named
+    named = set(re.findall(r"\b(closebench/[\w./-]*\w)", readme))
+    assert "closebench/core/outcomes.py" in named
     missing = sorted(p for p in named if not (ROOT / p).exists())
     assert missing == []
+
+
+def test_the_old_import_names_still_work_and_warn():
+    """harness.* and servers.* (closebench 0.1) import the same module objects, with a warning."""
+    code = (
+        "import warnings; warnings.simplefilter('error', FutureWarning)\n"
+        "try:\n    import harness.pytest_plugin\nexcept FutureWarning as w:\n    print(w)\n"
+        "warnings.simplefilter('ignore')\n"
+        "import harness.pytest_plugin, closebench.pytest_plugin, servers.strategies\n"
+        "import closebench.servers.strategies as s\n"
+        "print(harness.pytest_plugin is closebench.pytest_plugin, servers.strategies is s)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    warning, same = result.stdout.splitlines()
+    assert "harness is now closebench" in warning and "CHANGELOG.md" in warning
+    assert same == "True True"
+    server = subprocess.run(
+        [sys.executable, "-m", "servers.reference", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert server.returncode == 0 and "--strategy" in server.stdout
+    assert "servers.reference is now closebench.servers.reference" in server.stderr

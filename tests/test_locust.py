@@ -24,18 +24,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.attackers.policy import Policy
-from harness.defender import Defender, ServerConfig
-from harness.lab import Lab
-from harness.trials.runner import Runner
-from harness.trials.scenario import find_scenario, load_scenario
-from harness.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
-from harness.wire.pcap import Endpoint, connections
-from servers.strategies import parse_spec
+from closebench.attackers.policy import Policy
+from closebench.defender import Defender, ServerConfig
+from closebench.lab import Lab
+from closebench.servers.strategies import parse_spec
+from closebench.trials.runner import Runner
+from closebench.trials.scenario import find_scenario, load_scenario
+from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
+from closebench.wire.pcap import Endpoint, connections
 from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-CLOSEBENCH = [sys.executable, "-m", "harness.cli"]
+CLOSEBENCH = [sys.executable, "-m", "closebench.cli"]
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ def locust_processes() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
-        if "harness.attackers.locust." not in cmdline and "locustfile.py" not in cmdline:
+        if "closebench.attackers.locust." not in cmdline and "locustfile.py" not in cmdline:
             continue
         try:
             if process.ppid() == 1 or any(p.pid == os.getpid() for p in process.parents()):
@@ -125,7 +125,7 @@ def test_locust_options_need_the_engine():
 
 
 def test_missing_extra_names_it():
-    hide = "import sys; sys.modules['locust'] = None; from harness.cli import main; "
+    hide = "import sys; sys.modules['locust'] = None; from closebench.cli import main; "
     argv = ["attack", "-s", "graceful", "--engine", "locust"]
     result = subprocess.run(
         [sys.executable, "-c", hide + f"sys.exit(main({argv!r}))"], capture_output=True, text=True
@@ -268,7 +268,7 @@ def _worker_process(host_role: str) -> psutil.Process:
     """The Locust worker running in the lab host `host_role` (not its launcher, lab/nsexec.py)."""
     for process in locust_processes():
         cmdline = process.cmdline()
-        if cmdline[1:3] == ["-m", "harness.attackers.locust.worker"] and host_role in cmdline:
+        if cmdline[1:3] == ["-m", "closebench.attackers.locust.worker"] and host_role in cmdline:
             return process
     raise AssertionError(f"no worker in {host_role}")
 

@@ -8,14 +8,14 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, IPv6
 
-from harness.attackers.packet import templates
-from harness.attackers.packet.connection import Profile
-from harness.attackers.packet.decode import Decoder
-from harness.attackers.packet.loop import Pacer
-from harness.attackers.packet.segments import ACK, FIN, PSH, RST, SYN, IcmpError, Kind, Segment
-from harness.attackers.packet.wire import compile_bpf, reply_filter
-from harness.attackers.policy import Policy
-from harness.core.outcomes import Outcome
+from closebench.attackers.packet import templates
+from closebench.attackers.packet.connection import Profile
+from closebench.attackers.packet.decode import Decoder
+from closebench.attackers.packet.loop import Pacer
+from closebench.attackers.packet.raw_sockets import compile_bpf, reply_filter
+from closebench.attackers.packet.segments import ACK, FIN, PSH, RST, SYN, IcmpError, Kind, Segment
+from closebench.attackers.policy import Policy
+from closebench.core.outcomes import Outcome
 from tests.playbook import Playbook
 
 CLIENT4, SERVER4 = "198.18.0.1", "198.19.0.2"
@@ -159,8 +159,8 @@ def test_pacer_keeps_the_window_the_rate_and_the_bounds():
 
 
 def test_profiles_of_the_two_attackers():
-    from harness.attackers.scapy_spammer import ScapySpammer
-    from harness.attackers.volume import VolumeAttacker
+    from closebench.attackers.scapy_spammer import ScapySpammer
+    from closebench.attackers.volume import VolumeAttacker
 
     assert ScapySpammer.profile == Profile(give_up=Kind.RST_ACK, retransmits=True)
     assert VolumeAttacker.profile == Profile(give_up=Kind.FIN, retransmits=False)

@@ -10,17 +10,17 @@ import subprocess
 
 import pytest
 
-from harness.attackers.policy import Policy
-from harness.core.errors import EnvironmentProblem
-from harness.core.outcomes import Attempt, Outcome
-from harness.defender import Defender, ServerConfig
-from harness.defender.metrics import ProcessTree, descendants
-from harness.defender.peers import PEERS, Peer, PeerSetup, peer_for, require, skip_missing
-from harness.defender.peers.endlessh import claims_against, parse_log
-from harness.defender.peers.nginx import request_rate
-from harness.trials.probe import Probe, ProbeCase
-from harness.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
-from servers.strategies import PEER_STRATEGIES, parse_spec
+from closebench.attackers.policy import Policy
+from closebench.core.errors import EnvironmentProblem
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.defender import Defender, ServerConfig
+from closebench.defender.metrics import ProcessTree, descendants
+from closebench.defender.peers import PEERS, Peer, PeerSetup, peer_for, require, skip_missing
+from closebench.defender.peers.endlessh import claims_against, parse_log
+from closebench.defender.peers.nginx import request_rate
+from closebench.servers.strategies import PEER_STRATEGIES, parse_spec
+from closebench.trials.probe import Probe, ProbeCase
+from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 
 
 def skip_missing_peer(spec) -> None:

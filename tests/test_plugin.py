@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from harness import pytest_plugin
+from closebench import pytest_plugin
 
 pytest_plugins = ["pytester"]
 
@@ -15,7 +15,8 @@ pytest_plugins = ["pytester"]
 USER_TESTS = """
 import sys
 
-COMMAND = [sys.executable, "-m", "servers.reference", "--strategy", "repair", "--port", "8081"]
+COMMAND = [sys.executable, "-m", "closebench.servers.reference", "--strategy", "repair"]
+COMMAND += ["--port", "8081"]
 
 
 def test_probe_their_server(closebench_probe):
@@ -44,7 +45,7 @@ def test_lab(closebench_lab):
 def test_entry_point_is_installed():
     """pytest finds the plugin through the pytest11 entry point (reinstall: pip install -e .)."""
     [entry] = [e for e in entry_points(group="pytest11") if e.name == "closebench"]
-    assert entry.value == "harness.pytest_plugin"
+    assert entry.value == "closebench.pytest_plugin"
 
 
 @pytest.mark.needs_lab
@@ -55,7 +56,7 @@ def test_fixtures_in_a_users_suite(pytester):
 
 
 def test_without_privileges_skips_or_fails_in_ci(monkeypatch):
-    monkeypatch.setattr("harness.lab.privileges.has_capability", lambda bit: False)
+    monkeypatch.setattr("closebench.lab.privileges.has_capability", lambda bit: False)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="CAP_NET_ADMIN"):
         pytest_plugin.require_lab()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.core.outcomes import Outcome
-from harness.defender import ServerConfig
-from harness.trials.probe import Probe, ProbeCase, ProbeResult, default_cases
-from servers.strategies import STRATEGIES, parse_spec
+from closebench.core.outcomes import Outcome
+from closebench.defender import ServerConfig
+from closebench.servers.strategies import STRATEGIES, parse_spec
+from closebench.trials.probe import Probe, ProbeCase, ProbeResult, default_cases
 from tests.test_peers import skip_missing_peer
 
 TIMEOUT = 5.0  # above the 3 s default delays, below the default 10 s to keep the suite short
@@ -30,7 +30,7 @@ EXPECTED = {
     "blacklist": (Outcome.RST, False),
     "fw-drop": (Outcome.RST, False),
     "fw-reject": (Outcome.RST, False),
-    # Peers: real HAProxy, nginx and endlessh (harness/defender/peers/).
+    # Peers: real HAProxy, nginx and endlessh (closebench/defender/peers/).
     "haproxy-silent-drop": (Outcome.SILENT, False),
     # Without CAP_NET_ADMIN silent-drop sends an RST with TTL 1: on a direct link it arrives.
     "haproxy-silent-drop:net_admin=false": (Outcome.RST, False),

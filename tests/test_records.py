@@ -13,11 +13,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from harness.cli import main
-from harness.core.addresses import canonical, same
-from harness.core.outcomes import Attempt, Outcome
-from harness.core.summary import summarize
-from harness.results.records import (
+from closebench.cli import main
+from closebench.core.addresses import canonical, same
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.core.summary import summarize
+from closebench.results.records import (
     ATTEMPT_SCHEMA,
     AttemptWriter,
     DamagedAttempts,
@@ -28,7 +28,7 @@ from harness.results.records import (
     write_attempts_file,
     write_records,
 )
-from harness.wire.pcap import Endpoint
+from closebench.wire.pcap import Endpoint
 
 T0 = 1_800_000_000.0  # Unix times: sub-microsecond differences are float noise
 
@@ -108,7 +108,7 @@ def test_runs_are_counted_from_the_command_attackers_report():
     assert (summary.attempts_per_s, summary.runs, summary.runs_per_s) == (3.0, 2, 1.0)
 
 
-# on disk: the Parquet files of a run (harness/results/records.py)
+# on disk: the Parquet files of a run (closebench/results/records.py)
 
 
 def varied_attempts() -> list[Attempt]:

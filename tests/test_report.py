@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.attackers.chromium import BROWSER_ENV, find_browser
-from harness.core.errors import UsageError
-from harness.results.figures import FIGURES
-from harness.results.report import build_report
+from closebench.attackers.chromium import BROWSER_ENV, find_browser
+from closebench.core.errors import UsageError
+from closebench.results.figures import FIGURES
+from closebench.results.report import build_report
 
 RUN = Path(__file__).parent / "data" / "20261129-215532-report-sample"
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ RUN_FIGURES = [figure for figure in FIGURES if not figure.name.startswith("sweep
 
 
 def closebench(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "harness.cli", *args]
+    command = [sys.executable, "-m", "closebench.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
@@ -450,8 +450,8 @@ def test_page_renders_in_headless_chromium(built, tmp_path):
 
 def test_closebench_run_writes_the_report(tmp_path):
     """The runner builds the report at the end of every run, also of one stopped at once."""
-    from harness.trials.runner import Runner
-    from harness.trials.scenario import load_scenario
+    from closebench.trials.runner import Runner
+    from closebench.trials.scenario import load_scenario
 
     path = RUN / "scenario.toml"
     scenario, text, digest = load_scenario(path)

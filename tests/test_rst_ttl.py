@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.attackers.policy import Policy
-from harness.core.outcomes import Outcome
-from harness.defender import Defender, ServerConfig
-from harness.lab import ROUTER_TABLE, Lab, conntrack
-from harness.lab.sockets import tcp_sockets
-from harness.trials.probe import Probe, ProbeCase
-from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
-from servers.strategies import parse_spec
+from closebench.attackers.policy import Policy
+from closebench.core.outcomes import Outcome
+from closebench.defender import Defender, ServerConfig
+from closebench.lab import ROUTER_TABLE, Lab, conntrack
+from closebench.lab.socket_table import tcp_sockets
+from closebench.servers.strategies import parse_spec
+from closebench.trials.probe import Probe, ProbeCase
+from closebench.trials.trial import AttackerSpec, TrialConfig, run_trial
 from tests.conftest import wait_until
 
 PORT = 8080

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.results.records import run_records
-from harness.trials.runner import Runner
-from harness.trials.scenario import find_scenario, load_scenario
-from servers.strategies import PEER_STRATEGIES, parse_spec
+from closebench.results.records import run_records
+from closebench.servers.strategies import PEER_STRATEGIES, parse_spec
+from closebench.trials.runner import Runner
+from closebench.trials.scenario import find_scenario, load_scenario
 from tests.conftest import our_keepers, wait_until
 from tests.test_peers import skip_missing_peer
 
@@ -178,7 +178,7 @@ def test_ttl_drop_needs_the_router(tmp_path):
     ids=["ctrl-c", "sigterm"],
 )
 def test_ctrl_c_keeps_what_was_measured(tmp_path, stop):
-    run_command = [sys.executable, "-m", "harness.cli", "run", "seed", "--out", str(tmp_path)]
+    run_command = [sys.executable, "-m", "closebench.cli", "run", "seed", "--out", str(tmp_path)]
     process = subprocess.Popen(run_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # Interrupt once attacks are under way: graceful's capture holds several finished
@@ -226,7 +226,7 @@ def test_a_skipped_peer_keeps_its_row(tmp_path):
     environment = {k: v for k, v in os.environ.items() if k != "CI"}
     environment["PATH"] = path_without(tmp_path, "haproxy")
     out = tmp_path / "reports"
-    command = [sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out)]
+    command = [sys.executable, "-m", "closebench.cli", "run", str(scenario), "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness.attackers import rst_filter
-from harness.attackers.kernel import KernelSpammer
-from harness.attackers.policy import Policy, Target
-from harness.attackers.rst_filter import PortRange
-from harness.attackers.scapy_spammer import MARK, TABLE_PREFIX, ScapySpammer, rst_filter_rules
-from harness.core.errors import EnvironmentProblem
-from harness.core.outcomes import Attempt, Outcome
-from harness.defender import Defender, ServerConfig
-from harness.lab import Host, Lab
-from harness.lab.sockets import tcp_sockets
-from servers.strategies import parse_spec
+from closebench.attackers import rst_filter
+from closebench.attackers.kernel import KernelSpammer
+from closebench.attackers.policy import Policy, Target
+from closebench.attackers.rst_filter import PortRange
+from closebench.attackers.scapy_spammer import MARK, TABLE_PREFIX, ScapySpammer, rst_filter_rules
+from closebench.core.errors import EnvironmentProblem
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.defender import Defender, ServerConfig
+from closebench.lab import Host, Lab
+from closebench.lab.socket_table import tcp_sockets
+from closebench.servers.strategies import parse_spec
 from tests.conftest import members, wait_until
 
 PORT = 8080
@@ -298,7 +298,7 @@ def test_ephemeral_range_moved_off_the_spammer_ports(results):
 def test_missing_nft_is_one_clear_error(monkeypatch):
     real_which = __import__("shutil").which
     monkeypatch.setattr(
-        "harness.lab.privileges.shutil.which",
+        "closebench.lab.privileges.shutil.which",
         lambda tool: None if tool == "nft" else real_which(tool),
     )
     with pytest.raises(EnvironmentProblem, match="nft"):

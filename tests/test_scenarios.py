@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from harness.core.errors import UsageError
-from harness.trials.scenario import SCENARIO_DIR, find_scenario, load_scenario
+from closebench.core.errors import UsageError
+from closebench.trials.scenario import SCENARIO_DIR, find_scenario, load_scenario
 
 SHIPPED = [
     "seed",
@@ -43,7 +43,7 @@ def test_every_scenario_file_is_tested():
 
 
 def test_seed_is_the_default_and_covers_every_close_strategy():
-    from servers.strategies import CLOSE_NAMES
+    from closebench.servers.strategies import CLOSE_NAMES
 
     scenario, _, _ = load_scenario(find_scenario(None))
     assert scenario.name == "seed"
@@ -54,7 +54,7 @@ def test_seed_is_the_default_and_covers_every_close_strategy():
 
 
 def test_bans_and_botnet_cover_every_ban_strategy():
-    from servers.strategies import BAN_STRATEGIES
+    from closebench.servers.strategies import BAN_STRATEGIES
 
     for name in ("bans", "botnet"):
         scenario, _, _ = load_scenario(find_scenario(name))
@@ -64,7 +64,7 @@ def test_bans_and_botnet_cover_every_ban_strategy():
 
 
 def test_peers_puts_every_peer_next_to_the_reference():
-    from servers.strategies import PEER_STRATEGIES
+    from closebench.servers.strategies import PEER_STRATEGIES
 
     scenario, _, _ = load_scenario(find_scenario("peers"))
     names = {t.server.spec.name for t in scenario.trials()}
@@ -156,7 +156,7 @@ def test_bad_scenario_on_the_command_line_starts_nothing(tmp_path):
     path.write_text("repetitions = 0\n" + VALID)
     out = tmp_path / "reports"
     result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(out)],
+        [sys.executable, "-m", "closebench.cli", "run", str(path), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=60,

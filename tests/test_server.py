@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from harness.core.errors import LabError
-from harness.defender import Defender, ServerConfig
-from harness.lab import Lab
-from harness.lab.sockets import tcp_counters, tcp_sockets
-from servers.strategies import parse_spec
+from closebench.core.errors import LabError
+from closebench.defender import Defender, ServerConfig
+from closebench.lab import Lab
+from closebench.lab.socket_table import tcp_counters, tcp_sockets
+from closebench.servers.strategies import parse_spec
 from tests.conftest import wait_until
 
 PORT = 8080
@@ -145,7 +145,13 @@ def test_repair_without_cap_net_admin_says_so(serve):
 
 def test_read_first_false_needs_an_address_rule():
     result = subprocess.run(
-        [sys.executable, "-m", "servers.reference", "--strategy", "rst:read_first=false"],
+        [
+            sys.executable,
+            "-m",
+            "closebench.servers.reference",
+            "--strategy",
+            "rst:read_first=false",
+        ],
         capture_output=True,
         text=True,
         timeout=10,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.attackers.chromium import BROWSER_ENV, find_browser
+from closebench.attackers.chromium import BROWSER_ENV, find_browser
 
 ROOT = Path(__file__).resolve().parent.parent
 OS_RELEASES = Path(__file__).parent / "data" / "os-release"

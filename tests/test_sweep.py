@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.results.breaking_points import Thresholds, breaking_points, moved
-from harness.results.run_directory import load_run
-from harness.trials.runner import trial_chains
-from harness.trials.scenario import load_scenario
+from closebench.cli import main
+from closebench.results.breaking_points import Thresholds, breaking_points, moved
+from closebench.results.run_directory import load_run
+from closebench.trials.runner import trial_chains
+from closebench.trials.scenario import load_scenario
 from tests.test_compare_check import row, write_run
 
 SWEEP = """
@@ -113,7 +113,7 @@ def test_bad_sweep_input_is_one_error_naming_the_key(tmp_path, capsys, change, m
 def test_bad_sweep_input_exits_2_from_the_command_line(tmp_path):
     path = scenario_file(tmp_path, SWEEP.replace('"concurrency"', '"bots2"'))
     result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(tmp_path / "r")],
+        [sys.executable, "-m", "closebench.cli", "run", str(path), "--out", str(tmp_path / "r")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -275,7 +275,7 @@ steps = [20, 100, 400]
 @pytest.mark.needs_lab
 @pytest.mark.slow
 def test_never_breaks_where_repair_and_graceful_hold(tmp_path):
-    from harness.trials.runner import Runner
+    from closebench.trials.runner import Runner
 
     path = scenario_file(tmp_path, DONE_WHEN)
     scenario, text, digest = load_scenario(path)
@@ -303,8 +303,8 @@ def test_never_breaks_where_repair_and_graceful_hold(tmp_path):
 
 @pytest.mark.needs_lab
 def test_sysctl_is_set_in_the_defender_namespace_only(lab):
-    from harness.defender import Defender, ServerConfig
-    from servers.strategies import parse_spec
+    from closebench.defender import Defender, ServerConfig
+    from closebench.servers.strategies import parse_spec
 
     host_before = Path("/proc/sys/net/core/somaxconn").read_text().strip()
     config = ServerConfig(
@@ -324,7 +324,7 @@ def test_sysctl_is_set_in_the_defender_namespace_only(lab):
 
 
 def test_harness_load_marks_a_saturated_attacker():
-    from harness.trials.harness_load import harness_load
+    from closebench.trials.harness_load import harness_load
 
     quiet = {"cpu_share": 0.2, "loop_lag_p95_s": 0.003, "local_errors": 0}
     assert not harness_load({"the spammer": quiet, "the legit": quiet}).limited
@@ -343,8 +343,8 @@ def test_harness_load_marks_a_saturated_attacker():
 
 
 def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
-    from harness.results.figures import FIGURES
-    from harness.results.report import build_report
+    from closebench.results.figures import FIGURES
+    from closebench.results.report import build_report
 
     rows = [*SWEPT, step_row("graceful", 20, harness_limited=True, harness_limited_reason="busy")]
     run = sweep_run(tmp_path / "run", rows)

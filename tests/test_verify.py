@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.core.file_names import safe_stem, unique_names
-from harness.core.outcomes import Attempt, Outcome
-from harness.results.dpkt_wire import read_outcome, read_wire
-from harness.results.records import (
+from closebench.cli import main
+from closebench.core.file_names import safe_stem, unique_names
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.results.dpkt_wire import read_outcome, read_wire
+from closebench.results.records import (
     ATTEMPTS_DIR,
     SUFFIX,
     run_records,
     write_attempts_file,
 )
-from harness.results.verify import verify_run
-from harness.wire import pcap as wire_pcap
-from harness.wire.classify import classify
-from harness.wire.pcap import Endpoint, PcapFollower, connections
+from closebench.results.verify import verify_run
+from closebench.wire import pcap as wire_pcap
+from closebench.wire.classify import classify
+from closebench.wire.pcap import Endpoint, PcapFollower, connections
 
 RUN = Path(__file__).parent / "data" / "verify-sample"
 
@@ -106,7 +106,8 @@ def test_not_a_run_directory_is_a_usage_error(capsys, tmp_path):
 
 
 def test_the_two_readers_agree_on_every_connection():
-    """harness/wire/ (scapy) and harness/results/verify.py (dpkt) read the same packets apart."""
+    """closebench/wire/ (scapy) and closebench/results/verify.py (dpkt) read the same packets
+    apart."""
     lines = records(RUN)
     by_client = {(r["src"], r["sport"]): r for r in lines}
     compared = 0
@@ -150,7 +151,7 @@ def test_a_keepalive_that_meets_no_socket_keeps_the_class_silent():
 
 
 def test_the_wire_reader_takes_a_capture_a_chunk_at_a_time(monkeypatch):
-    """harness/wire/pcap.py reads a flood's capture in chunks, not whole: a frame cut by a
+    """closebench/wire/pcap.py reads a flood's capture in chunks, not whole: a frame cut by a
     chunk's end comes out whole, and a second read starts where the first ended."""
     path = RUN / "pcaps" / "graceful.pcap"
     whole = list(PcapFollower(str(path)).frames())

@@ -14,12 +14,12 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
-from harness.core.file_names import unique_names
-from harness.results.dpkt_wire import ConnectionFollower, read_outcome, read_wire
-from harness.results.records import run_records
-from harness.results.verify import JOIN_WINDOW_S, TrialAgreement, verify_run
-from harness.trials.runner import Runner
-from harness.trials.scenario import load_scenario
+from closebench.core.file_names import unique_names
+from closebench.results.dpkt_wire import ConnectionFollower, read_outcome, read_wire
+from closebench.results.records import run_records
+from closebench.results.verify import JOIN_WINDOW_S, TrialAgreement, verify_run
+from closebench.trials.runner import Runner
+from closebench.trials.scenario import load_scenario
 
 CLIENT, SERVER, PORT = "198.18.0.1", "198.18.0.2", 8080
 SCENARIO = """\

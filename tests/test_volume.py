@@ -12,16 +12,16 @@ from collections import Counter
 
 import pytest
 
-from harness.attackers import rst_filter
-from harness.attackers.packet.wire import MARK
-from harness.attackers.policy import Policy, Target
-from harness.attackers.rst_filter import PortRange
-from harness.attackers.volume import NFT_TABLE, VolumeAttacker
-from harness.core.errors import LabError, UsageError
-from harness.core.outcomes import Attempt, Outcome
-from harness.defender import Defender, ServerConfig
-from harness.lab import Lab
-from servers.strategies import parse_spec
+from closebench.attackers import rst_filter
+from closebench.attackers.packet.raw_sockets import MARK
+from closebench.attackers.policy import Policy, Target
+from closebench.attackers.rst_filter import PortRange
+from closebench.attackers.volume import NFT_TABLE, VolumeAttacker
+from closebench.core.errors import LabError, UsageError
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.defender import Defender, ServerConfig
+from closebench.lab import Lab
+from closebench.servers.strategies import parse_spec
 from tests.conftest import members, wait_until
 
 PORT = 8080

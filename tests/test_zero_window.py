@@ -13,20 +13,20 @@ import sys
 import dpkt
 import pytest
 
-from harness.attackers.kernel import KernelSpammer
-from harness.attackers.policy import Policy, Target
-from harness.core.errors import LabError
-from harness.core.outcomes import Attempt, Outcome
-from harness.defender import Defender, ServerConfig, steering
-from harness.defender.metrics import packets_sent
-from harness.lab import Lab
-from harness.lab.sockets import tcp_counters
-from harness.trials.probe import Probe, ProbeCase, ProbeResult
-from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
-from harness.wire.classify import ZERO_WINDOW_NOTE
-from servers import zero_window
-from servers.strategies import parse_spec
-from servers.zero_window import Responder, Segment, TarpitError, parse
+from closebench.attackers.kernel import KernelSpammer
+from closebench.attackers.policy import Policy, Target
+from closebench.core.errors import LabError
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.defender import Defender, ServerConfig, steering
+from closebench.defender.metrics import packets_sent
+from closebench.lab import Lab
+from closebench.lab.socket_table import tcp_counters
+from closebench.servers import zero_window
+from closebench.servers.strategies import parse_spec
+from closebench.servers.zero_window import Responder, Segment, TarpitError, parse
+from closebench.trials.probe import Probe, ProbeCase, ProbeResult
+from closebench.trials.trial import AttackerSpec, TrialConfig, run_trial
+from closebench.wire.classify import ZERO_WINDOW_NOTE
 
 PORT = 8080
 SYN, ACK, FIN, RST, PSH = (
@@ -169,7 +169,7 @@ def test_zero_window_picks_its_abusers_by_address():
     assert spec.by_address and not parse_spec("repair").by_address
     config = ServerConfig(PORT, spec).with_attacker_rule("2001:2::1")
     assert config.abuse_sources == ["2001:2::1/128"]
-    server = [sys.executable, "-m", "servers.reference", "--strategy", "zero-window"]
+    server = [sys.executable, "-m", "closebench.servers.reference", "--strategy", "zero-window"]
     result = subprocess.run(server, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "zero-window acts on the SYN" in result.stderr and "--abuse-source" in result.stderr
@@ -240,7 +240,7 @@ def test_the_abuser_hangs_and_the_defender_keeps_nothing(family):
 @pytest.mark.needs_lab
 def test_the_server_refuses_to_start_without_its_steering_table():
     with Lab() as lab:
-        server = [sys.executable, "-m", "servers.reference", "--strategy", "zero-window"]
+        server = [sys.executable, "-m", "closebench.servers.reference", "--strategy", "zero-window"]
         server += ["--abuse-source", lab.attacker_ip(4)]
         with pytest.raises(LabError, match=f"no nftables table inet {zero_window.TABLE}"):
             lab.defender.run(server)

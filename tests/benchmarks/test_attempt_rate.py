@@ -1,6 +1,6 @@
 """Attempts per second against `graceful` with 50 in flight: the scapy, volume and kernel attackers.
 
-The scapy spammer and the volume attacker run one packet engine (harness/attackers/packet/). The
+The scapy spammer and the volume attacker run one packet engine (closebench/attackers/packet/). The
 target: the scapy spammer at 10,000 attempts/s or more on 2 cores, next to the kernel spammer
 (asyncio on kernel sockets, about 9,500 there). One lab and one reference server; each attacker
 runs for SECONDS in turn, the server's CPU is measured over the same time. The figures go to
@@ -17,12 +17,12 @@ from collections import Counter
 import psutil
 import pytest
 
-from harness.attackers import make_attacker
-from harness.attackers.policy import Policy, Target
-from harness.core.outcomes import Attempt
-from harness.defender import Defender, ServerConfig
-from harness.lab import Lab
-from servers.strategies import parse_spec
+from closebench.attackers import make_attacker
+from closebench.attackers.policy import Policy, Target
+from closebench.core.outcomes import Attempt
+from closebench.defender import Defender, ServerConfig
+from closebench.lab import Lab
+from closebench.servers.strategies import parse_spec
 
 pytestmark = pytest.mark.needs_lab
 

@@ -18,12 +18,12 @@ import time
 import psutil
 import pytest
 
-from harness.attackers.kernel import KernelSpammer
-from harness.attackers.locust.engine import LocustEngine, lab_placement
-from harness.attackers.policy import Policy, Target
-from harness.defender import Defender, ServerConfig
-from harness.lab import Lab
-from servers.strategies import parse_spec
+from closebench.attackers.kernel import KernelSpammer
+from closebench.attackers.locust.swarm import LocustEngine, lab_placement
+from closebench.attackers.policy import Policy, Target
+from closebench.defender import Defender, ServerConfig
+from closebench.lab import Lab
+from closebench.servers.strategies import parse_spec
 
 pytestmark = pytest.mark.needs_lab
 

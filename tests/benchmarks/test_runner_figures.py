@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from harness.attackers.kernel import KernelSpammer
-from harness.attackers.policy import Policy, Target
-from harness.defender import Defender, ServerConfig
-from harness.defender.metrics import DefenderSampler
-from harness.lab import Lab
-from harness.trials.runner import Runner
-from harness.trials.scenario import find_scenario, load_scenario
-from servers.strategies import parse_spec
+from closebench.attackers.kernel import KernelSpammer
+from closebench.attackers.policy import Policy, Target
+from closebench.defender import Defender, ServerConfig
+from closebench.defender.metrics import DefenderSampler
+from closebench.lab import Lab
+from closebench.servers.strategies import parse_spec
+from closebench.trials.runner import Runner
+from closebench.trials.scenario import find_scenario, load_scenario
 
 pytestmark = pytest.mark.needs_lab
 

@@ -9,7 +9,7 @@ own peak (ru_maxrss of the child). Bounds (issue 10): run ≤ 400 MB, report ≤
 the synthetic report ≤ 2 GiB, ≤ 60 bytes an attempt on disk.
 
 The run is measured twice, with --no-verify and with the check against the wire that ends it by
-default (harness/results/verify.py, which streams each trial's pcap), and `closebench verify` of
+default (closebench/results/verify.py, which streams each trial's pcap), and `closebench verify` of
 the first run apart; the bound holds for both runs.
 """
 
@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.results.records import ATTEMPT_SCHEMA, ATTEMPTS_DIR, BATCH_ROWS, attempt_files
-from harness.results.schema import SUMMARY_SCHEMA, TrialRow
+from closebench.results.records import ATTEMPT_SCHEMA, ATTEMPTS_DIR, BATCH_ROWS, attempt_files
+from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 
 # Minutes each: out of the default suite; `-m slow` runs them (see the README).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -71,7 +71,7 @@ def measure(args: list[str], every: float = 0.1) -> Measured:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "closebench.cli", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -20,13 +20,13 @@ import time
 import psutil
 import pytest
 
-from harness.attackers.policy import Policy, Target
-from harness.attackers.volume import VolumeAttacker
-from harness.core.outcomes import Attempt
-from harness.defender import Defender, ServerConfig
-from harness.lab import Lab
-from harness.lab.sockets import tcp_counters
-from servers.strategies import parse_spec
+from closebench.attackers.policy import Policy, Target
+from closebench.attackers.volume import VolumeAttacker
+from closebench.core.outcomes import Attempt
+from closebench.defender import Defender, ServerConfig
+from closebench.lab import Lab
+from closebench.lab.socket_table import tcp_counters
+from closebench.servers.strategies import parse_spec
 
 pytestmark = pytest.mark.needs_lab
 

@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 import dpkt
 import pytest
 
-from harness.attackers.policy import Policy
-from harness.defender import ServerConfig
-from harness.trials.trial import AttackerSpec, TrialConfig, run_trial
-from servers.strategies import parse_spec
-from servers.zero_window import Responder, Segment, build, parse
+from closebench.attackers.policy import Policy
+from closebench.defender import ServerConfig
+from closebench.servers.strategies import parse_spec
+from closebench.servers.zero_window import Responder, Segment, build, parse
+from closebench.trials.trial import AttackerSpec, TrialConfig, run_trial
 
 IN_FLIGHT = 200
 TIMEOUT = 4.0

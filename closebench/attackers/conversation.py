@@ -1,0 +1,132 @@
+"""One attempt of a kernel-socket client, from its SYN to its end: the one classification.
+
+The conversation (connect, an optional pause, the request, then reading until the server ends it
+or the client's timeout does) is written once, as a generator that yields the socket operations it
+needs and is sent their results, or has their OSError thrown in. Each kind of socket drives it: the
+asyncio spammer (attackers/kernel.py) with awaits, the Locust user (locust/user.py) with gevent's
+blocking-style sockets through drive_blocking(). Both therefore record the same times and outcomes.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from closebench.attackers.policy import Target
+from closebench.core.outcomes import Attempt, Outcome, http_status, outcome_of_error
+
+RECEIVE_SIZE = 65536
+HEAD_SIZE = 64  # bytes of the response kept for its status line
+
+
+@dataclass(frozen=True)
+class Connect:
+    address: tuple[str, int]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Receive:
+    timeout: float  # what is left of the client's timeout
+
+
+Step = Connect | Pause | Send | Receive
+Conversation = Generator[Step, bytes | None, None]
+
+
+def new_attempt(label: str, target: Target, sock: socket.socket, timeout: float) -> Attempt:
+    """The record of an attempt about to send its SYN from `sock` (bound already)."""
+    source, sport = sock.getsockname()[:2]
+    return Attempt(
+        attacker=label,
+        family=target.family,
+        src=source,
+        sport=sport,
+        dst=target.address,
+        dport=target.port,
+        client_timeout=timeout,
+        outcome=Outcome.SILENT,
+        t_syn=time.time(),
+    )
+
+
+def conversation(attempt: Attempt, target: Target, request_delay: float) -> Conversation:
+    """Fill in `attempt` as the steps' results come back; ends once the attempt has ended."""
+    timeout = attempt.client_timeout
+    established = False
+    head = b""
+    try:
+        yield Connect((target.address, target.port), timeout)
+        established = True
+        attempt.t_established = time.time()
+        if request_delay:
+            yield Pause(request_delay)
+        yield Send(target.request())
+        attempt.t_request = time.time()
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            chunk = yield Receive(remaining)
+            if not chunk:
+                attempt.outcome = Outcome.FIN
+                break
+            if not attempt.bytes_received:
+                attempt.t_first_byte = time.time()
+            attempt.bytes_received += len(chunk)
+            head = (head + chunk)[:HEAD_SIZE]
+    except OSError as error:
+        outcome = outcome_of_error(error, established)
+        if outcome is None:
+            attempt.outcome = Outcome.RST if established else Outcome.REFUSED
+            attempt.detail = f"{type(error).__name__}: {error}"
+        else:
+            attempt.outcome = outcome
+    attempt.t_end = time.time()
+    attempt.data_first = attempt.bytes_received > 0
+    attempt.http_status = http_status(head)
+
+
+def advance(steps: Conversation, result: bytes | None, error: OSError | None) -> Step | None:
+    """Hand a step's result (or its error) to the conversation: its next step, None at the end."""
+    try:
+        return steps.send(result) if error is None else steps.throw(error)
+    except StopIteration:
+        return None
+
+
+def drive_blocking(sock: socket.socket, steps: Conversation, sleep=time.sleep) -> None:
+    """Run a conversation on a blocking-style socket (gevent's cooperative ones included)."""
+    step = advance(steps, None, None)
+    while step is not None:
+        try:
+            step = advance(steps, _perform(sock, step, sleep), None)
+        except OSError as error:
+            step = advance(steps, None, error)
+
+
+def _perform(sock: socket.socket, step: Step, sleep) -> bytes | None:
+    if isinstance(step, Connect):
+        sock.settimeout(step.timeout)
+        sock.connect(step.address)
+    elif isinstance(step, Pause):
+        sleep(step.seconds)
+    elif isinstance(step, Send):
+        sock.sendall(step.data)
+    else:
+        sock.settimeout(step.timeout)
+        return sock.recv(RECEIVE_SIZE)
+    return None

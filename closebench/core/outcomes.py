@@ -1,0 +1,146 @@
+"""How an attempt ended, in one vocabulary used everywhere, and the attempt record itself."""
+
+from __future__ import annotations
+
+import enum
+import errno
+from dataclasses import asdict, dataclass, fields
+
+from closebench.core.addresses import canonical
+
+LEGIT_CLIENT = "legit"  # the legitimate client's name in attempt records (attacker)
+
+
+class Outcome(enum.StrEnum):
+    """What ended one connection attempt, as seen by the client."""
+
+    FIN = "fin"  # the server closed politely: the client learns at once
+    RST = "rst"  # the server reset an established connection
+    REFUSED = "refused"  # RST in answer to the SYN: nothing listens (or a firewall rejects)
+    ICMP = "icmp"  # an ICMP error ended it (unreachable, time exceeded...)
+    SYN_TIMEOUT = "syn-timeout"  # the handshake never completed
+    # Established, then nothing the server did unprompted ended it: the client's own timeout did,
+    # or an RST the server's kernel sent only in reply to the client's own later segment.
+    SILENT = "silent"
+
+    @property
+    def explanation(self) -> str:
+        return _EXPLANATIONS[self]
+
+
+_EXPLANATIONS = {
+    Outcome.FIN: "FIN from the server: the client learns at once and can reconnect",
+    Outcome.RST: "RST from the server: the client learns at once and can reconnect",
+    Outcome.REFUSED: "the SYN was answered with RST: connection refused",
+    Outcome.ICMP: "an ICMP error ended the attempt",
+    Outcome.SYN_TIMEOUT: "the handshake never completed before the client's timeout",
+    Outcome.SILENT: "nothing came back: the client hung until its own timeout (or until its own "
+    "keepalive, retransmission or FIN drew the RST of a socket that no longer exists)",
+}
+
+
+@dataclass
+class Attempt:
+    """One connection attempt, the record every attacker and the probe produce.
+
+    Times are seconds since the Unix epoch; None where the event did not happen. Addresses are
+    kept in their canonical text (closebench/core/addresses.py).
+    """
+
+    attacker: str
+    family: int
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    client_timeout: float
+    outcome: Outcome
+    t_syn: float
+    t_established: float | None = None
+    t_request: float | None = None
+    t_first_byte: float | None = None
+    t_end: float | None = None
+    bytes_received: int = 0
+    data_first: bool = False  # response bytes arrived before whatever ended the attempt
+    http_status: int | None = None  # from the response's status line, when one came
+    detail: str = ""
+    # Command attackers (curl, a browser...): the run of the command this connection belongs to.
+    run: int | None = None  # numbered from 1 per attacker
+    run_exit_status: int | None = None
+    run_duration_s: float | None = None
+    run_error: str = ""  # the last line the command wrote on stderr
+
+    def __post_init__(self) -> None:
+        self.src, self.dst = canonical(self.src), canonical(self.dst)
+
+    @property
+    def hang_s(self) -> float | None:
+        """How long the client waited after its request before it learnt (or gave up)."""
+        if self.t_request is None or self.t_end is None:
+            return None
+        return max(0.0, self.t_end - self.t_request)
+
+    @property
+    def connect_wait_s(self) -> float | None:
+        """From the first SYN to the handshake's end, or to the attempt's end if it never ended."""
+        end = self.t_established if self.t_established is not None else self.t_end
+        return None if end is None else max(0.0, end - self.t_syn)
+
+    @property
+    def slot_s(self) -> float | None:
+        """The whole attempt, first SYN to its end: what it cost the attacker."""
+        return None if self.t_end is None else max(0.0, self.t_end - self.t_syn)
+
+    @property
+    def waited_s(self) -> float | None:
+        return waited(self.hang_s, self.connect_wait_s)
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["outcome"] = self.outcome.value
+        record["hang_s"] = self.hang_s
+        record["connect_wait_s"] = self.connect_wait_s
+        record["slot_s"] = self.slot_s
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Attempt:
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in record.items() if key in known}
+        values["outcome"] = Outcome(values["outcome"])
+        return cls(**values)
+
+
+def waited(hang_s: float | None, connect_wait_s: float | None) -> float | None:
+    """What the hang figures count for one attempt: its wait for an answer after its request, or,
+    for an attempt that never sent one, its wait to connect (for a SYN never answered: all of it),
+    shown as such."""
+    return hang_s if hang_s is not None else connect_wait_s
+
+
+ICMP_ERRNOS = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPROTO}
+)
+
+
+def outcome_of_error(error: OSError, established: bool) -> Outcome | None:
+    """What a socket error means for an attempt, as a kernel-socket client learns it."""
+    if isinstance(error, TimeoutError):
+        return Outcome.SILENT if established else Outcome.SYN_TIMEOUT
+    if isinstance(error, ConnectionRefusedError):
+        return Outcome.REFUSED
+    if isinstance(error, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        # Even inside connect(): ECONNRESET means the handshake completed and then a reset came
+        # (a refused SYN is ECONNREFUSED, above).
+        return Outcome.RST
+    if error.errno in ICMP_ERRNOS:
+        return Outcome.ICMP
+    return None
+
+
+def http_status(head: bytes) -> int | None:
+    """The status code of an HTTP/1.x response's first line, if `head` starts with one."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
+        return int(parts[1])
+    return None

@@ -1,0 +1,189 @@
+"""The server under test, started inside the defender host: a reference strategy, a peer (real
+software with a generated config, closebench/defender/peers/) or any command (what to start:
+config.py). It may be several processes (a peer and its backend); each is ready once its port
+listens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from closebench.core.errors import LabError
+from closebench.defender import firewall, peers, steering, sysctl
+from closebench.defender.config import ServerConfig
+from closebench.defender.peers import Launch
+from closebench.lab import Host, Lab
+
+LISTEN_TIMEOUT = 10.0
+
+
+class ServerProcess:
+    """One process of the server under test, its output in files (a chatty server must never
+    block on a full pipe)."""
+
+    def __init__(self, host: Host, launch: Launch, directory: Path) -> None:
+        self.launch = launch
+        self._stdout = open(directory / f"{launch.name}.stdout", "w+b")  # noqa: SIM115 (close())
+        self._stderr = open(directory / f"{launch.name}.stderr", "w+b")  # noqa: SIM115
+        self.process = host.spawn(launch.argv, stdout=self._stdout, stderr=self._stderr)
+
+    @property
+    def pid(self) -> int:
+        """Its own PID (the spawned process is the launcher that forks it into the host)."""
+        children = psutil.Process(self.process.pid).children()
+        return children[0].pid if children else self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def stdout(self) -> str:
+        self._stdout.seek(0)
+        return self._stdout.read().decode(errors="replace")
+
+    def stderr(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def close(self) -> None:
+        self.stop()
+        self._stdout.close()
+        self._stderr.close()
+
+
+class Defender:
+    """A running server in the lab's defender host. stop() returns its closing statistics."""
+
+    def __init__(
+        self, lab: Lab, config: ServerConfig, listen_timeout: float = LISTEN_TIMEOUT
+    ) -> None:
+        self.config = config
+        self.listen_timeout = listen_timeout
+        if lab.defender.listening(config.port):
+            raise LabError(
+                f"port {config.port} is already in use in the defender host; "
+                "choose another with --port"
+            )
+        peers.require(config.spec)
+        self.lab = lab
+        # Before the server listens: somaxconn and tcp_max_syn_backlog bound its listen queue.
+        sysctl.apply(lab.defender, dict(config.sysctl))
+        # A fw-* strategy needs its nftables table (in this host or the router) before it starts.
+        config = self.config = firewall.prepare(lab, config)
+        steering.prepare(lab, config)  # zero-window: its packets kept from the kernel's TCP
+        self._scratch = None if config.files else tempfile.TemporaryDirectory(prefix="closebench-")
+        self.directory = Path(config.files or self._scratch.name)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.processes: list[ServerProcess] = []
+        try:
+            for launch in config.launches(self.directory):
+                self.processes.append(ServerProcess(lab.defender, launch, self.directory))
+                self._wait_until_listening(self.processes[-1])
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def main(self) -> ServerProcess:
+        """The process the clients talk to (a peer's backend starts before it)."""
+        return self.processes[-1]
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.main.process
+
+    def _wait_until_listening(self, server: ServerProcess) -> None:
+        deadline = time.monotonic() + self.listen_timeout
+        port = server.launch.port
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise LabError(
+                    f"the defender command `{self._label(server)}` exited with status "
+                    f"{server.process.returncode} before listening on port {port}"
+                    + _tail(server.stderr(), ": ")
+                )
+            if self.lab.defender.listening(port):
+                return
+            time.sleep(0.02)
+        raise LabError(
+            f"the defender command `{self._label(server)}` did not listen on port "
+            f"{port} within {self.listen_timeout:g} s; check --port matches what it "
+            "listens on" + _tail(server.stderr(), " (its output: ", ")")
+        )
+
+    def _label(self, server: ServerProcess) -> str:
+        if server is self.main or not self.processes:
+            return self.config.label
+        return f"{self.config.label} ({server.launch.name})"
+
+    @property
+    def server_pid(self) -> int:
+        """The main process's own PID."""
+        return self.main.pid
+
+    @property
+    def server_pids(self) -> list[int]:
+        """Every process started for this server (a peer and its backend); their children, such
+        as a proxy's workers, are theirs to count (metrics.ProcessTree)."""
+        return [server.pid for server in self.processes]
+
+    def alive(self) -> bool:
+        return all(server.process.poll() is None for server in self.processes)
+
+    def stop(self) -> dict:
+        """Stop the server; return its counters: the reference server's, or what a peer's own
+        output says (with its backend's counters under "backend"); empty for other commands."""
+        for server in reversed(self.processes):
+            server.stop()
+        if not self.processes:
+            return {}
+        stats = _counters(self.main.stdout())
+        peer = peers.peer_for(self.config.spec)
+        if peer is not None:
+            stats = peer.stats(self.main.stdout())
+            if len(self.processes) > 1:
+                stats["backend"] = _counters(self.processes[0].stdout())
+        return stats
+
+    def log(self) -> str:
+        if len(self.processes) == 1:
+            return self.main.stderr()
+        return "".join(
+            f"{server.launch.name}: {line}\n"
+            for server in self.processes
+            for line in server.stderr().splitlines()
+        )
+
+    def close(self) -> None:
+        for server in reversed(self.processes):
+            server.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+
+def _counters(stdout: str) -> dict:
+    """The reference server's counters: the last JSON line of its output."""
+    stats: dict = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                stats = json.loads(line)
+    return stats
+
+
+def _tail(text: str, before: str, after: str = "") -> str:
+    lines = text.strip().splitlines()[-3:]
+    return before + " | ".join(lines) + after if lines else ""

@@ -1,0 +1,68 @@
+"""tcpdump on one interface of a lab host, writing a pcap file (read back by closebench/wire/)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from closebench.core.errors import LabError
+from closebench.core.readable import readable
+from closebench.lab import Host
+from closebench.lab.privileges import IN_USERNS_ENV
+
+SNAPLEN = 256  # headers plus the start of the payload; enough to read every decision
+
+
+class Capture:
+    """tcpdump on one interface of a host, writing a pcap file until stop()."""
+
+    def __init__(self, host: Host, interface: str, bpf: str, path: str) -> None:
+        self.path = path
+        # --immediate-mode: without it libpcap hands packets over in blocks, and whatever is still
+        # in the ring when tcpdump is stopped is lost.
+        self._process = host.spawn(
+            capture_argv(interface, path, bpf),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self._wait_until_listening()
+
+    def _wait_until_listening(self) -> None:
+        # tcpdump says "listening on" once its socket is bound: packets from then on are kept.
+        deadline = time.monotonic() + 10
+        stream = self._process.stderr
+        seen = b""
+        while time.monotonic() < deadline:
+            if readable(stream.fileno(), 0.1):
+                chunk = os.read(stream.fileno(), 4096)
+                seen += chunk
+                if b"listening on" in seen:
+                    return
+                if not chunk:
+                    break
+        self._process.kill()
+        self._process.wait()
+        raise LabError(f"tcpdump did not start capturing: {seen.decode(errors='replace').strip()}")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process.stderr.close()
+
+
+def capture_argv(interface: str, path: str, bpf: str) -> list[str]:
+    if os.environ.get(IN_USERNS_ENV):
+        # tcpdump cannot drop privileges in a user namespace that maps only root.
+        return [sys.executable, "-m", "closebench.lab.sniffer", interface, path, str(SNAPLEN), bpf]
+    return [
+        *("tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-Z", "root"),
+        *("-s", str(SNAPLEN), "-w", path, bpf),
+    ]

@@ -1,0 +1,279 @@
+"""`closebench compare` shown: the terminal table and the HTML page show the same cells (the page is
+templates/compare.html.j2)."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+from typing import NamedTuple
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from closebench.core.errors import ClosebenchError
+from closebench.core.safe_files import SafeDirectory
+from closebench.results.compare import Comparison, FigureChange, GroupComparison, wire_state
+from closebench.results.pages import environment
+from closebench.results.summary_figures import number, outcomes_text
+
+
+class Line(NamedTuple):
+    """One line of a trial's comparison."""
+
+    figure: str
+    before: str  # run A's value
+    after: str  # run B's
+    change: str
+    verdict: str  # worse, better, changed, same or ""
+    meaning: str  # what the figure is, its worse direction and resolution
+
+
+class Flagged(NamedTuple):
+    """A change outside the noise, as the page lists it."""
+
+    verdict: str
+    trial: str
+    figure: str
+    before: str
+    after: str
+    note: str
+
+
+def special_lines(group: GroupComparison) -> list[Line]:
+    """The lines that are not numbers: the outcome classes and the agreement with the wire."""
+    return [
+        Line(
+            "outcomes",
+            outcomes_text(group.outcomes_before),
+            outcomes_text(group.outcomes_after),
+            "",
+            "changed" if group.outcome_classes_changed else "",
+            "outcome classes seen",
+        ),
+        Line(
+            "wire_agreement",
+            wire_state(group.before),
+            wire_state(group.after),
+            "",
+            group.wire_verdict,
+            "the records against the pcaps (closebench verify): ok, flagged, - not verified",
+        ),
+    ]
+
+
+def side_text(numbers: list[float]) -> str:
+    """A run's value: the mean, with the min..max range when there are repetitions."""
+    if not numbers:
+        return "-"
+    if len(numbers) == 1:
+        return number(numbers[0])
+    return f"{number(statistics.fmean(numbers))} [{number(min(numbers))}..{number(max(numbers))}]"
+
+
+def change_text(change: FigureChange) -> str:
+    if not change.measured:
+        return "n/a"
+    if change.verdict == "same":
+        return "="
+    pct = change.change_pct
+    relative = "from 0" if pct is None or math.isinf(pct) else f"{pct:+.1f}%"
+    return f"{change.change:+.4g} ({relative})"
+
+
+def shown(change: FigureChange) -> bool:
+    return bool(change.before or change.after)  # hide figures neither run measured
+
+
+def noise_note(comparison: Comparison) -> str:
+    reps = {len(g.before) for g in comparison.groups} | {len(g.after) for g in comparison.groups}
+    if reps == {1}:
+        return (
+            "one repetition per trial: changes are flagged against each figure's resolution only; "
+            "run the scenario with repetitions = 3 or more for a measured noise band"
+        )
+    return (
+        "A and B show the mean [min..max] over repetitions; a change is flagged when the two "
+        "ranges are further apart than the figure's resolution"
+    )
+
+
+VERDICT_STYLE = {"worse": "bold red", "better": "green", "changed": "yellow", "same": "dim"}
+
+
+def print_comparison(comparison: Comparison, console: Console, only_flagged: bool = False) -> None:
+    a, b = comparison.run_a, comparison.run_b
+    table = Table(title=escape(f"closebench compare: A = {a.name}, B = {b.name}"))
+    for column in ("trial", "figure", "A", "B", "change", "verdict"):
+        table.add_column(column, justify="right" if column in ("A", "B", "change") else "left")
+    for group in comparison.groups:
+        outcomes, wire = (line[:5] for line in special_lines(group))
+        lines = [outcomes] + ([wire] if wire[4] or not only_flagged else [])
+        for change in group.changes:
+            if not shown(change) or (only_flagged and not change.outside_noise):
+                continue
+            lines.append(
+                (
+                    change.figure.name,
+                    side_text(change.before),
+                    side_text(change.after),
+                    change_text(change),
+                    change.verdict,
+                )
+            )
+        if only_flagged and not any(line[4] for line in lines):
+            continue
+        for index, (figure, before, after, delta, verdict) in enumerate(lines):
+            style = VERDICT_STYLE.get(verdict, "")
+            table.add_row(
+                escape(group.trial) if index == 0 else "",  # trial names are not markup
+                figure,
+                escape(before),
+                escape(after),
+                f"[{style}]{delta}[/]" if style else delta,
+                f"[{style}]{verdict}[/]" if style else verdict,
+            )
+        table.add_section()
+    console.print(table)
+    if comparison.breaking_points:
+        print_breaking_points(comparison, console)
+    for line in comparison_notes(comparison):
+        console.print(escape(line), highlight=False)
+
+
+def print_breaking_points(comparison: Comparison, console: Console) -> None:
+    table = Table(title="breaking points (the sweep)")
+    for column in ("series", "A", "B", "verdict"):
+        table.add_column(column)
+    for move in comparison.breaking_points:
+        style = VERDICT_STYLE.get(move.verdict, "")
+        table.add_row(
+            escape(move.series),
+            escape(move.text(move.before)),
+            escape(move.text(move.after)),
+            f"[{style}]{move.verdict}[/]" if style else move.verdict,
+        )
+    console.print(table)
+
+
+def comparison_notes(comparison: Comparison) -> list[str]:
+    a, b = comparison.run_a, comparison.run_b
+    notes = [noise_note(comparison)]
+    if a.meta.get("scenario_name") != b.meta.get("scenario_name"):
+        notes.append(
+            f"note: different scenarios (A: {a.meta.get('scenario_name')}, "
+            f"B: {b.meta.get('scenario_name')})"
+        )
+    if comparison.only_a:
+        notes.append(f"only in A: {', '.join(comparison.only_a)}")
+    if comparison.only_b:
+        notes.append(f"only in B: {', '.join(comparison.only_b)}")
+    for run, label in ((a, "A"), (b, "B")):
+        if not run.complete:
+            notes.append(f"run {label} ({run.name}) is incomplete")
+    notes += [error for group in comparison.groups for error in group.errors()]
+    switched = [group.trial for group in comparison.groups if group.outcome_classes_changed]
+    if switched:
+        notes.append(f"outcome classes changed: {', '.join(switched)}")
+    for run, label in ((a, "A"), (b, "B")):
+        disagree = [name for name, rows in run.groups().items() if wire_state(rows) == "flagged"]
+        if disagree:
+            notes.append(f"run {label}'s records disagree with the wire: {', '.join(disagree)}")
+    flagged = comparison.flagged()
+    worse = sum(change.verdict == "worse" for _, change in flagged)
+    notes.append(
+        f"{len(flagged)} change(s) outside the noise, {worse} of them worse for the defender"
+    )
+    return notes
+
+
+def default_html_path(comparison: Comparison) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", comparison.run_a.name)
+    return comparison.run_b.directory / f"compare-{safe}.html"
+
+
+def render_html(comparison: Comparison) -> str:
+    """A self-contained page (templates/compare.html.j2): inline CSS, no script, nothing fetched."""
+    a, b = comparison.run_a, comparison.run_b
+    groups = [
+        {
+            "trial": group.trial,
+            "lines": special_lines(group)
+            + [
+                Line(
+                    c.figure.name,
+                    side_text(c.before),
+                    side_text(c.after),
+                    change_text(c),
+                    c.verdict,
+                    f"{c.figure.meaning}; worse: {c.figure.worse or 'neither'}; "
+                    f"resolution {c.figure.resolution_text()}",
+                )
+                for c in group.changes
+                if shown(c)
+            ],
+        }
+        for group in comparison.groups
+    ]
+    flagged = (
+        [
+            Flagged(
+                "changed",
+                group.trial,
+                "outcomes",
+                outcomes_text(group.outcomes_before),
+                outcomes_text(group.outcomes_after),
+                "outcome classes changed",
+            )
+            for group in comparison.groups
+            if group.outcome_classes_changed
+        ]
+        + [
+            Flagged(
+                move.verdict,
+                move.series,
+                "breaking point",
+                move.text(move.before),
+                move.text(move.after),
+                f"{move.verdict}: {move.after['reason']}",
+            )
+            for move in comparison.breaking_points
+            if move.verdict != "same"
+        ]
+        + [
+            Flagged(
+                c.verdict,
+                trial,
+                c.figure.name,
+                side_text(c.before),
+                side_text(c.after),
+                f"{change_text(c)}, {c.verdict}",
+            )
+            for trial, c in comparison.flagged()
+        ]
+    )
+    return (
+        environment()
+        .get_template("compare.html.j2")
+        .render(
+            title=f"closebench compare: {a.name} → {b.name}",
+            run_a=a,
+            run_b=b,
+            flagged=flagged,
+            notes=comparison_notes(comparison),
+            groups=groups,
+        )
+    )
+
+
+def write_html(comparison: Comparison, path: Path) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ClosebenchError(f"cannot write the page {path}: {error.strerror}") from None
+    # Renamed into place: a link planted at the page's name (RUN_B came from elsewhere) is
+    # replaced, never followed.
+    with SafeDirectory(path.parent, "give --html FILE in a writable place") as directory:
+        return directory.write(path.name, render_html(comparison))

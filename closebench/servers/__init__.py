@@ -1,0 +1,1 @@
+"""The closebench reference server and the close strategies it implements."""

@@ -1,0 +1,88 @@
+"""A trial's row of summary.json, made from its result: the attackers' figures together, the
+legitimate clients', the defender's and the cost asymmetry."""
+
+from __future__ import annotations
+
+from closebench.results.schema import TrialRow
+from closebench.trials.trial import TrialConfig, TrialResult
+
+
+def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
+    everything = result.overall
+    wasted = everything.attacker_seconds_wasted
+    defender = result.defender
+    row = TrialRow(
+        trial=trial.name,
+        strategy=strategy_name(trial),
+        routed=trial.routed,
+        complete=result.complete,
+        error=None,
+        duration_s=result.duration_s,
+        attempts=everything.attempts,
+        attempts_per_s=everything.attempts_per_s,
+        hang_median_s=everything.hang_median_s,
+        hang_p95_s=everything.hang_p95_s,
+        hang_max_s=everything.hang_max_s,
+        connect_wait_median_s=everything.connect_wait_median_s,
+        connect_wait_p95_s=everything.connect_wait_p95_s,
+        slot_median_s=everything.slot_median_s,
+        slot_p95_s=everything.slot_p95_s,
+        outcomes=everything.outcomes,
+        attacker_seconds_wasted=wasted,
+        connect_waits=everything.connect_waits,
+        runs=everything.runs,
+        runs_per_s=everything.runs_per_s,
+        sampler_overhead=result.sampler_overhead,
+        attackers={name: s.to_dict() for name, s in result.summaries.items()},
+        server_stats=result.server_stats,
+        server_errors=server_errors(result),
+        step=trial.step,
+        series=trial.series,
+        sysctl=dict(trial.server.sysctl),
+    )
+    if result.legit:
+        row.legit_requests = result.legit.requests
+        row.legit_success_rate = result.legit.success_rate
+        row.legit_latency_median_s = result.legit.latency_median_s
+        row.legit_latency_p95_s = result.legit.latency_p95_s
+    if defender:
+        for name, value in defender_figures(defender, wasted, everything.attempts).items():
+            setattr(row, name, value)
+    for name, value in result.harness.row_fields().items():
+        setattr(row, name, value)
+    if result.bans:
+        for name, value in result.bans.to_dict().items():
+            setattr(row, name, value)
+    return row
+
+
+def server_errors(result: TrialResult) -> int:
+    """The server's EMFILE refusals (its own count; each answered 503), or, for a server that
+    counts none (a peer, a command), the 5xx answers the legitimate client got: the larger."""
+    refused = result.server_stats.get("refused_emfile")
+    refused = refused if isinstance(refused, int) else 0
+    legit_5xx = result.legit.server_errors if result.legit else 0
+    return max(refused, legit_5xx)
+
+
+def strategy_name(trial: TrialConfig) -> str | None:
+    return str(trial.server.spec) if trial.server.spec else None
+
+
+def defender_figures(defender, wasted: float, attempts: int) -> dict:
+    """The summary row's defender fields (a metrics.DefenderCost), the cost asymmetry (the
+    attacker's `wasted` seconds per defender fd-second and CPU second) and the defender's CPU per
+    attempt."""
+    return {
+        **defender.to_dict(),
+        "wasted_per_fd_second": ratio(wasted, defender.fd_seconds),
+        "wasted_per_cpu_second": ratio(wasted, defender.cpu_seconds),
+        "cpu_ms_per_attempt": ratio(1000 * defender.cpu_seconds, attempts),
+    }
+
+
+def ratio(numerator: float, denominator: float | None) -> float | None:
+    """numerator / denominator, or None when the denominator is nothing measurable."""
+    if denominator is None or denominator <= 1e-9:
+        return None
+    return numerator / denominator

@@ -1,0 +1,443 @@
+"""`closebench run`: every strategy of a scenario, each in its own lab, several at once.
+
+Writes reports/<run-id>/: the scenario, attempts/ (a Parquet file per trial, written while it
+runs), samples.csv, summary.json, the attacker-side pcaps and run.log; reports/latest points at
+the newest run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from closebench import __version__
+from closebench.core.errors import ClosebenchError
+from closebench.core.file_names import unique_names
+from closebench.core.safe_files import write_error
+from closebench.defender.peers import peer_for
+from closebench.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
+from closebench.results.breaking_points import Thresholds, breaking_points
+from closebench.results.records import ATTEMPTS_DIR, SUFFIX, write_attempts_file
+from closebench.results.report import build_run_report
+from closebench.results.run_directory import (
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    new_run_directory,
+    point_latest,
+    write_samples,
+    write_summary,
+)
+from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
+from closebench.results.verify import verify_trials
+from closebench.trials.disk_space import DiskGuard, size_text
+from closebench.trials.rows import strategy_name, trial_row
+from closebench.trials.scenario import Scenario, SweepEntry
+from closebench.trials.trial import TrialConfig, TrialResult, run_trial
+
+DISK_CHECK_EVERY = 0.25  # seconds between looks at the free space while trials run
+
+
+@dataclass
+class TrialProgress:
+    """What the progress display shows of one trial; written by its worker, read by the UI."""
+
+    name: str
+    duration: float
+    state: str = "waiting"  # waiting, running, done, error, skipped
+    started: float | None = None
+    attempts: int = 0
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A trial not run because its strategy's program is missing (peers.skip_missing)."""
+
+    error: str
+
+
+@dataclass
+class RunOutcome:
+    directory: Path
+    rows: list[TrialRow]
+    complete: bool
+    errors: list[str] = field(default_factory=list)
+    report: Path | None = None  # index.html of the run's report, when it could be built
+    stopped: str | None = None  # why the run stopped early, other than an interruption
+    wire_agreement: dict | None = None  # closebench verify's totals; None with --no-verify
+    breaking_points: dict[str, dict] = field(default_factory=dict)  # a sweep's, by series
+
+
+class Runner:
+    def __init__(
+        self,
+        scenario: Scenario,
+        text: str,
+        digest: str,
+        source: Path,
+        out: Path,
+        verify: bool = True,
+        skipped: dict[str, str] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.verify = verify  # check every record against the pcaps once the trials are done
+        # Strategies not run (a peer whose program is missing), with the error of their rows.
+        self.skipped = skipped or {}
+        self.text = text
+        self.digest = digest
+        self.source = source
+        self.trials = scenario.trials()
+        self.progress = [TrialProgress(t.name, scenario.duration) for t in self.trials]
+        self.cancel = threading.Event()
+        self.stopped: str | None = None  # why the run stopped early (a full disk)
+        self.started_at = datetime.now(UTC)
+        # One capture file per trial, even for labels that clean up to one name (a/b, a_b).
+        self.pcap_names = unique_names([t.name for t in self.trials], ".pcap")
+        self.directory = new_run_directory(out, scenario.name, self.started_at)
+        self._log_lock = threading.Lock()
+        try:
+            self._log = open(self.directory / "run.log", "a")  # noqa: SIM115 (closed in run())
+            (self.directory / "scenario.toml").write_text(text, encoding="utf-8")
+            (self.directory / "pcaps").mkdir()
+            self.disk = DiskGuard(self.directory)
+        except (OSError, ClosebenchError) as error:
+            if hasattr(self, "_log"):
+                self._log.close()
+            shutil.rmtree(self.directory, ignore_errors=True)  # bad input leaves nothing behind
+            if isinstance(error, OSError):
+                raise write_error(self.directory, error, "give another --out") from None
+            raise
+
+    def log(self, message: str) -> None:
+        stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+        with self._log_lock:
+            if self._log.closed:
+                return
+            try:
+                self._log.write(f"{stamp} {message}\n")
+                self._log.flush()
+                return
+            except OSError as error:  # the disk is full or gone; the line waits in the buffer
+                failure = f"cannot write {self.directory / 'run.log'} ({error.strerror})"
+        self.stop(failure)
+
+    def stop(self, reason: str) -> None:
+        """Stop the run early for `reason`, keeping what was measured (like Ctrl-C)."""
+        # Room for what the stopping trials still write (their attempts' last batches), and the
+        # results: a full disk, or a run.log that could not be written, is why it stops.
+        self.disk.release()
+        if self.stopped is None:
+            self.stopped = reason
+            self.log(f"stopping: {reason}")
+        self.cancel.set()
+
+    def run(self, jobs: int | None = None) -> RunOutcome:
+        """Run every trial; on cancel (Ctrl-C, SIGTERM, a full disk) keep what was measured,
+        marked incomplete."""
+        random.seed(self.scenario.seed)
+        chains = trial_chains(self.trials)
+        jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
+        self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
+        results: list[TrialResult | str | None] = [None] * len(self.trials)
+        done = threading.Event()
+        watch = threading.Thread(target=self._watch_disk, args=(done,), name="disk", daemon=True)
+        watch.start()
+        try:
+            with ThreadPoolExecutor(jobs, thread_name_prefix="trial") as pool:
+                futures = [pool.submit(self._chain, chain, results) for chain in chains]
+                for future in futures:
+                    future.result()
+        finally:
+            done.set()
+            watch.join()
+            self.disk.release()  # room for the results, whatever filled the disk
+            outcome = self._write(results)
+            self._log.close()
+        return outcome
+
+    def _watch_disk(self, done: threading.Event) -> None:
+        while not done.wait(DISK_CHECK_EVERY):
+            if self.disk.full():
+                writing = [
+                    f"pcaps/{name}"
+                    for name, trial in zip(self.pcap_names, self.progress, strict=True)
+                    if trial.state == "running"
+                ]
+                if len(writing) > 3:
+                    writing[2:] = [f"{writing[2]} and {len(writing) - 3} more captures"]
+                reason = (
+                    f"the disk is full ({size_text(self.disk.free())} free on the file system "
+                    f"of {self.directory.parent}) while writing {', '.join(writing) or 'run.log'}"
+                )
+                self.stop(reason)
+                return
+
+    def _chain(self, indices: list[int], results: list) -> None:
+        for index in indices:  # a sweep's steps, one after another, each in a fresh lab
+            self._one(index, results)
+
+    def _one(self, index: int, results: list) -> None:
+        # Each trial's lab lives and dies inside this task (keepers die with their thread).
+        progress = self.progress[index]
+        if self.cancel.is_set() or self.disk.full():  # the watcher may not have looked yet
+            progress.state = "skipped"
+            return
+        spec = self.trials[index].server.spec
+        skipped = self.skipped.get(spec.name) if spec else None
+        if skipped:
+            results[index] = Skipped(skipped)
+            progress.state = "skipped"
+            self.log(f"{progress.name}: {skipped}")
+            return
+        pcap = f"pcaps/{self.pcap_names[index]}"
+        stem = Path(self.pcap_names[index]).stem
+        config = replace(
+            self.trials[index],
+            pcap=str(self.directory / pcap),
+            attempts_file=str(self.directory / ATTEMPTS_DIR / f"{stem}{SUFFIX}"),
+        )
+        if peer_for(config.server.spec):  # its generated config and logs stay with the run
+            files = self.directory / "peers" / Path(self.pcap_names[index]).stem
+            config = replace(config, server=replace(config.server, files=str(files)))
+        if any(spec.engine == "locust" for spec in config.attackers):  # Locust's own CSV files
+            (self.directory / "locust").mkdir(exist_ok=True)
+            stem = Path(self.pcap_names[index]).stem
+            config = replace(config, locust_csv=str(self.directory / "locust" / stem))
+        progress.state, progress.started = "running", time.monotonic()
+        self.log(f"{progress.name}: started, capturing into {pcap}")
+
+        def counted(_attempt) -> None:
+            progress.attempts += 1
+
+        try:
+            result = run_trial(config, self.cancel, counted)
+            results[index] = result
+            progress.state = "done"
+            self.log(f"{progress.name}: done, {progress.attempts} attempts")
+            for line in result.server_log.splitlines():
+                self.log(f"{progress.name}: server: {line}")
+        except ClosebenchError as error:
+            results[index] = str(error)
+            progress.state = "error"
+            self.log(f"{progress.name}: error: {error}")
+
+    def _write(self, results: list[TrialResult | Skipped | str | None]) -> RunOutcome:
+        """Write the results, summary.json first: if the disk is full, the rest may not fit."""
+        rows, errors = [], []
+        not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
+        for trial, result in zip(self.trials, results, strict=True):
+            if isinstance(result, TrialResult):
+                rows.append(trial_row(trial, result))
+                continue
+            if isinstance(result, Skipped):  # its warning was printed before the run began
+                error = result.error
+            else:
+                if result:
+                    errors.append(f"{trial.name}: {result}")
+                error = result or not_run
+            failed = TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
+            failed.step, failed.series = trial.step, trial.series
+            rows.append(failed)
+        # A skipped trial leaves the run complete: nothing was cut short, and its row says why it
+        # has no figures (check fails any expectation about it; compare lists its error).
+        complete = not self.cancel.is_set() and all(
+            isinstance(r, TrialResult | Skipped) for r in results
+        )
+        measured = [
+            (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
+        ]
+        wire = self._verify(rows) if self.verify else None
+        summary = {
+            "schema": SUMMARY_SCHEMA,
+            "meta": self.metadata(),
+            "complete": complete,
+            "wire_agreement": wire,
+            "rows": [row.to_dict() for row in rows],
+        }
+        if self.scenario.sweep is not None:
+            summary.update(sweep_document(self.scenario.sweep, summary["rows"]))
+        lost = []
+        for name, write in (
+            (SUMMARY_FILE, lambda: write_summary(self.directory, summary)),
+            (SAMPLES_FILE, lambda: write_samples(self.directory, _samples(measured))),
+        ):
+            try:
+                write()
+            except (OSError, ClosebenchError) as error:
+                lost.append(name)
+                self.log(f"{name}: not written: {error}")
+        try:
+            point_latest(self.directory)
+        except OSError as error:
+            errors.append(f"cannot point {self.directory.parent / 'latest'} at this run: {error}")
+        report = build_run_report(self.directory, self.log) if SUMMARY_FILE not in lost else None
+        if report is None:
+            lost.append("index.html")
+        if self.stopped:
+            errors.insert(0, self._stopped_line(lost))
+        elif lost:
+            errors.append(f"could not write {', '.join(lost)} in {self.directory}")
+        points = summary.get("breaking_points", {})
+        return RunOutcome(
+            self.directory, rows, complete, errors, report, self.stopped, wire, points
+        )
+
+    def _stopped_line(self, lost: list[str]) -> str:
+        """Why the run stopped and what it kept, in one line."""
+        kept = [n for n in (SUMMARY_FILE, f"{ATTEMPTS_DIR}/", SAMPLES_FILE) if n not in lost]
+        text = f"{self.stopped}: the run stopped early; kept in {self.directory}: "
+        text += ", ".join([*kept, "pcaps/", "run.log"])
+        if lost:
+            text += f" (not written: {', '.join(lost)}; free some space, then `closebench report`)"
+        return text
+
+    def _verify(self, rows: list[TrialRow]) -> dict:
+        """closebench verify on the trials' records (attempts/) and their pcaps: totals for
+        summary.json, and each trial's figures in its row. A failure to verify is recorded,
+        never loses the run."""
+        try:
+            agreement = verify_trials(self.directory, [row.trial for row in rows])
+        except Exception as error:
+            self.log(f"verify: failed: {type(error).__name__}: {error}")
+            return {"ok": False, "error": f"{type(error).__name__}: {error}"}
+        by_trial = {trial.trial: trial.to_dict() for trial in agreement.trials}
+        for row in rows:
+            row.wire_agreement = by_trial.get(row.trial)
+        totals = agreement.to_dict()
+        self.log(f"verify: {'ok' if totals['ok'] else 'FLAGGED'}, {json.dumps(totals)}")
+        return totals
+
+    def metadata(self) -> dict:
+        return {
+            "closebench": __version__,
+            "run_id": self.directory.name,
+            "scenario_file": str(self.source),
+            "scenario_sha256": self.digest,
+            "scenario_name": self.scenario.name,
+            "seed": self.scenario.seed,
+            "duration_s": self.scenario.duration,  # as run: --duration may override the file
+            "started": self.started_at.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_s": (datetime.now(UTC) - self.started_at).total_seconds(),
+            **machine_metadata(),
+            "stopped": self.stopped,  # why the run stopped early (a full disk), or null
+        }
+
+
+def machine_metadata() -> dict:
+    """What summary.json records of the machine a run ran on."""
+    return {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "capabilities": {
+            "CAP_NET_ADMIN": has_capability(CAP_NET_ADMIN),
+            "CAP_NET_RAW": has_capability(CAP_NET_RAW),
+            "CAP_SYS_ADMIN": has_capability(CAP_SYS_ADMIN),
+        },
+        "tools": tool_versions(),
+    }
+
+
+class AttackRun:
+    """The run directory of one attack outside a scenario (`closebench attack --target`): the
+    same files as a scenario's run, so that report, compare and check read it alike.
+
+    Made up front, so that a bad --out is an error before anything starts.
+    """
+
+    def __init__(self, out: Path, name: str, scenario_toml: str) -> None:
+        self.name = name
+        self.started_at = datetime.now(UTC)
+        self.directory = new_run_directory(out, name, self.started_at)
+        (self.directory / "scenario.toml").write_text(scenario_toml, encoding="utf-8")
+
+    def write(self, trial: TrialConfig, result: TrialResult, log: Callable[[str], None]) -> Path:
+        """summary.json, the attempts file and the report; returns the directory."""
+        finished = datetime.now(UTC)
+        meta = {
+            "closebench": __version__,
+            "run_id": self.directory.name,
+            "scenario_name": self.name,
+            "duration_s": result.duration_s,
+            "started": self.started_at.isoformat(timespec="seconds"),
+            "finished": finished.isoformat(timespec="seconds"),
+            "wall_s": (finished - self.started_at).total_seconds(),
+            **machine_metadata(),
+            "stopped": None,
+        }
+        summary = {
+            "schema": SUMMARY_SCHEMA,
+            "meta": meta,
+            "complete": result.complete,
+            "rows": [trial_row(trial, result).to_dict()],
+        }
+        write_summary(self.directory, summary)
+        path = self.directory / ATTEMPTS_DIR / unique_names([trial.name], SUFFIX)[0]
+        write_attempts_file(path, trial.name, result.attempts + result.legit_attempts)
+        point_latest(self.directory)
+        build_run_report(self.directory, log)
+        return self.directory
+
+
+def tool_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for tool in ("tcpdump", "nft", "curl", "chromium"):
+        if shutil.which(tool) is None:
+            versions[tool] = None
+            continue
+        result = subprocess.run([tool, "--version"], capture_output=True, text=True)
+        versions[tool] = (result.stdout or result.stderr).splitlines()[0].strip()
+    for module in ("scapy", "psutil", "pydantic", "dpkt", "pyarrow"):
+        imported = sys.modules.get(module) or __import__(module)
+        versions[module] = getattr(imported, "__version__", None) or getattr(
+            imported, "VERSION", None
+        )
+    return versions
+
+
+def sweep_document(sweep: SweepEntry, rows: list[dict]) -> dict:
+    """summary.json's `sweep` (the axis, steps and thresholds) and `breaking_points`."""
+    thresholds = Thresholds(
+        sweep.break_legit_success, sweep.break_latency_s, sweep.break_server_errors
+    )
+    return {
+        "sweep": sweep.model_dump(),
+        "breaking_points": breaking_points(rows, sweep.axis, thresholds),
+    }
+
+
+def trial_chains(trials: list[TrialConfig]) -> list[list[int]]:
+    """The trials' indices in runs of their own: a sweep's series (its steps, in order) is one
+    chain, so its steps never compete with each other for the machine; any other trial is
+    alone."""
+    chains: dict[object, list[int]] = {}
+    for index, trial in enumerate(trials):
+        chains.setdefault(trial.series if trial.series is not None else index, []).append(index)
+    return list(chains.values())
+
+
+def watch(runner: Runner, show: Callable[[list[TrialProgress]], None], every: float = 0.25) -> None:
+    """Call `show` with the trials' progress until the run ends (used by the CLI's display)."""
+    while any(p.state in ("waiting", "running") for p in runner.progress):
+        show(runner.progress)
+        time.sleep(every)
+    show(runner.progress)
+
+
+def _samples(measured: list[tuple[TrialConfig, TrialResult]]) -> list[tuple[str, list]]:
+    return [(trial.name, result.samples) for trial, result in measured]

@@ -1,0 +1,411 @@
+"""Scenario files: what `closebench run` compares, declared in TOML and validated on load.
+
+One schema (the pydantic models below) is the whole definition: an unknown key, a wrong type, an
+unknown strategy or an impossible value is an error naming the file, the key and what is allowed,
+and nothing starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from closebench.attackers import ATTACKERS, ENGINES
+from closebench.attackers.policy import Policy
+from closebench.core.errors import UsageError
+from closebench.core.safe_files import read_text
+from closebench.defender import DEFAULT_ABUSE_PATH, ServerConfig, sysctl
+from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
+from closebench.servers.strategies import StrategySpec, parse_spec
+from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig
+
+# Inside the package, so that an installed wheel has them; a checkout's top-level scenarios/ is a
+# symbolic link to this folder (one copy, nothing to keep in sync).
+SCENARIO_DIR = Path(str(resources.files("closebench.trials").joinpath("scenarios")))
+DEFAULT_SCENARIO = "seed"
+
+Positive = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    # allow_inf_nan: TOML has `nan` and `inf`, and a bound such as `gt=0` lets NaN through.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class StrategyEntry(Strict):
+    """One strategy to compare: its spec, and where it runs."""
+
+    strategy: str
+    routed: bool = False
+    label: str | None = None
+
+    @field_validator("strategy")
+    @classmethod
+    def known_strategy(cls, value: str) -> str:
+        return str(parse_spec(value))  # ValueError names the strategies and options allowed
+
+    @field_validator("label")
+    @classmethod
+    def printable_label(cls, value: str | None) -> str | None:
+        # A label names files, log lines and table rows: one visible line.
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError("a label is one line of visible text")
+        return value
+
+    @model_validator(mode="after")
+    def router_bans_need_a_router(self) -> StrategyEntry:
+        if self.spec.options.get("where") == "router" and not self.routed:
+            raise ValueError(f"{self.strategy} bans on the router: give it routed = true")
+        return self
+
+    @property
+    def spec(self) -> StrategySpec:
+        return parse_spec(self.strategy)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.strategy + (" (via router)" if self.routed else "")
+
+
+class AttackerEntry(Strict):
+    kind: Literal[tuple(ATTACKERS)] = "kernel"  # type: ignore[valid-type]
+    label: str | None = None
+    timeout: Positive = 10.0
+    reconnect: bool = True
+    concurrency: Annotated[int, Field(ge=1, le=20000)] = 1
+    rate: Positive | None = None
+    attempts: Annotated[int, Field(ge=1)] | None = None
+    request_delay: Annotated[float, Field(ge=0)] = 0.0
+    path: str = "/spam"
+    command: list[str] | None = None
+    # A botnet: spread the connection slots over this many addresses of the attacker host.
+    addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
+    duration: Positive | None = None  # this attacker stops sooner than the scenario
+    engine: Literal[tuple(ENGINES)] = "local"  # type: ignore[valid-type]
+    workers: Annotated[int, Field(ge=1, le=MAX_ATTACKER_HOSTS - 1)] | None = None  # Locust's
+
+    @model_validator(mode="after")
+    def addresses_need_kernel(self) -> AttackerEntry:
+        if self.addresses is not None and self.kind != "kernel":
+            raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
+        if self.command is not None and self.kind != "curl":
+            raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
+        return self
+
+    @model_validator(mode="after")
+    def locust_runs_the_kernel_policy(self) -> AttackerEntry:
+        if self.engine == "locust" and self.kind != "kernel":
+            raise ValueError(f'engine = "locust" runs kind = "kernel", not {self.kind!r}')
+        if self.engine == "locust" and self.addresses is not None:
+            raise ValueError('addresses goes with engine = "local": a Locust worker is a machine')
+        if self.workers is not None and self.engine != "locust":
+            raise ValueError('workers goes with engine = "locust"')
+        return self
+
+    def spec(self, duration: float) -> AttackerSpec:
+        policy = Policy(
+            timeout=self.timeout,
+            reconnect=self.reconnect,
+            concurrency=self.concurrency,
+            rate=self.rate,
+            duration=min(self.duration, duration) if self.duration else duration,
+            attempts=self.attempts,
+            request_delay=self.request_delay,
+        )
+        return AttackerSpec(
+            self.kind,
+            policy,
+            self.path,
+            self.command,
+            self.label,
+            self.addresses or 0,
+            self.engine,
+            self.workers or 1,
+        )
+
+
+class LegitEntry(Strict):
+    rate: Positive = 2.0
+    timeout: Positive = 5.0
+    start: Annotated[float, Field(ge=0)] = 0.0  # seconds into the trial
+    source: Literal["own", "attacker"] = "own"  # "attacker": the attackers' main address
+
+
+class ServerEntry(Strict):
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    nofile: Annotated[int, Field(ge=64)] | None = None
+    backlog: Annotated[int, Field(ge=1)] = 1024
+    abuse_path: str = DEFAULT_ABUSE_PATH
+
+
+class DefenderEntry(Strict):
+    """The defender host itself: its kernel's TCP knobs (set in its namespace only)."""
+
+    sysctl: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("sysctl", mode="before")
+    @classmethod
+    def allowed_knobs(cls, values: object) -> object:
+        if isinstance(values, dict):
+            for name, value in values.items():
+                if (problem := sysctl.problem(name, value)) is not None:
+                    raise ValueError(f"{name}: {problem}")
+        return values
+
+
+SWEEP_AXES = ("concurrency", "rate", "addresses")
+MAX_SWEEP_STEPS = 12
+
+
+class SweepEntry(Strict):
+    """One attack parameter stepped through a list of values: a trial per strategy and step.
+
+    The step replaces that parameter in every attacker; a strategy breaks at the first step where
+    the legitimate client's success falls below `break_legit_success`, its p95 latency exceeds
+    `break_latency_s`, or the server errs more than `break_server_errors` times (EMFILE refusals,
+    5xx answers to the legitimate client).
+    """
+
+    axis: Literal[SWEEP_AXES]  # type: ignore[valid-type]
+    steps: list[Positive] = Field(min_length=1, max_length=MAX_SWEEP_STEPS)
+    break_legit_success: Annotated[float, Field(ge=0, le=1)] = 0.99
+    break_latency_s: Positive = 1.0
+    break_server_errors: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("steps")
+    @classmethod
+    def ascending(cls, values: list[float]) -> list[float]:
+        if any(b <= a for a, b in itertools.pairwise(values)):
+            raise ValueError(f"steps must be sorted ascending, each once: {values}")
+        return values
+
+    @model_validator(mode="after")
+    def whole_counts(self) -> SweepEntry:
+        if self.axis != "rate" and not all(float(step).is_integer() for step in self.steps):
+            raise ValueError(f"{self.axis} steps are whole numbers: {self.steps}")
+        return self
+
+    def value(self, step: float) -> float | int:
+        return step if self.axis == "rate" else int(step)
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    duration: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    repetitions: Annotated[int, Field(ge=1, le=100)] = 1
+    seed: int = 1
+    sample_hz: Annotated[float, Field(ge=1, le=100)] = 10.0
+    family: Literal[4, 6] = 4
+    parallel: Annotated[int, Field(ge=1, le=32)] | None = None
+    server: ServerEntry = ServerEntry()
+    strategies: list[StrategyEntry] = Field(min_length=1)
+    attackers: list[AttackerEntry] = Field(min_length=1)
+    legit: LegitEntry | None = LegitEntry()
+    defender: DefenderEntry = DefenderEntry()
+    sweep: SweepEntry | None = None
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def plain_names(cls, values: object) -> object:
+        """`"repair:read_first=false"` is short for `{strategy = "repair:read_first=false"}`."""
+        if isinstance(values, list):
+            return [{"strategy": v} if isinstance(v, str) else v for v in values]
+        return values
+
+    @field_validator("strategies")
+    @classmethod
+    def each_once(cls, values: list[StrategyEntry]) -> list[StrategyEntry]:
+        names = [v.name for v in values]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"each strategy once (give a label to repeat one): {duplicates}")
+        return values
+
+    @field_validator("attackers")
+    @classmethod
+    def addresses_fit(cls, values: list[AttackerEntry]) -> list[AttackerEntry]:
+        total = sum(v.spec(1.0).most_addresses for v in values)
+        if total > MAX_EXTRA_ADDRESSES - 1:  # one extra address is the legitimate client's
+            raise ValueError(
+                f"the attackers ask for {total} addresses together; at most "
+                f"{MAX_EXTRA_ADDRESSES - 1}"
+            )
+        return values
+
+    @field_validator("attackers")
+    @classmethod
+    def workers_fit(cls, values: list[AttackerEntry]) -> list[AttackerEntry]:
+        total = sum(v.workers or 1 for v in values if v.engine == "locust")
+        if total > MAX_ATTACKER_HOSTS - 1:  # the main attacker host runs the masters
+            raise ValueError(
+                f"the Locust attackers ask for {total} workers together; the lab hosts "
+                f"{MAX_ATTACKER_HOSTS - 1} at most (one attacker host each)"
+            )
+        return values
+
+    @model_validator(mode="after")
+    def sweep_fits_the_attackers(self) -> Scenario:
+        """Every attacker must take every step (addresses: kernel attackers only)."""
+        for step in self.sweep.steps if self.sweep else ():
+            where = f"sweep step {self.sweep.axis} = {step:g} does not fit the attackers"
+            try:
+                attackers = self.attackers_at(step)
+            except ValidationError as error:
+                problems = "; ".join(_explain(e) for e in error.errors())
+                raise ValueError(f"{where}: {problems}") from None
+            total = sum(a.spec(1.0).most_addresses for a in attackers)
+            if total > MAX_EXTRA_ADDRESSES - 1:
+                raise ValueError(f"{where}: {total} addresses; at most {MAX_EXTRA_ADDRESSES - 1}")
+        return self
+
+    def attackers_at(self, step: float | None) -> list[AttackerEntry]:
+        """The attackers with the sweep's axis set to `step` (as they are for None)."""
+        if self.sweep is None or step is None:
+            return list(self.attackers)
+        update = {self.sweep.axis: self.sweep.value(step)}
+        return [AttackerEntry.model_validate({**a.model_dump(), **update}) for a in self.attackers]
+
+    def steps(self) -> list[float | None]:
+        return list(self.sweep.steps) if self.sweep else [None]
+
+    @property
+    def uses_locust(self) -> bool:
+        return any(a.engine == "locust" for a in self.attackers)
+
+    def with_duration(self, duration: float) -> Scenario:
+        """The scenario run for `duration` seconds (--duration), checked like the file's."""
+        try:
+            return Scenario.model_validate({**self.model_dump(), "duration": duration})
+        except ValidationError as error:
+            problems = "; ".join(e["msg"] for e in error.errors())
+            raise UsageError(f"--duration {duration:g}: {problems}") from None
+
+    def trials(self) -> list[TrialConfig]:
+        """One trial per strategy (per repetition, per sweep step), in the scenario's order: a
+        strategy's steps follow each other (the runner runs them one after another)."""
+        trials = []
+        for repetition in range(self.repetitions):
+            for entry in self.strategies:
+                for step in self.steps():
+                    trials.append(self._trial(entry, repetition, step))
+        return trials
+
+    def _trial(self, entry: StrategyEntry, repetition: int, step: float | None) -> TrialConfig:
+        again = f" #{repetition + 1}" if self.repetitions > 1 else ""
+        series = entry.name if self.sweep else None
+        label = entry.name
+        if self.sweep and step is not None:
+            label += f" @ {self.sweep.axis} {step:g}"
+        server = ServerConfig(
+            self.server.port,
+            entry.spec,
+            abuse_path=self.server.abuse_path,
+            nofile=self.server.nofile,
+            backlog=self.server.backlog,
+            sysctl=tuple(self.defender.sysctl.items()),
+        )
+        return TrialConfig(
+            server=server,
+            attackers=tuple(a.spec(self.duration) for a in self.attackers_at(step)),
+            legit=LegitClient(
+                self.legit.rate, self.legit.timeout, self.legit.start, self.legit.source
+            )
+            if self.legit
+            else None,
+            family=self.family,
+            routed=entry.routed,
+            sample_hz=self.sample_hz,
+            label=label + again,
+            duration=self.duration,
+            step=None if step is None or self.sweep is None else self.sweep.value(step),
+            series=None if series is None else series + again,
+        )
+
+
+def find_scenario(name_or_path: str | None) -> Path:
+    """A path as given, or a shipped scenario by name (`seed`, `fd-exhaustion`...)."""
+    if not name_or_path:
+        name_or_path = DEFAULT_SCENARIO
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UsageError(f"no scenario file {path}")
+        return path
+    shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")))
+        raise UsageError(f"no scenario {name_or_path!r}: give a .toml file or one of: {known}")
+    return shipped
+
+
+def shipped_scenarios() -> list[tuple[str, str]]:
+    """(name, description) of every shipped scenario, in name order."""
+    found = []
+    for path in sorted(SCENARIO_DIR.glob("*.toml")):
+        scenario, _, _ = load_scenario(path)
+        found.append((path.stem, scenario.description))
+    return found
+
+
+def load_scenario(path: Path) -> tuple[Scenario, str, str]:
+    """The validated scenario, its text and its sha256; UsageError on any problem."""
+    text = read_text(path, "scenario")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as error:
+        raise UsageError(f"{path}: " + "; ".join(_explain(e) for e in error.errors())) from None
+    try:
+        scenario.trials()  # what only a whole trial can check: attackers sharing an address
+    except UsageError as error:
+        raise UsageError(f"{path}: {error}") from None
+    return scenario, text, hashlib.sha256(text.encode()).hexdigest()
+
+
+def _explain(error: dict) -> str:
+    """One pydantic error as `key: problem`, with the allowed keys for an unknown one."""
+    location = [str(part) for part in error["loc"]]
+    key = ".".join(location) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        model = _model_at(location[:-1])
+        allowed = ", ".join(model.model_fields) if model else "see the README"
+        return f"unknown key {key!r}; allowed here: {allowed}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"key {key!r}: {message}"
+
+
+def _model_at(location: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Scenario
+    for part in location:
+        if part.isdigit() or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        nested = {
+            "server": ServerEntry,
+            "defender": DefenderEntry,
+            "sweep": SweepEntry,
+            "attackers": AttackerEntry,
+            "legit": LegitEntry,
+            "strategies": StrategyEntry,
+        }
+        model = nested.get(part)
+    return model

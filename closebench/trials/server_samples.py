@@ -1,0 +1,205 @@
+"""The server's side of an attack on a server outside the lab.
+
+`closebench sample --pid PID --out DIR` runs on the server's machine: the same sampler as the lab's
+(metrics.py) on that process and its network namespace (on a machine with other services, their
+sockets count too), written to DIR/samples.csv as it goes, each row with its Unix time.
+`closebench report RUN --samples DIR` merges those samples into the run by time: each trial that
+has no samples of its own (an attack with --target) gets the samples from just before its first
+SYN to its last attempt's end, its defender figures are computed from them as in the lab, and
+summary.json and samples.csv are rewritten (whole files, never through a link).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from closebench.core.background import ctrl_c_sets
+from closebench.core.errors import UsageError
+from closebench.core.safe_files import SafeDirectory
+from closebench.defender.metrics import DefenderSampler, Sample, defender_cost
+from closebench.results.run_directory import (
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    AttemptColumns,
+    TrialData,
+    load_run,
+)
+from closebench.trials.rows import defender_figures
+
+ABOUT = "sample.json"  # what was sampled: pid, process name, machine, rate, start
+UNIX_T = "unix_t"
+WRITE_EVERY = 0.5  # seconds between flushes of new samples to the file
+
+
+class ProcessHost:
+    """What the sampler reads of a host, for a process on this machine: its network namespace's
+    /proc/net files, through /proc/PID."""
+
+    role = "server"
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def proc_net(self, name: str) -> str:
+        with open(f"/proc/{self.pid}/net/{name}") as f:
+            return f.read()
+
+
+def run_sample_command(args, console) -> int:
+    if not 1 <= args.hz <= 100:
+        raise UsageError(f"--hz {args.hz:g}: give 1 to 100 samples per second")
+    try:
+        process = psutil.Process(args.pid)
+        name = process.name()
+    except psutil.NoSuchProcess:
+        raise UsageError(f"--pid {args.pid}: no such process") from None
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stream = (out / SAMPLES_FILE).open("w", newline="", encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot write there ({error.strerror})") from None
+    stop = threading.Event()
+    with stream, ctrl_c_sets(stop):
+        sampler = DefenderSampler(ProcessHost(args.pid), [args.pid], args.hz)  # type: ignore[arg-type]
+        about = {
+            "pid": args.pid,
+            "name": name,
+            "host": socket.gethostname(),
+            "hz": args.hz,
+            "started_unix": sampler.started_unix,
+        }
+        (out / ABOUT).write_text(json.dumps(about, indent=2) + "\n", encoding="utf-8")
+        console.print(
+            f"sampling {name} (pid {args.pid}) at {args.hz:g}/s into {out / SAMPLES_FILE}; "
+            "Ctrl-C to stop",
+            highlight=False,
+        )
+        written = _record(sampler, process, stream, stop, args.duration)
+    console.print(f"{written} samples in {out / SAMPLES_FILE}", highlight=False)
+    return 0
+
+
+def _record(sampler: DefenderSampler, process, stream, stop: threading.Event, duration) -> int:
+    """Write the sampler's samples as they come, until stopped, `duration` or the process ends."""
+    writer = None
+    written = 0
+    deadline = time.monotonic() + duration if duration else None
+    while True:
+        ended = not process.is_running()
+        done = ended or stop.wait(WRITE_EVERY) or (deadline and time.monotonic() > deadline)
+        if done:
+            sampler.stop()
+        for sample in sampler.samples[written:]:
+            row = {UNIX_T: sampler.started_unix + sample.t, **sample.row()}
+            if writer is None:
+                writer = csv.DictWriter(stream, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+            written += 1
+        stream.flush()
+        if done:
+            return written
+
+
+def merge_samples(run_directory: Path, samples_directory: Path) -> list[str]:
+    """Merge `closebench sample`'s samples into the run's trials that have none of their own;
+    returns the names of the trials that got samples."""
+    rows = _read_samples(samples_directory)
+    run = load_run(run_directory)
+    about = _about(samples_directory)
+    merged_before = set((run.meta.get("server_samples") or {}).get("trials", []))
+    merged: dict[str, list[tuple[float, dict]]] = {}
+    for trial in run.trials:
+        row, span = trial.row, _attempt_window(trial)
+        if span is None or (row.get("peak_fds") is not None and trial.name not in merged_before):
+            continue
+        window = _window(rows, *span)
+        if window:
+            merged[trial.name] = window
+            wasted = row.get("attacker_seconds_wasted") or 0.0
+            samples = [Sample.from_row(values) for _, values in window]
+            cost = defender_cost(samples)
+            assert cost is not None
+            row.update(defender_figures(cost, wasted, row.get("attempts") or 0))
+    if not merged:
+        return []
+    run.summary.setdefault("meta", {})["server_samples"] = {**about, "trials": sorted(merged)}
+    with SafeDirectory(run_directory, "copy the run directory somewhere writable") as out:
+        out.write(SAMPLES_FILE, _merged_csv(run_directory / SAMPLES_FILE, merged))
+        out.write(SUMMARY_FILE, json.dumps(run.summary, indent=2) + "\n")
+    return sorted(merged)
+
+
+def _read_samples(directory: Path) -> list[tuple[float, dict]]:
+    path = directory / SAMPLES_FILE
+    try:
+        with path.open(encoding="utf-8", newline="") as stream:
+            reader = csv.DictReader(stream)
+            if UNIX_T not in (reader.fieldnames or []):
+                raise UsageError(f"{path} is not from `closebench sample` (no {UNIX_T} column)")
+            rows = []
+            for values in reader:
+                try:
+                    rows.append((float(values.pop(UNIX_T)), values))
+                except (TypeError, ValueError):
+                    continue  # a line cut short when the sampler was killed
+    except OSError as error:
+        raise UsageError(f"--samples: cannot read {path} ({error.strerror})") from None
+    return sorted(rows, key=lambda pair: pair[0])
+
+
+def _about(directory: Path) -> dict:
+    try:
+        about = json.loads((directory / ABOUT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        about = {}
+    return {"from": str(directory), **{k: about.get(k) for k in ("pid", "name", "host")}}
+
+
+def _attempt_window(trial: TrialData) -> tuple[float, float] | None:
+    """The trial's first SYN and last end, from its attempts (attackers' and legitimate)."""
+    records = AttemptColumns.concat([trial.attacks, trial.legit])
+    if not len(records):
+        return None
+    ends = np.where(np.isnan(records.t_end), records.t_syn, records.t_end)
+    return float(records.t_syn.min()), float(ends.max())
+
+
+def _window(rows: list[tuple[float, dict]], start: float, end: float) -> list[tuple[float, dict]]:
+    """The samples from the last one at or before `start` (the idle baseline) to the first one
+    at or after `end`, their `t` counted from that baseline."""
+    before = [i for i, (t, _) in enumerate(rows) if t <= start]
+    after = [i for i, (t, _) in enumerate(rows) if t >= end]
+    first = before[-1] if before else 0
+    last = after[0] if after else len(rows) - 1
+    chosen = rows[first : last + 1]
+    if not chosen or chosen[0][0] > end or chosen[-1][0] < start:
+        return []  # sampled at another time than the attack
+    origin = chosen[0][0]
+    return [(t, {**values, "t": f"{t - origin:.6f}"}) for t, values in chosen]
+
+
+def _merged_csv(path: Path, merged: dict[str, list[tuple[float, dict]]]) -> str:
+    """samples.csv with the merged trials' rows replaced by their new samples."""
+    kept: list[dict] = []
+    if path.is_file():
+        with path.open(encoding="utf-8", newline="") as stream:
+            kept = [row for row in csv.DictReader(stream) if row.get("trial") not in merged]
+    new = [{"trial": trial, **values} for trial, window in merged.items() for _, values in window]
+    fields = list(new[0])
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    # Rows of an older version may lack the newer columns: those counted nothing then.
+    writer.writerows({field: row.get(field, "0") for field in fields} for row in kept + new)
+    return text.getvalue()
