@@ -8,7 +8,7 @@ TRANSITIONS is the whole of it: for each state and event, the action that runs (
 the state that follows and the outcome the attempt ends with, if this ends it. Nothing else
 writes a connection's state or outcome. An action may answer IGNORE (the event turns out not to
 concern the connection: a segment outside the window, a SYN-ACK for an older attempt); nothing
-then changes. It may hand on an event, fired at once once its own entry applies. Every segment
+then changes. It may hand on an event, fired at once after its own entry applies. Every segment
 has an entry in every state (after the end, most count as late packets); a pair missing from the
 table is a hole in it: in strict mode (the tests') it raises MissingTransition, otherwise it is
 counted in unhandled_events, apart from the network's late packets.
@@ -185,6 +185,10 @@ class Engine:
         fixed += [SYN_RTO * 2**n for n in range(int(math.log2(max(settings.timeout, 1))) + 1)]
         self.timers = Timers(self.conns, fixed, RTO_MIN)
         self._isn = InitialSequence(settings.isn_key)
+        # TRANSITIONS as a list indexed by state << 5 | event: looked up per packet, faster so.
+        self._table: list[Transition | None] = [None] * (max(State) + 1 << 5)
+        for (state, event), entry in TRANSITIONS.items():
+            self._table[state << 5 | event] = entry
 
     # --- what the loop calls
 
@@ -274,9 +278,9 @@ class Engine:
 
     def _fire(self, conn: Conn, event: Event, item: Segment | IcmpError | None) -> None:
         """Run the table's entry for the connection's state and `event`, and what it hands on."""
-        table = TRANSITIONS
+        table = self._table
         while True:
-            entry = table.get((conn.state, event))
+            entry = table[conn.state << 5 | event]
             if entry is None:
                 self._hole(conn, event)
                 return

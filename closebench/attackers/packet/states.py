@@ -58,4 +58,6 @@ IGNORE = Ignore.IGNORE
 # applies, then that event is fired at once with the same segment).
 Step = Event | Ignore | None
 
+assert max(Event) < 32  # the engine indexes its table by state << 5 | event
+
 OPEN = frozenset({State.SYN_SENT, State.ESTABLISHED, State.REQUESTED})  # the attempt still runs
