@@ -185,7 +185,8 @@ class Engine:
         fixed += [SYN_RTO * 2**n for n in range(int(math.log2(max(settings.timeout, 1))) + 1)]
         self.timers = Timers(self.conns, fixed, RTO_MIN)
         self._isn = InitialSequence(settings.isn_key)
-        # TRANSITIONS as a list indexed by state << 5 | event: looked up per packet, faster so.
+        # TRANSITIONS, read once per engine into a list indexed by state << 5 | event (looked up
+        # per packet: faster than a dict of pairs).
         self._table: list[Transition | None] = [None] * (max(State) + 1 << 5)
         for (state, event), entry in TRANSITIONS.items():
             self._table[state << 5 | event] = entry
