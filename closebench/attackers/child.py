@@ -22,10 +22,16 @@ from closebench.core.errors import LabError
 from closebench.core.readable import readable
 
 if TYPE_CHECKING:  # the attackers' children import this module too: keep their start light
-    from closebench.lab import Host
+    pass
 
 CANCEL_POLL = 0.1  # seconds between looks at the cancel event
 STOP_GRACE = 3.0  # seconds the child has after SIGTERM to wind up and report
+
+
+class Spawner(Protocol):
+    """Where a child runs: a lab Host, or this machine itself (the Locust engine's Machine)."""
+
+    def spawn(self, argv: list[str], **popen_kwargs) -> subprocess.Popen: ...
 
 
 class Reader(Protocol):
@@ -47,7 +53,7 @@ class Child:
 
     def __init__(
         self,
-        host: Host,
+        host: Spawner,
         argv: list[str],
         stdin: bytes | None = None,
         startup_grace: float = STOP_GRACE,

@@ -34,6 +34,7 @@ class Capture:
         # tcpdump says "listening on" once its socket is bound: packets from then on are kept.
         deadline = time.monotonic() + 10
         stream = self._process.stderr
+        assert stream is not None  # opened with stderr=PIPE
         seen = b""
         while time.monotonic() < deadline:
             if readable(stream.fileno(), 0.1):
@@ -55,7 +56,8 @@ class Capture:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        self._process.stderr.close()
+        if self._process.stderr is not None:
+            self._process.stderr.close()
 
 
 def capture_argv(interface: str, path: str, bpf: str) -> list[str]:

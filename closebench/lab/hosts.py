@@ -18,7 +18,9 @@ class Host:
 
     def __init__(self, lab_name: str, role: str, parent: Host | None = None) -> None:
         self.role = role
-        self.keeper = netns.Keeper(f"{lab_name}:{role}", parent.keeper if parent else None)
+        self.keeper: netns.Keeper = netns.Keeper(
+            f"{lab_name}:{role}", parent.keeper if parent else None
+        )
         self._spawned: list[subprocess.Popen] = []
 
     @property

@@ -93,7 +93,7 @@ class Keeper:
             stderr=subprocess.PIPE,
             preexec_fn=die_with_parent,
         )
-        self.pid = self._wait_for_init()
+        self.pid: int = self._wait_for_init()
 
     def _wait_for_init(self) -> int:
         """The PID (in our namespace) of the keeper's PID 1, once it has exec'd sleep."""
@@ -101,6 +101,7 @@ class Keeper:
         parent = psutil.Process(self._unshare.pid)
         while time.monotonic() < deadline:
             if self._unshare.poll() is not None:
+                assert self._unshare.stderr is not None  # opened with stderr=PIPE
                 error = self._unshare.stderr.read().decode(errors="replace").strip()
                 raise RuntimeError(
                     f"could not create the namespaces of lab host {self.name}: {error}"

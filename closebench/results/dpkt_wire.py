@@ -273,7 +273,7 @@ class Reading:
             if self.established is None:
                 return WireReading("refused", packet.t)
             reason = _answered(answered, self.sent_to)
-            if reason == "FIN":
+            if reason == "FIN" and answered is not None:
                 return WireReading("silent", answered.t)
             if reason:
                 return WireReading("silent", packet.t)

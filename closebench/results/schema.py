@@ -215,8 +215,9 @@ def _fits(value: object, hint: object) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint in (int, float):
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not math.isfinite(value):
             return False
         return hint is float or float(value).is_integer()
     if hint is str:
@@ -234,6 +235,11 @@ def _fits(value: object, hint: object) -> bool:
 def _type_text(hint: object) -> str:
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     arms = [arm for arm in typing.get_args(hint) if arm is not type(None)] if union else [hint]
-    names = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
-    text = " or ".join(names.get(arm, "an object") for arm in arms)  # type: ignore[call-overload]
+    names: dict[object, str] = {
+        int: "a whole number",
+        float: "a number",
+        str: "text",
+        bool: "true or false",
+    }
+    text = " or ".join(names.get(arm, "an object") for arm in arms)
     return text + (" or null" if _optional(hint) else "")

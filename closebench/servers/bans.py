@@ -27,8 +27,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+
+from closebench.servers.strategies import OptionValue
 
 TABLE = "closebench_bans"
 # One set per verdict and family: the server picks the set, so the ruleset is the same for every
@@ -87,13 +89,13 @@ class BanPolicy:
     maxretry: int = 1
 
     @classmethod
-    def from_options(cls, options: dict[str, object]) -> BanPolicy:
+    def from_options(cls, options: Mapping[str, OptionValue]) -> BanPolicy:
         return cls(
-            bantime=float(options["bantime"]),  # type: ignore[arg-type]
-            factor=float(options["factor"]),  # type: ignore[arg-type]
-            maxtime=float(options["maxtime"]),  # type: ignore[arg-type]
-            findtime=float(options["findtime"]),  # type: ignore[arg-type]
-            maxretry=int(options["maxretry"]),  # type: ignore[call-overload]
+            bantime=float(options["bantime"]),
+            factor=float(options["factor"]),
+            maxtime=float(options["maxtime"]),
+            findtime=float(options["findtime"]),
+            maxretry=int(options["maxretry"]),
         )
 
     def duration(self, n: int) -> float:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+# What an option's value can be (options are parsed from text by _convert)
+OptionValue = bool | int | float | str
+
 
 @dataclass(frozen=True)
 class Option:
     name: str
     type: type
-    default: object
+    default: OptionValue
     help: str
     choices: tuple[str, ...] = ()  # the values allowed, when it is one of a few words
     minimum: float | None = None  # the smallest value allowed (numbers are never negative)
@@ -51,7 +54,7 @@ class StrategySpec:
     """A strategy with its options resolved, e.g. from ``repair:read_first=false``."""
 
     name: str
-    options: dict[str, object] = field(default_factory=dict)
+    options: dict[str, OptionValue] = field(default_factory=dict)
 
     def __str__(self) -> str:
         strategy = STRATEGIES[self.name]
@@ -271,7 +274,7 @@ def _format(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _convert(option: Option, text: str) -> object:
+def _convert(option: Option, text: str) -> OptionValue:
     if option.choices:
         value = text.strip()
         if value not in option.choices:

@@ -9,6 +9,7 @@ from closebench.trials.trial import TrialConfig, TrialResult
 
 def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
     everything = result.overall
+    assert everything is not None  # TrialResult.__post_init__ fills it in
     wasted = everything.attacker_seconds_wasted
     defender = result.defender
     row = TrialRow(

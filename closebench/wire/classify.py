@@ -161,8 +161,8 @@ def reconcile(attempts: list[Attempt], path: str, server: Endpoint) -> int:
     every attacker follows) and the record's detail says what the socket reported.
     """
     by_client: dict[Endpoint, list[list[WireEvent]]] = defaultdict(list)
-    for client, events in connections(path, server, {a.src for a in attempts}):
-        by_client[client].append(events)
+    for client, connection in connections(path, server, {a.src for a in attempts}):
+        by_client[client].append(connection)
     joined = 0
     for attempt in attempts:
         candidates = by_client.get(Endpoint(attempt.src, attempt.sport), [])

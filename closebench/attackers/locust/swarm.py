@@ -191,7 +191,7 @@ class LocustEngine:
             self._ui = Forwarder(listener, placement.master, master_ui)
         settings = AttackSettings(target, policy, self.label)
         argv = self._master_argv(placement, settings, csv_prefix)
-        self._child = Child(placement.master, argv)  # type: ignore[arg-type]  (a Machine)
+        self._child = Child(placement.master, argv)
         self._thread = threading.Thread(
             target=self._child.run, args=(self.relay, self._stop), name=f"{self.label}-master"
         )

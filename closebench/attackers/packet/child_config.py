@@ -13,6 +13,7 @@ from closebench.attackers.packet import templates
 from closebench.attackers.packet.connection import Profile, Settings
 from closebench.attackers.packet.raw_sockets import IFNAME, compile_bpf, reply_filter
 from closebench.attackers.packet.segments import Kind
+from closebench.attackers.packet.templates import Template
 from closebench.attackers.policy import Policy, Target
 from closebench.attackers.rst_filter import PortRange
 
@@ -82,8 +83,8 @@ class ChildConfig:
     def the_policy(self) -> Policy:
         return Policy(**self.policy)
 
-    def the_templates(self) -> list[list[templates.Template]]:
-        return [[templates.Template.from_json(t) for t in each] for each in self.templates]
+    def the_templates(self) -> list[list[Template]]:
+        return [[Template.from_json(t) for t in each] for each in self.templates]
 
     def settings(self, isn_key: bytes) -> Settings:
         ports = self.port_range

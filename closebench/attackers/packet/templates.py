@@ -49,6 +49,7 @@ def build(family: int, source: str, dst: str, dport: int, request: bytes) -> lis
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
 
+    ip: IP | IPv6
     if family == 4:
         ip = IP(src=source, dst=dst, id=0, flags="DF", ttl=TTL)
     else:

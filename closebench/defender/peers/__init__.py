@@ -66,7 +66,7 @@ def missing_message(peer: Peer, names: Iterable[str]) -> str:
 def require(spec: StrategySpec | None) -> None:
     """EnvironmentProblem when `spec` is a peer whose software is not installed."""
     peer = peer_for(spec)
-    if peer is not None and not peer.installed():
+    if spec is not None and peer is not None and not peer.installed():
         raise EnvironmentProblem(missing_message(peer, [spec.name]))
 
 

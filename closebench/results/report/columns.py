@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from closebench.results.run_directory import TrialData, is_number
 
@@ -38,7 +39,7 @@ class Column:
     key: str  # the summary.json row field
     header: str
     group: str
-    show: Callable[[object], str]
+    show: Callable[[Any], str]  # takes the row's JSON value, whose type depends on the key
     missing: str = "-"  # shown for null
 
     def cell(self, row: dict) -> str:

@@ -46,7 +46,7 @@ class AbuseRules:
         return target is not None and self.path.search(target) is not None
 
 
-def request_target(head: bytes) -> str | None:
+def request_target(head: bytes | bytearray) -> str | None:
     """The request-target of a complete request line, else None."""
     line, newline, _ = head.partition(b"\r\n")
     parts = line.split(b" ")
