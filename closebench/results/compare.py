@@ -74,12 +74,13 @@ class FigureChange:
 
     @property
     def change_pct(self) -> float | None:
-        if not self.measured:
+        change = self.change  # None when not measured
+        if change is None:
             return None
         base = statistics.fmean(self.before)
         if base == 0:
-            return None if self.change == 0 else math.copysign(math.inf, self.change)
-        return 100 * self.change / abs(base)
+            return None if change == 0 else math.copysign(math.inf, change)
+        return 100 * change / abs(base)
 
     @property
     def gap(self) -> float:
@@ -97,15 +98,16 @@ class FigureChange:
     @property
     def verdict(self) -> str:
         """'worse', 'better', 'changed' (outside the noise), 'same' or '' (within it)."""
-        if not self.measured:
+        change = self.change  # None when not measured
+        if change is None:
             return ""
-        if math.isclose(self.change, 0.0, abs_tol=1e-9) and self.gap == 0:
+        if math.isclose(change, 0.0, abs_tol=1e-9) and self.gap == 0:
             return "same"  # float sums (0.11 - 0.1 - 0.01) are not a change
         if not self.outside_noise:
             return ""
         if self.figure.worse is None:
             return "changed"
-        worse = self.change > 0 if self.figure.worse == HIGHER else self.change < 0
+        worse = change > 0 if self.figure.worse == HIGHER else change < 0
         return "worse" if worse else "better"
 
 

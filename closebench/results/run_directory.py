@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import pyarrow.compute as pc
@@ -62,7 +63,7 @@ RAW_FILES = (SUMMARY_FILE, SAMPLES_FILE, SCENARIO_FILE, LOG_FILE, LEGACY_ATTEMPT
 REPETITION = re.compile(r"^(?P<name>.*) #(?P<k>\d+)$")
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
     """A finite number of a summary row or a record (true and false are not numbers)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
