@@ -175,7 +175,9 @@ def run_locust_command(args: argparse.Namespace, console) -> int:
         return run_sample_command(args, console)
     require_locust()
     if args.locustfile:
-        print(find_spec("closebench.attackers.locust.locustfile").origin)  # found, not imported
+        spec = find_spec("closebench.attackers.locust.locustfile")  # found, not imported
+        assert spec is not None  # a module of this package
+        print(spec.origin)
         return 0
     if args.master is None:
         raise UsageError("give --master HOST[:PORT], the address of the closebench master")

@@ -46,7 +46,7 @@ class ServerConfig:
     def launches(self, directory: Path) -> list[Launch]:
         """The processes to start, in order; a peer's config is written into `directory`."""
         peer = peers.peer_for(self.spec)
-        if peer is None:
+        if peer is None or self.spec is None:  # a peer comes only from a spec
             return [Launch("server", self.argv(), self.port)]
         setup = PeerSetup(
             self.spec,

@@ -78,7 +78,7 @@ class Sample:
         row = asdict(self)
         sockets = row.pop("sockets")
         gave_up = row.pop("kernel_gave_up")
-        later = ("bans_active", "syns_dropped", "tx_packets", "router_conntrack")
+        later: tuple[str, ...] = ("bans_active", "syns_dropped", "tx_packets", "router_conntrack")
         later += ("router_established", "tcp_inuse", "tcp_tw", "tcp_mem_pages")
         added = {name: row.pop(name) for name in later}
         added.update({name: gave_up.get(name, 0) for name in KERNEL_GAVE_UP})

@@ -83,8 +83,12 @@ class Defender:
         # A fw-* strategy needs its nftables table (in this host or the router) before it starts.
         config = self.config = firewall.prepare(lab, config)
         steering.prepare(lab, config)  # zero-window: its packets kept from the kernel's TCP
-        self._scratch = None if config.files else tempfile.TemporaryDirectory(prefix="closebench-")
-        self.directory = Path(config.files or self._scratch.name)
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if config.files:
+            self.directory = Path(config.files)
+        else:
+            self._scratch = tempfile.TemporaryDirectory(prefix="closebench-")
+            self.directory = Path(self._scratch.name)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.processes: list[ServerProcess] = []
         try:

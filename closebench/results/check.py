@@ -25,6 +25,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from rich.console import Console
 from rich.markup import escape
@@ -247,7 +248,7 @@ def _directed_figures(value: object, key: str, source: Path) -> list[str]:
     return list(value)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

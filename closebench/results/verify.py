@@ -24,6 +24,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +61,7 @@ class Mismatch:
         where = f"[{self.src}]:{self.sport}" if ":" in self.src else f"{self.src}:{self.sport}"
         if self.what == "class":
             return f"{where}: record says {self.record}, wire says {self.wire}"
-        if self.what == "end":
+        if self.what == "end" and self.end_delta_s is not None:
             return f"{where}: end {1000 * self.end_delta_s:+.1f} ms from the wire's"
         return f"{where}: {self.what}"
 
@@ -250,7 +251,8 @@ def _client(record: dict) -> tuple[str, int]:
         address = str(ipaddress.ip_address(str(record.get("src"))))
     except ValueError:
         address = str(record.get("src"))
-    return address, record.get("sport")
+    sport = record.get("sport")
+    return address, sport if isinstance(sport, int) else -1  # no port: it joins no connection
 
 
 def _mismatch(record: dict, what: str, wire: str | None, delta: float | None = None) -> Mismatch:
@@ -342,7 +344,7 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -197,6 +197,8 @@ def _decode(t: float, frame: bytes, server: Endpoint) -> tuple[Endpoint, WireEve
     if packet.haslayer(TCPerror):
         # An ICMP(v6) error quoting one of our segments: the ICMP header follows the IP one.
         quoted = packet.getlayer(IPerror) or packet.getlayer(IPerror6)
+        if quoted is None:  # not seen: scapy finds TCPerror only inside IPerror(6)
+            return None
         tcp = packet[TCPerror]
         if Endpoint(quoted.dst, tcp.dport) != server:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -81,7 +82,12 @@ def label_clusters(
     for index, (where, names) in enumerate(clusters):
         anchor = (0.04 + 0.9 * index / len(clusters), where[1]) if spread else tuple(where)
         right = anchor[0] > 0.6  # near the right edge: write leftwards
-        text = {"ha": "right" if right else "left", "fontsize": 8.5, "color": "0.15", "bbox": box}
+        text: dict[str, Any] = {
+            "ha": "right" if right else "left",
+            "fontsize": 8.5,
+            "color": "0.15",
+            "bbox": box,
+        }
         if stagger:
             height = stagger[index % len(stagger)]
             ax.annotate(

@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "h", "<", ">", "p")
-LINESTYLES = ("-", "--", "-.", ":")
+LineStyle = Literal["-", "--", "-.", ":"]  # the ones matplotlib names so (its stubs check)
+LINESTYLES: tuple[LineStyle, ...] = ("-", "--", "-.", ":")
 
 
 def strategy_key(trial: str) -> str:
@@ -21,7 +23,7 @@ def strategy_key(trial: str) -> str:
 class Style:
     color: str
     marker: str
-    linestyle: str
+    linestyle: LineStyle
 
 
 class Palette:

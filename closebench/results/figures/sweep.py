@@ -118,7 +118,8 @@ def _line(ax: Axes, rows: list[dict], column: str, scale: float, style) -> None:
 
 
 def _mark_break(ax: Axes, rows: list[dict], column: str, scale, step: float, color: str) -> None:
-    [row] = [r for r in rows if r["step"] == step] or [None]
+    at_step: list[dict | None] = [r for r in rows if r["step"] == step]
+    [row] = at_step or [None]
     if row is not None and is_num(row.get(column)):
         ax.plot(
             [step],

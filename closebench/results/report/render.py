@@ -159,8 +159,8 @@ def summary_markdown(context: dict) -> str:
         lines += ["", _md(context["breaking_rule"]), "", "| strategy | broke at | why |"]
         lines.append("| --- | ---: | :--- |")
         for point in context["breaking"]:
-            cells = (point["series"], point["where"], point["reason"])
-            lines.append("| " + " | ".join(_md(cell) for cell in cells) + " |")
+            fields = (point["series"], point["where"], point["reason"])
+            lines.append("| " + " | ".join(_md(field) for field in fields) + " |")
     lines.append("")
     for result in context["axes"]:
         who = "all alike" if result.all_tied else ", ".join(result.winners)
