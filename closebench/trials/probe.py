@@ -243,7 +243,7 @@ class Probe:
             return f"connect timed out after {self.timeout:g} s"
         except OSError as error:
             attempt.t_end = time.time()
-            return f"{errno.errorcode.get(error.errno, 'error')}: {error.strerror}"
+            return f"{errno.errorcode.get(error.errno or 0, 'error')}: {error.strerror}"
 
 
 def _pcap_label(case: ProbeCase) -> str:

@@ -53,7 +53,7 @@ def resolve(host: str, port: int, ipv6: bool, path: str) -> Target:
     except socket.gaierror as error:
         raise UsageError(f"--target {host}:{port}: cannot resolve {host!r} ({error})") from None
     address_family, *_, address = found[0]
-    return Target(address[0], port, 6 if address_family == socket.AF_INET6 else 4, path)
+    return Target(str(address[0]), port, 6 if address_family == socket.AF_INET6 else 4, path)
 
 
 def check_bindable(bind: tuple[str, int]) -> None:

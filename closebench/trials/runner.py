@@ -16,11 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from closebench import __version__
 from closebench.core.errors import ClosebenchError
@@ -235,7 +236,7 @@ class Runner:
             progress.state = "error"
             self.log(f"{progress.name}: error: {error}")
 
-    def _write(self, results: list[TrialResult | Skipped | str | None]) -> RunOutcome:
+    def _write(self, results: Sequence[TrialResult | Skipped | str | None]) -> RunOutcome:
         """Write the results, summary.json first: if the disk is full, the rest may not fit."""
         rows, errors = [], []
         not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
@@ -261,7 +262,7 @@ class Runner:
             (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
         ]
         wire = self._verify(rows) if self.verify else None
-        summary = {
+        summary: dict[str, Any] = {  # summary.json's document
             "schema": SUMMARY_SCHEMA,
             "meta": self.metadata(),
             "complete": complete,

@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from closebench.attackers import ATTACKERS, ENGINES
 from closebench.attackers.policy import Policy
@@ -260,7 +261,9 @@ class Scenario(Strict):
     @model_validator(mode="after")
     def sweep_fits_the_attackers(self) -> Scenario:
         """Every attacker must take every step (addresses: kernel attackers only)."""
-        for step in self.sweep.steps if self.sweep else ():
+        if self.sweep is None:
+            return self
+        for step in self.sweep.steps:
             where = f"sweep step {self.sweep.axis} = {step:g} does not fit the attackers"
             try:
                 attackers = self.attackers_at(step)
@@ -379,7 +382,7 @@ def load_scenario(path: Path) -> tuple[Scenario, str, str]:
     return scenario, text, hashlib.sha256(text.encode()).hexdigest()
 
 
-def _explain(error: dict) -> str:
+def _explain(error: ErrorDetails) -> str:
     """One pydantic error as `key: problem`, with the allowed keys for an unknown one."""
     location = [str(part) for part in error["loc"]]
     key = ".".join(location) or "(top level)"
@@ -399,7 +402,7 @@ def _model_at(location: list[str]) -> type[BaseModel] | None:
         field = model.model_fields.get(part)
         if field is None:
             return None
-        nested = {
+        nested: dict[str, type[BaseModel]] = {
             "server": ServerEntry,
             "defender": DefenderEntry,
             "sweep": SweepEntry,

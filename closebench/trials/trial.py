@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from closebench.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
 from closebench.attackers.kernel import KernelSpammer
@@ -244,7 +245,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                     port=server.port,
                 )
             if config.attempts_file:
-                writer = AttemptWriter(config.attempts_file, config.name)
+                writer = AttemptWriter(Path(config.attempts_file), config.name)
             try:
                 result = _attack(lab, config, cancel, on_attempt, writer)
             except BaseException:
@@ -343,12 +344,12 @@ def _run_attackers(
 
     def sink_for(spec: AttackerSpec) -> Callable[[Attempt], None]:
         # Streamed to the file unless the capture gives it its wire times after the attack.
-        streamed = writer is not None and not spec.keeps_own_clock
+        streamed = None if spec.keeps_own_clock else writer
 
         def sink(attempt: Attempt) -> None:
             attempt.attacker = spec.name  # one name per attacker entry, whatever its kind says
-            if streamed:
-                writer.add(attempt)
+            if streamed is not None:
+                streamed.add(attempt)
             else:
                 with lock:
                     attempts.append(attempt)
@@ -410,14 +411,15 @@ def _legit_thread(
 ) -> threading.Thread | None:
     """The legitimate client until `stop`; its requests in flight then still end, and count
     (Ctrl-C, `cancel`, abandons them)."""
-    if not config.legit:
+    legit = config.legit
+    if not legit:
         return None
     target = Target(lab.defender_ip(config.family), config.server.port, config.family, "/")
-    policy = Policy(timeout=config.legit.timeout, rate=config.legit.rate, duration=LEGIT_HORIZON)
+    policy = Policy(timeout=legit.timeout, rate=legit.rate, duration=LEGIT_HORIZON)
     source = _legit_source(lab, config)
 
     def run() -> None:
-        if not stop.wait(config.legit.start):
+        if not stop.wait(legit.start):
             client = KernelSpammer(LEGIT_CLIENT)
             cost.update(client.run(lab, target, policy, records.append, cancel, source, stop))
 

@@ -206,6 +206,7 @@ def worker_rows(trials: list[TrialData]) -> list[WorkerRow]:
 def _worker_row(trial: str, attacker: str, worker: object) -> WorkerRow | None:
     if not isinstance(worker, dict) or not is_number(worker.get("attempts_per_s")):
         return None
+    outcomes = worker.get("outcomes")
     lost = None
     if worker.get("lost"):
         when = worker.get("lost_s")
@@ -217,8 +218,6 @@ def _worker_row(trial: str, attacker: str, worker: object) -> WorkerRow | None:
         addresses=", ".join(map(str, worker.get("addresses") or [])) or "-",
         attempts=str(worker.get("attempts", "-")),
         rate=fixed(2)(worker["attempts_per_s"]),
-        outcomes=outcome_counts(
-            worker.get("outcomes") if isinstance(worker.get("outcomes"), dict) else {}
-        ),
+        outcomes=outcome_counts(outcomes if isinstance(outcomes, dict) else {}),
         lost=lost,
     )
