@@ -226,13 +226,20 @@ RUN_COLUMNS = (
 def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     table = Table(title=f"{scenario.name}: {scenario.description}")
     columns = [COLUMN_BY_KEY[key] for key in RUN_COLUMNS]
-    table.add_column("strategy")
+    table.add_column("strategy", no_wrap=True)
     for column in columns:
-        table.add_column(column.header, justify="left" if column.key == "outcomes" else "right")
+        words = column.key == "outcomes"
+        table.add_column(
+            column.header,
+            justify="left" if words else "right",
+            overflow="fold" if words else "ellipsis",
+        )
     console_notes: list[str] = []
     for row in result.rows:
-        if row.error:
-            table.add_row(row.trial, f"[red]{escape(row.error)}[/]", *[""] * (len(columns) - 1))
+        if row.error:  # the row says so; the error, often long, goes under the table whole
+            word = "skipped" if row.error.startswith("skipped:") else "error"
+            table.add_row(row.trial, f"[red]{word}[/]", *[""] * (len(columns) - 1))
+            console_notes.append(f"{escape(row.trial)}: [red]{escape(row.error)}[/]")
             continue
         cells = row.to_dict()
         table.add_row(row.trial, *(escape(column.cell(cells)) for column in columns))
