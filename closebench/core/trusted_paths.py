@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from closebench.core.errors import UsageError
 
 OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_LINKS = 40  # as the kernel's path walk (ELOOP beyond)
+# A path through an open descriptor (closebench/core/safe_files.py's anchor): the kernel follows
+# /proc/PID/fd/N to the open directory itself, not to whatever has its name now.
+ANCHOR = re.compile(r"^(/proc/(?:\d+|self)/fd/\d+)(?:/|$)")
 
 
 def trusted_ids() -> tuple[set[int], set[int]]:
@@ -88,12 +92,16 @@ def open_trusted_directory(path: str | Path, create: bool = False, fix: str = ""
     could change; OSError for the rest (the caller's write_error() names it)."""
     uids, gids = trusted_ids()
     text = os.fspath(path)
+    anchored = ANCHOR.match(text)
+    if anchored:  # a directory opened (and checked) before: through its descriptor
+        fd = os.open(anchored[1], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        walked, text = Path(anchored[1]), text[anchored.end(1) :]
+    else:
+        fd, walked = os.open("/", OPEN_DIRECTORY), Path("/")
     pending = [part for part in text.split("/") if part not in ("", ".")]
-    if not text.startswith("/"):
+    if not anchored and not text.startswith("/"):
         pending = [p for p in os.getcwd().split("/") if p] + pending
-    fd = os.open("/", OPEN_DIRECTORY)
-    here = os.fstat(fd)
-    walked, links = Path("/"), 0
+    here, links = os.fstat(fd), 0
     try:
         while pending:
             name = pending.pop(0)
@@ -108,8 +116,13 @@ def open_trusted_directory(path: str | Path, create: bool = False, fix: str = ""
                 continue
             if stat.S_ISLNK(found.st_mode):
                 links += 1
-                if links > MAX_LINKS or not _may_follow(found, here, uids):
+                if links > MAX_LINKS:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(walked / name))
+                if not _may_follow(found, here, uids):
+                    raise UsageError(
+                        f"{walked / name} is a link owned by uid {found.st_uid} in a directory "
+                        f"anyone can write, so root will not follow it; {fix or 'give the real path'}"
+                    )
                 target = os.readlink(name, dir_fd=fd)
                 pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
                 if target.startswith("/"):
