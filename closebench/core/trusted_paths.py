@@ -121,7 +121,8 @@ def open_trusted_directory(path: str | Path, create: bool = False, fix: str = ""
                 if not _may_follow(found, here, uids):
                     raise UsageError(
                         f"{walked / name} is a link owned by uid {found.st_uid} in a directory "
-                        f"anyone can write, so root will not follow it; {fix or 'give the real path'}"
+                        "anyone can write, so root will not follow it; "
+                        f"{fix or 'give the real path'}"
                     )
                 target = os.readlink(name, dir_fd=fd)
                 pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
