@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -50,12 +49,17 @@ SWAPPER = textwrap.dedent(
     swapped = 0
     while not os.path.exists(stop):
         for name in os.listdir(out):
+            if name.startswith("moved-"):
+                continue
             path = os.path.join(out, name)
             try:
                 found = os.lstat(path)
             except FileNotFoundError:
                 continue
-            if stat.S_ISDIR(found.st_mode) and found.st_uid == 0:
+            # A run directory once the run writes into it (swapped between its mkdir and its
+            # open, it is never followed and the run takes another name).
+            started = os.path.exists(os.path.join(path, "scenario.toml"))
+            if stat.S_ISDIR(found.st_mode) and found.st_uid == 0 and started:
                 try:
                     os.rename(path, os.path.join(out, f"moved-{swapped}"))
                     os.symlink(target, path)
@@ -107,8 +111,10 @@ def test_swapping_the_run_directory_cannot_redirect_the_run(shared, tmp_path):
     scenario = tmp_path / "tiny.toml"
     scenario.write_text(TINY)
     stop = out / "stop"
+    python = shutil.which("python3", path="/usr/bin:/bin")  # not root's: uid 65534 runs it
+    assert python, "the swapper needs a python3 any user can run"
     swapper = as_nobody(
-        [sys.executable, "-c", SWAPPER, str(out), str(target), str(stop)],
+        [python, "-c", SWAPPER, str(out), str(target), str(stop)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -125,7 +131,8 @@ def test_swapping_the_run_directory_cannot_redirect_the_run(shared, tmp_path):
     finally:
         stop.touch()
         swapped = int(swapper.communicate(timeout=30)[0])
-    assert result.returncode == 0, result.stderr
+    logs = [p.read_text() for p in out.glob("moved-*/run.log")]
+    assert result.returncode == 0, (result.stderr, logs)
     assert swapped >= 1, "the swapper never swapped: the test proves nothing"
     untouched(target)
     [moved] = [p for p in out.iterdir() if p.name.startswith("moved-")]
@@ -137,7 +144,9 @@ def test_swapping_the_run_directory_cannot_redirect_the_run(shared, tmp_path):
     assert "attempts/graceful.parquet" in written
     assert any(name.startswith("figures/") for name in written)
     assert (moved / "pcaps" / "graceful.pcap").stat().st_size > 24  # more than a pcap header
-    assert os.readlink(out / "latest") == moved.name or (out / "latest").is_symlink()
+    # latest names the run directory by the name root gave it (now the swapper's link).
+    [swapped_name] = [p.name for p in out.iterdir() if p.is_symlink() and p.name != "latest"]
+    assert os.readlink(out / "latest") == swapped_name
 
 
 # refused: a place another user could change

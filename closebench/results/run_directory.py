@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
@@ -388,6 +389,10 @@ def new_run_directory(out: Path, scenario: str, started: datetime) -> NewRun:
                 run = parent.new_subdirectory(base if attempt == 0 else f"{base}-{attempt}")
             except FileExistsError:
                 continue  # taken, by an earlier run or by anyone who can write to --out
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    continue  # replaced between mkdir and open: never followed, another name
+                raise
             return NewRun(parent, run)
     except OSError as error:
         parent.close()
@@ -396,7 +401,10 @@ def new_run_directory(out: Path, scenario: str, started: datetime) -> NewRun:
         parent.close()
         raise
     parent.close()
-    raise ClosebenchError(f"cannot create a run directory under {out}")
+    raise ClosebenchError(
+        f"cannot create a run directory under {out}: every name was taken or replaced as it was "
+        "made; give another --out"
+    )
 
 
 def _check_latest(out: SafeDirectory) -> None:

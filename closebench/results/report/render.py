@@ -103,7 +103,7 @@ def _context(run: RunData, figures: list) -> dict:
 
 
 def _embedded(figure) -> dict:
-    svg = figure.svg.read_bytes()
+    svg = figure.svg_text
     return {
         "name": figure.name,
         "title": figure.title,
