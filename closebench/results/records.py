@@ -167,7 +167,8 @@ class AttemptWriter:
         # descriptor, closebench/core/safe_files.py); pyarrow writes to the stream.
         self.path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        self._stream = os.fdopen(os.open(self.path, flags, 0o644), "wb")
+        # Unbuffered: a batch written is on disk (`written`), as with a path.
+        self._stream = os.fdopen(os.open(self.path, flags, 0o644), "wb", buffering=0)
         self._writer = pq.ParquetWriter(
             self._stream,
             ATTEMPT_SCHEMA,
