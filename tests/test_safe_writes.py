@@ -319,3 +319,22 @@ def test_sample_writes_through_its_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "s" / "samples.csv").read_text().count("\n") >= 2
     assert stat.S_ISREG((tmp_path / "s" / "samples.csv").lstat().st_mode)
+
+
+def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Emptied and removed through the descriptors it was made with (not by name)."""
+    from closebench.core.errors import ClosebenchError
+    from closebench.trials import runner
+    from closebench.trials.scenario import load_scenario
+
+    def no_room(_directory):
+        raise ClosebenchError("no room")
+
+    monkeypatch.setattr(runner, "DiskGuard", no_room)
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    scenario, text, digest = load_scenario(path)
+    out = tmp_path / "reports"
+    with pytest.raises(ClosebenchError, match="no room"):
+        runner.Runner(scenario, text, digest, path, out)
+    assert list(out.iterdir()) == []

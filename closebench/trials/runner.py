@@ -121,7 +121,13 @@ class Runner:
         except (OSError, ClosebenchError) as error:
             if hasattr(self, "_log"):
                 self._log.close()
-            shutil.rmtree(self.files, ignore_errors=True)  # bad input leaves nothing behind
+            # Bad input leaves nothing behind: emptied through its descriptor, then removed
+            # (rmdir never follows a link put at its name).
+            run = self.opened.run.fd
+            for name in os.listdir(run):
+                shutil.rmtree(name, ignore_errors=True, dir_fd=run)
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=run)
             with contextlib.suppress(OSError):
                 os.rmdir(self.directory.name, dir_fd=self.opened.out.fd)
             self.opened.close()
