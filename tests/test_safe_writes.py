@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from closebench.cli import main
 from closebench.core.errors import UsageError
 from closebench.core.safe_files import SafeDirectory
 from closebench.core.trusted_paths import open_trusted_directory
@@ -263,52 +264,52 @@ def test_a_directory_once_opened_is_written_whatever_its_name_becomes(shared, mo
     ]
 
 
-def refused(result: subprocess.CompletedProcess, place: Path) -> None:
-    line = one_error(result, 2)
+def refused(argv: list[str], place: Path, capsys) -> None:
+    """`closebench ARGV` (in this process: no start-up cost) is one line, exit 2, naming `place`."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    [line] = [line for line in err.splitlines() if "error:" in line]
     assert f"{place} could be changed by another user" in line, line
 
 
-def test_report_export_and_compare_refuse_a_changeable_place(shared):
+def test_report_export_and_compare_refuse_a_changeable_place(shared, monkeypatch, capsys):
     out, target = shared
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    monkeypatch.delenv("SUDO_GID", raising=False)
     run = out / "run"
     shutil.copytree(RUN, run)
-    env = {k: v for k, v in os.environ.items() if k not in ("SUDO_UID", "SUDO_GID")}
     mine = Path(tempfile.mkdtemp(prefix="closebench-mine-"))
     try:
         mine_run = mine / "run"
         shutil.copytree(RUN, mine_run)
-        for argv, place in (
-            (["report", str(run)], out),
-            (["export", str(mine_run), "--jsonl", "--out", str(out / "a.jsonl")], out),
-            (["compare", str(mine_run), str(mine_run), "--html", str(out / "c.html")], out),
-        ):
-            result = subprocess.run(
-                [*CLOSEBENCH, *argv], capture_output=True, text=True, timeout=120, env=env
-            )
-            refused(result, place)
+        refused(["report", str(run)], out, capsys)
+        refused(["export", str(mine_run), "--jsonl", "--out", str(out / "a.jsonl")], out, capsys)
+        refused(
+            ["compare", str(mine_run), str(mine_run), "--html", str(out / "c.html")], out, capsys
+        )
         assert not (run / "index.html").exists()
         assert sorted(p.name for p in out.iterdir()) == ["run"]
-        # The same commands into a place only root can change: written.
-        assert closebench("export", str(mine_run), "--jsonl").returncode == 0
+        # The same into a place only root can change: written.
+        assert main(["export", str(mine_run), "--jsonl"]) == 0
         assert (mine_run / "attempts.jsonl").stat().st_size > 0
     finally:
         shutil.rmtree(mine)
     untouched(target)
 
 
-def test_sample_attack_and_probe_refuse_a_changeable_place(shared):
+def test_sample_attack_and_probe_refuse_a_changeable_place(shared, monkeypatch, capsys):
     out, _ = shared
-    env = {k: v for k, v in os.environ.items() if k not in ("SUDO_UID", "SUDO_GID")}
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    monkeypatch.delenv("SUDO_GID", raising=False)
     for argv in (
         ["sample", "--pid", str(os.getpid()), "--out", str(out / "s"), "--duration", "0.2"],
         ["attack", "--strategy", "rst", "--records", str(out / "r.jsonl"), "--duration", "1"],
         ["attack", "--strategy", "rst", "--locust-csv", str(out / "l"), "--engine", "locust"],
         ["probe", "--strategy", "rst", "--pcap-dir", str(out / "p")],
     ):
-        result = subprocess.run(
-            [*CLOSEBENCH, *argv], capture_output=True, text=True, timeout=60, env=env
-        )
-        refused(result, out)
+        refused(argv, out, capsys)
     assert list(out.iterdir()) == []
 
 
