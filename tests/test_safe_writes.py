@@ -22,7 +22,7 @@ from closebench.cli import main
 from closebench.core.errors import UsageError
 from closebench.core.safe_files import SafeDirectory
 from closebench.core.trusted_paths import open_trusted_directory
-from tests.test_faults import CLOSEBENCH, RUN, closebench, one_error
+from tests.test_faults import CLOSEBENCH, RUN
 
 NOBODY = 65534
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,19 +153,14 @@ def test_swapping_the_run_directory_cannot_redirect_the_run(shared, tmp_path):
 # refused: a place another user could change
 
 
-def test_out_another_user_owns_is_refused(shared, tmp_path):
+def test_out_another_user_owns_is_refused(shared, tmp_path, monkeypatch, capsys):
     out, _ = shared
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    monkeypatch.delenv("SUDO_GID", raising=False)
     scenario = tmp_path / "tiny.toml"
     scenario.write_text(TINY)
-    env = {k: v for k, v in os.environ.items() if k not in ("SUDO_UID", "SUDO_GID")}
-    result = subprocess.run(
-        [*CLOSEBENCH, "run", str(scenario), "--out", str(out / "runs")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    line = one_error(result, 2)
+    assert main(["run", str(scenario), "--out", str(out / "runs")]) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert f"{out} could be changed by another user (it belongs to uid 65534)" in line, line
     assert "root will not write below it; give another --out" in line
     assert list(out.iterdir()) == [], "a refused --out must leave nothing behind"
@@ -314,10 +309,8 @@ def test_sample_attack_and_probe_refuse_a_changeable_place(shared, monkeypatch, 
 
 
 def test_sample_writes_through_its_directory(tmp_path):
-    result = closebench(
-        "sample", "--pid", str(os.getpid()), "--out", str(tmp_path / "s"), "--duration", "0.3"
-    )
-    assert result.returncode == 0, result.stderr
+    argv = ["sample", "--pid", str(os.getpid()), "--out", str(tmp_path / "s"), "--duration", "0.3"]
+    assert main(argv) == 0
     assert (tmp_path / "s" / "samples.csv").read_text().count("\n") >= 2
     assert stat.S_ISREG((tmp_path / "s" / "samples.csv").lstat().st_mode)
 
