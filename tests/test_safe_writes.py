@@ -332,3 +332,21 @@ def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(ClosebenchError, match="no room"):
         runner.Runner(scenario, text, digest, path, out)
     assert list(out.iterdir()) == []
+
+
+def test_paths_walk_like_the_kernels(tmp_path, monkeypatch):
+    """Relative paths, `..`, links (root's, relative and absolute) and missing components
+    made on the way: the directory the kernel would open, or ELOOP for a loop."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "rel").symlink_to("a/b")
+    (tmp_path / "abs").symlink_to(tmp_path / "a")
+    (tmp_path / "loop").symlink_to("loop")
+    monkeypatch.chdir(tmp_path / "a")
+    for path in ("b", "../rel", str(tmp_path / "abs" / "b"), "./b/../b"):
+        fd = open_trusted_directory(path)
+        assert os.path.samestat(os.fstat(fd), (tmp_path / "a" / "b").stat()), path
+        os.close(fd)
+    os.close(open_trusted_directory(tmp_path / "rel" / "new" / "deeper", create=True))
+    assert (tmp_path / "a" / "b" / "new" / "deeper").is_dir()
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        open_trusted_directory(tmp_path / "loop")

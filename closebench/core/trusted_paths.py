@@ -90,58 +90,81 @@ def open_trusted_directory(path: str | Path, create: bool = False, fix: str = ""
     """A descriptor of the directory `path`, walked as the module's docstring says (missing
     components made, 0755, with `create`). UsageError, one line, for a directory another user
     could change; OSError for the rest (the caller's write_error() names it)."""
-    uids, gids = trusted_ids()
-    text = os.fspath(path)
-    anchored = ANCHOR.match(text)
-    if anchored:  # a directory opened (and checked) before: through its descriptor
-        fd = os.open(anchored[1], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        walked, text = Path(anchored[1]), text[anchored.end(1) :]
-    else:
-        fd, walked = os.open("/", OPEN_DIRECTORY), Path("/")
-    pending = [part for part in text.split("/") if part not in ("", ".")]
-    if not anchored and not text.startswith("/"):
-        pending = [p for p in os.getcwd().split("/") if p] + pending
-    here, links = os.fstat(fd), 0
+    walk = _Walk(os.fspath(path), create, fix)
     try:
-        while pending:
-            name = pending.pop(0)
-            try:
-                found = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                with contextlib.suppress(FileExistsError):  # made meanwhile: looked at alike
-                    os.mkdir(name, 0o755, dir_fd=fd)
-                pending.insert(0, name)
-                continue
-            if stat.S_ISLNK(found.st_mode):
-                links += 1
-                if links > MAX_LINKS:
-                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(walked / name))
-                if not _may_follow(found, here, uids):
-                    raise UsageError(
-                        f"{walked / name} is a link owned by uid {found.st_uid} in a directory "
-                        "anyone can write, so root will not follow it; "
-                        f"{fix or 'give the real path'}"
-                    )
-                target = os.readlink(name, dir_fd=fd)
-                pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
-                if target.startswith("/"):
-                    os.close(fd)
-                    fd, walked = os.open("/", OPEN_DIRECTORY), Path("/")
-                    here = os.fstat(fd)
-                continue
-            child = os.open(name, OPEN_DIRECTORY, dir_fd=fd)  # ELOOP if a link came meanwhile
-            os.close(fd)
-            fd, here = child, os.fstat(child)
-            walked = walked.parent if name == ".." else walked / name
-            why = others_can_write(here, uids, gids)
-            if why:
-                raise UsageError(
-                    f"{walked} could be changed by another user ({why}), so root will not write "
-                    f"below it; {fix or 'give a place only you can write'}"
-                )
-        return fd
+        while walk.pending:
+            walk.step(walk.pending.pop(0))
+        return walk.fd
     except BaseException:
-        os.close(fd)
+        os.close(walk.fd)
         raise
+
+
+class _Walk:
+    """One path walked a component at a time, holding the descriptor of where it has got to."""
+
+    def __init__(self, text: str, create: bool, fix: str) -> None:
+        self.uids, self.gids = trusted_ids()
+        self.create, self.fix = create, fix
+        self.turns = 0  # links followed and directories made: bounded, like the kernel's walk
+        anchored = ANCHOR.match(text)
+        if anchored:  # a directory opened (and checked) before: through its descriptor
+            self.fd = os.open(anchored[1], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.walked, text = Path(anchored[1]), text[anchored.end(1) :]
+        else:
+            self.fd, self.walked = os.open("/", OPEN_DIRECTORY), Path("/")
+        self.pending = _parts(text)
+        if not anchored and not text.startswith("/"):
+            self.pending = _parts(os.getcwd()) + self.pending
+        self.here = os.fstat(self.fd)
+
+    def step(self, name: str) -> None:
+        try:
+            found = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            if not self.create:
+                raise
+            self._turn(name)
+            with contextlib.suppress(FileExistsError):  # made meanwhile: looked at alike
+                os.mkdir(name, 0o755, dir_fd=self.fd)
+            self.pending.insert(0, name)
+            return
+        if stat.S_ISLNK(found.st_mode):
+            self._follow(name, found)
+        else:
+            self._enter(name)
+
+    def _turn(self, name: str) -> None:
+        self.turns += 1
+        if self.turns > MAX_LINKS:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(self.walked / name))
+
+    def _follow(self, name: str, link: os.stat_result) -> None:
+        self._turn(name)
+        if not _may_follow(link, self.here, self.uids):
+            raise UsageError(
+                f"{self.walked / name} is a link owned by uid {link.st_uid} in a directory "
+                f"anyone can write, so root will not follow it; {self.fix or 'give the real path'}"
+            )
+        target = os.readlink(name, dir_fd=self.fd)
+        self.pending[:0] = _parts(target)
+        if target.startswith("/"):
+            os.close(self.fd)
+            self.fd, self.walked = os.open("/", OPEN_DIRECTORY), Path("/")
+            self.here = os.fstat(self.fd)
+
+    def _enter(self, name: str) -> None:
+        child = os.open(name, OPEN_DIRECTORY, dir_fd=self.fd)  # ELOOP if a link came meanwhile
+        os.close(self.fd)
+        self.fd, self.here = child, os.fstat(child)
+        self.walked = self.walked.parent if name == ".." else self.walked / name
+        why = others_can_write(self.here, self.uids, self.gids)
+        if why:
+            raise UsageError(
+                f"{self.walked} could be changed by another user ({why}), so root will not "
+                f"write below it; {self.fix or 'give a place only you can write'}"
+            )
+
+
+def _parts(path: str) -> list[str]:
+    return [part for part in path.split("/") if part not in ("", ".")]
