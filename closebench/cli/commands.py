@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -29,6 +28,7 @@ from closebench.cli.locust import (
 from closebench.cli.output import print_error, print_warning
 from closebench.core.background import Background, ctrl_c_sets
 from closebench.core.errors import UsageError
+from closebench.core.safe_files import SafeDirectory
 from closebench.defender.peers import require as require_peer
 from closebench.defender.peers import skip_missing
 from closebench.lab.privileges import require_tools
@@ -52,8 +52,13 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
     family = 6 if args.ipv6 else 4
     if args.server_command and args.strategy:
         raise UsageError("give either --strategy or a command after --, not both")
-    if args.pcap_dir:
-        os.makedirs(args.pcap_dir, exist_ok=True)
+    # --pcap-dir: opened once (refused where another user could change it), written through
+    # its descriptor (closebench/core/safe_files.py).
+    pcap_dir = (
+        SafeDirectory(Path(args.pcap_dir), "give another --pcap-dir", create=True)
+        if args.pcap_dir
+        else None
+    )
     if args.server_command:
         servers = [ServerConfig(args.port, command=args.server_command)]
     elif args.strategy:
@@ -67,7 +72,8 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
         lambda message: print_warning(errors, message),
     )
     cases = [case for case in cases if not case.server.spec or case.server.spec.name not in skipped]
-    probe = Probe(args.timeout, args.path, args.pcap_dir, args.listen_timeout)
+    anchor = str(pcap_dir.anchor) if pcap_dir else None
+    probe = Probe(args.timeout, args.path, anchor, args.listen_timeout)
     status = f"probing {len(cases)} case(s), up to {args.timeout:g} s each..."
     with (
         ctrl_c_sets(probe.cancel),
@@ -129,6 +135,10 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         engine=args.engine,
         workers=args.workers or 1,
     )
+    # Written after the attack: opened (and so checked) before it starts.
+    records = _output_directory(args.records, "--records") if args.records else None
+    if args.locust_csv:  # Locust's master writes them (closebench/attackers/locust/master.py)
+        _output_directory(args.locust_csv, "--locust-csv").close()
     run_directory = None
     if args.target:
         config, remote, run_directory = target_attack(args, attacker, errors)
@@ -153,8 +163,9 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     if args.records:
         from closebench.results.records import write_records
 
-        with open(args.records, "w") as records:
-            write_records(records, result.attempts + result.legit_attempts)
+        assert records is not None
+        with records, records.atomic(Path(args.records).name) as stream:
+            write_records(stream, result.attempts + result.legit_attempts)
     if args.json:
         print(json.dumps(attack_document(result), indent=2))
     else:
@@ -168,6 +179,12 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         errors.print("closebench: interrupted; the figures cover the attack so far")
         return 130
     return 0
+
+
+def _output_directory(path: str, option: str) -> SafeDirectory:
+    """The directory a file given on the command line goes into, opened once and checked
+    (closebench/core/safe_files.py), made when missing."""
+    return SafeDirectory(Path(path).parent, f"give another {option}", create=True)
 
 
 def attack_document(result) -> dict:

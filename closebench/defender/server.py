@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -24,14 +26,20 @@ from closebench.lab import Host, Lab
 LISTEN_TIMEOUT = 10.0
 
 
+def _new_file(path: Path) -> IO[bytes]:
+    """A file for a server's output, never opened through a link."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, 0o644), "w+b")
+
+
 class ServerProcess:
     """One process of the server under test, its output in files (a chatty server must never
     block on a full pipe)."""
 
     def __init__(self, host: Host, launch: Launch, directory: Path) -> None:
         self.launch = launch
-        self._stdout = open(directory / f"{launch.name}.stdout", "w+b")  # noqa: SIM115 (close())
-        self._stderr = open(directory / f"{launch.name}.stderr", "w+b")  # noqa: SIM115
+        self._stdout = _new_file(directory / f"{launch.name}.stdout")
+        self._stderr = _new_file(directory / f"{launch.name}.stderr")
         self.process = host.spawn(launch.argv, stdout=self._stdout, stderr=self._stderr)
 
     @property

@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import json
 import math
+import os
 import threading
 import typing
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 from closebench.core import outcomes
 from closebench.core.errors import ClosebenchError
 from closebench.core.outcomes import Attempt
+from closebench.core.safe_files import shown
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter
 
@@ -123,6 +125,7 @@ class AttemptWriter:
         self._lock = threading.Lock()
         self._pending: dict[str, list] = {name: [] for name in FIELD_NAMES}
         self._writer: pq.ParquetWriter | None = None
+        self._stream: IO[bytes] | None = None
         self._closed = False
 
     @property
@@ -160,9 +163,14 @@ class AttemptWriter:
             self.error = error
 
     def _open(self) -> pq.ParquetWriter:
+        # Opened here, never through a link (a run's files are reached through its directory's
+        # descriptor, closebench/core/safe_files.py); pyarrow writes to the stream.
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Unbuffered: a batch written is on disk (`written`), as with a path.
+        self._stream = os.fdopen(os.open(self.path, flags, 0o644), "wb", buffering=0)
         self._writer = pq.ParquetWriter(
-            self.path,
+            self._stream,
             ATTEMPT_SCHEMA,
             compression=COMPRESSION,
             # Timestamps compress far better split into their bytes (sign and exponent alike).
@@ -182,12 +190,14 @@ class AttemptWriter:
                 if self._writer is not None:
                     try:
                         self._writer.close()
+                        if self._stream is not None:
+                            self._stream.close()
                     except OSError as error:
                         self.error = self.error or error
                     self._writer = None
         if self.error is not None:
             raise ClosebenchError(
-                f"cannot write {self.path} ({self.error.strerror or self.error}): "
+                f"cannot write {shown(self.path)} ({self.error.strerror or self.error}): "
                 f"{self.written} attempts kept; free some space, then run it again"
             )
 
