@@ -69,6 +69,7 @@ class Config:
 
 @dataclass
 class Counters:
+    accepted: int = 0  # connections admitted from accept(): each one woke the server
     served: int = 0
     abusive: int = 0
     refused_emfile: int = 0
@@ -92,9 +93,10 @@ class Server:
         self.spec = config.spec
         self.read_first = bool(self.spec.options.get("read_first", True))
         bans = STRATEGIES[self.spec.name].bans
-        # A ban strategy closes abusive connections with its `then` close strategy; zero-window
-        # closes those it did not trap (another source) with RST.
-        self.close_name = str(self.spec.options["then"]) if bans else self.spec.name
+        # A ban or cap strategy closes abusive connections with its `then` close strategy;
+        # zero-window closes those it did not trap (another source) with RST.
+        then = self.spec.options.get("then")
+        self.close_name = str(then) if then else self.spec.name
         if self.spec.name == "zero-window":
             self.close_name = "rst"
         self.tarpit: ZeroWindowTarpit | None = None  # zero-window: see attach_tarpit()
@@ -281,6 +283,7 @@ class Server:
         close_with_fin(sock)
 
     def _admit(self, sock: socket.socket, host: str) -> None:
+        self.counters.accepted += 1
         sock.setblocking(False)  # accept() hands back a blocking socket
         conn = Conn(sock, flagged=self.config.rules.source_matches(host), host=host)
         if self.blacklist and self.book is not None and self.book.banned(host):

@@ -1,0 +1,208 @@
+"""Blocking further out (issue 21): conn-cap's `ct count` per source, and the listener options
+defer_accept (TCP_DEFER_ACCEPT) and user_timeout (TCP_USER_TIMEOUT), on real sockets in labs."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+
+import pytest
+
+from closebench.defender import Defender, ServerConfig, conn_cap
+from closebench.lab import Lab
+from closebench.lab.socket_table import tcp_sockets
+from closebench.servers.strategies import parse_spec
+from tests.conftest import wait_until
+
+PORT = 8080
+
+
+def connect(lab: Lab, source: str, family: int, timeout: float = 1.5) -> socket.socket | int:
+    """A connection from `source` in the attacker host, or the errno that refused it."""
+    with lab.attacker.entered():
+        sock = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6)
+    sock.settimeout(timeout)
+    sock.bind((source, 0))
+    try:
+        sock.connect((lab.defender_ip(family), PORT))
+    except TimeoutError:
+        sock.close()
+        return errno.ETIMEDOUT
+    except OSError as error:
+        sock.close()
+        return error.errno or -1
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    sock.close()
+
+
+# conn-cap
+
+
+def test_cap_ruleset_counts_each_family_and_verdict():
+    text = conn_cap.ruleset(8080, 3, "drop")
+    assert "add @cap4 { ip saddr ct count over 3 }" in text
+    assert "add @cap6 { ip6 saddr ct count over 3 }" in text
+    assert text.count(" drop\n") == 2 and "reject" not in text
+    assert conn_cap.ruleset(8080, 3, "reject").count("reject with tcp reset") == 2
+    with pytest.raises(ValueError, match="reject, drop"):
+        parse_spec("conn-cap:verdict=accept")
+    with pytest.raises(ValueError, match="at least 1"):
+        parse_spec("conn-cap:count=0")
+
+
+@pytest.mark.needs_lab
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("verdict", ["reject", "drop"])
+def test_conn_cap_refuses_the_n_plus_first_connection_of_one_source_only(family, verdict):
+    with Lab() as lab:
+        lab.add_attacker_addresses(1)
+        abuser = lab.attacker_ip(family)
+        other = lab.addressing.attacker_extra(family, 0)
+        spec = parse_spec(f"conn-cap:count=2,verdict={verdict}")
+        defender = Defender(lab, ServerConfig(PORT, spec))
+        held: list[socket.socket] = []
+        try:
+            for _ in range(2):  # within the cap
+                sock = connect(lab, abuser, family)
+                assert isinstance(sock, socket.socket), errno.errorcode.get(sock)
+                held.append(sock)
+            refused = errno.ECONNREFUSED if verdict == "reject" else errno.ETIMEDOUT
+            assert connect(lab, abuser, family) == refused  # the third, over the cap
+            other_sock = connect(lab, other, family)  # another source has a cap of its own
+            assert isinstance(other_sock, socket.socket)
+            held.append(other_sock)
+            syns = conn_cap.refused(lab.defender)
+            assert syns >= 1 if verdict == "reject" else syns >= 2  # drop: retransmissions too
+            # A cap, not a ban: once the abuser closes one, it may connect again.
+            reset(held.pop(0))
+            again = connect(lab, abuser, family)
+            assert isinstance(again, socket.socket), errno.errorcode.get(again)
+            held.append(again)
+        finally:
+            for sock in held:
+                sock.close()
+            stats = defender.stop()
+            defender.close()
+    assert stats["accepted"] == 4  # the refused connection never reached the server
+
+
+# defer_accept: a client that sends nothing never wakes the server
+
+
+def _silent_client(lab: Lab, family: int, hold: float) -> list[str]:
+    """Connect, send nothing for `hold` seconds, then reset; the defender's socket states for the
+    connection just before the reset."""
+    sock = connect(lab, lab.attacker_ip(family), family)
+    assert isinstance(sock, socket.socket)
+    time.sleep(hold)
+    client = sock.getsockname()[:2]
+    states = [s.state for s in tcp_sockets(lab.defender) if s.remote == client]
+    reset(sock)
+    return states
+
+
+@pytest.mark.needs_lab
+@pytest.mark.parametrize("family", [4, 6])
+def test_defer_accept_never_wakes_the_server_for_a_silent_client(family):
+    results = {}
+    for name in ("graceful:defer_accept=5", "graceful"):
+        with Lab() as lab:
+            defender = Defender(lab, ServerConfig(PORT, parse_spec(name)))
+            try:
+                states = _silent_client(lab, family, hold=2.0)
+            finally:
+                stats = defender.stop()
+                defender.close()
+        results[name] = (states, stats["accepted"])
+    # Deferred: the kernel keeps a request socket (SYN-RECV) and the server never sees it.
+    assert results["graceful:defer_accept=5"] == (["SYN-RECV"], 0)
+    # Without: the same client was accepted at once and held a descriptor.
+    assert results["graceful"] == (["ESTABLISHED"], 1)
+
+
+@pytest.mark.needs_lab
+def test_defer_accept_still_serves_a_client_that_sends():
+    with Lab() as lab:
+        defender = Defender(lab, ServerConfig(PORT, parse_spec("graceful:defer_accept=5")))
+        try:
+            sock = connect(lab, lab.attacker_ip(4), 4)
+            assert isinstance(sock, socket.socket)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = sock.recv(100)
+            sock.close()
+        finally:
+            stats = defender.stop()
+            defender.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert stats["accepted"] == 1 and stats["served"] == 1
+
+
+# user_timeout: a tarpit whose victim stops acknowledging
+
+
+def _silence_attacker(lab: Lab, family: int) -> None:
+    """From now on the attacker host drops everything the defender sends it (inside the lab's
+    attacker namespace only): the abuser stops acknowledging without a word."""
+    match = "ip saddr" if family == 4 else "ip6 saddr"
+    rules = (
+        "table inet closebench_test_silence {\n"
+        "    chain input { type filter hook input priority filter; policy accept;\n"
+        f"        {match} {lab.defender_ip(family)} drop\n    }}\n}}\n"
+    )
+    lab.attacker.run(["nft", "-f", "-"], stdin=rules)
+
+
+def _seconds_until_gone(spec: str, family: int, limit: float) -> float | None:
+    """Seconds from the abuser going silent until the tarpit's socket is gone from the
+    defender's kernel; None if it is still there after `limit` seconds."""
+    with Lab() as lab:
+        defender = Defender(lab, ServerConfig(PORT, parse_spec(spec)))
+        try:
+            sock = connect(lab, lab.attacker_ip(family), family)
+            assert isinstance(sock, socket.socket)
+            sock.sendall(b"GET /spam HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(1)  # the tarpit drips
+            client = sock.getsockname()[:2]
+            _silence_attacker(lab, family)
+            silenced = time.monotonic()
+
+            def held() -> bool:
+                return any(s.remote == client for s in tcp_sockets(lab.defender))
+
+            gone = wait_until(lambda: not held(), timeout=limit, interval=0.5)
+            elapsed = time.monotonic() - silenced
+            sock.close()
+        finally:
+            defender.stop()
+            defender.close()
+    return elapsed if gone else None
+
+
+@pytest.mark.slow
+@pytest.mark.needs_lab
+@pytest.mark.parametrize("family", [4, 6])
+def test_tarpit_user_timeout_ends_a_silent_abusers_socket_in_about_30_s(family):
+    found: dict[str, float | None] = {}
+
+    def measure(spec: str) -> None:
+        found[spec] = _seconds_until_gone(spec, family, limit=45)
+
+    specs = ("tarpit:interval=1,user_timeout=30", "tarpit:interval=1")
+    threads = [threading.Thread(target=measure, args=(spec,)) for spec in specs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    capped = found["tarpit:interval=1,user_timeout=30"]
+    assert capped is not None, "the socket outlived user_timeout=30 by 15 s"
+    # The first unacknowledged byte leaves within one interval of the silence; the kernel ends
+    # the connection user_timeout after it (checked at its next retransmission timer).
+    assert capped >= 29
+    # Without it the kernel retransmits for ~15 minutes (tcp_retries2 = 15): still there.
+    assert found["tarpit:interval=1"] is None
