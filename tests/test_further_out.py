@@ -1,19 +1,26 @@
-"""Blocking further out (issue 21): conn-cap's `ct count` per source, and the listener options
-defer_accept (TCP_DEFER_ACCEPT) and user_timeout (TCP_USER_TIMEOUT), on real sockets in labs."""
+"""Blocking further out (issue 21): conn-cap's `ct count` per source, the listener options
+defer_accept (TCP_DEFER_ACCEPT) and user_timeout (TCP_USER_TIMEOUT), on real sockets in labs, and
+the kernel capability check that skips what this kernel cannot run."""
 
 from __future__ import annotations
 
 import errno
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from closebench.defender import Defender, ServerConfig, conn_cap
-from closebench.lab import Lab
+from closebench.core.errors import EnvironmentProblem
+from closebench.defender import Defender, ServerConfig, capabilities, conn_cap
+from closebench.lab import Host, Lab
 from closebench.lab.socket_table import tcp_sockets
-from closebench.servers.strategies import parse_spec
+from closebench.servers.strategies import STRATEGIES, parse_spec
 from tests.conftest import wait_until
 
 PORT = 8080
@@ -206,3 +213,126 @@ def test_tarpit_user_timeout_ends_a_silent_abusers_socket_in_about_30_s(family):
     assert capped >= 29
     # Without it the kernel retransmits for ~15 minutes (tcp_retries2 = 15): still there.
     assert found["tarpit:interval=1"] is None
+
+
+# the kernel capability check
+
+
+def test_each_strategy_and_option_names_what_it_needs():
+    assert capabilities.needs(parse_spec("graceful")) == []
+    assert capabilities.needs(parse_spec("conn-cap:verdict=drop")) == ["nftables", "nft-ct-count"]
+    assert capabilities.needs(parse_spec("conn-cap")) == ["nftables", "nft-reject", "nft-ct-count"]
+    assert capabilities.needs(parse_spec("fw-drop:then=repair")) == ["nftables", "tcp-repair"]
+    assert capabilities.needs(parse_spec("tarpit:user_timeout=30,defer_accept=5")) == [
+        "tcp-defer-accept",
+        "tcp-user-timeout",
+    ]
+    for name in STRATEGIES:  # every strategy's needs are known capabilities
+        assert set(capabilities.needs(parse_spec(name))) <= set(capabilities.CAPABILITIES)
+
+
+@pytest.mark.needs_lab
+def test_every_capability_probes_true_here_and_a_bad_expression_fails():
+    findings = capabilities.probe()
+    assert list(findings) == list(capabilities.CAPABILITIES)
+    assert all(f.available for f in findings.values()), findings
+    host = Host(f"{os.getpid()}-captest", "probe")
+    try:
+        problem = capabilities._nft("tcp dport 1 ct nonsense over 2 drop")(host)
+    finally:
+        host.close()
+    assert problem and "nonsense" in problem
+
+
+@pytest.mark.needs_lab
+def test_a_simulated_missing_capability_skips_only_what_needs_it(monkeypatch):
+    monkeypatch.setenv(capabilities.SIMULATE_ENV, "nft-ct-count,tcp-user-timeout")
+    monkeypatch.delenv("CI", raising=False)
+    warnings: list[str] = []
+    specs = ["graceful", "conn-cap", "fw-drop", "tarpit:user_timeout=30", "tarpit"]
+    skipped = capabilities.skip_unsupported(
+        [(parse_spec(s), False) for s in specs], warnings.append
+    )
+    assert skipped == {
+        "conn-cap": "skipped: this kernel lacks the nftables expression `ct count` "
+        "(nft_connlimit, conntrack)",
+        "tarpit:user_timeout=30": "skipped: this kernel lacks TCP_USER_TIMEOUT",
+    }
+    assert len(warnings) == 2 and all("simulated" in w and w.endswith("skipped") for w in warnings)
+    # A strategy its scenario says must run fails the run in CI instead.
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(EnvironmentProblem, match="must run"):
+        capabilities.skip_unsupported([(parse_spec("conn-cap"), True)], warnings.append)
+    # Outside CI it is skipped like the rest; with nothing left to run, an error.
+    monkeypatch.delenv("CI")
+    with pytest.raises(EnvironmentProblem, match="none of the strategies"):
+        capabilities.skip_unsupported([(parse_spec("conn-cap"), True)], warnings.append)
+
+
+def test_an_unknown_simulated_capability_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv(capabilities.SIMULATE_ENV, "bpf-magic")
+    with pytest.raises(EnvironmentProblem, match="bpf-magic; known: nftables"):
+        capabilities.simulated_missing()
+
+
+@pytest.mark.slow  # ~30 s on the loaded shared machine (a whole run, report included)
+@pytest.mark.needs_lab
+def test_a_run_keeps_the_other_rows_when_the_kernel_lacks_one(tmp_path):
+    scenario = tmp_path / "kernel.toml"
+    scenario.write_text(
+        'name = "kernel"\nduration = 2\nstrategies = ["rst", "conn-cap"]\n'
+        '[[attackers]]\nkind = "kernel"\ntimeout = 1\nrate = 5\n'
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "CI"}
+    environment[capabilities.SIMULATE_ENV] = "nft-ct-count"
+    out = tmp_path / "reports"
+    command = [sys.executable, "-m", "closebench.cli", "run", str(scenario), "--out", str(out)]
+    command.append("--no-verify")  # the rows are the point here, not the records
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("closebench: warning: conn-cap: this ")
+    summary = json.loads((out / "latest" / "summary.json").read_text())
+    assert summary["complete"] is True
+    rows = {row["trial"]: row for row in summary["rows"]}
+    assert rows["rst"]["complete"] and rows["rst"]["attempts"] > 0, rows["rst"]
+    error = rows["conn-cap"]["error"]
+    assert error == "skipped: this kernel lacks the nftables expression `ct count` " + (
+        "(nft_connlimit, conntrack)"
+    )
+    assert rows["conn-cap"]["attempts"] == 0
+    assert [p.name for p in (out / "latest" / "pcaps").iterdir()] == ["rst.pcap"]
+
+
+@pytest.mark.needs_lab
+def test_probe_kernel_prints_the_table(tmp_path):
+    environment = dict(os.environ, **{capabilities.SIMULATE_ENV: "tcp-repair"})
+    command = [sys.executable, "-m", "closebench.cli", "probe", "--kernel", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    found = {c["name"]: c for c in document["capabilities"]}
+    assert document["schema"] == "closebench.kernel/1"
+    assert (
+        found["tcp-repair"]["available"] is False and "simulated" in found["tcp-repair"]["detail"]
+    )
+    assert found["nft-ct-count"]["available"] is True
+
+
+@pytest.mark.needs_lab
+def test_syncookies_and_conntrack_loose_are_set_in_the_defender_only():
+    def host_value(key: str) -> str:
+        return Path("/proc/sys", *key.split(".")).read_text().strip()
+
+    keys = ("net.ipv4.tcp_syncookies", "net.netfilter.nf_conntrack_tcp_loose")
+    before = [host_value(key) for key in keys]
+    knobs = (("tcp_syncookies", 2), ("nf_conntrack_tcp_loose", 0))
+    with Lab() as lab:
+        defender = Defender(lab, ServerConfig(PORT, parse_spec("graceful"), sysctl=knobs))
+        try:
+            found = [lab.defender.run(["sysctl", "-n", key]).strip() for key in keys]
+        finally:
+            defender.stop()
+            defender.close()
+    assert found == ["2", "0"]
+    assert [host_value(key) for key in keys] == before
