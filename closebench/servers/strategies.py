@@ -146,6 +146,15 @@ WHERE = Option(
     choices=("local", "router"),
 )
 
+BPF_WHERE = Option(
+    "where",
+    str,
+    "local",
+    "the BPF program: on the defender host's interface (local) or the router's interface facing "
+    "the attackers (router)",
+    choices=("local", "router"),
+)
+
 # The peers: their abusive-request rule is the reference server's (the abuse path; with
 # read_first=false, the abusive addresses at accept), and a plain backend serves the rest.
 PEER_READ_FIRST = Option(
@@ -293,6 +302,20 @@ STRATEGIES: dict[str, Strategy] = {
             "fw-reject",
             "ban the address in an nftables set with a timeout: its SYNs are answered with RST",
             (*BAN_OPTIONS, WHERE, *LISTEN_OPTIONS),
+            kind="ban",
+        ),
+        Strategy(
+            "xdp-drop",
+            "ban the address in a BPF map with an expiry: an XDP program (generic, on the "
+            "interface facing the attackers) drops its SYNs before the IP stack",
+            (*BAN_OPTIONS, BPF_WHERE, *LISTEN_OPTIONS),
+            kind="ban",
+        ),
+        Strategy(
+            "tc-drop",
+            "ban the address in a BPF map with an expiry: a tc ingress classifier "
+            "(direct-action) drops its SYNs",
+            (*BAN_OPTIONS, BPF_WHERE, *LISTEN_OPTIONS),
             kind="ban",
         ),
         Strategy(

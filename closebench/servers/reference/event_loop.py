@@ -21,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from closebench.servers.bans import BanBook, BanPolicy, NftBanner
+from closebench.servers.bpf_maps import BpfBanner
 from closebench.servers.reference.deadlines import Timer, Timers
 from closebench.servers.reference.log import log
 from closebench.servers.reference.protocol import (
@@ -65,6 +66,7 @@ class Config:
     rules: AbuseRules
     backlog: int
     ban_netns: str | None = None  # fw-*: enforce bans in this network namespace (a router's)
+    bpf_maps: str | None = None  # xdp-drop, tc-drop: where the ban maps are pinned
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Server:
         self.book = BanBook(BanPolicy.from_options(self.spec.options)) if bans else None
         self.blacklist = self.spec.name == "blacklist"
         self.turned_away = 0  # blacklist: connections of banned addresses closed at once
-        self.banner: NftBanner | None = None  # fw-*: see start_banner()
+        self.banner: NftBanner | BpfBanner | None = None  # see start_banner()
         self._done: queue.SimpleQueue[Action] = queue.SimpleQueue()
         self.listeners = list(listeners)
         self.sel = selectors.DefaultSelector()
@@ -138,9 +140,13 @@ class Server:
     # loop
 
     def start_banner(self) -> None:
-        """fw-*: start the thread that adds bans to the nftables set; BanError if it cannot."""
-        verdict = "drop" if self.spec.name == "fw-drop" else "reject"
-        self.banner = NftBanner(verdict, self._call_soon)
+        """fw-*: start the thread that adds bans to the nftables set (xdp-drop, tc-drop: open
+        the BPF ban maps); BanError or BpfError if it cannot."""
+        if self.config.bpf_maps is not None:
+            self.banner = BpfBanner(self.config.bpf_maps)
+        else:
+            verdict = "drop" if self.spec.name == "fw-drop" else "reject"
+            self.banner = NftBanner(verdict, self._call_soon)
         self.banner.start(self.config.ban_netns)
 
     def attach_tarpit(self, tarpit: ZeroWindowTarpit) -> None:
