@@ -23,12 +23,14 @@ from pathlib import Path
 
 from closebench.core.errors import EnvironmentProblem, LabError
 from closebench.lab import Host, Lab
+from closebench.lab.cleanup import BPF_MOUNT_PREFIX
 from closebench.servers import bpf_maps
 from closebench.servers.strategies import StrategySpec
 
 STRATEGIES = {"xdp-drop": "xdp", "tc-drop": "tc"}  # strategy -> attach point
 PROGRAMS = {"xdp": "xdp_ban_drop", "tc": "tc_ban_drop"}
-MOUNT_PREFIX = "closebench-bpf-"  # no dots: libbpf turns them into _ in pin paths
+MOUNT_PREFIX = BPF_MOUNT_PREFIX  # then our PID: `lab clean` tells whose it is (no dots: libbpf
+# turns them into _ in pin paths)
 SOURCE = "ban_drop.c"
 TOOLS = {"clang": "clang", "bpftool": "bpftool"}  # tool -> Debian package (libbpf-dev: headers)
 
@@ -45,6 +47,11 @@ class Loaded:
     @property
     def maps(self) -> str:
         return f"{self.directory}/maps"
+
+    def describe(self) -> str:
+        """Where and how it was attached, for summary.json: "xdpgeneric on defender eth0"."""
+        mode = "xdpgeneric" if self.attach == "xdp" else "tc ingress bpf direct-action"
+        return f"{mode} on {self.host.role} {self.ifname}"
 
 
 def source_path() -> Path:
@@ -104,31 +111,40 @@ def attach_host(lab: Lab, spec: StrategySpec) -> tuple[Host, str]:
 
 def load(lab: Lab, spec: StrategySpec, port: int) -> Loaded:
     """Compile, pin and attach the program of `spec` (xdp-drop or tc-drop) for `port`."""
-    require_tools()
     host, ifname = attach_host(lab, spec)
-    directory = tempfile.mkdtemp(prefix=MOUNT_PREFIX)
+    loaded = Loaded(pin(port), host, ifname, STRATEGIES[spec.name])
+    try:
+        attach(loaded)
+    except BaseException:
+        unmount(loaded.directory)
+        raise
+    return loaded
+
+
+def pin(port: int) -> str:
+    """Compile the program for `port` and pin it, maps included, in a bpf filesystem mounted for
+    it; that directory (progs/, maps/)."""
+    require_tools()
+    directory = tempfile.mkdtemp(prefix=f"{MOUNT_PREFIX}{os.getpid()}-")
     try:
         mount(directory)
     except LabError:
         Path(directory).rmdir()
         raise
-    loaded = Loaded(directory, host, ifname, STRATEGIES[spec.name])
     try:
         with tempfile.TemporaryDirectory(prefix="closebench-bpf-build-") as build:
             obj = compile_program(port, build)
-            Path(loaded.maps).mkdir()
-            _run(
-                ["bpftool", "prog", "loadall", obj, f"{directory}/progs", "pinmaps", loaded.maps],
-                "load the BPF program (bpftool prog loadall)",
-            )
-        _attach(loaded)
+            Path(f"{directory}/maps").mkdir()
+            pins = [f"{directory}/progs", "pinmaps", f"{directory}/maps"]
+            _run(["bpftool", "prog", "loadall", obj, *pins], "load the BPF program (bpftool)")
     except BaseException:
         unmount(directory)
         raise
-    return loaded
+    return directory
 
 
-def _attach(loaded: Loaded) -> None:
+def attach(loaded: Loaded) -> None:
+    """Attach the pinned program to the interface's ingress: generic XDP or tc."""
     program = f"{loaded.directory}/progs/{PROGRAMS[loaded.attach]}"
     if loaded.attach == "xdp":  # generic mode: a veth has no native XDP without a peer program
         loaded.host.run(

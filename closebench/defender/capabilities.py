@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from closebench.core.errors import ClosebenchError, EnvironmentProblem
+from closebench.defender import bpf_drop
 from closebench.lab import Host
 from closebench.servers.strategies import STRATEGIES, StrategySpec
 
@@ -85,6 +86,55 @@ def _sockopt(level: int, option: int, value: int) -> Check:
     return check
 
 
+class _BpfProbe:
+    """The shipped program compiled, loaded and pinned once per probe() (the three BPF checks
+    share it), attached to a veth pair made inside the probe namespace."""
+
+    IFNAME = "probe0"
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+        self.problem: str | None = None
+        self._tried = False
+
+    def load(self, host: Host) -> str | None:
+        if not self._tried:
+            self._tried = True
+            try:
+                host.run(["ip", "link", "add", self.IFNAME, "type", "veth", "peer", "probe1"])
+                host.run(["ip", "link", "set", self.IFNAME, "up"])
+                self.directory = bpf_drop.pin(port=1)
+            except ClosebenchError as error:
+                self.problem = str(error)
+        return self.problem
+
+    def attach(self, host: Host, kind: str) -> str | None:
+        problem = self.load(host)
+        if problem or self.directory is None:
+            return f"the program did not load ({problem})"
+        try:
+            bpf_drop.attach(bpf_drop.Loaded(self.directory, host, self.IFNAME, kind))
+        except ClosebenchError as error:
+            return str(error).split(" failed: ", 1)[-1]
+        return None
+
+    def close(self) -> None:
+        if self.directory is not None:
+            bpf_drop.unmount(self.directory)
+            self.directory = None
+
+
+_bpf_probe: _BpfProbe | None = None  # the one of the probe() running (probe() is not reentrant)
+
+
+def _bpf(kind: str | None) -> Check:
+    def check(host: Host) -> str | None:
+        assert _bpf_probe is not None
+        return _bpf_probe.load(host) if kind is None else _bpf_probe.attach(host, kind)
+
+    return check
+
+
 CAPABILITIES = {
     c.name: c
     for c in (
@@ -99,6 +149,14 @@ CAPABILITIES = {
             "the nftables expression `ct count` (nft_connlimit, conntrack)",
             _nft("tcp dport 1 ct state new add @s4 { ip saddr ct count over 2 } drop"),
         ),
+        Capability(
+            "bpf",
+            "BPF programs built and loaded by closebench (bpf(2), clang, bpftool, a bpf "
+            "filesystem)",
+            _bpf(None),
+        ),
+        Capability("xdp-generic", "generic XDP on a veth", _bpf("xdp")),
+        Capability("tc-bpf", "tc BPF classifiers in direct-action mode (clsact)", _bpf("tc")),
         Capability(
             "tcp-repair",
             "TCP_REPAIR (CONFIG_CHECKPOINT_RESTORE)",
@@ -122,6 +180,8 @@ STRATEGY_NEEDS: dict[str, tuple[str, ...]] = {
     "zero-window": ("nftables",),
     "fw-drop": ("nftables",),
     "fw-reject": ("nftables", "nft-reject"),
+    "xdp-drop": ("bpf", "xdp-generic"),
+    "tc-drop": ("bpf", "tc-bpf"),
     "conn-cap": ("nftables", "nft-ct-count"),
 }
 if not set(STRATEGY_NEEDS) <= set(STRATEGIES):
@@ -174,9 +234,11 @@ def probe(names: Iterable[str] | None = None) -> dict[str, Finding]:
     wanted = [name for name in CAPABILITIES if names is None or name in set(names)]
     if not wanted:
         return {}
+    global _bpf_probe
     pretend = simulated_missing()
     findings: dict[str, Finding] = {}
     host = Host(f"{os.getpid()}-caps", "probe")
+    _bpf_probe = _BpfProbe()
     try:
         for name in wanted:
             capability = CAPABILITIES[name]
@@ -186,6 +248,8 @@ def probe(names: Iterable[str] | None = None) -> dict[str, Finding]:
                 problem = capability.check(host)
             findings[name] = Finding(name, capability.lacks, problem is None, problem or "")
     finally:
+        _bpf_probe.close()
+        _bpf_probe = None
         host.close()
     return findings
 
