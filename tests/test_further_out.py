@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from closebench.attackers.policy import Policy
 from closebench.core.errors import EnvironmentProblem
-from closebench.defender import Defender, ServerConfig, capabilities, conn_cap
+from closebench.defender import Defender, ServerConfig, bpf_drop, capabilities, conn_cap
 from closebench.lab import Host, Lab
+from closebench.lab.cleanup import BPF_MOUNT_PREFIX, bpf_mounts, remove_orphaned_bpf_mounts
 from closebench.lab.socket_table import tcp_sockets
 from closebench.servers.strategies import STRATEGIES, parse_spec
+from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 from tests.conftest import wait_until
 
 PORT = 8080
@@ -336,3 +339,93 @@ def test_syncookies_and_conntrack_loose_are_set_in_the_defender_only():
             defender.close()
     assert found == ["2", "0"]
     assert [host_value(key) for key in keys] == before
+
+
+# xdp-drop and tc-drop
+
+
+def _syns_after(pcap: str, source: str, port: int, since: float) -> int:
+    """SYNs (retransmissions included) from `source` to `port` in an Ethernet capture, sent at or
+    after the Unix time `since`."""
+    import dpkt
+
+    count = 0
+    with open(pcap, "rb") as handle:
+        for t, frame in dpkt.pcap.Reader(handle):
+            ip = dpkt.ethernet.Ethernet(frame).data
+            tcp = getattr(ip, "data", None)
+            if not isinstance(tcp, dpkt.tcp.TCP) or t < since or tcp.dport != port:
+                continue
+            syn = tcp.flags & dpkt.tcp.TH_SYN and not tcp.flags & dpkt.tcp.TH_ACK
+            if syn and socket.inet_ntop(socket.AF_INET if len(ip.src) == 4 else socket.AF_INET6,
+                                        ip.src) == source:  # fmt: skip
+                count += 1
+    return count
+
+
+@pytest.mark.needs_lab
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("strategy", ["xdp-drop", "tc-drop"])
+def test_bpf_drop_leaves_the_abuser_in_syn_timeout_and_counts_every_syn(strategy, family, tmp_path):
+    policy = Policy(timeout=1.0, reconnect=True, concurrency=10, duration=4.0)
+    config = TrialConfig(
+        ServerConfig(PORT, parse_spec(f"{strategy}:bantime=300")),
+        (AttackerSpec("kernel", policy, "/spam"),),
+        legit=LegitClient(rate=4),
+        family=family,
+        pcap=str(tmp_path / "trial.pcap"),
+    )
+    result = run_trial(config)
+    [ban] = result.ban_log
+    summary = result.summaries["kernel"]
+    # Until the ban its request met `then` (rst); after it, its SYNs vanished.
+    assert set(summary.outcomes) == {"rst", "syn-timeout"}, summary.outcomes
+    # The first wave (one connection per slot) was in flight when the ban came; none after.
+    assert summary.outcomes["rst"] <= policy.concurrency
+    assert result.legit.success_rate == 1.0  # another address: never dropped
+    seen = _syns_after(config.pcap, ban["address"], PORT, ban["t_effective"])
+    dropped = result.bans.syns_dropped
+    print(f"{strategy} IPv{family}: dropped {dropped}, capture {seen} SYNs after the ban")
+    assert seen > 0 and abs(dropped - seen) <= max(1, 0.01 * seen), (dropped, seen)
+    where = "xdpgeneric" if strategy == "xdp-drop" else "tc ingress bpf direct-action"
+    assert result.server_stats["bpf_attach"] == f"{where} on defender eth0"
+    assert not [p for p, _ in bpf_mounts() if str(os.getpid()) in p]  # unmounted
+
+
+@pytest.mark.needs_lab
+def test_xdp_drop_on_the_router():
+    from tests.test_bans import probe
+
+    with Lab(routed=True) as lab:
+        defender = Defender(lab, ServerConfig(PORT, parse_spec("xdp-drop:where=router")))
+        try:
+            link = lab.router.run(["ip", "link", "show", "to-attacker"])
+            first, second = probe(lab), probe(lab)
+            dropped = bpf_drop.dropped(defender.bpf)
+            defender_link = lab.defender.run(["ip", "link", "show", "eth0"])
+        finally:
+            defender.stop()
+            defender.close()
+    assert "xdpgeneric" in link and "xdp" not in defender_link
+    assert (first.outcome.value, second.outcome.value) == ("rst", "syn-timeout")
+    assert dropped >= 1
+
+
+@pytest.mark.needs_lab
+def test_lab_clean_unmounts_the_bpf_filesystem_of_a_dead_run(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a PID no process has now
+    point = tmp_path / f"{BPF_MOUNT_PREFIX}{dead.pid}-test"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(point)], check=True)
+    mine = tmp_path / f"{BPF_MOUNT_PREFIX}{os.getpid()}-test"  # a live run's: left alone
+    mine.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(mine)], check=True)
+    try:
+        done = remove_orphaned_bpf_mounts()
+        assert done == [f"unmounted {point} (BPF programs and maps pinned by a dead run)"]
+        assert not point.exists()
+        assert [p for p, _ in bpf_mounts() if p == str(mine)]
+    finally:
+        subprocess.run(["umount", str(point)], capture_output=True)
+        subprocess.run(["umount", str(mine)], capture_output=True)

@@ -30,6 +30,8 @@ EXPECTED = {
     "blacklist": (Outcome.RST, False),
     "fw-drop": (Outcome.RST, False),
     "fw-reject": (Outcome.RST, False),
+    "xdp-drop": (Outcome.RST, False),
+    "tc-drop": (Outcome.RST, False),
     # A connection cap lets one connection through; its abusive request meets `then` (rst).
     "conn-cap": (Outcome.RST, False),
     # Peers: real HAProxy, nginx and endlessh (closebench/defender/peers/).
