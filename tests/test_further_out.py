@@ -429,3 +429,38 @@ def test_lab_clean_unmounts_the_bpf_filesystem_of_a_dead_run(tmp_path):
     finally:
         subprocess.run(["umount", str(point)], capture_output=True)
         subprocess.run(["umount", str(mine)], capture_output=True)
+
+
+# ss-kill
+
+
+@pytest.mark.needs_lab
+@pytest.mark.parametrize("family", [4, 6])
+def test_ss_kill_ends_an_established_abuser_with_an_rst_it_sees(family):
+    from tests.test_bans import probe
+
+    with Lab() as lab:
+        defender = Defender(lab, ServerConfig(PORT, parse_spec("ss-kill")))
+        try:
+            attempt = probe(lab, family=family)
+            held = [s for s in tcp_sockets(lab.defender) if s.state != "LISTEN"]
+        finally:
+            defender.stop()
+            log = defender.log()
+            defender.close()
+    assert attempt.outcome.value == "rst" and attempt.data_first is False
+    assert held == []  # the kernel forgot the connection: no TIME_WAIT, no orphan
+    assert "!!!" not in log  # destroyed by ss -K, not the server's own RST fallback
+
+
+def test_ss_kill_falls_back_to_an_rst_without_ss(monkeypatch):
+    from closebench.servers.reference import sockets
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    with listener, client:
+        sockets.kill_with_ss(accepted)
+        with pytest.raises(ConnectionResetError):
+            client.recv(1)

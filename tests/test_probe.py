@@ -26,6 +26,8 @@ EXPECTED = {
     "rst-ttl": (Outcome.RST, False),
     "rst-ttl (via router)": (Outcome.SILENT, False),
     "zero-window": (Outcome.SILENT, False),
+    # Destroyed from outside the server: the kernel's RST reaches the abuser.
+    "ss-kill": (Outcome.RST, False),
     # Ban strategies: the probe's one request triggers the ban and meets `then` (rst by default).
     "blacklist": (Outcome.RST, False),
     "fw-drop": (Outcome.RST, False),

@@ -13,6 +13,7 @@ list): its probe then fails, so the skip path can be tested on any machine.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -135,6 +136,31 @@ def _bpf(kind: str | None) -> Check:
     return check
 
 
+def _ss_kill(host: Host) -> str | None:
+    """A connection over the probe namespace's loopback, destroyed with `ss -K`: the server
+    side must be left aborted."""
+    if shutil.which("ss") is None:
+        return "ss is not installed (apt-get install iproute2)"
+    try:
+        host.run(["ip", "link", "set", "lo", "up"])
+    except ClosebenchError as error:
+        return str(error)
+    with host.entered():
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(listener.getsockname())
+    with listener, client:
+        accepted, _ = listener.accept()
+        with accepted:
+            port = accepted.getpeername()[1]
+            try:
+                host.run(["ss", "-K", "-t", "dst", f"127.0.0.1:{port}"])
+            except ClosebenchError as error:
+                return str(error)
+            if accepted.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != errno.ECONNABORTED:
+                return "ss -K ran, and the connection was still there"
+    return None
+
+
 CAPABILITIES = {
     c.name: c
     for c in (
@@ -163,6 +189,11 @@ CAPABILITIES = {
             _sockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1),
         ),
         Capability(
+            "inet-diag-destroy",
+            "socket destruction from outside the process (`ss -K`, CONFIG_INET_DIAG_DESTROY)",
+            _ss_kill,
+        ),
+        Capability(
             "tcp-defer-accept",
             "TCP_DEFER_ACCEPT",
             _sockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5),
@@ -177,6 +208,7 @@ CAPABILITIES = {
 # What each strategy needs whatever its options (a peer's own needs are its program's).
 STRATEGY_NEEDS: dict[str, tuple[str, ...]] = {
     "repair": ("tcp-repair",),
+    "ss-kill": ("inet-diag-destroy",),
     "zero-window": ("nftables",),
     "fw-drop": ("nftables",),
     "fw-reject": ("nftables", "nft-reject"),

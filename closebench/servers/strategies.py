@@ -8,8 +8,9 @@ abuser's further connections for a while, in the application (blacklist) or in a
 Peer strategies (kind "peer") run real software instead (HAProxy, nginx, endlessh) with a config the
 harness writes (closebench/defender/peers/). A packet strategy (kind "packet": zero-window) answers
 an abusive source's packets itself, before the kernel's TCP sees them, so it picks its abusers by
-address. A cap strategy (kind "cap": conn-cap) refuses a source's connections over a count in
-nftables, while the server closes the abusive requests that get through with `then`.
+address. A kill strategy (kind "kill": ss-kill) ends the connection from outside the server,
+as a detector would. A cap strategy (kind "cap": conn-cap) refuses a source's connections over a
+count in nftables, while the server closes the abusive requests that get through with `then`.
 
 Every reference-server strategy also takes the listening socket's TCP options `defer_accept`
 (TCP_DEFER_ACCEPT: a connection wakes the server only once data arrives) and `user_timeout`
@@ -270,6 +271,13 @@ STRATEGIES: dict[str, Strategy] = {
                 ),
                 *LISTEN_OPTIONS,
             ),
+        ),
+        Strategy(
+            "ss-kill",
+            "a detector outside the server destroys the connection with `ss -K` (SOCK_DESTROY): "
+            "the kernel sends the abuser an RST, the server closes a dead socket",
+            (READ_FIRST, *LISTEN_OPTIONS),
+            kind="kill",
         ),
         Strategy(
             "zero-window",

@@ -39,6 +39,7 @@ from closebench.servers.reference.sockets import (
     close_with_rst,
     drain_input,
     format_address,
+    kill_with_ss,
     open_reserve,
     set_hop_limit,
 )
@@ -132,6 +133,7 @@ class Server:
             "tarpit": self._tarpit,
             "ttl-drop": self._ttl_drop,
             "rst-ttl": self._rst_ttl,
+            "ss-kill": kill_with_ss,
         }
         missing = set(CLOSE_NAMES) - self.strategies.keys()
         if missing:
