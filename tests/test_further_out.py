@@ -464,3 +464,21 @@ def test_ss_kill_falls_back_to_an_rst_without_ss(monkeypatch):
         sockets.kill_with_ss(accepted)
         with pytest.raises(ConnectionResetError):
             client.recv(1)
+
+
+def test_further_out_scenario_puts_every_new_block_side_by_side():
+    from closebench.trials.scenario import find_scenario, load_scenario
+
+    scenario, text, _ = load_scenario(find_scenario("further-out"))
+    names = {t.server.spec.name for t in scenario.trials()}
+    assert names == {
+        "blacklist",
+        "fw-drop",
+        "fw-reject",
+        "xdp-drop",
+        "tc-drop",
+        "conn-cap",
+        "ss-kill",
+    }
+    assert scenario.duration * len(scenario.trials()) / (scenario.parallel or 1) <= 180
+    assert text.startswith("# ")

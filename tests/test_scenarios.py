@@ -21,6 +21,7 @@ SHIPPED = [
     "stateless",
     "locust",
     "sweep",
+    "further-out",
 ]
 
 VALID = """
