@@ -121,7 +121,8 @@ def _silent_client(lab: Lab, family: int, hold: float) -> list[str]:
 @pytest.mark.parametrize("family", [4, 6])
 def test_defer_accept_never_wakes_the_server_for_a_silent_client(family):
     results = {}
-    for name in ("graceful:defer_accept=5", "graceful"):
+
+    def measure(name: str) -> None:
         with Lab() as lab:
             defender = Defender(lab, ServerConfig(PORT, parse_spec(name)))
             try:
@@ -130,6 +131,15 @@ def test_defer_accept_never_wakes_the_server_for_a_silent_client(family):
                 stats = defender.stop()
                 defender.close()
         results[name] = (states, stats["accepted"])
+
+    threads = [
+        threading.Thread(target=measure, args=(name,))
+        for name in ("graceful:defer_accept=5", "graceful")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     # Deferred: the kernel keeps a request socket (SYN-RECV) and the server never sees it.
     assert results["graceful:defer_accept=5"] == (["SYN-RECV"], 0)
     # Without: the same client was accepted at once and held a descriptor.
@@ -367,7 +377,7 @@ def _syns_after(pcap: str, source: str, port: int, since: float) -> int:
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("strategy", ["xdp-drop", "tc-drop"])
 def test_bpf_drop_leaves_the_abuser_in_syn_timeout_and_counts_every_syn(strategy, family, tmp_path):
-    policy = Policy(timeout=1.0, reconnect=True, concurrency=10, duration=4.0)
+    policy = Policy(timeout=1.0, reconnect=True, concurrency=10, duration=3.0)
     config = TrialConfig(
         ServerConfig(PORT, parse_spec(f"{strategy}:bantime=300")),
         (AttackerSpec("kernel", policy, "/spam"),),
