@@ -488,7 +488,66 @@ def test_further_out_scenario_puts_every_new_block_side_by_side():
         "xdp-drop",
         "tc-drop",
         "conn-cap",
+        "synproxy",
         "ss-kill",
     }
     assert scenario.duration * len(scenario.trials()) / (scenario.parallel or 1) <= 180
     assert text.startswith("# ")
+
+
+# synproxy
+
+
+def _syn_flood(lab: Lab, family: int, count: int) -> None:
+    """`count` SYNs from the attacker host, each from another port, whose answers the attacker
+    host drops (a flooder never completes, nor resets, a handshake)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+
+    _silence_attacker(lab, family)
+    network, header = (IP, 20) if family == 4 else (IPv6, 40)
+    source, target = lab.attacker_ip(family), lab.defender_ip(family)
+    with lab.attacker.entered():  # a raw socket of the attacker host; the kernel adds the IP header
+        sock = socket.socket(
+            socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_TCP
+        )
+    with sock:
+        for i in range(count):
+            packet = network(src=source, dst=target) / TCP(sport=20000 + i, dport=PORT, flags="S")
+            sock.sendto(bytes(packet)[header:], (target, 0))  # the TCP segment, checksum and all
+
+
+def _half_open(lab: Lab) -> tuple[int, int]:
+    """The defender's request sockets (SYN-RECV) and its conntrack entries."""
+    syn_recv = sum(s.state == "SYN-RECV" for s in tcp_sockets(lab.defender))
+    tracked = int(lab.defender.run(["sysctl", "-n", "net.netfilter.nf_conntrack_count"]))
+    return syn_recv, tracked
+
+
+@pytest.mark.needs_lab
+@pytest.mark.parametrize("family", [4, 6])
+def test_synproxy_holds_nothing_for_a_syn_flood_and_still_serves(family):
+    from closebench.defender import synproxy
+    from tests.test_bans import probe
+
+    found = {}
+    for name in ("synproxy", "graceful"):
+        with Lab() as lab:
+            defender = Defender(lab, ServerConfig(PORT, parse_spec(name)))
+            try:
+                served = probe(lab, path="/", family=family)  # before the flood silences it
+                before = _half_open(lab)
+                _syn_flood(lab, family, 100)
+                time.sleep(0.5)
+                proxied = synproxy.proxied(lab.defender) if name == "synproxy" else None
+                found[name] = (served.outcome.value, before, _half_open(lab), proxied)
+            finally:
+                defender.stop()
+                defender.close()
+    outcome, before, after, proxied = found["synproxy"]
+    assert outcome == "fin"  # a legitimate request went through the proxy and was served
+    assert after[0] == 0  # no request socket for any of the 100 SYNs...
+    assert after[1] <= before[1] + 1  # ...and no conntrack entry: SYNs are not tracked
+    assert proxied >= 100  # the proxy answered every SYN itself
+    # Without it the same flood leaves request sockets in the server's kernel.
+    assert found["graceful"][2][0] >= 50

@@ -176,6 +176,11 @@ CAPABILITIES = {
             _nft("tcp dport 1 ct state new add @s4 { ip saddr ct count over 2 } drop"),
         ),
         Capability(
+            "nft-synproxy",
+            "the nftables statement `synproxy` (nft_synproxy, conntrack)",
+            _nft("tcp dport 1 ct state invalid,untracked synproxy mss 1460 wscale 7"),
+        ),
+        Capability(
             "bpf",
             "BPF programs built and loaded by closebench (bpf(2), clang, bpftool, a bpf "
             "filesystem)",
@@ -215,6 +220,7 @@ STRATEGY_NEEDS: dict[str, tuple[str, ...]] = {
     "xdp-drop": ("bpf", "xdp-generic"),
     "tc-drop": ("bpf", "tc-bpf"),
     "conn-cap": ("nftables", "nft-ct-count"),
+    "synproxy": ("nftables", "nft-synproxy"),
 }
 if not set(STRATEGY_NEEDS) <= set(STRATEGIES):
     raise RuntimeError("STRATEGY_NEEDS names a strategy closebench/servers/strategies.py lacks")

@@ -9,8 +9,9 @@ Peer strategies (kind "peer") run real software instead (HAProxy, nginx, endless
 harness writes (closebench/defender/peers/). A packet strategy (kind "packet": zero-window) answers
 an abusive source's packets itself, before the kernel's TCP sees them, so it picks its abusers by
 address. A kill strategy (kind "kill": ss-kill) ends the connection from outside the server,
-as a detector would. A cap strategy (kind "cap": conn-cap) refuses a source's connections over a
-count in nftables, while the server closes the abusive requests that get through with `then`.
+as a detector would. A cap strategy (kind "cap": conn-cap, synproxy) keeps connections from the
+server in nftables (over a count per source; until the handshake completes), while the server
+closes the abusive requests that get through with `then`.
 
 Every reference-server strategy also takes the listening socket's TCP options `defer_accept`
 (TCP_DEFER_ACCEPT: a connection wakes the server only once data arrives) and `user_timeout`
@@ -325,6 +326,24 @@ STRATEGIES: dict[str, Strategy] = {
             "(direct-action) drops its SYNs",
             (*BAN_OPTIONS, BPF_WHERE, *LISTEN_OPTIONS),
             kind="ban",
+        ),
+        Strategy(
+            "synproxy",
+            "nftables synproxy in front of the server: the kernel answers SYNs with a cookie, "
+            "and only a completed handshake reaches the server; abusive requests meet `then`",
+            (
+                Option(
+                    "then",
+                    str,
+                    "rst",
+                    "close strategy for the abusive requests that reach the server",
+                    choices=CLOSE_NAMES,
+                ),
+                DELAY,
+                INTERVAL,
+                *LISTEN_OPTIONS,
+            ),
+            kind="cap",
         ),
         Strategy(
             "conn-cap",
