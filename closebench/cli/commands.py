@@ -32,7 +32,7 @@ from closebench.core.safe_files import SafeDirectory
 from closebench.defender.peers import require as require_peer
 from closebench.defender.peers import skip_missing
 from closebench.lab.privileges import require_tools
-from closebench.results.schema import ATTACK_SCHEMA, PROBE_SCHEMA, VERIFY_SCHEMA
+from closebench.results.schema import ATTACK_SCHEMA, KERNEL_SCHEMA, PROBE_SCHEMA, VERIFY_SCHEMA
 
 LAB_TOOLS = (
     "ip",
@@ -48,6 +48,8 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
     from closebench.defender import ServerConfig
     from closebench.trials.probe import Probe, ProbeCase, default_cases
 
+    if args.kernel:
+        return print_kernel(args, console)
     require_tools(*LAB_TOOLS)
     family = 6 if args.ipv6 else 4
     if args.server_command and args.strategy:
@@ -72,6 +74,13 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
         lambda message: print_warning(errors, message),
     )
     cases = [case for case in cases if not case.server.spec or case.server.spec.name not in skipped]
+    from closebench.defender.capabilities import skip_unsupported
+
+    unsupported = skip_unsupported(
+        [(case.server.spec, False) for case in cases if case.server.spec],
+        lambda message: print_warning(errors, message),
+    )
+    cases = [case for case in cases if str(case.server.spec) not in unsupported]
     anchor = str(pcap_dir.anchor) if pcap_dir else None
     probe = Probe(args.timeout, args.path, anchor, args.listen_timeout)
     status = f"probing {len(cases)} case(s), up to {args.timeout:g} s each..."
@@ -101,6 +110,25 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
     return 1 if failed else 0
 
 
+def print_kernel(args: argparse.Namespace, console: Console) -> int:
+    """`closebench probe --kernel`: what this kernel can run, and which strategies need what."""
+    from closebench.cli.tables import print_capabilities
+    from closebench.defender.capabilities import probe
+
+    findings = probe()
+    if args.json:
+        document = {
+            "schema": KERNEL_SCHEMA,
+            "closebench": __version__,
+            "kernel": platform.release(),
+            "capabilities": [finding.to_dict() for finding in findings.values()],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        print_capabilities(findings, platform.release(), console)
+    return 0
+
+
 def run_attack_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
     import shlex
 
@@ -113,6 +141,10 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         if bool(args.server_command) == bool(args.strategy):
             raise UsageError("give one --strategy, or a server command after --")
         require_peer(args.strategy)
+        if args.strategy:
+            from closebench.defender.capabilities import require as require_kernel
+
+            require_kernel(args.strategy)
     if args.attacker != "curl" or not args.attacker_command:  # a user's command: their business
         require_tools_for(args.attacker)
     if args.attacker_command and args.attacker != "curl":
@@ -254,6 +286,16 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         require_locust()
     skipped = skip_missing(
         [entry.spec for entry in scenario.strategies],
+        lambda message: print_warning(errors, message),
+    )
+    from closebench.defender.capabilities import skip_unsupported
+
+    skipped |= skip_unsupported(
+        [
+            (entry.spec, entry.required)
+            for entry in scenario.strategies
+            if entry.spec.name not in skipped
+        ],
         lambda message: print_warning(errors, message),
     )
     out = Path(args.out)

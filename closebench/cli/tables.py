@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from closebench.core.outcomes import Outcome
+from closebench.defender.capabilities import Finding, needed_by
 from closebench.defender.peers.notes import claim_text
 from closebench.results.report.columns import COLUMN_BY_KEY
 from closebench.results.verify import RunAgreement, agreement_text
@@ -333,3 +334,18 @@ def print_scenarios(scenarios: list[tuple[str, str]], folder: Path, console: Con
         f"run one: closebench run NAME (shipped in {escape(str(folder))})", highlight=False
     )
     console.print("start your own from one: closebench scenarios NAME > mine.toml", highlight=False)
+
+
+def print_capabilities(findings: dict[str, Finding], kernel: str, console: Console) -> None:
+    """`closebench probe --kernel`: each capability, whether this kernel has it, who needs it."""
+    table = Table(title=f"what this kernel ({escape(kernel)}) can run")
+    _add_columns(
+        table,
+        ("capability", "available", "needed by", "why not"),
+        ("capability", "needed by", "why not"),
+    )
+    for finding in findings.values():
+        available = "[green]yes[/]" if finding.available else "[red]no[/]"
+        needed = escape(", ".join(needed_by(finding.name)))
+        table.add_row(finding.name, available, needed, escape(finding.detail))
+    console.print(table)

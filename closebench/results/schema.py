@@ -22,6 +22,7 @@ from functools import cache
 
 SUMMARY_SCHEMA = "closebench.summary/1"  # summary.json
 PROBE_SCHEMA = "closebench.probe/1"  # closebench probe --json
+KERNEL_SCHEMA = "closebench.kernel/1"  # closebench probe --kernel --json
 ATTACK_SCHEMA = "closebench.attack/1"  # closebench attack --json
 VERIFY_SCHEMA = "closebench.verify/1"  # closebench verify --json
 

@@ -65,7 +65,8 @@ class TrialProgress:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A trial not run because its strategy's program is missing (peers.skip_missing)."""
+    """A trial not run because its strategy's program is missing (peers.skip_missing) or the
+    kernel cannot run it (capabilities.skip_unsupported)."""
 
     error: str
 
@@ -95,7 +96,8 @@ class Runner:
     ) -> None:
         self.scenario = scenario
         self.verify = verify  # check every record against the pcaps once the trials are done
-        # Strategies not run (a peer whose program is missing), with the error of their rows.
+        # Strategies not run (a peer whose program is missing, by name; a kernel that cannot,
+        # by str(spec)), with the error of their rows.
         self.skipped = skipped or {}
         self.text = text
         self.digest = digest
@@ -213,7 +215,8 @@ class Runner:
             progress.state = "skipped"
             return
         spec = self.trials[index].server.spec
-        skipped = self.skipped.get(spec.name) if spec else None
+        # Peers are skipped by name (their program is missing), kernel needs by spec (options).
+        skipped = (self.skipped.get(str(spec)) or self.skipped.get(spec.name)) if spec else None
         if skipped:
             results[index] = Skipped(skipped)
             progress.state = "skipped"
