@@ -5,7 +5,6 @@ them."""
 from __future__ import annotations
 
 import dataclasses
-
 import io
 import json
 import shutil

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from closebench.core.outcomes import GAVE_UP_SHARE  # the rules' one constant, shared
+
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 SEQ_MOD = 1 << 32
 
@@ -301,8 +302,16 @@ class Reading:
 
     def request(self) -> tuple[float | None, bool]:
         """(when the request left, on the wire; whether one may have been held back: the window
-        was zero from the SYN-ACK on)."""
+        was zero from the SYN-ACK on, and none left)."""
         return self.requested, self.requested is None and self.zero_window
+
+    def request_time(self) -> float | None:
+        """When the client wrote its request, by the rules: its first byte on the wire, or,
+        held by a zero window that the client probed (it had something to send), its
+        connection's time; None for a client that wrote nothing."""
+        if self.requested is None and self.zero_window and self.probed:
+            return self.established
+        return self.requested
 
     def unfinished(self) -> WireReading:
         """What the wire shows of a connection nothing ended on it."""

@@ -311,7 +311,9 @@ def _present(found: pq.ParquetFile, columns: list[str] | None) -> tuple[list[str
     names = set(found.schema_arrow.names)
     added = [n for n in (columns or ATTEMPT_SCHEMA.names) if n in ADDED_LATER and n not in names]
     if columns is None:
-        return (None, added) if not added else ([n for n in ATTEMPT_SCHEMA.names if n in names], added)
+        return (
+            (None, added) if not added else ([n for n in ATTEMPT_SCHEMA.names if n in names], added)
+        )
     return [n for n in columns if n in names], added
 
 
