@@ -51,8 +51,9 @@ def closers(columns: dict[str, np.ndarray]) -> np.ndarray:
     given = columns.get("closed_by")
     if given is None:
         given = np.full(len(outcomes), "", dtype=object)
-    implied = np.array([ClosedBy.of(Outcome(o)).value for o in outcomes], dtype=object)
-    known = np.array([bool(c) for c in given], dtype=bool)
+    classes, index = np.unique(outcomes.astype(str), return_inverse=True)  # a few: per class
+    implied = np.array([ClosedBy.of(Outcome(c)).value for c in classes], dtype=object)[index]
+    known = np.isin(given, [c.value for c in ClosedBy])
     return np.where(known, given, implied)
 
 

@@ -30,7 +30,7 @@ def millis(value: float) -> str:
 
 
 def outcome_counts(value: dict) -> str:
-    return ", ".join(f"{name} {count}" for name, count in value.items()) or "none"
+    return ", ".join(f"{name} {count}" for name, count in value.items() if count) or "none"
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,10 @@ COLUMNS = (
     Column("connect_wait_median_s", "connect wait median (s)", "attacker", fixed(3)),
     Column("slot_median_s", "slot median (s)", "attacker", fixed(3)),
     Column("outcomes", "outcomes", "attacker", outcome_counts),
+    Column("closed_by", "closed by", "attacker", outcome_counts),
+    Column("outlasted", "outlasted", "attacker", whole),
     Column("attacker_seconds_wasted", "seconds wasted", "attacker", fixed(1)),
+    Column("attacker_seconds_busy", "seconds busy (union)", "attacker", fixed(1)),
     Column("legit_requests", "requests", "legitimate clients", whole),
     Column("legit_success_rate", "answered", "legitimate clients", percent),
     Column("legit_latency_median_s", "latency median (ms)", "legitimate clients", millis),
