@@ -52,6 +52,10 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("slot_median_s", LOWER, 0.05, "median s of an attempt, first SYN to end"),
     Figure("slot_p95_s", LOWER, 0.05, "95th percentile of the slot"),
     Figure("attacker_seconds_wasted", LOWER, 1.0, "every attempt's slot, summed"),
+    Figure("attacker_seconds_busy", LOWER, 1.0, "the union of the slots: time any was open"),
+    Figure("hang_q1_s", LOWER, 0.05, "first quartile of the hang"),
+    Figure("hang_q3_s", LOWER, 0.05, "third quartile of the hang"),
+    Figure("outlasted", None, 2, "attempts still open when closebench stopped their client"),
     Figure("connect_waits", None, 2, "attempts that never sent a request"),
     Figure("runs", HIGHER, 2, "command runs (curl, browser page loads)"),
     Figure("runs_per_s", HIGHER, 0.05, "command runs per second"),
@@ -103,6 +107,12 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("attempts_after_ban", HIGHER, 2, "attempts started while banned"),
     Figure("attempts_per_s_after_ban", HIGHER, 0.05, "attempts/s per banned address"),
     Figure("legit_wrongly_refused", HIGHER, 0, "legitimate requests refused by a ban"),
+    # Counts that describe the bans rather than grade them: no worse direction.
+    Figure("bans", None, 0, "bans put in force (an address banned twice counts twice)"),
+    Figure("banned_addresses", None, 0, "addresses banned at least once"),
+    Figure("longest_ban_s", None, 0, "the longest ban put in force, s"),
+    Figure("attempts_before_ban", None, 0, "attempts started before their address's first ban"),
+    Figure("syns_dropped", None, 0, "SYNs the ban firewall dropped or rejected (fw-*)"),
     Figure("step", None, 0, "a sweep's step: the value of its axis in this trial"),
 )
 
