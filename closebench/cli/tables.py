@@ -224,7 +224,6 @@ RUN_COLUMNS = (
     "attempts_per_s",
     "hang_median_s",
     "outcomes",
-    "outlasted",
     "attacker_seconds_wasted",
     "legit_success_rate",
     "peak_fds",
