@@ -45,7 +45,9 @@ def test_a_command_closebench_stops_is_outlasted():
     [attempt] = result.attempts
     assert "stopped" in attempt.run_error
     assert attempt.closer is ClosedBy.CLOSEBENCH and attempt.outlasted
-    assert attempt.slot_s >= 1.0 + 5.0 - 0.5  # it lasted until closebench stopped it
+    # It lasted until closebench stopped it, past the timeout closebench was given (the client's
+    # start-up, before its SYN, is part of the deadline too).
+    assert attempt.slot_s > 1.0 and attempt.t_end <= attempt.t_syn + attempt.run_duration_s
     summary = result.summary
     assert summary.outlasted == 1 and summary.closed_by["closebench"] == 1
     assert summary.hang_median_s is None and summary.slot_median_s is None
