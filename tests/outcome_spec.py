@@ -30,7 +30,6 @@ TIMEOUT = 2.0
 SA_AT = 0.001  # the SYN-ACK's time in most cases (the request leaves at once)
 ALL = frozenset({"classify", "dpkt", "engine", "conversation"})
 WIRE = frozenset({"classify", "dpkt"})
-OWN = ALL  # closebench's own clients: every reader
 NO_SOCKET = frozenset({"classify", "dpkt", "engine"})  # a socket would say ECONNRESET: rst
 
 
@@ -212,8 +211,5 @@ CASES = [
         readers=WIRE,
     ),
 ]
-
-# Every class, both sides of the give-up rule: the spec's own coverage, checked by the tests.
-COVERED_CLASSES = frozenset(case.outcome for case in CASES)
 
 ICMP_ERRNO = errno.EHOSTUNREACH
