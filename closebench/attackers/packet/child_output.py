@@ -100,7 +100,7 @@ class Relay:
         )
 
 
-RETRANSMISSION_RST = "RST to the client's retransmission"  # the engine's note (engine.reset)
+RETRANSMISSION_RST = "RST to the client's retransmission"  # the engine's note (actions.reset)
 
 
 def closed_by(outcome: Outcome, detail: str) -> ClosedBy:
