@@ -140,15 +140,26 @@ def print_attack(result: TrialResult, console: Console) -> None:
         " / ".join(_seconds(h) for h in hangs) + (waits if summary.connect_waits else ""),
     )
     table.add_row(
+        "hang quartiles",
+        f"{_seconds(summary.hang_q1_s)} / {_seconds(summary.hang_q3_s)}"
+        + (f" ({summary.outlasted} outlasted: left out)" if summary.outlasted else ""),
+    )
+    table.add_row(
         "connect wait / slot median",
         f"{_seconds(summary.connect_wait_median_s)} / {_seconds(summary.slot_median_s)}",
     )
-    table.add_row("attacker seconds wasted", f"{summary.attacker_seconds_wasted:.1f} s")
+    table.add_row(
+        "attacker seconds wasted",
+        f"{summary.attacker_seconds_wasted:.1f} s per connection summed, "
+        f"{summary.attacker_seconds_busy:.1f} s with a connection open",
+    )
     outcomes = ", ".join(
         f"[{OUTCOME_STYLE[Outcome(name)]}]{name}[/] {count}"
         for name, count in summary.outcomes.items()
     )
     table.add_row("outcomes", outcomes or "none")
+    closers = ", ".join(f"{name} {count}" for name, count in summary.closed_by.items() if count)
+    table.add_row("closed by", closers or "none")
     table.add_row("response data first", f"{summary.data_first} attempts")
     cost = summary.attacker_cost
     if "peak_open_sockets" in cost:

@@ -63,7 +63,10 @@ SUFFIX = ".parquet"
 WRITE_ROWS = 16_384  # rows a writer buffers (about 25 MB as Python values), one row group each
 BATCH_ROWS = 65_536  # rows a reader takes at a time (about 5 MB of Arrow columns)
 COMPRESSION = "zstd"
-DERIVED = ("hang_s", "connect_wait_s", "slot_s")  # Attempt.to_dict() adds them; not stored
+DERIVED = ("hang_s", "connect_wait_s", "slot_s")
+# Fields added to the record since run directories were first written in Parquet: an older file
+# without them is read with them null.
+ADDED_LATER = ("closed_by",)  # Attempt.to_dict() adds them; not stored
 
 _ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
 
@@ -136,6 +139,7 @@ class AttemptWriter:
         with self._lock:
             for name, values in self._pending.items():
                 values.append(getattr(attempt, name))
+            self._pending["closed_by"][-1] = attempt.closer.value  # "" filled in by its class
             if self.pending >= self.batch_rows:
                 self._flush()
 
@@ -282,7 +286,7 @@ def open_file(path: Path) -> pq.ParquetFile:
             raise
         raise damaged(path, error) from None
     if not found.schema_arrow.equals(ATTEMPT_SCHEMA):
-        missing = set(ATTEMPT_SCHEMA.names) - set(found.schema_arrow.names)
+        missing = set(ATTEMPT_SCHEMA.names) - set(found.schema_arrow.names) - set(ADDED_LATER)
         if missing:
             raise damaged(path, ValueError(f"no column {', '.join(sorted(missing))}"))
     return found
@@ -294,8 +298,10 @@ def read_batches(
     """The records of `paths` (every column, or `columns`) a batch at a time."""
     for path in paths:
         found = open_file(path)
+        present, added = _present(found, columns)
         try:
-            yield from found.iter_batches(batch_size=batch_rows, columns=columns)
+            for batch in found.iter_batches(batch_size=batch_rows, columns=present):
+                yield _filled(batch, added)
         except (OSError, pa.ArrowException) as error:
             raise damaged(path, error) from None
 
@@ -303,10 +309,30 @@ def read_batches(
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     """One file's records, whole (a trial's, for its summary)."""
     found = open_file(path)
+    present, added = _present(found, columns)
     try:
-        return found.read(columns=columns)
+        return _filled(found.read(columns=present), added)
     except (OSError, pa.ArrowException) as error:
         raise damaged(path, error) from None
+
+
+def _present(found: pq.ParquetFile, columns: list[str] | None) -> tuple[list[str] | None, list]:
+    """The columns to read of a file, and those of ADDED_LATER it lacks (an older run's)."""
+    names = set(found.schema_arrow.names)
+    added = [n for n in (columns or ATTEMPT_SCHEMA.names) if n in ADDED_LATER and n not in names]
+    if columns is None:
+        return (
+            (None, added) if not added else ([n for n in ATTEMPT_SCHEMA.names if n in names], added)
+        )
+    return [n for n in columns if n in names], added
+
+
+def _filled(data, added: list[str]):
+    """`data` with the columns of ADDED_LATER an older file lacks ("": not known then; they
+    come last in the schema, so a whole record keeps its order)."""
+    for name in added:
+        data = data.append_column(ATTEMPT_SCHEMA.field(name), pa.array([""] * len(data)))
+    return data
 
 
 def read_attempts(path: Path) -> list[Attempt]:
@@ -393,7 +419,7 @@ def read_legacy_jsonl(path: Path) -> tuple[pa.Table, int]:
         if row["trial"] is None or row["t_syn"] is None:
             skipped += 1
             continue
-        for column in ("attacker", "src", "dst", "outcome", "detail", "run_error"):
+        for column in ("attacker", "src", "dst", "outcome", "detail", "run_error", "closed_by"):
             row[column] = row[column] or ""
         for column in ("family", "sport", "dport", "bytes_received"):
             row[column] = row[column] or 0
