@@ -222,9 +222,13 @@ class CommandClient:
             run_duration_s=run.ended - run.started,
             run_error=run.error,
         )
-        stopped = run.stopped_at is not None
-        classify(events, attempt, ClosedBy.CLOSEBENCH if stopped else ClosedBy.CLIENT)
-        if stopped and attempt.closer is ClosedBy.CLIENT and (attempt.t_end or 0) >= run.stopped_at:
+        stopped_at = run.stopped_at
+        classify(events, attempt, ClosedBy.CLIENT if stopped_at is None else ClosedBy.CLOSEBENCH)
+        if (
+            stopped_at is not None
+            and attempt.closer is ClosedBy.CLIENT
+            and (attempt.t_end or 0) >= stopped_at
+        ):
             # The FIN or RST of a command closebench stopped: its kernel closing what it held.
             attempt.closed_by = ClosedBy.CLOSEBENCH.value
         return attempt

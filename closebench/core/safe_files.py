@@ -123,8 +123,9 @@ class SafeDirectory:
             fd = os.open(name, flags, 0o644, dir_fd=self._fd)
         except OSError as error:
             raise write_error(self.path / name, error, self.fix) from None
-        binary = "b" in mode
-        return os.fdopen(fd, mode, **({} if binary else {"encoding": "utf-8", "newline": ""}))
+        if "b" in mode:
+            return os.fdopen(fd, mode)
+        return os.fdopen(fd, mode, encoding="utf-8", newline="")
 
     @contextlib.contextmanager
     def atomic(self, name: str, binary: bool = False) -> Iterator[IO]:

@@ -48,7 +48,7 @@ def ruleset(port: int, count: int, verdict: str) -> str:
 def install(host: Host, port: int, spec: StrategySpec) -> None:
     """Create the cap table in `host`; a missing nft or a refused ruleset is one clear error."""
     require_tools("nft")
-    text = ruleset(port, int(spec.options["count"]), str(spec.options["verdict"]))  # type: ignore[call-overload]
+    text = ruleset(port, int(spec.options["count"]), str(spec.options["verdict"]))
     try:
         host.run(["nft", "-f", "-"], stdin=text)
     except LabError as error:

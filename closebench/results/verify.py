@@ -177,7 +177,7 @@ def _compare_request(
             result.mismatches.append(_mismatch(record, "request", "none"))
             result.mismatches[-1].record = "sent"
         return
-    if not has:
+    if not _number(t_request):  # not `has`: this narrows t_request to a number below
         result.request_mismatches += 1
         result.mismatches.append(_mismatch(record, "request", "sent"))
         result.mismatches[-1].record = "none"

@@ -23,10 +23,10 @@ def tcp_options(config: Config) -> list[tuple[int, int]]:
     """The listener's TCP options from the strategy (accepted sockets inherit them)."""
     options = config.spec.options
     found = []
-    if int(options.get("defer_accept", 0)):  # type: ignore[call-overload]
-        found.append((socket.TCP_DEFER_ACCEPT, int(options["defer_accept"])))  # type: ignore[call-overload]
-    if float(options.get("user_timeout", 0.0)):  # type: ignore[arg-type]
-        milliseconds = max(1, round(float(options["user_timeout"]) * 1000))  # type: ignore[arg-type]
+    if int(options.get("defer_accept", 0)):
+        found.append((socket.TCP_DEFER_ACCEPT, int(options["defer_accept"])))
+    if float(options.get("user_timeout", 0.0)):
+        milliseconds = max(1, round(float(options["user_timeout"]) * 1000))
         found.append((socket.TCP_USER_TIMEOUT, milliseconds))
     return found
 
