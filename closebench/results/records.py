@@ -117,7 +117,7 @@ class AttemptWriter:
     its reserve (closebench/trials/disk_space.py).
     """
 
-    def __init__(self, path: Path, trial: str, batch_rows: int = WRITE_ROWS) -> None:
+    def __init__(self, path: str | Path, trial: str, batch_rows: int = WRITE_ROWS) -> None:
         self.path = Path(path)
         self.trial = trial
         self.batch_rows = batch_rows

@@ -24,9 +24,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-# What an option's value can be (options are parsed from text by _convert)
-OptionValue = bool | int | float | str
-
 
 @dataclass(frozen=True)
 class Option:
@@ -38,6 +35,10 @@ class Option:
     minimum: float | None = None  # the smallest value allowed (numbers are never negative)
     maximum: float | None = None  # the largest value allowed
     positive: bool = False  # 0 is not allowed either
+
+
+# What an option's value can be (options are parsed from text by _convert)
+OptionValue = bool | int | float | str
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from closebench.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
 from closebench.attackers.kernel import KernelSpammer
@@ -247,7 +246,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                     port=server.port,
                 )
             if config.attempts_file:
-                writer = AttemptWriter(Path(config.attempts_file), config.name)
+                writer = AttemptWriter(config.attempts_file, config.name)
             try:
                 result = _attack(lab, config, cancel, on_attempt, writer)
             except BaseException:

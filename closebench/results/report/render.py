@@ -8,7 +8,7 @@ The page is templates/report.html.j2 (Jinja); summary.md is written here.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +155,7 @@ def summary_markdown(context: dict) -> str:
         "| --- | " + " | ".join(":---" if c.key == "outcomes" else "---:" for c in COLUMNS) + " |",
     ]
     for row in context["rows"]:
-        cells = [_md(f"error: {row['error']}")] + [""] * (len(COLUMNS) - 1)
+        cells: Sequence[str] = [_md(f"error: {row['error']}")] + [""] * (len(COLUMNS) - 1)
         if not row["error"]:
             cells = [_md(cell) for cell in row["cells"]]
         lines.append(f"| {_md(row['name'])} | " + " | ".join(cells) + " |")
@@ -169,8 +169,8 @@ def summary_markdown(context: dict) -> str:
         lines += ["", _md(context["breaking_rule"]), "", "| strategy | broke at | why |"]
         lines.append("| --- | ---: | :--- |")
         for point in context["breaking"]:
-            fields = (point["series"], point["where"], point["reason"])
-            lines.append("| " + " | ".join(_md(field) for field in fields) + " |")
+            cells = (point["series"], point["where"], point["reason"])
+            lines.append("| " + " | ".join(_md(cell) for cell in cells) + " |")
     lines.append("")
     for result in context["axes"]:
         who = "all alike" if result.all_tied else ", ".join(result.winners)
