@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -168,7 +168,7 @@ class Runner:
         chains = trial_chains(self.trials)
         jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
-        results: list[TrialResult | Skipped | str | None] = [None] * len(self.trials)
+        results: list[TrialResult | str | None] = [None] * len(self.trials)
         done = threading.Event()
         watch = threading.Thread(target=self._watch_disk, args=(done,), name="disk", daemon=True)
         watch.start()
@@ -257,7 +257,7 @@ class Runner:
             progress.state = "error"
             self.log(f"{progress.name}: error: {error}")
 
-    def _write(self, results: list[TrialResult | Skipped | str | None]) -> RunOutcome:
+    def _write(self, results: Sequence[TrialResult | Skipped | str | None]) -> RunOutcome:
         """Write the results, summary.json first: if the disk is full, the rest may not fit."""
         rows, errors = [], []
         not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
