@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--routed", action="store_true", help="put a router hop in between")
     attack.add_argument("--json", action="store_true", help="print a JSON document instead")
     attack.add_argument("--records", metavar="FILE", help="write every attempt here (JSON lines)")
+    attack.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write a run directory under DIR (summary.json, attempts, pcaps, report), as "
+        "`closebench run` does, for check and compare (with --target: default reports)",
+    )
+    attack.add_argument("--label", help="the trial's name in the run directory and its report")
     attack.add_argument("server_command", nargs="*", metavar="-- CMD", help="attack this command")
     add_locust_arguments(attack)
 

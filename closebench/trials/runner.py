@@ -354,8 +354,9 @@ def machine_metadata() -> dict:
 
 
 class AttackRun:
-    """The run directory of one attack outside a scenario (`closebench attack --target`): the
-    same files as a scenario's run, so that report, compare and check read it alike.
+    """The run directory of one attack outside a scenario (`closebench attack --out`, with or
+    without --target): the same files as a scenario's run, so that report, compare and check
+    read it alike.
 
     Made up front, so that a bad --out is an error before anything starts.
     """
@@ -366,8 +367,13 @@ class AttackRun:
         self.directory = new_run_directory(out, name, self.started_at)
         (self.directory / "scenario.toml").write_text(scenario_toml, encoding="utf-8")
 
+    def pcap_for(self, trial: str) -> str:
+        """Where the trial's attacker-side capture goes (pcaps/, named as verify finds it)."""
+        (self.directory / "pcaps").mkdir(exist_ok=True)
+        return str(self.directory / "pcaps" / unique_names([trial], ".pcap")[0])
+
     def write(self, trial: TrialConfig, result: TrialResult, log: Callable[[str], None]) -> Path:
-        """summary.json, the attempts file and the report; returns the directory."""
+        """summary.json, the attempts file, samples.csv and the report; returns the directory."""
         finished = datetime.now(UTC)
         meta = {
             "closebench": __version__,
@@ -380,15 +386,27 @@ class AttackRun:
             **machine_metadata(),
             "stopped": None,
         }
+        path = self.directory / ATTEMPTS_DIR / unique_names([trial.name], SUFFIX)[0]
+        write_attempts_file(path, trial.name, result.attempts + result.legit_attempts)
+        row = trial_row(trial, result)
+        wire = None
+        if trial.pcap:  # the records against the capture, as `closebench run` does
+            try:
+                agreement = verify_trials(self.directory, [trial.name])
+                wire = agreement.to_dict()
+                row.wire_agreement = next((t.to_dict() for t in agreement.trials), None)
+            except Exception as error:  # recorded, never loses the run
+                wire = {"ok": False, "error": f"{type(error).__name__}: {error}"}
         summary = {
             "schema": SUMMARY_SCHEMA,
             "meta": meta,
             "complete": result.complete,
-            "rows": [trial_row(trial, result).to_dict()],
+            "wire_agreement": wire,
+            "rows": [row.to_dict()],
         }
         write_summary(self.directory, summary)
-        path = self.directory / ATTEMPTS_DIR / unique_names([trial.name], SUFFIX)[0]
-        write_attempts_file(path, trial.name, result.attempts + result.legit_attempts)
+        if result.samples:
+            write_samples(self.directory, [(trial.name, result.samples)])
         point_latest(self.directory)
         build_run_report(self.directory, log)
         return self.directory

@@ -23,12 +23,15 @@ from pydantic import (
     model_validator,
 )
 
-from closebench.attackers import ATTACKERS, ENGINES
+from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES
 from closebench.attackers.policy import Policy
 from closebench.core.errors import UsageError
+from closebench.core.placeholders import unknown_placeholder
 from closebench.core.safe_files import read_text
 from closebench.defender import DEFAULT_ABUSE_PATH, ServerConfig, sysctl
+from closebench.defender.config import SERVER_PLACEHOLDERS
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
+from closebench.lab.confine import Confinement, capability_problem, describe
 from closebench.servers.strategies import StrategySpec, parse_spec
 from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig
 
@@ -45,17 +48,66 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class StrategyEntry(Strict):
-    """One strategy to compare: its spec, and where it runs."""
+class Commanded(Strict):
+    """A command from the file, and the powers granted to it (lab/confine.py): none by default."""
 
-    strategy: str
+    command: list[str] | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    privileged: bool = False
+
+    @field_validator("command")
+    @classmethod
+    def whole_words(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(part for part in value)):
+            raise ValueError("a command is a non-empty list of non-empty strings")
+        return value
+
+    @field_validator("capabilities")
+    @classmethod
+    def known_capabilities(cls, values: list[str]) -> list[str]:
+        for name in values:
+            if (problem := capability_problem(name)) is not None:
+                raise ValueError(problem)
+        return values
+
+    @model_validator(mode="after")
+    def powers_need_a_command(self) -> Commanded:
+        if self.command is None and (self.capabilities or self.privileged):
+            raise ValueError("capabilities and privileged go with a command")
+        return self
+
+    @property
+    def confinement(self) -> Confinement | None:
+        """How the command runs: confined, with what it was granted (None: no command)."""
+        if self.command is None:
+            return None
+        return Confinement(tuple(self.capabilities), self.privileged)
+
+
+class StrategyEntry(Commanded):
+    """One strategy to compare: its spec (or your own server's command), and where it runs."""
+
+    strategy: str | None = None
     routed: bool = False
     label: str | None = None
 
     @field_validator("strategy")
     @classmethod
-    def known_strategy(cls, value: str) -> str:
+    def known_strategy(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         return str(parse_spec(value))  # ValueError names the strategies and options allowed
+
+    @model_validator(mode="after")
+    def strategy_or_command(self) -> StrategyEntry:
+        if (self.strategy is None) == (self.command is None):
+            raise ValueError("give a strategy or a command (your own server), one of them")
+        if self.command is not None:
+            if self.label is None:
+                raise ValueError("a command needs a label (its trial's name)")
+            if (problem := unknown_placeholder(self.command, SERVER_PLACEHOLDERS)) is not None:
+                raise ValueError(problem)
+        return self
 
     @field_validator("label")
     @classmethod
@@ -67,20 +119,21 @@ class StrategyEntry(Strict):
 
     @model_validator(mode="after")
     def router_bans_need_a_router(self) -> StrategyEntry:
-        if self.spec.options.get("where") == "router" and not self.routed:
+        spec = self.spec
+        if spec is not None and spec.options.get("where") == "router" and not self.routed:
             raise ValueError(f"{self.strategy} bans on the router: give it routed = true")
         return self
 
     @property
-    def spec(self) -> StrategySpec:
-        return parse_spec(self.strategy)
+    def spec(self) -> StrategySpec | None:
+        return parse_spec(self.strategy) if self.strategy is not None else None
 
     @property
     def name(self) -> str:
-        return self.label or self.strategy + (" (via router)" if self.routed else "")
+        return self.label or str(self.strategy) + (" (via router)" if self.routed else "")
 
 
-class AttackerEntry(Strict):
+class AttackerEntry(Commanded):
     kind: Literal[tuple(ATTACKERS)] = "kernel"  # type: ignore[valid-type]
     label: str | None = None
     timeout: Positive = 10.0
@@ -90,7 +143,6 @@ class AttackerEntry(Strict):
     attempts: Annotated[int, Field(ge=1)] | None = None
     request_delay: Annotated[float, Field(ge=0)] = 0.0
     path: str = "/spam"
-    command: list[str] | None = None
     # A botnet: spread the connection slots over this many addresses of the attacker host.
     addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
     duration: Positive | None = None  # this attacker stops sooner than the scenario
@@ -103,6 +155,9 @@ class AttackerEntry(Strict):
             raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
         if self.command is not None and self.kind != "curl":
             raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
+        problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -134,6 +189,7 @@ class AttackerEntry(Strict):
             self.addresses or 0,
             self.engine,
             self.workers or 1,
+            self.confinement,
         )
 
 
@@ -294,6 +350,20 @@ class Scenario(Strict):
             problems = "; ".join(e["msg"] for e in error.errors())
             raise UsageError(f"--duration {duration:g}: {problems}") from None
 
+    def command_lines(self) -> list[str]:
+        """One line per command of the file: what it is and as whom it runs."""
+        lines = []
+        for entry in self.strategies:
+            if entry.command is not None:
+                argv = " ".join(entry.command)
+                lines.append(f"server {entry.name} `{argv}` runs {describe(entry.confinement)}")
+        for attacker in self.attackers:
+            if attacker.command is not None:
+                name = attacker.label or attacker.kind
+                argv = " ".join(attacker.command)
+                lines.append(f"attacker {name} `{argv}` runs {describe(attacker.confinement)}")
+        return lines
+
     def trials(self) -> list[TrialConfig]:
         """One trial per strategy (per repetition, per sweep step), in the scenario's order: a
         strategy's steps follow each other (the runner runs them one after another)."""
@@ -317,6 +387,9 @@ class Scenario(Strict):
             nofile=self.server.nofile,
             backlog=self.server.backlog,
             sysctl=tuple(self.defender.sysctl.items()),
+            command=list(entry.command or []),
+            confine=entry.confinement,
+            name=entry.label if entry.command else None,
         )
         return TrialConfig(
             server=server,
@@ -399,7 +472,7 @@ def _model_at(location: list[str]) -> type[BaseModel] | None:
         field = model.model_fields.get(part)
         if field is None:
             return None
-        nested = {
+        nested: dict[str, type[BaseModel]] = {
             "server": ServerEntry,
             "defender": DefenderEntry,
             "sweep": SweepEntry,

@@ -34,6 +34,7 @@ from closebench.defender import Defender, ServerConfig, firewall, peers
 from closebench.defender.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from closebench.lab import Lab
 from closebench.lab.capture import Capture
+from closebench.lab.confine import Confinement
 from closebench.lab.socket_table import state_summary
 from closebench.results.records import AttemptWriter, read_attempts
 from closebench.servers.strategies import BAN_STRATEGIES
@@ -56,6 +57,8 @@ class AttackerSpec:
     addresses: int = 0  # kernel kind: spread its connection slots over this many addresses
     engine: str = "local"  # "locust": the kernel kind's policy on Locust workers (ENGINES)
     workers: int = 1  # Locust workers, each in an attacker host of its own
+    # A command from a scenario file runs confined (lab/confine.py); None: as typed (the CLI's).
+    confine: Confinement | None = None
 
     @property
     def name(self) -> str:
@@ -362,7 +365,7 @@ def _run_attackers(
     more_hosts = iter(lab.more_attackers)
     for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
         target = Target(address, config.server.port, config.family, spec.path)
-        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine)
+        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine, spec.confine)
         if spec.engine == "locust":
             prepared.append(attacker)
             hosts = [next(more_hosts) for _ in range(spec.workers)]
