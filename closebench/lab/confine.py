@@ -102,6 +102,17 @@ def unprivileged_identity() -> tuple[int, int] | None:
     return None
 
 
+def root_is_the_machines() -> bool:
+    """Whether our uid 0 is the machine's root though no other uid is mapped (root itself ran
+    `unshare -Urnm`): a confined command then keeps root's files, lacking only capabilities."""
+    try:
+        with open("/proc/self/uid_map") as lines:
+            entries = [tuple(int(part) for part in line.split()) for line in lines]
+    except OSError:
+        return False
+    return os.geteuid() == 0 and entries == [(0, 0, 1)]
+
+
 @dataclass(frozen=True)
 class Confinement:
     """How a command from a scenario file runs: the capabilities granted to it, or everything."""
