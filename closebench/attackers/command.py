@@ -183,9 +183,9 @@ class CommandClient:
             prepare_directory(scratch, self.confine)
             with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
                 started = time.time()
+                argv = self._argv(target, policy, source, scratch)
                 process = lab.attacker.spawn(
-                    self._argv(target, policy, source, scratch),
-                    self.confine,
+                    self.confine.wrap(argv) if self.confine else argv,
                     stdout=out,
                     stderr=err,
                     start_new_session=True,  # its own children go with it when it is stopped

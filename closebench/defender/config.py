@@ -55,7 +55,9 @@ class ServerConfig:
         """The processes to start, in order; a peer's config is written into `directory`."""
         peer = peers.peer_for(self.spec)
         if peer is None:
-            return [Launch("server", self.argv(), self.port, self.confine)]
+            # A command from a scenario file: confined once inside its host (lab/confine.py).
+            argv = self.confine.wrap(self.argv()) if self.confine else self.argv()
+            return [Launch("server", argv, self.port)]
         setup = PeerSetup(
             self.spec,
             self.port,

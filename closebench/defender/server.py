@@ -32,9 +32,7 @@ class ServerProcess:
         self.launch = launch
         self._stdout = open(directory / f"{launch.name}.stdout", "w+b")  # noqa: SIM115 (close())
         self._stderr = open(directory / f"{launch.name}.stderr", "w+b")  # noqa: SIM115
-        self.process = host.spawn(
-            launch.argv, launch.confine, stdout=self._stdout, stderr=self._stderr
-        )
+        self.process = host.spawn(launch.argv, stdout=self._stdout, stderr=self._stderr)
 
     @property
     def pid(self) -> int:

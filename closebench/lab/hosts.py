@@ -10,7 +10,6 @@ from contextlib import contextmanager
 
 from closebench.core.errors import LabError
 from closebench.lab import netns
-from closebench.lab.confine import Confinement
 from closebench.lab.socket_table import tcp_sockets
 
 
@@ -40,14 +39,9 @@ class Host:
             raise LabError(f"{self.role}: `{' '.join(argv)}` failed: {problem}")
         return result.stdout
 
-    def spawn(
-        self, argv: list[str], confine: Confinement | None = None, **popen_kwargs
-    ) -> subprocess.Popen:
-        """Start a long-lived command as a member of this host (it dies with the lab);
-        `confine`: a command from a file, run without root's powers (confine.py)."""
+    def spawn(self, argv: list[str], **popen_kwargs) -> subprocess.Popen:
+        """Start a long-lived command as a member of this host (it dies with the lab)."""
         popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
-        if confine is not None:
-            argv = confine.wrap(argv)
         process = subprocess.Popen(
             netns.nsexec_argv(self.pid, argv),
             preexec_fn=netns.die_with_parent,

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from closebench.core.outcomes import Attempt
-from closebench.lab.confine import Confinement
 from closebench.servers.strategies import STRATEGIES, StrategySpec
 
 NEVER_MATCHES = "(?!)"  # the backend's abuse path: it is the application, abuse is the peer's job
@@ -28,7 +27,6 @@ class Launch:
     name: str  # also names its output files (NAME.stdout, NAME.stderr)
     argv: list[str]
     port: int
-    confine: Confinement | None = None  # a command from a scenario file (lab/confine.py)
 
 
 @dataclass(frozen=True)
