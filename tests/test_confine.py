@@ -21,6 +21,7 @@ from closebench.lab.confine import (
 )
 from closebench.servers.strategies import parse_spec
 from closebench.trials.scenario import Scenario, load_scenario
+from closebench.trials.scenario_commands import command_lines
 from closebench.trials.trial import AttackerSpec, TrialConfig, run_trial
 
 PYTHON = "/usr/bin/python3"  # the system's: a confined uid may not reach a virtualenv under /root
@@ -127,7 +128,7 @@ def test_a_strategy_entry_may_be_a_command():
     [trial] = scenario.trials()
     assert trial.name == "mine" and trial.server.argv() == ["my-server", "--port", "8080"]
     assert trial.server.confine == Confinement()
-    [line] = scenario.command_lines()
+    [line] = command_lines(scenario.strategies, scenario.attackers)
     assert line.startswith("server mine `my-server --port {port}` runs as uid ")
     assert f"uid {_own_uid()}, capabilities: none; no_new_privs" in line
 
@@ -158,6 +159,6 @@ def test_attacker_commands_are_confined_and_granted():
     )
     [trial] = scenario.trials()
     assert trial.attackers[0].confine == Confinement(("net_raw",))
-    [line] = scenario.command_lines()
+    [line] = command_lines(scenario.strategies, scenario.attackers)
     assert "capabilities: net_raw" in line
     assert describe(None).startswith("as typed")

@@ -299,6 +299,7 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     from closebench.cli.tables import print_run, print_wire_line, progress_table
     from closebench.trials.runner import Runner
     from closebench.trials.scenario import find_scenario, load_scenario
+    from closebench.trials.scenario_commands import command_lines
 
     path = find_scenario(args.scenario)
     scenario, text, digest = load_scenario(path)
@@ -316,7 +317,8 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     )
     out = Path(args.out)
     runner = Runner(scenario, text, digest, path, out, verify=not args.no_verify, skipped=skipped)
-    for line in scenario.command_lines():  # who each command of the file runs as
+    # Who each command of the file runs as.
+    for line in command_lines(scenario.strategies, scenario.attackers):
         errors.print(f"closebench: {line}", highlight=False, markup=False)
         runner.log(line)
     told = False

@@ -31,8 +31,8 @@ from closebench.core.safe_files import read_text
 from closebench.defender import DEFAULT_ABUSE_PATH, ServerConfig, sysctl
 from closebench.defender.config import SERVER_PLACEHOLDERS
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
-from closebench.lab.confine import Confinement, capability_problem, describe
 from closebench.servers.strategies import StrategySpec, parse_spec
+from closebench.trials.scenario_commands import Commanded
 from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig
 
 # Inside the package, so that an installed wheel has them; a checkout's top-level scenarios/ is a
@@ -46,42 +46,6 @@ Positive = Annotated[float, Field(gt=0)]
 class Strict(BaseModel):
     # allow_inf_nan: TOML has `nan` and `inf`, and a bound such as `gt=0` lets NaN through.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class Commanded(Strict):
-    """A command from the file, and the powers granted to it (lab/confine.py): none by default."""
-
-    command: list[str] | None = None
-    capabilities: list[str] = Field(default_factory=list)
-    privileged: bool = False
-
-    @field_validator("command")
-    @classmethod
-    def whole_words(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and (not value or not all(part for part in value)):
-            raise ValueError("a command is a non-empty list of non-empty strings")
-        return value
-
-    @field_validator("capabilities")
-    @classmethod
-    def known_capabilities(cls, values: list[str]) -> list[str]:
-        for name in values:
-            if (problem := capability_problem(name)) is not None:
-                raise ValueError(problem)
-        return values
-
-    @model_validator(mode="after")
-    def powers_need_a_command(self) -> Commanded:
-        if self.command is None and (self.capabilities or self.privileged):
-            raise ValueError("capabilities and privileged go with a command")
-        return self
-
-    @property
-    def confinement(self) -> Confinement | None:
-        """How the command runs: confined, with what it was granted (None: no command)."""
-        if self.command is None:
-            return None
-        return Confinement(tuple(self.capabilities), self.privileged)
 
 
 class StrategyEntry(Commanded):
@@ -349,20 +313,6 @@ class Scenario(Strict):
         except ValidationError as error:
             problems = "; ".join(e["msg"] for e in error.errors())
             raise UsageError(f"--duration {duration:g}: {problems}") from None
-
-    def command_lines(self) -> list[str]:
-        """One line per command of the file: what it is and as whom it runs."""
-        lines = []
-        for entry in self.strategies:
-            if entry.command is not None:
-                argv = " ".join(entry.command)
-                lines.append(f"server {entry.name} `{argv}` runs {describe(entry.confinement)}")
-        for attacker in self.attackers:
-            if attacker.command is not None:
-                name = attacker.label or attacker.kind
-                argv = " ".join(attacker.command)
-                lines.append(f"attacker {name} `{argv}` runs {describe(attacker.confinement)}")
-        return lines
 
     def trials(self) -> list[TrialConfig]:
         """One trial per strategy (per repetition, per sweep step), in the scenario's order: a
