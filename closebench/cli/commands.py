@@ -186,65 +186,6 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     return 0
 
 
-def _check_placeholders(args: argparse.Namespace) -> None:
-    """A misspelt placeholder in a typed command is an error before anything starts."""
-    import shlex
-
-    from closebench.attackers import COMMAND_PLACEHOLDERS
-    from closebench.core.placeholders import unknown_placeholder
-    from closebench.defender.config import SERVER_PLACEHOLDERS
-
-    if args.attacker_command:
-        argv = shlex.split(args.attacker_command)
-        if (problem := unknown_placeholder(argv, COMMAND_PLACEHOLDERS)) is not None:
-            raise UsageError(f"--attacker-command: {problem}")
-    if args.server_command:
-        problem = unknown_placeholder(args.server_command, SERVER_PLACEHOLDERS)
-        if problem is not None:
-            raise UsageError(f"-- CMD: {problem}")
-
-
-def _attack_run_directory(args: argparse.Namespace, config):
-    """`attack --out DIR`: the run directory, made before anything starts (a bad --out is an
-    error that leaves nothing behind)."""
-    from closebench.trials.runner import AttackRun
-
-    return AttackRun(Path(args.out), args.label or "attack", _attack_toml(args, config))
-
-
-def _attack_toml(args: argparse.Namespace, config) -> str:
-    """What ran, as the scenario.toml of the run directory (the report shows it)."""
-    [spec] = config.attackers
-    policy = {k: v for k, v in asdict(spec.policy).items() if v is not None}
-    server = (
-        f"strategy = {json.dumps(str(config.server.spec))}"
-        if config.server.spec
-        else f"command = {json.dumps(config.server.command)}"
-    )
-    lines = [
-        f"name = {json.dumps(config.name)}",
-        f"description = {json.dumps('closebench attack: ' + ' '.join(sys.argv[1:]))}",
-        f"family = {config.family}",
-        "",
-        "[server]",
-        f"port = {config.server.port}",
-        "",
-        "[[strategies]]",
-        server,
-        f"label = {json.dumps(config.name)}",
-        f"routed = {json.dumps(config.routed)}",
-        "",
-        "[[attackers]]",
-        f"kind = {json.dumps(spec.kind)}",
-        f"engine = {json.dumps(spec.engine)}",
-        f"path = {json.dumps(spec.path)}",
-        *(f"{key} = {json.dumps(value)}" for key, value in policy.items()),
-    ]
-    if spec.command:
-        lines.append(f"command = {json.dumps(spec.command)}")
-    return "\n".join(lines) + "\n"
-
-
 def attack_document(result) -> dict:
     """The `closebench attack --json` document (schema closebench.attack/1)."""
     config = result.config
@@ -407,3 +348,62 @@ def run_report(args: argparse.Namespace, console: Console, errors: Console) -> i
     page = run_report_command(args.run_dir, lambda text: print_warning(errors, text))
     console.print(f"report: {page}", highlight=False)
     return 0
+
+
+def _check_placeholders(args: argparse.Namespace) -> None:
+    """A misspelt placeholder in a typed command is an error before anything starts."""
+    import shlex
+
+    from closebench.attackers import COMMAND_PLACEHOLDERS
+    from closebench.core.placeholders import unknown_placeholder
+    from closebench.defender.config import SERVER_PLACEHOLDERS
+
+    if args.attacker_command:
+        argv = shlex.split(args.attacker_command)
+        if (problem := unknown_placeholder(argv, COMMAND_PLACEHOLDERS)) is not None:
+            raise UsageError(f"--attacker-command: {problem}")
+    if args.server_command:
+        problem = unknown_placeholder(args.server_command, SERVER_PLACEHOLDERS)
+        if problem is not None:
+            raise UsageError(f"-- CMD: {problem}")
+
+
+def _attack_run_directory(args: argparse.Namespace, config):
+    """`attack --out DIR`: the run directory, made before anything starts (a bad --out is an
+    error that leaves nothing behind)."""
+    from closebench.trials.runner import AttackRun
+
+    return AttackRun(Path(args.out), args.label or "attack", _attack_toml(args, config))
+
+
+def _attack_toml(args: argparse.Namespace, config) -> str:
+    """What ran, as the scenario.toml of the run directory (the report shows it)."""
+    [spec] = config.attackers
+    policy = {k: v for k, v in asdict(spec.policy).items() if v is not None}
+    server = (
+        f"strategy = {json.dumps(str(config.server.spec))}"
+        if config.server.spec
+        else f"command = {json.dumps(config.server.command)}"
+    )
+    lines = [
+        f"name = {json.dumps(config.name)}",
+        f"description = {json.dumps('closebench attack: ' + ' '.join(sys.argv[1:]))}",
+        f"family = {config.family}",
+        "",
+        "[server]",
+        f"port = {config.server.port}",
+        "",
+        "[[strategies]]",
+        server,
+        f"label = {json.dumps(config.name)}",
+        f"routed = {json.dumps(config.routed)}",
+        "",
+        "[[attackers]]",
+        f"kind = {json.dumps(spec.kind)}",
+        f"engine = {json.dumps(spec.engine)}",
+        f"path = {json.dumps(spec.path)}",
+        *(f"{key} = {json.dumps(value)}" for key, value in policy.items()),
+    ]
+    if spec.command:
+        lines.append(f"command = {json.dumps(spec.command)}")
+    return "\n".join(lines) + "\n"
