@@ -258,11 +258,11 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     )
     out = Path(args.out)
     runner = Runner(scenario, text, digest, path, out, verify=not args.no_verify, skipped=skipped)
+    told = False
     # Who each command of the file runs as.
     for line in command_lines(scenario.strategies, scenario.attackers):
         errors.print(f"closebench: {line}", highlight=False, markup=False)
         runner.log(line)
-    told = False
     with ctrl_c_sets(runner.cancel), Live(console=console, transient=True) as live:
         worker = Background(lambda: runner.run(args.jobs), "run")
         while not worker.wait(0.25):

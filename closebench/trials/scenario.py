@@ -107,6 +107,7 @@ class AttackerEntry(Commanded):
     attempts: Annotated[int, Field(ge=1)] | None = None
     request_delay: Annotated[float, Field(ge=0)] = 0.0
     path: str = "/spam"
+    command: list[str] | None = None
     # A botnet: spread the connection slots over this many addresses of the attacker host.
     addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
     duration: Positive | None = None  # this attacker stops sooner than the scenario
