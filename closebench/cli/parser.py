@@ -169,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         "`closebench run` does, for check and compare (with --target: default reports)",
     )
     attack.add_argument("--label", help="the trial's name in the run directory and its report")
-    attack.add_argument("server_command", nargs="*", metavar="-- CMD", help="attack this command")
+    attack.add_argument(
+        "server_command",
+        nargs="*",
+        metavar="-- CMD",
+        help="attack this command, run as typed ({port}: --port, {abuse_path}: the abuse path)",
+    )
     add_locust_arguments(attack)
 
     run = commands.add_parser(
