@@ -27,11 +27,11 @@ from closebench.trials.trial import AttackerSpec, TrialConfig, run_trial
 PYTHON = "/usr/bin/python3"  # the system's: a confined uid may not reach a virtualenv under /root
 # What the hostile command tries; its exit status has one bit per attempt that FAILED:
 # 1 writing $1 (a root-only place), 2 entering the network namespace of process $2 (the test's:
-# the machine's), 4 running as uid $0.
+# the machine's), 4 running as uid $0, 8 reading closebench's environment ($SECRET).
 HOSTILE = (
     'curl -sS -o /dev/null --max-time {timeout} {url}; s=0; touch "$1" 2>/dev/null || s=$((s|1)); '
     "nsenter --net=/proc/$2/ns/net true 2>/dev/null || s=$((s|2)); "
-    '[ "$(id -u)" = "$0" ] || s=$((s|4)); exit $s'
+    '[ "$(id -u)" = "$0" ] || s=$((s|4)); [ -n "$SECRET" ] || s=$((s|8)); exit $s'
 )
 RAW_SOCKET = (
     "import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()"
@@ -55,7 +55,8 @@ def _one_run(command: list[str], confine: Confinement | None):
 
 
 @pytest.mark.needs_lab
-def test_a_scenario_command_cannot_write_as_root_nor_leave_its_lab(tmp_path):
+def test_a_scenario_command_cannot_write_as_root_nor_leave_its_lab(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET", "root's token")
     if root_is_the_machines():  # root under `unshare -Urnm`: no other uid to run it as
         pytest.skip("uid 0 is the machine's root and the only uid mapped")
     forbidden = "/etc/closebench-confinement-test"
@@ -68,13 +69,14 @@ def test_a_scenario_command_cannot_write_as_root_nor_leave_its_lab(tmp_path):
         if os.path.exists(forbidden):  # only if confinement failed
             os.unlink(forbidden)
     # Both attempts failed, it ran as the unprivileged uid, and the run is recorded as failed.
-    assert attempt.run_exit_status == 1 | 2 and attempt.runs_failed == 1
+    assert attempt.run_exit_status == 1 | 2 | 8 and attempt.runs_failed == 1
     assert attempt.outcome.value == "fin"  # its connection is still measured
 
 
 @pytest.mark.needs_lab
-def test_a_typed_command_runs_as_typed(tmp_path):
+def test_a_typed_command_runs_as_typed(tmp_path, monkeypatch):
     """The same command as typed (no confinement) can: the test above can fail."""
+    monkeypatch.setenv("SECRET", "root's token")
     private = tmp_path / "root-only"
     private.mkdir(mode=0o700)
     command = ["sh", "-c", HOSTILE, str(os.geteuid()), str(private / "written"), str(os.getpid())]
@@ -112,6 +114,7 @@ def test_wrap_runs_setpriv_in_a_mount_namespace():
     argv = Confinement(("NET_RAW",)).wrap(["server", "--port", "1"])
     assert argv[:4] == ["unshare", "--mount", "--mount-proc", "--"]
     assert "--no-new-privs" in argv and "--bounding-set=-all,+net_raw" in argv
+    assert "--reset-env" in argv
     assert argv[-3:] == ["server", "--port", "1"]
     assert Confinement(privileged=True).wrap(["server"]) == ["server"]
     with pytest.raises(ValueError, match="unknown capability 'net_rw'"):

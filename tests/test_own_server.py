@@ -12,13 +12,13 @@ import pytest
 
 CLOSEBENCH = [sys.executable, "-m", "closebench.cli"]
 PYTHON = "/usr/bin/python3"  # reachable by the unprivileged uid a scenario's command runs as
-SCENARIO = f"""
+SCENARIO = """
 name = "own-server"
 duration = 2
 [server]
 port = 8080
 [[strategies]]
-command = ["{PYTHON}", "-m", "http.server", "{{port}}"]
+command = ["python3", "-m", "http.server", "{port}"]  # found on the confined PATH
 label = "mine"
 [[attackers]]
 timeout = 2

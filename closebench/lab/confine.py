@@ -7,6 +7,8 @@ runs in its lab host's network namespace like everything else there, and also:
   the lab's processes, not the machine's);
 - with no capabilities (bounding, inheritable, ambient and permitted sets emptied) and
   `no_new_privs` (no setuid binary or file capability gives any back);
+- with a clean environment (setpriv --reset-env: PATH=/usr/local/bin:/bin:/usr/bin, HOME, USER
+  and SHELL of its uid, TERM kept);
 - as uid/gid 65534 (nobody) where the lab runs as real root. Under `unshare -Urnm` only uid 0 is
   mapped, so it keeps that uid (the user who started closebench) and loses the capabilities.
 
@@ -143,7 +145,9 @@ class Confinement:
             # uid 0 of a user namespace keeps no root privileges across exec: only the ambient set
             setpriv += ["--securebits=+noroot,+noroot_locked"]
         setpriv += [f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}"]
-        setpriv += ["--no-new-privs", "--"]
+        # A clean environment: none of root's variables (tokens, SUDO_*), a PATH of the system's
+        # directories, HOME and USER of the uid it runs as.
+        setpriv += ["--reset-env", "--no-new-privs", "--"]
         return ["unshare", "--mount", "--mount-proc", "--", *setpriv, *argv]
 
     def describe(self) -> str:
@@ -153,7 +157,16 @@ class Confinement:
         identity = unprivileged_identity()
         uid = identity[0] if identity else os.geteuid()
         caps = ", ".join(self.granted) or "none"
-        return f"as uid {uid}, capabilities: {caps}; no_new_privs, a mount namespace of its own"
+        text = (
+            f"as uid {uid}, capabilities: {caps}; no_new_privs, a mount namespace of its own, "
+            "a clean environment"
+        )
+        if identity is None and root_is_the_machines():
+            text += (
+                " (uid 0 is the machine's root here, the only uid mapped: it still owns root's "
+                "files; run closebench as root without unshare, or as yourself)"
+            )
+        return text
 
 
 AS_TYPED_LINE = "as typed (given on the command line): closebench's own uid and capabilities"
