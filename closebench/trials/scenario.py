@@ -54,6 +54,8 @@ class StrategyEntry(Commanded):
     strategy: str | None = None
     routed: bool = False
     label: str | None = None
+    # With CI set, a kernel that cannot run it fails the run instead of skipping its row.
+    required: bool = False
 
     @field_validator("strategy")
     @classmethod
