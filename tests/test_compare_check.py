@@ -267,7 +267,9 @@ def regression_runs(tmp_path, **after) -> tuple[Path, Path]:
         ({"cpu_seconds": 0.5}, 1),
         ({"fd_seconds": 30.0}, 1),  # from 0: unbounded
         ({"legit_success_rate": 0.7}, 1),
-        ({"attempts_per_s": 0.2, "attempts": 6}, 1),
+        ({"attempts_per_s": 0.3, "attempts": 9}, 1),
+        ({"attempts_per_s": 0.2, "attempts": 4}, 0),  # within both runs' resolutions
+        ({"outcomes": {"silent": 2, "fin": 1}}, 0),  # one in 3 attempts: too few to judge
     ],
 )
 def test_regression_direction_per_figure(capsys, tmp_path, after, status):
@@ -290,8 +292,8 @@ def test_regression_message_and_relative_baseline(capsys, tmp_path):
         [
             "repair",
             "hang_median_s vs baseline",
-            "at most 20% lower than baseline 10",
-            "5 (50.0% worse)",
+            "worse if lower: baseline 10 + noise 0.1 or 20%",
+            "5 (worse beyond the noise)",
         ]
     ]
 
@@ -319,8 +321,6 @@ def test_regression_limits_per_table(capsys, tmp_path):
         ("[repair]\nhang_median_min = 5", "unknown key 'hang_median_min' (did you mean"),
         ("[repair]\nhang_median_min = 5", "hang_median_s_min, hang_median_s_max"),
         ("[repair]\nlatency_max = 1", "allowed: outcome, outcomes_only, dominant_outcome"),
-        ("[nonsense]\npeak_fds_max = 1", "no trial or strategy 'nonsense'"),
-        ("[nonsense]\npeak_fds_max = 1", "its trials: graceful, repair"),
         ('[repair]\noutcome = "quiet"', "'quiet' is not an outcome; one of: fin, rst"),
         ('[repair]\npeak_fds_max = "50"', "peak_fds_max must be a number"),
         ("[repair]\npeak_fds_max = true", "peak_fds_max must be a number"),

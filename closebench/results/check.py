@@ -33,7 +33,14 @@ from rich.table import Table
 from closebench.core.errors import UsageError
 from closebench.core.outcomes import Outcome
 from closebench.core.safe_files import read_text
-from closebench.results.compare import common_trials, mean, values
+from closebench.results import noise
+from closebench.results.compare import (
+    BreakingPointMove,
+    common_trials,
+    mean,
+    summed_outcomes,
+    values,
+)
 from closebench.results.run_directory import RunData, load_summary
 from closebench.results.summary_figures import (
     FIGURE_BY_NAME,
@@ -45,7 +52,7 @@ from closebench.results.summary_figures import (
 from closebench.results.verify import agreement_text
 
 ALL_TRIALS = "*"
-DEFAULT_MAX_REGRESSION_PCT = 20.0
+DEFAULT_MAX_REGRESSION_PCT = 0.0  # beyond the noise model (results/noise.py), by default none
 OUTCOMES = [outcome.value for outcome in Outcome]
 ALIASES = {
     "legit_success_min": "legit_success_rate_min",
@@ -112,13 +119,22 @@ class Expectations:
 
 @dataclass
 class Verdict:
-    """One expectation against one trial: what was expected, what the run had."""
+    """One expectation against one trial: what was expected, what the run had. A verdict that
+    is not judged (results/noise.py: a ratio under its floor) is neither a pass nor a failure:
+    `ok` is True so that it fails nothing, `judged` False and `actual` says why."""
 
     trial: str
     figure: str
     expected: str
     actual: str
     ok: bool
+    judged: bool = True
+
+    @property
+    def state(self) -> str:
+        if not self.judged:
+            return "not judged"
+        return "ok" if self.ok else "FAIL"
 
 
 # Reading and validating the file: every problem is a UsageError naming the key.
@@ -242,28 +258,46 @@ def _quoted(name: str) -> str:
 # Checking a run.
 
 
+def base_name(strategy: object) -> str:
+    """`repair` of `repair:read_first=false`."""
+    return str(strategy or "").split(":", 1)[0]
+
+
 def matching_trials(run: RunData, name: str) -> list[dict]:
-    """The rows a table names: a trial (its repetitions too), else a strategy's trials; "*" all."""
+    """The rows a table names, in this order: a trial (its repetitions too), a sweep series, a
+    strategy's full spec, its base name (`repair` covers `repair:read_first=false`); "*" all.
+    Empty when none: the caller reports the trial missing."""
     if name == ALL_TRIALS:
         return list(run.rows)
     by_trial = run.groups().get(name)
     if by_trial:
         return by_trial
-    by_series = [row for row in run.rows if row.get("series") == name]
-    if by_series:
-        return by_series
-    by_strategy = [row for row in run.rows if row.get("strategy") == name]
-    if by_strategy:
-        return by_strategy
-    known = ", ".join(_quoted(group) for group in run.groups())
-    raise UsageError(f"no trial or strategy {name!r} in run {run.name}; its trials: {known}")
+    for key in ("series", "strategy"):
+        found = [row for row in run.rows if row.get(key) == name]
+        if found:
+            return found
+    return [row for row in run.rows if base_name(row.get("strategy")) == name]
+
+
+def missing(run: RunData, name: str) -> Verdict:
+    known = ", ".join(_quoted(group) for group in run.groups()) or "none"
+    return Verdict(
+        name,
+        "trial",
+        "in the run",
+        f"missing: no trial, series or strategy {name!r}; its trials: {known}",
+        False,
+    )
 
 
 def check_run(run: RunData, expectations: Expectations, baseline: RunData | None) -> list[Verdict]:
     verdicts = [Verdict("run", "complete", "true", str(run.complete).lower(), run.complete)]
     for table in expectations.tables:
         if table.about_rows or not table.about_breaking_points:
-            for row in matching_trials(run, table.name):
+            rows = matching_trials(run, table.name)
+            if not rows:
+                verdicts.append(missing(run, table.name))
+            for row in rows:
                 verdicts += check_row(row, table)
         if table.about_breaking_points:
             verdicts += check_breaking_points(run, table)
@@ -277,7 +311,7 @@ def check_row(row: dict, table: TrialExpectation) -> list[Verdict]:
     if row.get("error") or not row.get("complete", True):
         actual = f"error: {row['error']}" if row.get("error") else "interrupted"
         return [Verdict(trial, "trial", "a completed trial", actual, False)]
-    verdicts = [check_bound(trial, row.get(bound.figure), bound) for bound in table.bounds]
+    verdicts = [check_bound(trial, row.get(bound.figure), bound, row) for bound in table.bounds]
     outcomes = {name: count for name, count in (row.get("outcomes") or {}).items() if count}
     seen = outcomes_text(outcomes) if outcomes else "no attempts"
     if table.outcome:
@@ -353,7 +387,7 @@ def _wire_expected(expected: bool) -> str:
     return "records agree with the wire" if expected else "records disagree with the wire"
 
 
-def check_bound(trial: str, value: object, bound: Bound) -> Verdict:
+def check_bound(trial: str, value: object, bound: Bound, row: dict | None = None) -> Verdict:
     figure = FIGURE_BY_NAME[bound.figure]
     sign = ">=" if bound.limit == "min" else "<="
     expected = f"{sign} {number(bound.value)}"
@@ -362,21 +396,90 @@ def check_bound(trial: str, value: object, bound: Bound) -> Verdict:
         return Verdict(trial, bound.figure, expected, "unbounded (null)", bound.limit == "min")
     if not _is_number(value):
         return Verdict(trial, bound.figure, expected, "not measured (null)", False)
-    ok = value >= bound.value if bound.limit == "min" else value <= bound.value
+    why = noise.not_judged_reason(figure, row or {})
+    if why:
+        return Verdict(trial, bound.figure, expected, f"{number(value)}: {why}", True, False)
+    beyond = value - bound.value if bound.limit == "max" else bound.value - value
+    ok = not noise.outside(beyond, 0.0, bound.value)  # float error at the edge is no failure
     return Verdict(trial, bound.figure, expected, number(float(value)), ok)
 
 
 def check_regressions(run: RunData, baseline: RunData, expectations: Expectations) -> list[Verdict]:
-    """Each shared trial's figures against the baseline's, in each figure's worse direction."""
+    """Each baseline trial against the run: missing, its outcome classes, its figures in their
+    worse direction (results/noise.py), and each sweep series' breaking point."""
     groups, base_groups = run.groups(), baseline.groups()
-    shared = common_trials(run, baseline)
-    verdicts = []
-    for name in shared:
+    verdicts = [
+        Verdict(name, "trial", f"in the run (as in baseline {baseline.name})", "missing", False)
+        for name in base_groups
+        if name not in groups
+    ]
+    for name in common_trials(run, baseline):
+        verdicts += outcome_shares(name, base_groups[name], groups[name])
         limit, figures = _regression_settings(name, groups[name], expectations)
         for figure_name in figures:
             verdict = regression(name, figure_name, base_groups[name], groups[name], limit)
             if verdict:
                 verdicts.append(verdict)
+    verdicts += breaking_point_moves(run, baseline)
+    return verdicts
+
+
+def shares(rows: list[dict]) -> list[dict[str, float]]:
+    """Each repetition's outcome classes as shares of its attempts."""
+    found = []
+    for row in rows:
+        counts = {k: v for k, v in (row.get("outcomes") or {}).items() if v}
+        total = sum(counts.values())
+        if row.get("error") is None and total:
+            found.append({k: v / total for k, v in counts.items()} | {"": total})
+    return found
+
+
+def outcome_shares(trial: str, before_rows: list[dict], after_rows: list[dict]) -> list[Verdict]:
+    """A class new to the trial fails when its share is above the noise: one attempt (a count
+    of one) on each side, or K x the spread of its share over the baseline's repetitions."""
+    before, after = shares(before_rows), shares(after_rows)
+    if not before or not after:
+        return []
+    seen = {k for share in before for k in share if k}
+    verdicts = []
+    for name in sorted({k for share in after for k in share if k}):
+        if name in seen:
+            continue
+        largest = max(share.get(name, 0.0) for share in after)
+        resolution = 1 / min(s[""] for s in before) + 1 / min(s[""] for s in after)
+        if noise.outside(largest, resolution, 1.0):
+            base = outcomes_text(summed_outcomes(before_rows))
+            verdicts.append(
+                Verdict(
+                    trial,
+                    "outcome classes",
+                    f"only the baseline's ({base})",
+                    f"new class {name}: {largest:.0%} of attempts "
+                    f"({outcomes_text(summed_outcomes(after_rows))})",
+                    False,
+                )
+            )
+    return verdicts
+
+
+def breaking_point_moves(run: RunData, baseline: RunData) -> list[Verdict]:
+    verdicts = []
+    for series, before in baseline.breaking_points.items():
+        after = run.breaking_points.get(series)
+        if after is None:
+            continue
+        move = BreakingPointMove(series, before, after)
+        if move.verdict != "same":
+            verdicts.append(
+                Verdict(
+                    series,
+                    "breaking_point",
+                    f"as baseline: {move.text(before)}",
+                    f"{move.verdict}: {move.text(after)} ({after.get('reason', '')})",
+                    False,
+                )
+            )
     return verdicts
 
 
@@ -385,7 +488,7 @@ def _regression_settings(
 ) -> tuple[float, list[str]]:
     """The most specific table's limits: the trial's own, then its strategy's, then "*"."""
     strategy = rows[0].get("strategy")
-    ranked = {group: 0, strategy: 1, ALL_TRIALS: 2}
+    ranked = {group: 0, strategy: 1, base_name(strategy): 2, ALL_TRIALS: 3}
     tables = sorted(
         (t for t in expectations.tables if t.name in ranked), key=lambda t: ranked[t.name]
     )
@@ -403,25 +506,29 @@ def _regression_settings(
 def regression(
     trial: str, figure_name: str, before_rows: list[dict], after_rows: list[dict], limit: float
 ) -> Verdict | None:
-    """None when either run lacks the figure (null, failed trial): nothing to compare."""
+    """The figure against the baseline's on the noise model (results/noise.py); a worse change
+    inside `limit` percent is allowed too. None when neither run measured it (null)."""
     figure = FIGURE_BY_NAME[figure_name]
+    judgement = noise.judge(figure, before_rows, after_rows)
     before, after = mean(values(before_rows, figure_name)), mean(values(after_rows, figure_name))
-    if before is None or after is None:
-        return None
-    worse_by = after - before if figure.worse == HIGHER else before - after
-    # From nothing, any worsening is unbounded: only the figure's resolution can excuse it.
-    unbounded = math.inf if worse_by > 0 else 0.0
-    pct = 100 * worse_by / abs(before) if before != 0 else unbounded
-    ok = pct <= limit or abs(after - before) <= figure.noise(before)
-    direction = "higher" if figure.worse == HIGHER else "lower"
-    expected = f"at most {number(limit)}% {direction} than baseline {number(before)}"
-    if math.isinf(pct):
-        shown_pct = "worse, from 0"
-    else:
-        shown_pct = f"{abs(pct):.1f}% {'worse' if pct > 0 else 'better'}" if pct else "no change"
-    return Verdict(
-        trial, f"{figure_name} vs baseline", expected, f"{number(after)} ({shown_pct})", ok
+    direction = "worse if higher" if figure.worse == HIGHER else "worse if lower"
+    allowance = f" or {number(limit)}%" if limit else ""
+    if judgement.verdict == "not judged":
+        if before is None and after is None:
+            return None
+        expected = f"baseline {number(before)} within the noise"
+        return Verdict(trial, f"{figure_name} vs baseline", expected, judgement.reason, True, False)
+    expected = (
+        f"{direction}: baseline {number(before)} + noise {number(judgement.width)}{allowance}"
     )
+    if judgement.verdict == "same" and before is None:
+        return None  # null on both sides: nothing measured, nothing to judge
+    worse_by = 0.0 if before is None or after is None else after - before
+    worse_by = worse_by if figure.worse == HIGHER else -worse_by
+    pct = 100 * worse_by / abs(before) if before else math.inf
+    ok = judgement.verdict != "worse" or pct <= limit
+    shown = f"{judgement.verdict} beyond the noise" if judgement.moved else "within the noise"
+    return Verdict(trial, f"{figure_name} vs baseline", expected, f"{number(after)} ({shown})", ok)
 
 
 def run_check(
