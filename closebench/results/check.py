@@ -424,43 +424,20 @@ def check_regressions(run: RunData, baseline: RunData, expectations: Expectation
     return verdicts
 
 
-def shares(rows: list[dict]) -> list[dict[str, float]]:
-    """Each repetition's outcome classes as shares of its attempts."""
-    found = []
-    for row in rows:
-        counts = {k: v for k, v in (row.get("outcomes") or {}).items() if v}
-        total = sum(counts.values())
-        if row.get("error") is None and total:
-            found.append({k: v / total for k, v in counts.items()} | {"": total})
-    return found
-
-
 def outcome_shares(trial: str, before_rows: list[dict], after_rows: list[dict]) -> list[Verdict]:
-    """A class new to the trial fails when its share is above the noise: one attempt (a count
-    of one) on each side, or K x the spread of its share over the baseline's repetitions."""
-    before, after = shares(before_rows), shares(after_rows)
-    if not before or not after:
-        return []
-    seen = {k for share in before for k in share if k}
-    verdicts = []
-    for name in sorted({k for share in after for k in share if k}):
-        if name in seen:
-            continue
-        largest = max(share.get(name, 0.0) for share in after)
-        resolution = 1 / min(s[""] for s in before) + 1 / min(s[""] for s in after)
-        if noise.outside(largest, resolution, 1.0):
-            base = outcomes_text(summed_outcomes(before_rows))
-            verdicts.append(
-                Verdict(
-                    trial,
-                    "outcome classes",
-                    f"only the baseline's ({base})",
-                    f"new class {name}: {largest:.0%} of attempts "
-                    f"({outcomes_text(summed_outcomes(after_rows))})",
-                    False,
-                )
-            )
-    return verdicts
+    """A class new to the trial, above the noise (results/noise.py), fails."""
+    new = noise.new_outcome_classes(before_rows, after_rows)
+    return [
+        Verdict(
+            trial,
+            "outcome classes",
+            f"the baseline's only ({outcomes_text(summed_outcomes(before_rows))})",
+            f"new class {name}: {share:.0%} of attempts "
+            f"({outcomes_text(summed_outcomes(after_rows))})",
+            False,
+        )
+        for name, share in sorted(new.items())
+    ]
 
 
 def breaking_point_moves(run: RunData, baseline: RunData) -> list[Verdict]:

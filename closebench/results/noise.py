@@ -177,11 +177,10 @@ def judge(figure: Figure, base_rows: list[dict], other_rows: list[dict]) -> Judg
     base, why_base = side(figure, base_rows)
     other, why_other = side(figure, other_rows)
     if base is None or other is None:
-        both_null = why_base == "not measured" and why_other == "not measured"
-        reason = why_base if base is None else why_other
-        if figure.null_is_unbounded and base is None and other is None:
-            reason = "unbounded (null) on both sides"
-        return Judgement("same" if both_null else "not judged", reason=reason or "")
+        if why_base == "not measured" and why_other == "not measured":
+            return Judgement("same")  # null on both sides (unbounded, or not this kind of trial)
+        reason = why_other if why_base == "not measured" else why_base
+        return Judgement("not judged", reason=reason or "")
     band = width(figure, base, other)
     gap = max(0.0, other.low - base.high, base.low - other.high)
     if not outside(gap, band, max(base.high, other.high, key=abs)):
@@ -222,3 +221,31 @@ def within_bound(figure: Figure, row: dict, limit: str, value: float) -> Judgeme
     if outside(gap, 0.0, value):
         return Judgement("worse", 0.0, gap)
     return Judgement("same", 0.0, max(gap, 0.0))
+
+
+def class_shares(rows: list[dict]) -> list[tuple[dict[str, float], int]]:
+    """Each repetition's outcome classes as shares of its attempts, with its attempt count."""
+    found = []
+    for row in rows:
+        counts = {k: v for k, v in (row.get("outcomes") or {}).items() if v}
+        total = sum(counts.values())
+        if row.get("error") is None and total:
+            found.append(({k: v / total for k, v in counts.items()}, total))
+    return found
+
+
+def new_outcome_classes(before_rows: list[dict], after_rows: list[dict]) -> dict[str, float]:
+    """The classes `after_rows` has and `before_rows` never had, whose share is above the
+    noise: one attempt on each side (a count of one is the resolution of a share). Each with
+    its largest share."""
+    before, after = class_shares(before_rows), class_shares(after_rows)
+    if not before or not after:
+        return {}
+    seen = {name for share, _ in before for name in share}
+    resolution = 1 / min(n for _, n in before) + 1 / min(n for _, n in after)
+    found = {}
+    for share, _ in after:
+        for name, part in share.items():
+            if name not in seen and outside(part, resolution, 1.0):
+                found[name] = max(part, found.get(name, 0.0))
+    return found

@@ -294,6 +294,14 @@ class Scenario(Strict):
             problems = "; ".join(e["msg"] for e in error.errors())
             raise UsageError(f"--duration {duration:g}: {problems}") from None
 
+    def with_repetitions(self, repetitions: int) -> Scenario:
+        """The scenario repeated `repetitions` times (--repeat), interleaved as the file's are."""
+        try:
+            return Scenario.model_validate({**self.model_dump(), "repetitions": repetitions})
+        except ValidationError as error:
+            problems = "; ".join(e["msg"] for e in error.errors())
+            raise UsageError(f"--repeat {repetitions}: {problems}") from None
+
     def trials(self) -> list[TrialConfig]:
         """One trial per strategy (per repetition, per sweep step), in the scenario's order: a
         strategy's steps follow each other (the runner runs them one after another)."""
