@@ -100,7 +100,7 @@ def closebench(capsys, *args: str) -> tuple[int, str, str]:
 
 def failures(out: str) -> list[list[str]]:
     """The FAIL rows of check's table: [trial, figure, expected, actual]."""
-    rows = [line.split("│") for line in out.splitlines() if "FAIL" in line]
+    rows = [line.split("│") for line in out.splitlines() if "FAIL" in line and "│" in line]
     return [[cell.strip() for cell in cells[1:]] for cells in rows]
 
 
@@ -292,7 +292,7 @@ def test_regression_message_and_relative_baseline(capsys, tmp_path):
         [
             "repair",
             "hang_median_s vs baseline",
-            "worse if lower: baseline 10 + noise 0.1 or 20%",
+            "baseline 10 ± 0.1 or 20%",
             "5 (worse beyond the noise)",
         ]
     ]
@@ -413,19 +413,22 @@ def test_compare_single_runs_use_the_resolution(tmp_path):
     assert {c.figure.name: c.verdict for c in graceful.changes}["attempts_per_s"] == "better"
 
 
-def test_compare_command_prints_and_writes_html(capsys, tmp_path):
-    a = write_run(tmp_path / "a", [row("repair"), row("<b>odd</b>")])
-    odd = row("<b>odd</b>", outcomes={"silent": 2, "rst": 1})
+def test_compare_command_prints_and_writes_html(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the page goes to ./compare-<A>-<B>.html, not into a run
+    a = write_run(tmp_path / "a", [row("repair"), row("<b>odd</b>", outcomes={"silent": 30})])
+    odd = row("<b>odd</b>", outcomes={"silent": 20, "rst": 10})
     b = write_run(tmp_path / "b", [row("repair", peak_fds=40), odd, row("new")])
     status, out, _ = closebench(capsys, "compare", str(a), str(b))
     assert status == 0
+    assert out.startswith("FAIL: 1 figure worse beyond noise, 1 other regression")
     assert "peak_fds" in out and "worse" in out and "only in B: new" in out
-    assert "outcome classes changed: <b>odd</b>" in out
-    page = (b / "compare-a.html").read_text()
+    assert "<b>odd</b>: outcome class rst new, 33% of attempts" in out
+    assert not list(b.glob("*.html"))
+    page = (tmp_path / "compare-a-b.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "&lt;b&gt;odd&lt;/b&gt;" in page
     assert "<b>odd</b>" not in page and "http" not in page.replace("http-equiv", "")
     assert page.count('class="worse"') >= 2  # the list and the table
-    assert "silent 3 &rarr; silent 2, rst 1 (outcome classes changed)" in page
+    assert "silent 30 &rarr; silent 20, rst 10 (outcome classes changed)" in page
     status, out, _ = closebench(
         capsys, "compare", str(a), str(b), "--html", str(tmp_path / "x.html")
     )
@@ -508,7 +511,8 @@ def real_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.needs_lab
-def test_real_run_checked_and_compared(capsys, tmp_path, real_run):
+def test_real_run_checked_and_compared(capsys, tmp_path, real_run, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     # repair reads first, so both the prompt and the late spammer hang until their own timeout.
     keeps = expect(
         tmp_path,
@@ -532,4 +536,4 @@ def test_real_run_checked_and_compared(capsys, tmp_path, real_run):
     assert (trial, change.figure.name, change.verdict) == ("repair", "attempts_per_s", "worse")
     status, out, _ = closebench(capsys, "compare", str(real_run), str(real_run))
     assert status == 0 and "0 change(s) outside the noise" in out
-    assert list(real_run.glob("compare-*.html"))
+    assert list(tmp_path.glob("compare-*.html")) and not list(real_run.glob("compare-*.html"))

@@ -488,16 +488,13 @@ def regression(
     figure = FIGURE_BY_NAME[figure_name]
     judgement = noise.judge(figure, before_rows, after_rows)
     before, after = mean(values(before_rows, figure_name)), mean(values(after_rows, figure_name))
-    direction = "worse if higher" if figure.worse == HIGHER else "worse if lower"
     allowance = f" or {number(limit)}%" if limit else ""
     if judgement.verdict == "not judged":
         if before is None and after is None:
             return None
         expected = f"baseline {number(before)} within the noise"
         return Verdict(trial, f"{figure_name} vs baseline", expected, judgement.reason, True, False)
-    expected = (
-        f"{direction}: baseline {number(before)} + noise {number(judgement.width)}{allowance}"
-    )
+    expected = f"baseline {number(before)} ± {number(judgement.width)}{allowance}"
     if judgement.verdict == "same" and before is None:
         return None  # null on both sides: nothing measured, nothing to judge
     worse_by = 0.0 if before is None or after is None else after - before
@@ -533,25 +530,34 @@ def run_check(
 
 
 def print_verdicts(verdicts: list[Verdict], run: str, console: Console, verbose: bool) -> None:
+    """The verdict line first (PASS or FAIL with a count), then the failures (every verdict with
+    `verbose`), then how many were not judged."""
     failed = [v for v in verdicts if not v.ok]
+    not_judged = [v for v in verdicts if not v.judged]
+    judged = len(verdicts) - len(not_judged)
+    if failed:
+        console.print(
+            f"[bold red]FAIL[/]: {len(failed)} of {judged} expectations failed for {escape(run)}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[bold green]PASS[/]: all {judged} expectations hold for {escape(run)}",
+            highlight=False,
+        )
     shown = verdicts if verbose else failed
     if shown:
         table = Table(show_edge=False)
         for column in ("", "trial", "figure", "expected", "actual"):
             table.add_column(column)
+        marks = {"ok": "[green]ok[/]", "FAIL": "[bold red]FAIL[/]", "not judged": "[yellow]n/j[/]"}
         for verdict in shown:
-            mark = "[green]ok[/]" if verdict.ok else "[bold red]FAIL[/]"
             cells = (verdict.trial, verdict.figure, verdict.expected, verdict.actual)
-            table.add_row(mark, *(escape(cell) for cell in cells))  # names are not markup
+            table.add_row(marks[verdict.state], *(escape(cell) for cell in cells))
         console.print(table)
-    if failed:
+    if not_judged:
         console.print(
-            f"closebench check: {len(failed)} of {len(verdicts)} expectations failed for "
-            f"{escape(run)}",
-            highlight=False,
-        )
-    else:
-        console.print(
-            f"closebench check: all {len(verdicts)} expectations hold for {escape(run)}",
+            f"{len(not_judged)} not judged (n/j: a figure under its floor at this run's length)"
+            + ("" if verbose else ": --verbose lists them with the reason"),
             highlight=False,
         )
