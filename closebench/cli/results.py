@@ -94,7 +94,11 @@ def add_check_parser(commands) -> None:
         help="the run directory to check (with "
         "--suggest-bounds: the unchanged runs to take bounds from)",
     )
-    check.add_argument("--expect", metavar="FILE", help="the expectations (TOML)")
+    check.add_argument(
+        "--expect",
+        metavar="FILE",
+        help="the expectations (TOML), or a shipped scenario's gate by name (ci)",
+    )
     check.add_argument(
         "--baseline", metavar="RUN_DIR", help="compare with this run (overrides `baseline`)"
     )
@@ -123,6 +127,9 @@ def run_check_command(args, console: Console) -> int:
         raise UsageError("check needs --expect FILE (or --suggest-bounds RUN... to write one)")
     if len(args.runs) != 1:
         raise UsageError("check takes one run (several only with --suggest-bounds)")
-    verdicts = run_check(args.runs[0], args.expect, args.baseline, warn_on_stderr)
+    from closebench.trials.scenario import find_expectations
+
+    expect = find_expectations(args.expect)
+    verdicts = run_check(args.runs[0], expect, args.baseline, warn_on_stderr)
     print_verdicts(verdicts, args.runs[0], console, args.verbose)
     return 0 if all(verdict.ok for verdict in verdicts) else 1
