@@ -10,8 +10,10 @@ import shutil
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from closebench.results import noise
-from closebench.results.bounds import suggest_bounds
+from closebench.results.bounds import DIRECTED, suggest_bounds
 from closebench.results.compare import compare_runs
 from closebench.results.run_directory import load_run, load_summary
 from closebench.results.summary_figures import FIGURE_BY_NAME, FIGURES
@@ -305,3 +307,98 @@ def test_compare_of_a_run_with_itself_is_quiet(tmp_path):
     shutil.copytree(a, tmp_path / "b")
     comparison = compare_runs(load_run(a), load_run(tmp_path / "b"))
     assert comparison.regressions("changed") == [] and comparison.verdict_line() == "PASS"
+
+
+# The shipped gate on the shipped scenario, in real labs (about 7 runs of ~35 s)
+
+
+def run_ci(tmp_path: Path, strategies: list | None = None) -> Path:
+    from closebench.trials.runner import Runner
+
+    path = find_scenario("ci")
+    scenario, text, digest = load_scenario(path)
+    if strategies is not None:
+        scenario = scenario.model_validate({**scenario.model_dump(), "strategies": strategies})
+    outcome = Runner(scenario, text, digest, path, tmp_path).run()
+    assert outcome.complete, outcome.errors
+    return outcome.directory
+
+
+def not_judged(run: Path, gate_text: str) -> list[str]:
+    """The directed figures the run measured that the gate does not judge, each with why."""
+    from closebench.results.check import run_check
+
+    gate = tomllib.loads(gate_text)
+    comments = dict(
+        line[2:].split(": not bounded: ", 1)
+        for line in gate_text.splitlines()
+        if ": not bounded: " in line
+    )
+    verdicts = run_check(str(run), str(EXPECT_DIR / "ci.toml"))
+    unjudged = {(v.trial, v.figure): v.actual for v in verdicts if not v.judged}
+    found = []
+    for trial_row in load_summary(run).rows:
+        trial = trial_row["trial"]
+        table = gate.get(trial, {})
+        for figure in DIRECTED:
+            if trial_row.get(figure.name) is None:
+                continue
+            limit = "max" if figure.worse == "higher" else "min"
+            if f"{figure.name}_{limit}" in table:
+                if (trial, figure.name) in unjudged:
+                    found.append(f"{trial}: {figure.name}: {unjudged[trial, figure.name]}")
+            elif figure.name in comments:
+                found.append(f"{trial}: {figure.name}: {comments[figure.name]}")
+            # else a minimum at or under 0: the figure is at its floor and cannot get lower
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.needs_lab
+def test_shipped_gate_passes_unchanged_ci_runs_and_fails_the_regressions(capsys, tmp_path):
+    gate_text = (EXPECT_DIR / "ci.toml").read_text()
+    for k in range(3):  # fresh runs: the bounds came from others
+        run = run_ci(tmp_path / f"same{k}")
+        status, out, _ = closebench(capsys, "check", str(run), "--expect", "ci")
+        assert status == 0, f"the shipped bounds no longer pass the ci scenario:\n{out}"
+        measured = sum(
+            row.get(f.name) is not None for row in load_summary(run).rows for f in DIRECTED
+        )
+        unjudged = not_judged(run, gate_text)
+        print(f"run {k + 1}: {len(unjudged)} of {measured} directed figures not judged:")
+        print("\n".join(unjudged))
+        assert len(unjudged) <= 0.1 * measured, unjudged
+    variants = {
+        "delayed-reaper": (
+            [
+                "graceful",
+                "repair",
+                {"strategy": "delayed-reaper:delay=2.7", "label": "delayed-reaper"},
+                "tarpit",
+            ],
+            "delayed-reaper │ hang_median_s",
+        ),
+        "tarpit": (
+            [
+                "graceful",
+                "repair",
+                "delayed-reaper",
+                {"strategy": "tarpit:interval=1", "label": "tarpit"},
+            ],
+            "tarpit │ packets_sent",
+        ),
+        "repair": (
+            [
+                "graceful",
+                {"strategy": "repair:read_first=false", "label": "repair"},
+                "delayed-reaper",
+                "tarpit",
+            ],
+            "repair │ outcomes_only",
+        ),
+        "missing": (["graceful", "repair", "delayed-reaper"], "tarpit │ trial"),
+    }
+    for name, (strategies, named) in variants.items():
+        run = run_ci(tmp_path / name, strategies)
+        status, out, _ = closebench(capsys, "check", str(run), "--expect", "ci")
+        assert status == 1 and named in out, out
