@@ -326,7 +326,7 @@ def run_ci(tmp_path: Path, strategies: list | None = None) -> Path:
 
 def not_judged(run: Path, gate_text: str) -> list[str]:
     """The directed figures the run measured that the gate does not judge, each with why."""
-    from closebench.results.check import run_check
+    from closebench.results.gate import run_check
 
     gate = tomllib.loads(gate_text)
     comments = dict(
@@ -355,6 +355,7 @@ def not_judged(run: Path, gate_text: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.needs_lab
+@pytest.mark.timeout(1800)  # seven scenario runs on a loaded machine
 def test_shipped_gate_passes_unchanged_ci_runs_and_fails_the_regressions(capsys, tmp_path):
     gate_text = (EXPECT_DIR / "ci.toml").read_text()
     for k in range(3):  # fresh runs: the bounds came from others

@@ -113,7 +113,7 @@ def add_check_parser(commands) -> None:
 
 def run_check_command(args, console: Console) -> int:
     from closebench.core.errors import UsageError
-    from closebench.results.check import print_verdicts, run_check
+    from closebench.results.gate import print_verdicts, run_check
 
     if args.suggest_bounds:
         from closebench.results.bounds import suggest_bounds
