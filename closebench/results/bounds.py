@@ -18,8 +18,7 @@ from closebench.results import noise
 from closebench.results.run_directory import RunData
 from closebench.results.summary_figures import FIGURES, HIGHER
 
-MACHINE_WIDE = {"peak_tcp_mem_pages", "peak_tcp_mem_bytes"}
-DIRECTED = [f for f in FIGURES if f.worse and f.name not in MACHINE_WIDE]
+DIRECTED = [f for f in FIGURES if f.worse and f.name not in noise.MACHINE_WIDE]
 
 
 def outward(value: float, upward: bool) -> float:
