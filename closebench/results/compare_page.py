@@ -118,8 +118,9 @@ def print_comparison(
     table = Table(title=escape(f"A = {a.name}, B = {b.name}"), show_edge=False)
     for column in ("trial", "figure", "A", "B", "change", "verdict"):
         table.add_column(column, justify="right" if column in ("A", "B", "change") else "left")
+    kinds = ("worse", "better", "changed") if fail_on == "changed" else ("worse",)
     for group in comparison.groups:
-        for figure, before, after, delta, verdict in group_lines(group, every_row):
+        for figure, before, after, delta, verdict in group_lines(group, every_row, kinds):
             style = VERDICT_STYLE.get(verdict, "")
             table.add_row(
                 escape(group.trial),  # trial names are not markup
@@ -139,8 +140,11 @@ def print_comparison(
         console.print(escape(line), highlight=False)
 
 
-def group_lines(group: GroupComparison, every_row: bool) -> list[tuple[str, str, str, str, str]]:
-    """A trial's rows: every figure either run measured, or only those that moved."""
+def group_lines(
+    group: GroupComparison, every_row: bool, kinds: tuple[str, ...] = ("worse",)
+) -> list[tuple[str, str, str, str, str]]:
+    """A trial's rows: every figure either run measured, or only those that moved beyond the
+    noise in a way the gate counts (`kinds`: worse; with --fail-on changed, any way)."""
     outcomes, wire = (line[:5] for line in special_lines(group))
     lines = [outcomes, wire]
     for change in group.changes:
@@ -156,7 +160,7 @@ def group_lines(group: GroupComparison, every_row: bool) -> list[tuple[str, str,
             )
     if every_row:
         return lines
-    return [line for line in lines if line[4] in ("worse", "better", "changed")]
+    return [line for line in lines if line[4] in kinds]
 
 
 def print_breaking_points(comparison: Comparison, console: Console) -> None:
@@ -207,6 +211,7 @@ def comparison_notes(comparison: Comparison, every_row: bool = True) -> list[str
     worse = sum(change.verdict == "worse" for _, change in flagged)
     notes.append(
         f"{len(flagged)} change(s) outside the noise, {worse} of them worse for the defender"
+        + ("" if every_row else " (--all shows every row)")
     )
     return notes
 
