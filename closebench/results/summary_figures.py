@@ -40,21 +40,25 @@ class Figure:
         return f"{self.relative:.0%} of the base value{floor}"
 
 
+TAIL = 0.25  # s: the resolution of a timing tail (p95, max) on a loaded machine
+
 KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("duration_s", None, 0.5, "seconds the trial's attackers ran"),
-    Figure("attempts", HIGHER, 2, "attempts of every attacker together"),
-    Figure("attempts_per_s", HIGHER, 0.05, "attempts per second the abuser managed"),
+    # A loaded machine slows the attackers by a few percent (measured: docs/guides/ci.md).
+    Figure("attempts", HIGHER, 2, "attempts of every attacker together", relative=0.05),
+    Figure("attempts_per_s", HIGHER, 0.05, "attempts per second the abuser managed", relative=0.05),
     Figure("hang_median_s", LOWER, 0.05, "median s an attempt hung (or waited to connect)"),
-    Figure("hang_p95_s", LOWER, 0.05, "95th percentile of the hang"),
-    Figure("hang_max_s", LOWER, 0.05, "longest hang"),
+    # Tails and extremes take a loaded machine's scheduling stalls (up to ~0.2 s seen).
+    Figure("hang_p95_s", LOWER, TAIL, "95th percentile of the hang"),
+    Figure("hang_max_s", LOWER, TAIL, "longest hang"),
     Figure("connect_wait_median_s", LOWER, 0.05, "median s from first SYN to established or end"),
-    Figure("connect_wait_p95_s", LOWER, 0.05, "95th percentile of the connect wait"),
+    Figure("connect_wait_p95_s", LOWER, TAIL, "95th percentile of the connect wait"),
     Figure("slot_median_s", LOWER, 0.05, "median s of an attempt, first SYN to end"),
-    Figure("slot_p95_s", LOWER, 0.05, "95th percentile of the slot"),
+    Figure("slot_p95_s", LOWER, TAIL, "95th percentile of the slot"),
     Figure("attacker_seconds_wasted", LOWER, 1.0, "every attempt's slot, summed"),
     Figure("connect_waits", None, 2, "attempts that never sent a request"),
-    Figure("runs", HIGHER, 2, "command runs (curl, browser page loads)"),
-    Figure("runs_per_s", HIGHER, 0.05, "command runs per second"),
+    Figure("runs", HIGHER, 2, "command runs (curl, browser page loads)", relative=0.05),
+    Figure("runs_per_s", HIGHER, 0.05, "command runs per second", relative=0.05),
     Figure("legit_requests", None, 2, "legitimate requests made"),
     Figure("legit_success_rate", LOWER, 0.0, "share of legitimate requests answered 200"),
     # A few requests per trial on a busy machine: tens of ms of jitter are normal.
