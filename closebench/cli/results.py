@@ -85,7 +85,7 @@ def add_check_parser(commands) -> None:
         "check",
         help="check a run against expectations (exit 1 when one fails): a CI gate",
         description="Check a run directory's summary against expectations written in TOML (see "
-        "the README, `closebench check`). Exit 0 when all hold, 1 when one fails, 2 on bad input.",
+        "docs/reference/expectations.md). Exit 0 when all hold, 1 when one fails, 2 on bad input.",
     )
     check.add_argument(
         "runs",
