@@ -4,7 +4,6 @@ commands.py, each imports what it needs when it runs."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,8 +29,10 @@ def add_compare_parser(commands) -> None:
         "--all", action="store_true", help="print every figure (default: those beyond the noise)"
     )
     compare.add_argument(
-        "--only-flagged", action="store_true", help=argparse.SUPPRESS
-    )  # the default now; kept so that older scripts run
+        "--only-flagged",
+        action="store_true",
+        help="the default now (only what moved beyond the noise); kept for older scripts",
+    )
     compare.add_argument("--json", action="store_true", help="print a JSON document instead")
     compare.add_argument(
         "--fail-on",

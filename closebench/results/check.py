@@ -66,9 +66,12 @@ DIRECTED = [figure.name for figure in FIGURES if figure.worse]
 # What each key means: the docs' reference page is written from these (docs/reference_pages.py),
 # and a key without one fails tests/test_docs.py.
 KEY_DESCRIPTIONS = {
-    "baseline": "a run directory to compare with, relative to the expectation file",
-    "max_regression_pct": "how many percent worse than the baseline a figure may get (default "
-    "20); a trial's own table wins over its strategy's, which wins over `\"*\"` and the top level",
+    "baseline": "a run directory to compare with, relative to the expectation file: a trial "
+    "missing, a new outcome class, a figure worse beyond the noise or a moved breaking point "
+    "fails (the noise model: docs/guides/ci.md)",
+    "max_regression_pct": "how many percent worse than the baseline a figure may get on top of "
+    "the noise (default 0); a trial's own table wins over its strategy's, which wins over `\"*\"` "
+    "and the top level",
     "regression_figures": "which figures the baseline comparison covers (default: every figure "
     "with a worse direction)",
     "outcome": "every attempt of the trial (all attackers together) ended with this outcome. "
