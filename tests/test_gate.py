@@ -329,11 +329,14 @@ def not_judged(run: Path, gate_text: str) -> list[str]:
     from closebench.results.gate import run_check
 
     gate = tomllib.loads(gate_text)
-    comments = dict(
-        line[2:].split(": not bounded: ", 1)
-        for line in gate_text.splitlines()
-        if ": not bounded: " in line
-    )
+    comments: dict[tuple[str, str], str] = {}  # (table, figure): why it is not bounded
+    table_name = ""
+    for line in gate_text.splitlines():
+        if line.startswith("["):
+            table_name = line.strip("[]").strip('"')
+        elif ": not bounded: " in line:
+            figure_name, why = line[2:].split(": not bounded: ", 1)
+            comments[table_name, figure_name] = why
     verdicts = run_check(str(run), str(EXPECT_DIR / "ci.toml"))
     unjudged = {(v.trial, v.figure): v.actual for v in verdicts if not v.judged}
     found = []
@@ -347,8 +350,8 @@ def not_judged(run: Path, gate_text: str) -> list[str]:
             if f"{figure.name}_{limit}" in table:
                 if (trial, figure.name) in unjudged:
                     found.append(f"{trial}: {figure.name}: {unjudged[trial, figure.name]}")
-            elif figure.name in comments:
-                found.append(f"{trial}: {figure.name}: {comments[figure.name]}")
+            elif (trial, figure.name) in comments:
+                found.append(f"{trial}: {figure.name}: {comments[trial, figure.name]}")
             # else a minimum at or under 0: the figure is at its floor and cannot get lower
     return found
 
