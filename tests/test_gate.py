@@ -414,3 +414,16 @@ def test_machine_wide_figures_change_but_never_regress():
     before, after = [row("t", peak_tcp_mem_pages=160)], [row("t", peak_tcp_mem_pages=900)]
     assert noise.judge(figure, before, after).verdict == "changed"
     assert "peak_tcp_mem" not in {f.name for f in DIRECTED}
+
+
+def test_check_arguments_are_one_clear_line(capsys, tmp_path):
+    run = write_run(tmp_path / "run", reps("repair"))
+    gate = expect(tmp_path, '[repair]\noutcome = "silent"')
+    status, _, err = closebench(capsys, "check", str(run))
+    assert status == 2 and "check needs --expect FILE (or --suggest-bounds RUN..." in err
+    status, _, err = closebench(capsys, "check", str(run), str(run), "--expect", gate)
+    assert status == 2 and "check takes one run" in err
+    status, _, err = closebench(capsys, "check", "--suggest-bounds", str(run), "--expect", gate)
+    assert status == 2 and "--suggest-bounds writes expectations" in err
+    status, _, err = closebench(capsys, "check", "--suggest-bounds", str(tmp_path / "none"))
+    assert status == 2 and "not a closebench run directory" in err
