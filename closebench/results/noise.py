@@ -214,18 +214,6 @@ def bound(figure: Figure, rows: list[dict]) -> tuple[float | None, float, str]:
     return value, margin, reason
 
 
-def within_bound(figure: Figure, row: dict, limit: str, value: float) -> Judgement:
-    """One run's figure against an absolute bound (`limit` 'min' or 'max')."""
-    found, why = side(figure, [row])
-    if found is None:
-        return Judgement("not judged", reason=why or "")
-    actual = found.values[0]
-    gap = actual - value if limit == "max" else value - actual
-    if outside(gap, 0.0, value):
-        return Judgement("worse", 0.0, gap)
-    return Judgement("same", 0.0, max(gap, 0.0))
-
-
 def class_shares(rows: list[dict]) -> list[tuple[dict[str, float], int]]:
     """Each repetition's outcome classes as shares of its attempts, with its attempt count."""
     found = []
