@@ -427,3 +427,16 @@ def test_check_arguments_are_one_clear_line(capsys, tmp_path):
     assert status == 2 and "--suggest-bounds writes expectations" in err
     status, _, err = closebench(capsys, "check", "--suggest-bounds", str(tmp_path / "none"))
     assert status == 2 and "not a closebench run directory" in err
+
+
+def test_changed_counts_only_the_servers_figures(tmp_path):
+    a = write_run(tmp_path / "a", reps("repair", harness_loop_lag_p95_s=0.001))
+    b = write_run(tmp_path / "b", reps("repair", harness_loop_lag_p95_s=0.2))
+    comparison = compare_runs(load_run(a), load_run(b))
+    assert [c.verdict for _, c in comparison.flagged()] == ["changed"]  # reported
+    assert comparison.regressions("changed") == []  # the harness's own lag: not the server's
+    b = write_run(tmp_path / "b2", reps("repair", duration_s=[30.0, 30.0, 30.0], peak_fds=40))
+    assert comparison.regressions("changed") == []
+    assert compare_runs(load_run(a), load_run(b)).regressions("changed") == [
+        "repair: peak_fds worse beyond the noise"
+    ]

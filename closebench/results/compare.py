@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from closebench.core.errors import UsageError
 from closebench.results.breaking_points import moved
-from closebench.results.noise import Judgement, judge, new_outcome_classes
+from closebench.results.noise import NOT_THE_SERVERS, Judgement, judge, new_outcome_classes
 from closebench.results.run_directory import RunData
 from closebench.results.summary_figures import FIGURES, Figure
 
@@ -208,7 +208,7 @@ class Comparison:
                     f"{move.text(move.after)} ({move.verdict})"
                 )
         for trial, change in self.flagged():
-            if change.verdict in kinds:
+            if change.verdict in kinds and change.figure.name not in NOT_THE_SERVERS:
                 lines.append(f"{trial}: {change.figure.name} {change.verdict} beyond the noise")
         return lines
 

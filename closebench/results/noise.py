@@ -31,6 +31,16 @@ from closebench.results.summary_figures import FIGURE_BY_NAME, HIGHER, Figure
 # The machine's TCP memory is every process's, other jobs on a CI runner included: a change there
 # is reported ("changed"), never a regression of the defender.
 MACHINE_WIDE = frozenset({"peak_tcp_mem_pages", "peak_tcp_mem_bytes"})
+# Figures of the machine or of the harness itself, not of the server: reported, never counted by
+# a gate (`compare --fail-on changed` included).
+NOT_THE_SERVERS = MACHINE_WIDE | {
+    "sampler_overhead",
+    "harness_cpu_share",
+    "harness_loop_lag_p95_s",
+    "harness_receive_drops",
+    "harness_local_errors",
+    "duration_s",
+}
 K_SPREAD = 1.0  # the band is widened by K times the base's own spread (min..max)
 EDGE = 1e-9  # relative tolerance at the band's edge: float error is not a change
 

@@ -65,7 +65,9 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("legit_latency_median_s", HIGHER, 0.01, "median legitimate latency, s"),
     Figure("legit_latency_p95_s", HIGHER, 0.05, "95th percentile legitimate latency, s"),
     Figure("peak_fds", HIGHER, 2, "defender fds at peak"),
-    Figure("fd_seconds", HIGHER, 1.0, "fds above idle, integrated over time"),
+    # A sampled integral: short-lived fds are caught at a sample more or less, more of them on a
+    # loaded machine (0.2 to 3 fd-s seen for graceful over 30 unchanged runs).
+    Figure("fd_seconds", HIGHER, 2.0, "fds above idle, integrated over time"),
     Figure("cpu_seconds", HIGHER, 0.05, "defender CPU seconds"),
     Figure("peak_threads", HIGHER, 1, "defender threads at peak"),
     Figure("peak_rss_mb", HIGHER, 2.0, "defender memory at peak, MB"),
