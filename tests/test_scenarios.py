@@ -22,6 +22,7 @@ SHIPPED = [
     "locust",
     "sweep",
     "ci",
+    "further-out",
 ]
 
 VALID = """
@@ -147,7 +148,7 @@ def test_not_toml_and_missing_files(tmp_path):
         find_scenario(str(tmp_path / "missing.toml"))
     with pytest.raises(
         UsageError,
-        match=r"give a \.toml file or one of: bans, botnet, ci, fd-exhaustion, locust, peers, read",
+        match=r"give a \.toml file or one of: bans, botnet, ci, fd-exhaustion, further-out, locust",
     ):
         find_scenario("nonesuch")
 
