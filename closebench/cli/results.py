@@ -48,7 +48,7 @@ PAGE_NOT_WRITTEN = 3  # exit status when the page cannot be written (1 is the ga
 def run_compare_command(args, console: Console) -> int:
     import json
 
-    from closebench.core.errors import ClosebenchError
+    from closebench.core.errors import ClosebenchError, UsageError
     from closebench.results.compare import compare_runs
     from closebench.results.compare_page import (
         comparison_json,
@@ -72,7 +72,9 @@ def run_compare_command(args, console: Console) -> int:
         page = write_html(
             comparison, Path(args.html) if args.html else default_html_path(comparison)
         )
-    except ClosebenchError as error:
+    except UsageError:
+        raise  # a place refused (another user could change it): bad input, exit 2
+    except ClosebenchError as error:  # the page failed where it was asked for (a full disk...)
         print(f"closebench compare: {error}", file=sys.stderr)
         return PAGE_NOT_WRITTEN
     if not args.json:
