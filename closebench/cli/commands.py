@@ -295,6 +295,8 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     scenario, text, digest = load_scenario(path)
     if args.duration:
         scenario = scenario.with_duration(args.duration)
+    if args.repeat:
+        scenario = scenario.with_repetitions(args.repeat)
     require_tools(*LAB_TOOLS)
     for attacker in scenario.attackers:
         if attacker.kind != "curl" or not attacker.command:

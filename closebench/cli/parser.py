@@ -198,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive, metavar="S", help="override the scenario's duration"
     )
     run.add_argument(
+        "--repeat",
+        type=_count,
+        metavar="N",
+        help="run every trial N times, interleaved (overrides the scenario's repetitions); "
+        "compare and check pool them and keep their spread as the noise band",
+    )
+    run.add_argument(
         "--no-verify",
         action="store_true",
         help="skip checking every attempt record against the pcaps at the end",

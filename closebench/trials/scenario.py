@@ -38,6 +38,17 @@ from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig
 # Inside the package, so that an installed wheel has them; a checkout's top-level scenarios/ is a
 # symbolic link to this folder (one copy, nothing to keep in sync).
 SCENARIO_DIR = Path(str(resources.files("closebench.trials").joinpath("scenarios")))
+EXPECT_DIR = SCENARIO_DIR / "expect"  # the shipped gates: expectations for shipped scenarios
+
+
+def find_expectations(name_or_path: str) -> str:
+    """A path as given, or a shipped scenario's gate by name (`ci`: expect/ci.toml)."""
+    shipped = EXPECT_DIR / f"{name_or_path}.toml"
+    if not Path(name_or_path).exists() and "/" not in name_or_path and shipped.is_file():
+        return str(shipped)
+    return name_or_path
+
+
 DEFAULT_SCENARIO = "seed"
 
 Positive = Annotated[float, Field(gt=0)]
@@ -316,6 +327,14 @@ class Scenario(Strict):
         except ValidationError as error:
             problems = "; ".join(e["msg"] for e in error.errors())
             raise UsageError(f"--duration {duration:g}: {problems}") from None
+
+    def with_repetitions(self, repetitions: int) -> Scenario:
+        """The scenario repeated `repetitions` times (--repeat), interleaved as the file's are."""
+        try:
+            return Scenario.model_validate({**self.model_dump(), "repetitions": repetitions})
+        except ValidationError as error:
+            problems = "; ".join(e["msg"] for e in error.errors())
+            raise UsageError(f"--repeat {repetitions}: {problems}") from None
 
     def trials(self) -> list[TrialConfig]:
         """One trial per strategy (per repetition, per sweep step), in the scenario's order: a
