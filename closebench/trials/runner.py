@@ -24,6 +24,7 @@ from pathlib import Path
 
 from closebench import __version__
 from closebench.core.errors import ClosebenchError
+from closebench.core.faults import Fault
 from closebench.core.file_names import unique_names
 from closebench.core.safe_files import write_error
 from closebench.defender.peers import peer_for
@@ -234,6 +235,14 @@ class Runner:
             results[index] = str(error)
             progress.state = "error"
             self.log(f"{progress.name}: error: {error}")
+        except Exception as error:  # a crash fails its trial, never the run's other trials
+            results[index] = str(Fault.of("the trial", error))
+            progress.state = "error"
+            self.log(f"{progress.name}: error: {results[index]}")
+        else:
+            for fault in result.faults:
+                progress.state = "error"
+                self.log(f"{progress.name}: error: {fault}")
 
     def _write(self, results: list[TrialResult | Skipped | str | None]) -> RunOutcome:
         """Write the results, summary.json first: if the disk is full, the rest may not fit."""
@@ -242,6 +251,7 @@ class Runner:
         for trial, result in zip(self.trials, results, strict=True):
             if isinstance(result, TrialResult):
                 rows.append(trial_row(trial, result))
+                errors += [f"{trial.name}: {fault}" for fault in result.faults]
                 continue
             if isinstance(result, Skipped):  # its warning was printed before the run began
                 error = result.error
@@ -255,7 +265,7 @@ class Runner:
         # A skipped trial leaves the run complete: nothing was cut short, and its row says why it
         # has no figures (check fails any expectation about it; compare lists its error).
         complete = not self.cancel.is_set() and all(
-            isinstance(r, TrialResult | Skipped) for r in results
+            isinstance(r, Skipped) or (isinstance(r, TrialResult) and not r.faults) for r in results
         )
         measured = [
             (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
