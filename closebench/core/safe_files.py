@@ -20,18 +20,18 @@ import stat
 from pathlib import Path
 
 from closebench.core.errors import ClosebenchError, UsageError
+from closebench.core.input_files import SCENARIO_BYTES, read_bytes
 
 # A place the user pointed us at that we may not write: their input to change.
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def read_text(path: Path, what: str) -> str:
-    """The UTF-8 text of a file the user gave (`what` names it: "scenario", "expectations")."""
+def read_text(path: Path, what: str, limit: int = SCENARIO_BYTES) -> str:
+    """The UTF-8 text of a file the user gave (`what` names it: "scenario", "expectations"): a
+    regular file of at most `limit` bytes (core/input_files.py)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"cannot read {what} {path}: {error.strerror}") from None
+        return read_bytes(path, what, limit).decode("utf-8")
     except UnicodeDecodeError as error:
         byte = error.object[error.start]
         raise UsageError(

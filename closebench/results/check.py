@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from closebench.core.errors import UsageError
+from closebench.core.input_files import parse_toml
 from closebench.core.outcomes import Outcome
 from closebench.core.safe_files import read_text
 from closebench.results.compare import common_trials, mean, values
@@ -126,11 +126,7 @@ class Verdict:
 
 def load_expectations(path: str | Path) -> Expectations:
     path = Path(path)
-    text = read_text(path, "expectations")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    data = parse_toml(read_text(path, "expectations"), path)
     return parse_expectations(data, path)
 
 

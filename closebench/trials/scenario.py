@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +25,7 @@ from pydantic import (
 from closebench.attackers import ATTACKERS, ENGINES
 from closebench.attackers.policy import Policy
 from closebench.core.errors import UsageError
+from closebench.core.input_files import parse_toml
 from closebench.core.safe_files import read_text
 from closebench.defender import DEFAULT_ABUSE_PATH, ServerConfig, sysctl
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
@@ -364,10 +364,7 @@ def shipped_scenarios() -> list[tuple[str, str]]:
 def load_scenario(path: Path) -> tuple[Scenario, str, str]:
     """The validated scenario, its text and its sha256; UsageError on any problem."""
     text = read_text(path, "scenario")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    data = parse_toml(text, path)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as error:
