@@ -34,11 +34,11 @@ def open_regular(path: Path | str, what: str, limit: int) -> int:
         found = os.fstat(fd)
         if not stat.S_ISREG(found.st_mode):
             raise UsageError(
-                f"{what} {path} is {_kind(found.st_mode)}, not a regular file: give the file itself"
+                f"{path} is {_kind(found.st_mode)}, not a regular file: give the file itself"
             )
         if found.st_size > limit:
             raise UsageError(
-                f"{what} {path} is {found.st_size:,} bytes, more than the {limit:,} a {what} may be"
+                f"{path} is {found.st_size:,} bytes, more than the {limit:,} a {what} may be"
             )
         os.set_blocking(fd, True)
     except BaseException:
@@ -58,7 +58,7 @@ def read_bytes(path: Path | str, what: str, limit: int) -> bytes:
     finally:
         os.close(fd)
     if len(data) > limit:  # it grew while being read
-        raise UsageError(f"{what} {path} is more than the {limit:,} bytes a {what} may be")
+        raise UsageError(f"{path} is more than the {limit:,} bytes a {what} may be")
     return data
 
 
