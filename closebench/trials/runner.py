@@ -20,9 +20,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 from closebench import __version__
+from closebench.core.background import TERMINATED
 from closebench.core.errors import ClosebenchError
 from closebench.core.faults import Fault
 from closebench.core.file_names import unique_names
@@ -110,6 +112,7 @@ class Runner:
         self.pcap_names = unique_names([t.name for t in self.trials], ".pcap")
         self.directory = new_run_directory(out, scenario.name, self.started_at)
         self._log_lock = threading.Lock()
+        self._summary_lock = threading.Lock()
         try:
             self._log = open(self.directory / "run.log", "a")  # noqa: SIM115 (closed in run())
             (self.directory / "scenario.toml").write_text(text, encoding="utf-8")
@@ -227,6 +230,7 @@ class Runner:
         try:
             result = run_trial(config, self.cancel, counted)
             results[index] = result
+            self._write_so_far(results)
             progress.state = "done"
             self.log(f"{progress.name}: done, {progress.attempts} attempts")
             for line in result.server_log.splitlines():
@@ -244,10 +248,28 @@ class Runner:
                 progress.state = "error"
                 self.log(f"{progress.name}: error: {fault}")
 
-    def _write(self, results: list[TrialResult | Skipped | str | None]) -> RunOutcome:
-        """Write the results, summary.json first: if the disk is full, the rest may not fit."""
+    def _write_so_far(self, results: list) -> None:
+        """summary.json of the trials finished so far, written as each ends (the others' rows say
+        they did not end): a run killed later (SIGKILL, the memory limit, a SIGSEGV) still
+        leaves a readable summary, `complete: false`."""
+        unfinished = "not finished: the run ended before this trial did (killed?)"
+        with self._summary_lock:
+            rows, _ = self._rows(list(results), unfinished)
+            summary = {
+                "schema": SUMMARY_SCHEMA,
+                "meta": {**self.metadata(), "stopped": "the run has not finished"},
+                "complete": False,
+                "wire_agreement": None,
+                "rows": [row.to_dict() for row in rows],
+            }
+            try:
+                write_summary(self.directory, summary)
+            except (OSError, ClosebenchError) as error:  # the final write tells, and stops
+                self.log(f"{SUMMARY_FILE}: not written so far: {error}")
+
+    def _rows(self, results: list, not_run: str) -> tuple[list[TrialRow], list[str]]:
+        """Each trial's row (a measurement, or why there is none) and the run's errors."""
         rows, errors = [], []
-        not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
         for trial, result in zip(self.trials, results, strict=True):
             if isinstance(result, TrialResult):
                 rows.append(trial_row(trial, result))
@@ -262,6 +284,13 @@ class Runner:
             failed = TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
             failed.step, failed.series = trial.step, trial.series
             rows.append(failed)
+        return rows, errors
+
+    def _write(self, results: list[TrialResult | Skipped | str | None]) -> RunOutcome:
+        """Write the results, summary.json first: if the disk is full, the rest may not fit."""
+        not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
+        with self._summary_lock:  # no trial's summary so far may land after the final one
+            rows, errors = self._rows(results, not_run)
         # A skipped trial leaves the run complete: nothing was cut short, and its row says why it
         # has no figures (check fails any expectation about it; compare lists its error).
         complete = not self.cancel.is_set() and all(
@@ -270,7 +299,8 @@ class Runner:
         measured = [
             (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
         ]
-        wire = self._verify(rows) if self.verify else None
+        # SIGTERM: no verification either (it reads every pcap; `closebench verify` does it later)
+        wire = self._verify(rows) if self.verify and not TERMINATED.is_set() else None
         summary = {
             "schema": SUMMARY_SCHEMA,
             "meta": self.metadata(),
@@ -294,8 +324,16 @@ class Runner:
             point_latest(self.directory)
         except OSError as error:
             errors.append(f"cannot point {self.directory.parent / 'latest'} at this run: {error}")
-        report = build_run_report(self.directory, self.log) if SUMMARY_FILE not in lost else None
-        if report is None:
+        report = None
+        if TERMINATED.is_set():  # SIGTERM: end within seconds; the page can be built later
+            errors.append(
+                f"terminated: the report was not built; `closebench report {self.directory}` "
+                "builds it"
+            )
+            self.log("report: not built (SIGTERM)")
+        elif SUMMARY_FILE not in lost:
+            report = build_run_report(self.directory, self.log)
+        if report is None and not TERMINATED.is_set():
             lost.append("index.html")
         if self.stopped:
             errors.insert(0, self._stopped_line(lost))
@@ -404,6 +442,7 @@ class AttackRun:
         return self.directory
 
 
+@cache  # asked for again each time a trial ends (the summary so far): the tools do not change
 def tool_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for tool in ("tcpdump", "nft", "curl", "chromium"):
