@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:  # a fault of the machine or of closebench: one line, never a trace
         fault = machine_fault(error)
-        print_error(errors, fault.message)
+        error.__traceback__ = None  # what the failed work held (out of memory: all of it) goes
+        # Plain, not through rich: with no memory left, even rich's imports fail.
+        sys.stderr.write(f"closebench: error: {fault.message}\n")
         return fault.status
     return 2
