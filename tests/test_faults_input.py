@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from closebench.cli.faults import machine_fault
+from closebench.cli.last_resort import machine_fault
 from closebench.core.errors import UsageError
 from closebench.core.limits import MAX_TRIALS
 from closebench.results.run_directory import load_run

@@ -18,7 +18,7 @@ from closebench.cli.commands import (
     run_scenarios_command,
     run_verify_command,
 )
-from closebench.cli.faults import machine_fault
+from closebench.cli.last_resort import machine_fault
 from closebench.cli.locust import check_locust_arguments, run_locust_command
 from closebench.cli.output import print_error
 from closebench.cli.parser import build_parser
