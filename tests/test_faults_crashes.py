@@ -169,11 +169,22 @@ def test_sigterm_ends_a_run_within_five_seconds(tmp_path):
     assert b"`closebench report" in stderr  # the page it left to build later
 
 
+def first_trial_done(out: Path) -> bool:
+    """summary.json so far (written at the start, then as each trial ends) has its first row."""
+    for path in out.glob("*/summary.json"):
+        try:
+            return json.loads(path.read_text())["rows"][0]["complete"] is True
+        except (OSError, ValueError):
+            return False  # never half a file (written whole, renamed), but it may not be there
+    return False
+
+
 @pytest.mark.needs_lab
 def test_a_run_killed_after_its_first_trial_keeps_a_readable_summary(tmp_path):
+    # The summary exists from the start: a run killed in its first trial leaves its rows too.
     process, out = start_run(tmp_path, '"rst", "never"', duration=2)
     try:
-        assert wait_until(lambda: any(out.glob("*/summary.json")), 120)
+        assert wait_until(lambda: first_trial_done(out), 120)
         process.send_signal(signal.SIGSEGV)  # as a crash in pyarrow or under the memory limit
         process.communicate(timeout=60)
     finally:

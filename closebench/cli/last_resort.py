@@ -10,6 +10,8 @@ import resource
 import traceback
 from dataclasses import dataclass
 
+from closebench.core.faults import memory_limit
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -48,14 +50,6 @@ def _out_of_memory(error: Exception) -> bool:
         return True
     # pyarrow's ArrowMemoryError is a MemoryError too; its message says so otherwise
     return "MemoryError" in type(error).__name__ or "out of memory" in str(error).lower()
-
-
-def memory_limit() -> str:
-    """The process's address-space limit (`ulimit -v`), as the message names it."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
-        return "no `ulimit -v` is set: the machine's memory ran out"
-    return f"the memory limit, `ulimit -v`, is {soft // 1024:,} KiB; raise it"
 
 
 def open_files_limit() -> int:

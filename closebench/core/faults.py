@@ -6,6 +6,7 @@ keeps the fault (which part, the exception's type and message) and fails with it
 
 from __future__ import annotations
 
+import resource
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,11 +29,21 @@ class Fault:
     @classmethod
     def of(cls, part: str, error: BaseException) -> Fault:
         message = str(error) or repr(error)
+        if isinstance(error, MemoryError):  # pyarrow's ArrowMemoryError is one too
+            message += f" ({memory_limit()})"
         if len(message) > MESSAGE_LIMIT:
             message = message[:MESSAGE_LIMIT] + "..."
         # One visible line: a NUL or a newline in the message is shown escaped.
         visible = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         return cls(part, type(error).__name__, visible)
+
+
+def memory_limit() -> str:
+    """The process's address-space limit (`ulimit -v`), as an out-of-memory message names it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return "no `ulimit -v` is set: the machine's memory ran out"
+    return f"the memory limit, `ulimit -v`, is {soft // 1024:,} KiB; raise it"
 
 
 class Faults:

@@ -157,6 +157,7 @@ class Runner:
         jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
         results: list[TrialResult | str | None] = [None] * len(self.trials)
+        self._write_so_far(results)  # a run killed in its first trial still leaves a summary
         done = threading.Event()
         watch = threading.Thread(target=self._watch_disk, args=(done,), name="disk", daemon=True)
         watch.start()
