@@ -8,6 +8,7 @@ here past those checks, as a file from an older version or a bug would reach the
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def test_a_server_thread_crash_does_not_read_as_silent():
     assert "OverflowError: timestamp out of range" in fault.message
 
 
+@pytest.mark.slow  # a run with its report: 30-60 s on a loaded machine
 @pytest.mark.needs_lab
 def test_a_run_with_a_crashed_trial_is_incomplete_and_check_and_compare_say_so(tmp_path):
     path = tmp_path / "crash.toml"
@@ -115,6 +117,31 @@ def test_a_run_with_a_crashed_trial_is_incomplete_and_check_and_compare_say_so(t
     comparison = compare_runs(load_summary(RUN), load_summary(outcome.directory))
     errors = [error for group in comparison.groups for error in group.errors()]
     assert any("the curl attacker failed" in error for error in errors), errors
+
+
+def test_check_and_compare_fail_a_faulted_row(tmp_path):
+    """The default suite's half of the test above, on a copy of a real run: a row as a crashed
+    part leaves it."""
+    directory = tmp_path / "run"
+    shutil.copytree(RUN, directory)
+    summary = json.loads((directory / "summary.json").read_text())
+    row = next(row for row in summary["rows"] if row["trial"] == "rst")
+    fault = {"part": "the kernel attacker", "kind": "NoAttempts", "message": "made no attempt"}
+    row.update(complete=False, error="the kernel attacker failed: NoAttempts: made no attempt")
+    row["faults"] = [fault]
+    summary["complete"] = False
+    (directory / "summary.json").write_text(json.dumps(summary))
+    expectations = tmp_path / "expect.toml"
+    expectations.write_text("[rst]\nattempts_per_s_max = 100000\n")
+    verdicts = run_check(directory, expectations, None, lambda _: None)
+    failed = {(v.trial, v.figure) for v in verdicts if not v.ok}
+    assert failed == {("rst", "trial"), ("run", "complete")}
+    quiet = run_check(RUN, expectations, None, lambda _: None)  # the run as it was: all hold
+    assert all(v.ok for v in quiet if v.trial == "rst")
+    comparison = compare_runs(load_summary(RUN), load_summary(directory))
+    errors = [error for group in comparison.groups for error in group.errors()]
+    assert errors == ["B: rst: the kernel attacker failed: NoAttempts: made no attempt"]
+    assert load_run(directory).trials  # the row reads as failed, the run still reads
 
 
 @pytest.mark.slow  # a run with its report, 20-40 s
