@@ -18,11 +18,14 @@ from pathlib import Path
 import pytest
 
 from closebench.attackers.policy import Policy
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.core.summary import summarize
 from closebench.defender import ServerConfig
 from closebench.results.check import run_check
 from closebench.results.compare import compare_runs
 from closebench.results.run_directory import load_run, load_summary
 from closebench.servers.strategies import parse_spec
+from closebench.trials.part_faults import idle_attackers
 from closebench.trials.rows import trial_row
 from closebench.trials.runner import Runner
 from closebench.trials.scenario import load_scenario
@@ -226,3 +229,19 @@ def test_a_run_killed_after_its_first_trial_keeps_a_readable_summary(tmp_path):
     assert second["complete"] is False and second["error"].startswith("not finished")
     run = load_run(directory)  # report, compare and check read it like any run
     assert not run.complete and run.trials[0].ok
+
+
+def test_an_attacker_with_no_attempt_is_a_fault_with_its_reason():
+    idle = summarize("kernel", [], 2.0)
+    attempt = Attempt(
+        "curl", 4, "198.18.0.2", 40000, "198.18.1.2", 8080, 1.0, Outcome.RST, 1.0, 1.1
+    )
+    busy = summarize("curl", [attempt], 2.0)
+    costs = {"kernel": {"local_error_kinds": {"EMFILE": 200}}}
+    [fault] = idle_attackers(["kernel", "curl"], {"kernel": idle, "curl": busy}, costs, set())
+    assert str(fault) == (
+        "the kernel attacker failed: NoAttempts: made no attempt in 2.0 s "
+        "(its own errors: 200 x EMFILE)"
+    )
+    # One that crashed already has its fault: not told twice.
+    assert idle_attackers(["kernel"], {"kernel": idle}, {}, {"the kernel attacker"}) == []
