@@ -68,6 +68,8 @@ class StrategyEntry(Strict):
     strategy: Label
     routed: bool = False
     label: Label | None = None
+    # With CI set, a kernel that cannot run it fails the run instead of skipping its row.
+    required: bool = False
 
     @field_validator("strategy")
     @classmethod

@@ -11,7 +11,6 @@ import os
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,20 +30,19 @@ from closebench.core.summary import (
     summarize_bans,
     summarize_legit,
 )
-from closebench.defender import Defender, ServerConfig, firewall, peers
+from closebench.defender import Defender, ServerConfig, bpf_drop, conn_cap, firewall, peers
 from closebench.defender.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from closebench.lab import Lab
 from closebench.lab.capture import Capture
-from closebench.lab.socket_table import state_summary
 from closebench.results.records import AttemptWriter, read_attempts
 from closebench.servers.strategies import BAN_STRATEGIES
+from closebench.trials.attacker_hosts import AttackerHostSampler
 from closebench.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from closebench.trials.harness_load import HarnessLoad, harness_load
 from closebench.trials.part_faults import idle_attackers, server_faults
 from closebench.wire.classify import reconcile
 from closebench.wire.pcap import Endpoint
 
-SAMPLE_EVERY = 0.2  # seconds between looks at the attacker host's kernel sockets
 LEGIT_HORIZON = 86400.0  # legitimate clients stop with the attack; this only bounds the loop
 
 
@@ -228,6 +226,8 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         writer = None
         capture = None
         syns_dropped = None
+        cap_refused = None  # conn-cap: SYNs its nftables rule refused
+        bpf_attach = defender.bpf.describe() if defender.bpf else None
         # Kernel-socket clients' records get the wire's classes and times: capture for them even
         # when no pcap is kept.
         own_clock = config.legit is not None or any(s.keeps_own_clock for s in config.attackers)
@@ -263,6 +263,10 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 faults.add(Fault.of("the defender sampler", sampler.error))
             if ban_host is not None:
                 syns_dropped = firewall.read(ban_host).syns_dropped
+            elif defender.bpf is not None:  # xdp-drop, tc-drop: the program's own counter
+                syns_dropped = bpf_drop.dropped(defender.bpf)
+            if server.spec is not None and server.spec.name == conn_cap.STRATEGY:
+                cap_refused = conn_cap.refused(lab.defender)
         finally:
             if capture:
                 capture.stop()
@@ -289,6 +293,10 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
     else:
         summaries, overall = memory_summaries(attempts, names, costs, duration), None
     server_stats = peers.account(server.spec, server_stats, attempts)
+    if cap_refused is not None:
+        server_stats["cap_refused_syns"] = cap_refused
+    if bpf_attach is not None:  # summary.json's meta has the kernel version
+        server_stats["bpf_attach"] = bpf_attach
     ban_log = server_stats.pop("ban_log", [])
     bans = None
     if banning:
@@ -467,31 +475,3 @@ def _legit_source(lab: Lab, config: TrialConfig) -> str:
     if config.legit is not None and config.legit.source == "attacker":
         return lab.attacker_ip(config.family)
     return lab.addressing.attacker_extra(config.family, 0)
-
-
-class AttackerHostSampler:
-    """Peaks of the attacker hosts' kernel sockets: what the attack costs the attackers' kernels."""
-
-    def __init__(self, lab: Lab, faults: Faults) -> None:
-        self.lab = lab
-        self.peak_sockets = 0
-        self.peak_by_state: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=faults.guarded("the attacker hosts' sampler", self._loop), daemon=True
-        )
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(SAMPLE_EVERY):
-            counts: Counter[str] = Counter()
-            for host in self.lab.attacker_hosts:  # every machine of the attack
-                counts.update(state_summary(host)[0])
-            self.peak_sockets = max(self.peak_sockets, sum(counts.values()))
-            for state, count in counts.items():
-                self.peak_by_state[state] = max(self.peak_by_state.get(state, 0), count)
-
-    def stop(self) -> dict:
-        self._stop.set()
-        self._thread.join()
-        return {"peak_kernel_sockets": self.peak_sockets, "peak_by_state": self.peak_by_state}
