@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from closebench.core.errors import ClosebenchError, UsageError
@@ -117,6 +118,18 @@ def parse_json(text: str | bytes, path: Path | str) -> object:
         raise UsageError(f"{path}: nested too deeply to read ({DEEP})") from None
     except ValueError as error:  # not JSON, or not UTF-8
         raise UsageError(f"{path}: not valid JSON: {error}") from None
+
+
+def read_json(path: Path, name: str, limit: int, refuse: Callable[[str], UsageError]) -> object:
+    """A JSON file of a run (summary.json): a regular file of at most `limit` bytes, parsed
+    without recursing past Python's stack; `refuse(why)` makes the error for a missing or
+    unreadable one."""
+    if not os.path.lexists(path):
+        raise refuse(f"no {name}")
+    try:
+        return parse_json(read_bytes(path, name, limit), path)
+    except UsageError as error:
+        raise refuse(f"{name} is unreadable: {error}") from None
 
 
 DEEP = "lists or tables inside each other hundreds of levels deep; no closebench file is"

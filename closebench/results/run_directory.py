@@ -40,9 +40,9 @@ from closebench.core.input_files import (
     SUMMARY_BYTES,
     TABLE_BYTES,
     open_regular,
-    parse_json,
     parse_toml,
     read_bytes,
+    read_json,
 )
 from closebench.core.outcomes import LEGIT_CLIENT
 from closebench.core.safe_files import SafeDirectory, shown, write_error
@@ -255,24 +255,13 @@ def _read_summary(directory: Path) -> dict:
 
     if not directory.is_dir():
         raise refuse("no such directory")
-    summary = read_summary_file(directory / SUMMARY_FILE, refuse)
+    summary = read_json(directory / SUMMARY_FILE, SUMMARY_FILE, SUMMARY_BYTES, refuse)
     schema = summary.get("schema") if isinstance(summary, dict) else None
     if schema != SUMMARY_SCHEMA:
         raise refuse(f"{SUMMARY_FILE} has schema {schema!r}, expected {SUMMARY_SCHEMA!r}")
     if not isinstance(summary.get("rows"), list):
         raise refuse(f"the rows of {SUMMARY_FILE} are not a list")
     return summary
-
-
-def read_summary_file(path: Path, refuse: Callable[[str], UsageError]) -> object:
-    """summary.json's document: a regular file of a bounded size, parsed without recursing past
-    Python's stack (a 100,000-deep list is one line, not a RecursionError)."""
-    if not os.path.lexists(path):
-        raise refuse(f"no {SUMMARY_FILE}")
-    try:
-        return parse_json(read_bytes(path, SUMMARY_FILE, SUMMARY_BYTES), path)
-    except UsageError as error:
-        raise refuse(f"{SUMMARY_FILE} is unreadable: {error}") from None
 
 
 def _read_attempts(directory: Path, trials: dict[str, TrialData], problems: list[str]) -> None:

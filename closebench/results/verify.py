@@ -30,10 +30,10 @@ import pyarrow as pa
 
 from closebench.core.errors import ClosebenchError, UsageError
 from closebench.core.file_names import unique_names
-from closebench.core.input_files import TABLE_BYTES, check_regular
+from closebench.core.input_files import SUMMARY_BYTES, TABLE_BYTES, check_regular, read_json
 from closebench.results.dpkt_wire import WireConnection, WireReading, outcome_for, stream_wire
 from closebench.results.records import ATTEMPTS_DIR, BATCH_ROWS, trial_tables
-from closebench.results.run_directory import PCAP_DIR, read_summary_file
+from closebench.results.run_directory import PCAP_DIR
 
 END_TOLERANCE_P95_S = 0.002  # |Δ end| p95 beyond this is a disagreement
 JOIN_WINDOW_S = 5.0  # a record's t_syn and its connection's first SYN are at most this far apart
@@ -367,7 +367,7 @@ def verify_run(directory: Path) -> RunAgreement:
             "`closebench run` wrote, e.g. reports/latest"
         )
 
-    summary = read_summary_file(directory / "summary.json", refuse)
+    summary = read_json(directory / "summary.json", "summary.json", SUMMARY_BYTES, refuse)
     try:
         trials = [row["trial"] for row in summary["rows"]]  # type: ignore[index]
         if not all(isinstance(trial, str) for trial in trials):

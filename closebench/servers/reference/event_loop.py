@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from closebench.servers.bans import BanBook, BanPolicy, NftBanner
 from closebench.servers.bpf_maps import BpfBanner
 from closebench.servers.reference.deadlines import Timer, Timers
-from closebench.servers.reference.log import log
+from closebench.servers.reference.log import count_thread_crashes, log
 from closebench.servers.reference.protocol import (
     BAD_REQUEST_400,
     OK_200,
@@ -77,8 +77,8 @@ class Counters:
     abusive: int = 0
     refused_emfile: int = 0
     repair_fallbacks: int = 0
-    thread_crashes: int = 0  # threads (delayed-thread's) that died of an exception
-    thread_crash: str | None = None  # the first one's exception, for the harness to report
+    thread_crashes: int = 0  # threads that died of an exception; thread_crash: the first's
+    thread_crash: str | None = None
 
 
 @dataclass(eq=False)
@@ -161,7 +161,7 @@ class Server:
     def run(self) -> dict[str, object]:
         """Serve until SIGTERM/SIGINT; return the counters."""
         self._install_signal_handlers()
-        threading.excepthook = self._count_crash
+        count_thread_crashes(self.counters)
         self._listen()
         print(self.ready_line(), flush=True)
         while not self.stopping:
@@ -183,14 +183,6 @@ class Server:
             summary["turned_away"] = self.turned_away
             summary["ban_log"] = [ban.to_dict() for ban in self.book.log]
         return summary
-
-    def _count_crash(self, args: threading.ExceptHookArgs) -> None:
-        """A thread died of an exception: counted and told, so its trial fails rather than read
-        as a measurement (a delayed-thread's socket that never closes looks like `never`)."""
-        self.counters.thread_crashes += 1
-        if self.counters.thread_crash is None:
-            self.counters.thread_crash = f"{args.exc_type.__name__}: {args.exc_value}"
-        log(f"!!! a thread died: {args.exc_type.__name__}: {args.exc_value}")
 
     def _call_soon(self, action: Action) -> None:
         """From another thread: run `action` in the event loop (the signal wakeup fd wakes it)."""
