@@ -293,6 +293,8 @@ def open_file(path: Path) -> pq.ParquetFile:
         if missing:
             raise damaged(path, ValueError(f"no column {', '.join(sorted(missing))}"))
         for expected in ATTEMPT_SCHEMA:  # the right names with the wrong types
+            if expected.name not in found.schema_arrow.names:
+                continue  # added later (ADDED_LATER): filled in as it is read
             kind = found.schema_arrow.field(expected.name).type
             if kind != expected.type:
                 problem = f"column {expected.name} holds {kind}, not {expected.type}"
