@@ -223,6 +223,10 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     if run_directory is not None:
         written = run_directory.write(config, result, lambda line: None)
         errors.print(f"closebench: run directory: {written}", highlight=False)
+    for fault in result.faults:  # a part crashed: nothing it shows is a measurement
+        print_error(errors, str(fault))
+    if result.faults:
+        return 1
     if not result.complete:
         errors.print("closebench: interrupted; the figures cover the attack so far")
         return 130
@@ -250,6 +254,7 @@ def attack_document(result) -> dict:
         "family": config.family,
         "routed": config.routed,
         "complete": result.complete,
+        "faults": [fault.to_dict() for fault in result.faults],
         "summary": result.summaries[spec.name].to_dict(),
         "legit": result.legit.to_dict() if result.legit else None,
         "server_stats": result.server_stats,

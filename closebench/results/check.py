@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import difflib
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from closebench.core.errors import UsageError
+from closebench.core.input_files import parse_toml
 from closebench.core.outcomes import Outcome
 from closebench.core.safe_files import read_text
 from closebench.results import noise
@@ -158,11 +158,7 @@ class Verdict:
 
 def load_expectations(path: str | Path) -> Expectations:
     path = Path(path)
-    text = read_text(path, "expectations")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    data = parse_toml(read_text(path, "expectations"), path)
     return parse_expectations(data, path)
 
 

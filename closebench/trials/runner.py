@@ -10,11 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import random
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from closebench import __version__
+from closebench.core.background import TERMINATED
 from closebench.core.errors import ClosebenchError
+from closebench.core.faults import Fault
 from closebench.core.file_names import unique_names
 from closebench.core.safe_files import write_error
 from closebench.defender.peers import peer_for
-from closebench.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 from closebench.results.breaking_points import Thresholds, breaking_points
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX, write_attempts_file
 from closebench.results.report import build_run_report
@@ -42,6 +40,7 @@ from closebench.results.run_directory import (
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.verify import verify_trials
 from closebench.trials.disk_space import DiskGuard, size_text
+from closebench.trials.machine import machine_metadata
 from closebench.trials.rows import strategy_name, trial_row
 from closebench.trials.scenario import Scenario, SweepEntry
 from closebench.trials.trial import TrialConfig, TrialResult, run_trial
@@ -115,6 +114,7 @@ class Runner:
         self.directory = self.opened.path  # for messages
         self.files = self.opened.run.anchor
         self._log_lock = threading.Lock()
+        self._summary_lock = threading.Lock()
         try:
             self._log = self.opened.run.open("run.log", "a")
             self.opened.run.write("scenario.toml", text)
@@ -168,6 +168,7 @@ class Runner:
         jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
         results: list[TrialResult | str | None] = [None] * len(self.trials)
+        self._write_so_far(results)  # a run killed in its first trial still leaves a summary
         done = threading.Event()
         watch = threading.Thread(target=self._watch_disk, args=(done,), name="disk", daemon=True)
         watch.start()
@@ -247,6 +248,7 @@ class Runner:
         try:
             result = run_trial(config, self.cancel, counted)
             results[index] = result
+            self._write_so_far(results)
             progress.state = "done"
             self.log(f"{progress.name}: done, {progress.attempts} attempts")
             for line in result.server_log.splitlines():
@@ -255,14 +257,41 @@ class Runner:
             results[index] = str(error)
             progress.state = "error"
             self.log(f"{progress.name}: error: {error}")
+        except Exception as error:  # a crash fails its trial, never the run's other trials
+            results[index] = str(Fault.of("the trial", error))
+            progress.state = "error"
+            self.log(f"{progress.name}: error: {results[index]}")
+        else:
+            for fault in result.faults:
+                progress.state = "error"
+                self.log(f"{progress.name}: error: {fault}")
 
-    def _write(self, results: list[TrialResult | Skipped | str | None]) -> RunOutcome:
-        """Write the results, summary.json first: if the disk is full, the rest may not fit."""
+    def _write_so_far(self, results: list) -> None:
+        """summary.json of the trials finished so far, written as each ends (the others' rows say
+        they did not end): a run killed later (SIGKILL, the memory limit, a SIGSEGV) still
+        leaves a readable summary, `complete: false`."""
+        unfinished = "not finished: the run ended before this trial did (killed?)"
+        with self._summary_lock:
+            rows, _ = self._rows(list(results), unfinished)
+            summary = {
+                "schema": SUMMARY_SCHEMA,
+                "meta": {**self.metadata(), "stopped": "the run has not finished"},
+                "complete": False,
+                "wire_agreement": None,
+                "rows": [row.to_dict() for row in rows],
+            }
+            try:
+                write_summary(self.opened.run, summary)
+            except (OSError, ClosebenchError) as error:  # the final write tells, and stops
+                self.log(f"{SUMMARY_FILE}: not written so far: {error}")
+
+    def _rows(self, results: list, not_run: str) -> tuple[list[TrialRow], list[str]]:
+        """Each trial's row (a measurement, or why there is none) and the run's errors."""
         rows, errors = [], []
-        not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
         for trial, result in zip(self.trials, results, strict=True):
             if isinstance(result, TrialResult):
                 rows.append(trial_row(trial, result))
+                errors += [f"{trial.name}: {fault}" for fault in result.faults]
                 continue
             if isinstance(result, Skipped):  # its warning was printed before the run began
                 error = result.error
@@ -273,15 +302,23 @@ class Runner:
             failed = TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
             failed.step, failed.series = trial.step, trial.series
             rows.append(failed)
+        return rows, errors
+
+    def _write(self, results: list[TrialResult | Skipped | str | None]) -> RunOutcome:
+        """Write the results, summary.json first: if the disk is full, the rest may not fit."""
+        not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
+        with self._summary_lock:  # no trial's summary so far may land after the final one
+            rows, errors = self._rows(results, not_run)
         # A skipped trial leaves the run complete: nothing was cut short, and its row says why it
         # has no figures (check fails any expectation about it; compare lists its error).
         complete = not self.cancel.is_set() and all(
-            isinstance(r, TrialResult | Skipped) for r in results
+            isinstance(r, Skipped) or (isinstance(r, TrialResult) and not r.faults) for r in results
         )
         measured = [
             (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
         ]
-        wire = self._verify(rows) if self.verify else None
+        # SIGTERM: no verification either (it reads every pcap; `closebench verify` does it later)
+        wire = self._verify(rows) if self.verify and not TERMINATED.is_set() else None
         summary = {
             "schema": SUMMARY_SCHEMA,
             "meta": self.metadata(),
@@ -305,12 +342,16 @@ class Runner:
             self.opened.point_latest()
         except OSError as error:
             errors.append(f"cannot point {self.directory.parent / 'latest'} at this run: {error}")
-        report = (
-            build_run_report(self.directory, self.log, self.opened.run)
-            if SUMMARY_FILE not in lost
-            else None
-        )
-        if report is None:
+        report = None
+        if TERMINATED.is_set():  # SIGTERM: end within seconds; the page can be built later
+            errors.append(
+                f"terminated: the report was not built; `closebench report {self.directory}` "
+                "builds it"
+            )
+            self.log("report: not built (SIGTERM)")
+        elif SUMMARY_FILE not in lost:
+            report = build_run_report(self.directory, self.log, self.opened.run)
+        if report is None and not TERMINATED.is_set():
             lost.append("index.html")
         if self.stopped:
             errors.insert(0, self._stopped_line(lost))
@@ -361,21 +402,6 @@ class Runner:
             **machine_metadata(),
             "stopped": self.stopped,  # why the run stopped early (a full disk), or null
         }
-
-
-def machine_metadata() -> dict:
-    """What summary.json records of the machine a run ran on."""
-    return {
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "capabilities": {
-            "CAP_NET_ADMIN": has_capability(CAP_NET_ADMIN),
-            "CAP_NET_RAW": has_capability(CAP_NET_RAW),
-            "CAP_SYS_ADMIN": has_capability(CAP_SYS_ADMIN),
-        },
-        "tools": tool_versions(),
-    }
 
 
 class AttackRun:
@@ -442,22 +468,6 @@ class AttackRun:
         finally:
             self.opened.close()
         return self.directory
-
-
-def tool_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for tool in ("tcpdump", "nft", "curl", "chromium"):
-        if shutil.which(tool) is None:
-            versions[tool] = None
-            continue
-        result = subprocess.run([tool, "--version"], capture_output=True, text=True)
-        versions[tool] = (result.stdout or result.stderr).splitlines()[0].strip()
-    for module in ("scapy", "psutil", "pydantic", "dpkt", "pyarrow"):
-        imported = sys.modules.get(module) or __import__(module)
-        versions[module] = getattr(imported, "__version__", None) or getattr(
-            imported, "VERSION", None
-        )
-    return versions
 
 
 def sweep_document(sweep: SweepEntry, rows: list[dict]) -> dict:

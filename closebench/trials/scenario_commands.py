@@ -14,7 +14,7 @@ class Commanded(BaseModel):
     """A command from the file, and the powers granted to it (lab/confine.py): none by default."""
 
     # As scenario.Strict's: its subclasses are tables of the scenario file.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     command: list[str] | None = None
     capabilities: list[str] = Field(default_factory=list)

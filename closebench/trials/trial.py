@@ -11,7 +11,6 @@ import os
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ from closebench.attackers.kernel import KernelSpammer
 from closebench.attackers.locust.swarm import lab_placement
 from closebench.attackers.policy import Policy, Target
 from closebench.core.errors import ClosebenchError, UsageError
+from closebench.core.faults import Fault, Faults
 from closebench.core.file_names import safe_stem
 from closebench.core.outcomes import LEGIT_CLIENT, Attempt
 from closebench.core.summary import (
@@ -35,15 +35,15 @@ from closebench.defender.metrics import DefenderCost, DefenderSampler, Sample, d
 from closebench.lab import Lab
 from closebench.lab.capture import Capture
 from closebench.lab.confine import Confinement
-from closebench.lab.socket_table import state_summary
 from closebench.results.records import AttemptWriter, read_attempts
 from closebench.servers.strategies import BAN_STRATEGIES
+from closebench.trials.attacker_hosts import AttackerHostSampler
 from closebench.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from closebench.trials.harness_load import HarnessLoad, harness_load
+from closebench.trials.part_faults import idle_attackers, server_faults
 from closebench.wire.classify import reconcile
 from closebench.wire.pcap import Endpoint
 
-SAMPLE_EVERY = 0.2  # seconds between looks at the attacker host's kernel sockets
 LEGIT_HORIZON = 86400.0  # legitimate clients stop with the attack; this only bounds the loop
 
 
@@ -184,13 +184,16 @@ class TrialResult:
     server_stats: dict
     server_log: str
     duration_s: float
-    complete: bool  # False when interrupted
+    complete: bool  # False when interrupted, or when a part of the trial failed (`faults`)
     bans: BanSummary | None = None  # ban strategies only
     ban_log: list[dict] = field(
         default_factory=list
     )  # the server's bans (closebench/servers/bans.py)
     harness: HarnessLoad = field(default_factory=HarnessLoad)  # the attacking side's own load
     overall: AttackSummary | None = None  # every attacker together (from `attempts` if not given)
+    # The parts that crashed (an attacker, the legitimate client, the server, a sampler) or made
+    # no attempt: the trial measured nothing trustworthy, and fails.
+    faults: list[Fault] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.overall is None:
@@ -211,6 +214,7 @@ def run_trial(
 
 def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialResult:
     hosts = 1 + sum(spec.attacker_hosts for spec in config.attackers)
+    faults = Faults()
     with Lab(routed=config.routed, attacker_hosts=hosts) as lab:
         # Extra address 0 is the legitimate client's; botnet addresses follow.
         plan = config.address_plan()
@@ -251,13 +255,15 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             if config.attempts_file:
                 writer = AttemptWriter(config.attempts_file, config.name)
             try:
-                result = _attack(lab, config, cancel, on_attempt, writer)
+                result = _attack(lab, config, cancel, on_attempt, writer, faults)
             except BaseException:
                 if writer:  # what was written stays readable; the first error is the one told
                     with contextlib.suppress(ClosebenchError):
                         writer.close()
                 raise
             samples = sampler.stop() if sampler else []
+            if sampler is not None and sampler.error is not None:
+                faults.add(Fault.of("the defender sampler", sampler.error))
             if ban_host is not None:
                 syns_dropped = firewall.read(ban_host).syns_dropped
             elif defender.bpf is not None:  # xdp-drop, tc-drop: the program's own counter
@@ -269,6 +275,8 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 capture.stop()
             server_stats = defender.stop()
             server_log = defender.log()
+            for fault in server_faults(defender, server_stats):
+                faults.add(fault)
             defender.close()
         target = Endpoint(lab.defender_ip(config.family), server.port)
     attempts, legit_attempts, costs, duration, attack_end, legit_cost = result
@@ -298,6 +306,9 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         bans = summarize_bans(ban_log, attempts, legit_attempts, attack_end, syns_dropped)
         if ban_host is None and sampler is not None:  # blacklist: its bans are the server's own
             _bans_over_time(samples, ban_log, sampler.started_unix)
+    if not cancel.is_set():
+        for fault in idle_attackers(names, summaries, costs, faults.parts()):
+            faults.add(fault)
     return TrialResult(
         config=config,
         attempts=[] if writer else attempts,
@@ -311,7 +322,8 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         server_stats=server_stats,
         server_log=server_log,
         duration_s=duration,
-        complete=not cancel.is_set(),
+        complete=not cancel.is_set() and not faults.all(),
+        faults=faults.all(),
         bans=bans,
         ban_log=ban_log,
         harness=harness_load(_client_costs(costs, legit_cost)),
@@ -337,17 +349,25 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
         )
 
 
-def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt, writer: AttemptWriter | None):
+def _attack(
+    lab: Lab, config: TrialConfig, cancel, on_attempt, writer: AttemptWriter | None, faults: Faults
+):
     prepared: list = []  # Locust engines: started before the clock, their start-up not counted
     try:
-        return _run_attackers(lab, config, cancel, on_attempt, prepared, writer)
+        return _run_attackers(lab, config, cancel, on_attempt, prepared, writer, faults)
     finally:
         for engine in prepared:
             engine.close()
 
 
 def _run_attackers(
-    lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: list, writer: AttemptWriter | None
+    lab: Lab,
+    config: TrialConfig,
+    cancel,
+    on_attempt,
+    prepared: list,
+    writer: AttemptWriter | None,
+    faults: Faults,
 ):
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
@@ -385,12 +405,13 @@ def _run_attackers(
             sink = sink_for(spec)
             costs[spec.name] = attacker.run(lab, target, spec.policy, sink, cancel, sources)
 
-        threads.append(threading.Thread(target=work, name=f"attacker-{spec.name}"))
+        crash_safe = faults.guarded(f"the {spec.name} attacker", work)
+        threads.append(threading.Thread(target=crash_safe, name=f"attacker-{spec.name}"))
     # Attackers run in threads of this one; cancel reaches them through the shared event.
     legit_stop = threading.Event()
     legit_cost: dict = {}
-    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel, legit_cost)
-    watcher = AttackerHostSampler(lab)
+    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel, legit_cost, faults)
+    watcher = AttackerHostSampler(lab, faults)
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -419,7 +440,7 @@ def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config,
 
 
 def _legit_thread(
-    lab: Lab, config: TrialConfig, records: list, stop, cancel, cost: dict
+    lab: Lab, config: TrialConfig, records: list, stop, cancel, cost: dict, faults: Faults
 ) -> threading.Thread | None:
     """The legitimate client until `stop`; its requests in flight then still end, and count
     (Ctrl-C, `cancel`, abandons them)."""
@@ -434,7 +455,9 @@ def _legit_thread(
             client = KernelSpammer(LEGIT_CLIENT)
             cost.update(client.run(lab, target, policy, records.append, cancel, source, stop))
 
-    thread = threading.Thread(target=run, name=LEGIT_CLIENT)
+    thread = threading.Thread(
+        target=faults.guarded("the legitimate client", run), name=LEGIT_CLIENT
+    )
     thread.start()
     return thread
 
@@ -455,29 +478,3 @@ def _legit_source(lab: Lab, config: TrialConfig) -> str:
     if config.legit is not None and config.legit.source == "attacker":
         return lab.attacker_ip(config.family)
     return lab.addressing.attacker_extra(config.family, 0)
-
-
-class AttackerHostSampler:
-    """Peaks of the attacker hosts' kernel sockets: what the attack costs the attackers' kernels."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.peak_sockets = 0
-        self.peak_by_state: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(SAMPLE_EVERY):
-            counts: Counter[str] = Counter()
-            for host in self.lab.attacker_hosts:  # every machine of the attack
-                counts.update(state_summary(host)[0])
-            self.peak_sockets = max(self.peak_sockets, sum(counts.values()))
-            for state, count in counts.items():
-                self.peak_by_state[state] = max(self.peak_by_state.get(state, 0), count)
-
-    def stop(self) -> dict:
-        self._stop.set()
-        self._thread.join()
-        return {"peak_kernel_sockets": self.peak_sockets, "peak_by_state": self.peak_by_state}
