@@ -211,11 +211,12 @@ def undescribed_strategies() -> list[str]:
 def figures_page() -> str:
     out = ["# Figures\n", GENERATED.format(source="closebench/results/summary_figures.py"), ""]
     out.append(
-        "The numeric figures of a summary row (one trial). `closebench compare` flags a change "
-        "larger than the figure's resolution; `closebench check` bounds any of them "
-        "(`<figure>_min`, `<figure>_max`, see [expectation keys](expectations.md)) and, with a "
-        "baseline, fails a change in the worse direction beyond `max_regression_pct`. A figure "
-        "with no worse direction is never a regression.\n"
+        "The numeric figures of a summary row (one trial). `closebench compare` and `closebench "
+        "check` judge them on one noise model (each figure's resolution below, ratios' floors, "
+        "the band widened by the runs' spread: [the CI gate](../guides/ci.md#the-noise-model)); "
+        "`check` bounds any of them (`<figure>_min`, `<figure>_max`, see "
+        "[expectation keys](expectations.md)). A figure with no worse direction is never a "
+        "regression.\n"
     )
     rows = [
         [f"`{f.name}`", f.worse or "neither", f.resolution_text(), f.meaning]

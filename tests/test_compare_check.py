@@ -100,7 +100,7 @@ def closebench(capsys, *args: str) -> tuple[int, str, str]:
 
 def failures(out: str) -> list[list[str]]:
     """The FAIL rows of check's table: [trial, figure, expected, actual]."""
-    rows = [line.split("│") for line in out.splitlines() if "FAIL" in line]
+    rows = [line.split("│") for line in out.splitlines() if "FAIL" in line and "│" in line]
     return [[cell.strip() for cell in cells[1:]] for cells in rows]
 
 
@@ -267,7 +267,9 @@ def regression_runs(tmp_path, **after) -> tuple[Path, Path]:
         ({"cpu_seconds": 0.5}, 1),
         ({"fd_seconds": 30.0}, 1),  # from 0: unbounded
         ({"legit_success_rate": 0.7}, 1),
-        ({"attempts_per_s": 0.2, "attempts": 6}, 1),
+        ({"attempts_per_s": 0.3, "attempts": 9}, 1),
+        ({"attempts_per_s": 0.2, "attempts": 4}, 0),  # within both runs' resolutions
+        ({"outcomes": {"silent": 2, "fin": 1}}, 0),  # one in 3 attempts: too few to judge
     ],
 )
 def test_regression_direction_per_figure(capsys, tmp_path, after, status):
@@ -290,8 +292,8 @@ def test_regression_message_and_relative_baseline(capsys, tmp_path):
         [
             "repair",
             "hang_median_s vs baseline",
-            "at most 20% lower than baseline 10",
-            "5 (50.0% worse)",
+            "baseline 10 ± 0.1 or 20%",
+            "5 (worse beyond the noise)",
         ]
     ]
 
@@ -319,8 +321,6 @@ def test_regression_limits_per_table(capsys, tmp_path):
         ("[repair]\nhang_median_min = 5", "unknown key 'hang_median_min' (did you mean"),
         ("[repair]\nhang_median_min = 5", "hang_median_s_min, hang_median_s_max"),
         ("[repair]\nlatency_max = 1", "allowed: outcome, outcomes_only, dominant_outcome"),
-        ("[nonsense]\npeak_fds_max = 1", "no trial or strategy 'nonsense'"),
-        ("[nonsense]\npeak_fds_max = 1", "its trials: graceful, repair"),
         ('[repair]\noutcome = "quiet"', "'quiet' is not an outcome; one of: fin, rst"),
         ('[repair]\npeak_fds_max = "50"', "peak_fds_max must be a number"),
         ("[repair]\npeak_fds_max = true", "peak_fds_max must be a number"),
@@ -421,19 +421,22 @@ def test_compare_single_runs_use_the_resolution(tmp_path):
     assert {c.figure.name: c.verdict for c in graceful.changes}["attempts_per_s"] == "better"
 
 
-def test_compare_command_prints_and_writes_html(capsys, tmp_path):
-    a = write_run(tmp_path / "a", [row("repair"), row("<b>odd</b>")])
-    odd = row("<b>odd</b>", outcomes={"silent": 2, "rst": 1})
+def test_compare_command_prints_and_writes_html(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the page goes to ./compare-<A>-<B>.html, not into a run
+    a = write_run(tmp_path / "a", [row("repair"), row("<b>odd</b>", outcomes={"silent": 30})])
+    odd = row("<b>odd</b>", outcomes={"silent": 20, "rst": 10})
     b = write_run(tmp_path / "b", [row("repair", peak_fds=40), odd, row("new")])
     status, out, _ = closebench(capsys, "compare", str(a), str(b))
     assert status == 0
+    assert out.startswith("FAIL: 1 figure worse beyond noise, 1 other regression")
     assert "peak_fds" in out and "worse" in out and "only in B: new" in out
-    assert "outcome classes changed: <b>odd</b>" in out
-    page = (b / "compare-a.html").read_text()
+    assert "<b>odd</b>: outcome class rst new, 33% of attempts" in out
+    assert not list(b.glob("*.html"))
+    page = (tmp_path / "compare-a-b.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "&lt;b&gt;odd&lt;/b&gt;" in page
     assert "<b>odd</b>" not in page and "http" not in page.replace("http-equiv", "")
     assert page.count('class="worse"') >= 2  # the list and the table
-    assert "silent 3 &rarr; silent 2, rst 1 (outcome classes changed)" in page
+    assert "silent 30 &rarr; silent 20, rst 10 (outcome classes changed)" in page
     status, out, _ = closebench(
         capsys, "compare", str(a), str(b), "--html", str(tmp_path / "x.html")
     )
@@ -516,7 +519,8 @@ def real_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.needs_lab
-def test_real_run_checked_and_compared(capsys, tmp_path, real_run):
+def test_real_run_checked_and_compared(capsys, tmp_path, real_run, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     # repair reads first, so both the prompt and the late spammer hang until their own timeout.
     keeps = expect(
         tmp_path,
@@ -540,4 +544,4 @@ def test_real_run_checked_and_compared(capsys, tmp_path, real_run):
     assert (trial, change.figure.name, change.verdict) == ("repair", "attempts_per_s", "worse")
     status, out, _ = closebench(capsys, "compare", str(real_run), str(real_run))
     assert status == 0 and "0 change(s) outside the noise" in out
-    assert list(real_run.glob("compare-*.html"))
+    assert list(tmp_path.glob("compare-*.html")) and not list(real_run.glob("compare-*.html"))

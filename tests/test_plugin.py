@@ -73,3 +73,45 @@ def test_server_is_a_strategy_or_a_command():
         pytest_plugin.server_config("my-server --port 8080", 8080)
     with pytest.raises(pytest.UsageError, match="non-empty list of strings"):
         pytest_plugin.server_config([], 8080)
+
+
+# Expectations, and what a failure shows: the reference server's "rst" strategy as their server.
+EXPECTING_TESTS = """
+import sys
+
+COMMAND = [sys.executable, "-m", "closebench.servers.reference", "--strategy", "rst"]
+COMMAND += ["--port", "8082"]
+
+
+def test_attack_meets_a_table(closebench_attack):
+    closebench_attack(COMMAND, port=8082, duration=1, timeout=1, rate=20, legit_rate=0,
+                      label="mine",
+                      expect={"outcome": "rst", "peak_fds_min": 1})
+
+
+def test_attack_fails_a_file(closebench_attack, tmp_path):
+    expect = tmp_path / "expect.toml"
+    expect.write_text('[mine]\\noutcome = "silent"\\n')
+    closebench_attack(COMMAND, port=8082, duration=1, timeout=1, rate=20, legit_rate=0,
+                      label="mine",
+                      expect=expect)
+
+
+def test_bare_assert_fails(closebench_probe):
+    assert closebench_probe(COMMAND, port=8082, timeout=1).attempt.outcome == "silent"
+"""
+
+
+@pytest.mark.needs_lab
+def test_expectations_and_failures_show_the_wire(pytester):
+    pytester.makepyfile(test_expecting=EXPECTING_TESTS)
+    # In a process of its own: numpy (via the check's figures) cannot be imported twice in one.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=1, failed=2)
+    text = result.stdout.str()
+    assert "1 of 1 expectations failed for 'mine'" in text
+    assert "outcome: expected every attempt silent; measured rst" in text
+    assert text.count("wire timeline (attacker side):") == 2
+    assert "<- RA" in text or "<- R" in text  # the server's reset, packet by packet
+    assert text.count("pcap: ") >= 2 and ".pcap" in text
+    assert "outcome 'rst' == 'silent'" in text  # the bare assertion, explained

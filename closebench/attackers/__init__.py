@@ -23,6 +23,18 @@ ATTACKERS = {
 # Kinds that run a command: each connection the command opens is an attempt (closebench/wire/pcap.py
 # reads them from the attacker host's wire), tied to its run.
 COMMAND_KINDS = ("curl", "browser")
+# What an attacker's command may name, filled in for each run (core/placeholders.py); {scratch} is
+# a fresh empty directory per run.
+COMMAND_PLACEHOLDERS = (
+    "url",
+    "address",
+    "port",
+    "path",
+    "timeout",
+    "timeout_ms",
+    "source",
+    "scratch",
+)
 
 
 def require_tools_for(kind: str, command: list[str] | None = None) -> None:
@@ -65,10 +77,15 @@ def make_attacker_argv(kind: str, command: list[str] | None = None) -> list[str]
 
 
 def make_attacker(
-    kind: str, command: list[str] | None = None, label: str | None = None, engine: str = "local"
+    kind: str,
+    command: list[str] | None = None,
+    label: str | None = None,
+    engine: str = "local",
+    confine=None,
 ):
-    """An attacker of `kind` (one of ATTACKERS); `command` replaces curl for the curl kind;
-    `engine` "locust" runs the kernel kind on Locust (it must be prepared: locust/swarm.py)."""
+    """An attacker of `kind` (one of ATTACKERS); `command` replaces curl for the curl kind,
+    confined (lab/confine.py) unless `confine` is None; `engine` "locust" runs the kernel kind on
+    Locust (it must be prepared: locust/swarm.py)."""
     if engine == "locust" and kind == "kernel":
         from closebench.attackers.locust.swarm import LocustEngine
 
@@ -90,7 +107,7 @@ def make_attacker(
     if kind == "curl":
         from closebench.attackers.command import CommandClient
 
-        return CommandClient(command, label)
+        return CommandClient(command, label, confine)
     if kind == "browser":
         from closebench.attackers.browser import BrowserClient
 

@@ -27,12 +27,13 @@ from closebench.attackers.policy import Budget, Policy, Target
 from closebench.core.addresses import canonical
 from closebench.core.errors import UsageError
 from closebench.core.outcomes import Attempt, ClosedBy, Outcome
+from closebench.core.placeholders import fill
 from closebench.lab import Lab
 from closebench.lab.capture import Capture
+from closebench.lab.confine import Confinement, prepare_directory
 from closebench.wire.classify import classify
 from closebench.wire.pcap import ConnectionBook, Endpoint, PcapFollower, WireEvent
 
-# Placeholders: {url} {address} {port} {path} {timeout} {timeout_ms} {source} {scratch}
 CURL = [
     "curl",
     "-sS",
@@ -75,9 +76,15 @@ class Run:
 class CommandClient:
     name = "command"
 
-    def __init__(self, argv: list[str] | None = None, label: str | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str] | None = None,
+        label: str | None = None,
+        confine: Confinement | None = None,
+    ) -> None:
         self.argv = argv or CURL
         self.label = label or os.path.basename(self.argv[0])
+        self.confine = confine  # a command from a scenario file runs confined (lab/confine.py)
         self._numbers = itertools.count(1)
 
     def run(
@@ -167,13 +174,7 @@ class CommandClient:
             "source": source,
             "scratch": scratch,
         }
-        # Plain replacement, not str.format: a user's command may hold braces of its own.
-        argv = []
-        for part in self.argv:
-            for name, value in values.items():
-                part = part.replace("{" + name + "}", value)
-            argv.append(part)
-        return argv
+        return fill(self.argv, values)
 
     def _run_once(self, lab, target, policy, source: str, cancel: threading.Event) -> Run:
         number = next(self._numbers)
@@ -181,10 +182,12 @@ class CommandClient:
         # files, not pipes: a child the command leaves behind cannot keep us reading.
         scratch = tempfile.mkdtemp(prefix=f"closebench-run{number}-")
         try:
+            prepare_directory(scratch, self.confine)
             with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
                 started = time.time()
+                argv = self._argv(target, policy, source, scratch)
                 process = lab.attacker.spawn(
-                    self._argv(target, policy, source, scratch),
+                    self.confine.wrap(argv) if self.confine else argv,
                     stdout=out,
                     stderr=err,
                     start_new_session=True,  # its own children go with it when it is stopped

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from closebench.core.errors import UsageError
+from closebench.core.limits import MAX_SECONDS
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class Policy:
             problems.append(f"attempts must be at least 1, got {self.attempts}")
         if self.request_delay < 0:
             problems.append(f"request_delay must be >= 0 s, got {self.request_delay}")
+        problems += [
+            f"{name} must be at most {MAX_SECONDS:g} s (a day), got {value:g}"
+            for name in ("timeout", "duration", "request_delay")
+            if (value := getattr(self, name)) is not None and value > MAX_SECONDS
+        ]
         if problems:
             raise UsageError("bad attack policy: " + "; ".join(problems))
 

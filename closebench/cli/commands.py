@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -31,9 +31,11 @@ from closebench.core.errors import UsageError
 from closebench.core.safe_files import SafeDirectory
 from closebench.defender.peers import require as require_peer
 from closebench.defender.peers import skip_missing
+from closebench.lab.confine import describe
 from closebench.lab.privileges import require_tools
 from closebench.results.schema import ATTACK_SCHEMA, KERNEL_SCHEMA, PROBE_SCHEMA, VERIFY_SCHEMA
 
+ATTACK_SAMPLE_HZ = 10.0  # attack --out: the defender's samples, as a scenario's default
 LAB_TOOLS = (
     "ip",
     "nsenter",
@@ -149,6 +151,7 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         require_tools_for(args.attacker)
     if args.attacker_command and args.attacker != "curl":
         raise UsageError("--attacker-command goes with --attacker curl")
+    _check_placeholders(args)
     duration = args.duration if args.duration or args.attempts else 30.0
     policy = Policy(
         timeout=args.timeout,
@@ -184,8 +187,21 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
             routed=args.routed,
             locust_ui=LOCUST_UI_PORT if args.locust_ui else None,
             locust_csv=args.locust_csv,
+            label=args.label,
+            # A run directory has the defender's figures (peak_fds, cpu_seconds) and the pcap.
+            sample_hz=ATTACK_SAMPLE_HZ if args.out else None,
         )
         run = run_trial
+        if args.out:
+            run_directory = _attack_run_directory(args, config)
+            config = replace(config, pcap=run_directory.pcap_for(config.name))
+        for who, argv in (("server", args.server_command), ("attacker", attacker.command)):
+            if argv:  # typed here: run as typed (lab/confine.py)
+                errors.print(
+                    f"closebench: {who} `{' '.join(argv)}` runs {describe(None)}",
+                    highlight=False,
+                    markup=False,
+                )
     if args.locust_ui:
         errors.print(
             f"closebench: Locust's web UI: http://127.0.0.1:{LOCUST_UI_PORT}/ while it runs"
@@ -207,6 +223,10 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     if run_directory is not None:
         written = run_directory.write(config, result, lambda line: None)
         errors.print(f"closebench: run directory: {written}", highlight=False)
+    for fault in result.faults:  # a part crashed: nothing it shows is a measurement
+        print_error(errors, str(fault))
+    if result.faults:
+        return 1
     if not result.complete:
         errors.print("closebench: interrupted; the figures cover the attack so far")
         return 130
@@ -234,6 +254,7 @@ def attack_document(result) -> dict:
         "family": config.family,
         "routed": config.routed,
         "complete": result.complete,
+        "faults": [fault.to_dict() for fault in result.faults],
         "summary": result.summaries[spec.name].to_dict(),
         "legit": result.legit.to_dict() if result.legit else None,
         "server_stats": result.server_stats,
@@ -273,11 +294,14 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     from closebench.cli.tables import print_run, print_wire_line, progress_table
     from closebench.trials.runner import Runner
     from closebench.trials.scenario import find_scenario, load_scenario
+    from closebench.trials.scenario_commands import command_lines
 
     path = find_scenario(args.scenario)
     scenario, text, digest = load_scenario(path)
     if args.duration:
         scenario = scenario.with_duration(args.duration)
+    if args.repeat:
+        scenario = scenario.with_repetitions(args.repeat)
     require_tools(*LAB_TOOLS)
     for attacker in scenario.attackers:
         if attacker.kind != "curl" or not attacker.command:
@@ -285,7 +309,7 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     if scenario.uses_locust:
         require_locust()
     skipped = skip_missing(
-        [entry.spec for entry in scenario.strategies],
+        [entry.spec for entry in scenario.strategies if entry.spec is not None],
         lambda message: print_warning(errors, message),
     )
     from closebench.defender.capabilities import skip_unsupported
@@ -294,13 +318,17 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         [
             (entry.spec, entry.required)
             for entry in scenario.strategies
-            if entry.spec.name not in skipped
+            if entry.spec is not None and entry.spec.name not in skipped
         ],
         lambda message: print_warning(errors, message),
     )
     out = Path(args.out)
     runner = Runner(scenario, text, digest, path, out, verify=not args.no_verify, skipped=skipped)
     told = False
+    # Who each command of the file runs as.
+    for line in command_lines(scenario.strategies, scenario.attackers):
+        errors.print(f"closebench: {line}", highlight=False, markup=False)
+        runner.log(line)
     with ctrl_c_sets(runner.cancel), Live(console=console, transient=True) as live:
         worker = Background(lambda: runner.run(args.jobs), "run")
         while not worker.wait(0.25):
@@ -386,3 +414,62 @@ def run_report(args: argparse.Namespace, console: Console, errors: Console) -> i
     page = run_report_command(args.run_dir, lambda text: print_warning(errors, text))
     console.print(f"report: {page}", highlight=False)
     return 0
+
+
+def _check_placeholders(args: argparse.Namespace) -> None:
+    """A misspelt placeholder in a typed command is an error before anything starts."""
+    import shlex
+
+    from closebench.attackers import COMMAND_PLACEHOLDERS
+    from closebench.core.placeholders import unknown_placeholder
+    from closebench.defender.config import SERVER_PLACEHOLDERS
+
+    if args.attacker_command:
+        argv = shlex.split(args.attacker_command)
+        if (problem := unknown_placeholder(argv, COMMAND_PLACEHOLDERS)) is not None:
+            raise UsageError(f"--attacker-command: {problem}")
+    if args.server_command:
+        problem = unknown_placeholder(args.server_command, SERVER_PLACEHOLDERS)
+        if problem is not None:
+            raise UsageError(f"-- CMD: {problem}")
+
+
+def _attack_run_directory(args: argparse.Namespace, config):
+    """`attack --out DIR`: the run directory, made before anything starts (a bad --out is an
+    error that leaves nothing behind)."""
+    from closebench.trials.runner import AttackRun
+
+    return AttackRun(Path(args.out), args.label or "attack", _attack_toml(args, config))
+
+
+def _attack_toml(args: argparse.Namespace, config) -> str:
+    """What ran, as the scenario.toml of the run directory (the report shows it)."""
+    [spec] = config.attackers
+    policy = {k: v for k, v in asdict(spec.policy).items() if v is not None}
+    server = (
+        f"strategy = {json.dumps(str(config.server.spec))}"
+        if config.server.spec
+        else f"command = {json.dumps(config.server.command)}"
+    )
+    lines = [
+        f"name = {json.dumps(config.name)}",
+        f"description = {json.dumps('closebench attack: ' + ' '.join(sys.argv[1:]))}",
+        f"family = {config.family}",
+        "",
+        "[server]",
+        f"port = {config.server.port}",
+        "",
+        "[[strategies]]",
+        server,
+        f"label = {json.dumps(config.name)}",
+        f"routed = {json.dumps(config.routed)}",
+        "",
+        "[[attackers]]",
+        f"kind = {json.dumps(spec.kind)}",
+        f"engine = {json.dumps(spec.engine)}",
+        f"path = {json.dumps(spec.path)}",
+        *(f"{key} = {json.dumps(value)}" for key, value in policy.items()),
+    ]
+    if spec.command:
+        lines.append(f"command = {json.dumps(spec.command)}")
+    return "\n".join(lines) + "\n"

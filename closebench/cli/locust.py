@@ -24,7 +24,7 @@ from closebench.lab import MAX_ATTACKER_HOSTS
 LOCUST_UI_PORT = 8089  # Locust's own default
 MAX_LAB_WORKERS = MAX_ATTACKER_HOSTS - 1  # the main attacker host runs the master
 LOCUST_ONLY = ("workers", "locust_ui", "locust_csv", "target")
-TARGET_ONLY = ("master_bind", "local_workers", "out")
+TARGET_ONLY = ("master_bind", "local_workers")
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -79,9 +79,6 @@ def add_locust_arguments(attack: argparse.ArgumentParser) -> None:
         metavar="K",
         help="with --target: workers started here (default: all); the rest connect from other "
         "machines (closebench locust-worker --master HOST:PORT)",
-    )
-    group.add_argument(
-        "--out", metavar="DIR", help="with --target: where the run directory goes (reports)"
     )
 
 

@@ -18,6 +18,7 @@ from closebench.cli.commands import (
     run_scenarios_command,
     run_verify_command,
 )
+from closebench.cli.last_resort import machine_fault
 from closebench.cli.locust import check_locust_arguments, run_locust_command
 from closebench.cli.output import print_error
 from closebench.cli.parser import build_parser
@@ -25,6 +26,9 @@ from closebench.cli.results import run_check_command, run_compare_command
 from closebench.core.background import terminate_like_ctrl_c
 from closebench.core.errors import ClosebenchError
 from closebench.lab.privileges import ensure_privileges
+
+# The commands that only read files: no lab, no privileges.
+READ_ONLY = ("compare", "check", "verify", "export", "scenarios", "report")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=140)
     errors = Console(stderr=True, soft_wrap=True)
     try:
-        # These only read files (run directories, scenarios): no lab, no privileges.
+        # These only read files (run directories, scenarios): no lab, no privileges (READ_ONLY).
         if args.command == "compare":
             return run_compare_command(args, console)
         if args.command == "check":
@@ -69,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         print_error(errors, str(error))
         return error.status
     except KeyboardInterrupt:
-        errors.print("closebench: interrupted; the lab was removed")
+        lab = args.command not in READ_ONLY  # the read-only commands build no lab
+        errors.print("closebench: interrupted" + ("; the lab was removed" if lab else ""))
         return 130
+    except Exception as error:  # a fault of the machine or of closebench: one line, never a trace
+        fault = machine_fault(error)
+        error.__traceback__ = None  # what the failed work held (out of memory: all of it) goes
+        # Plain, not through rich: with no memory left, even rich's imports fail.
+        sys.stderr.write(f"closebench: error: {fault.message}\n")
+        return fault.status
     return 2

@@ -16,6 +16,7 @@ from closebench.cli.results import (
     add_check_parser,
     add_compare_parser,
 )
+from closebench.core.limits import MAX_SECONDS
 from closebench.servers.strategies import STRATEGIES, parse_spec
 
 
@@ -50,6 +51,22 @@ def _not_negative(text: str) -> float:
     value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A time greater than 0, at most a day (a run must end)."""
+    value = _positive(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_SECONDS:g} s (a day)")
+    return value
+
+
+def _delay(text: str) -> float:
+    """A wait of 0 or more seconds, at most a day."""
+    value = _not_negative(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_SECONDS:g} s (a day)")
     return value
 
 
@@ -94,17 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"strategy to probe, repeatable (default: all). One of: {', '.join(STRATEGIES)}",
     )
     probe.add_argument("--port", type=_port, default=8080, help="port the server listens on")
-    probe.add_argument("--timeout", type=_positive, default=10.0, help="client timeout, s")
+    probe.add_argument("--timeout", type=_seconds, default=10.0, help="client timeout, s")
     probe.add_argument("--path", default="/spam", help="request path the client asks for")
     probe.add_argument(
         "--listen-timeout",
-        type=_positive,
+        type=_seconds,
         default=10.0,
         help="how long the server may take to listen, s",
     )
     probe.add_argument(
         "--request-delay",
-        type=_not_negative,
+        type=_delay,
         default=0.0,
         metavar="S",
         help="wait S seconds after the handshake before sending the request",
@@ -141,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         "{path} {timeout} {timeout_ms} {source} {scratch} (a fresh empty directory per run)",
     )
     attack.add_argument("--port", type=_port, default=8080, help="port the server listens on")
-    attack.add_argument("--timeout", type=_positive, default=10.0, help="attempt timeout T, s")
-    attack.add_argument("--duration", type=_positive, help="attack length, s (default 30)")
+    attack.add_argument("--timeout", type=_seconds, default=10.0, help="attempt timeout T, s")
+    attack.add_argument("--duration", type=_seconds, help="attack length, s (default 30)")
     attack.add_argument("--attempts", type=_count, help="stop after this many attempts")
     attack.add_argument("--concurrency", type=_count, default=1, help="connections in flight")
     attack.add_argument("--rate", type=_positive, help="cap on attempts started per second")
@@ -151,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attack.add_argument(
         "--request-delay",
-        type=_not_negative,
+        type=_delay,
         default=0.0,
         metavar="S",
         help="wait S seconds after the handshake before sending the request",
@@ -168,7 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--routed", action="store_true", help="put a router hop in between")
     attack.add_argument("--json", action="store_true", help="print a JSON document instead")
     attack.add_argument("--records", metavar="FILE", help="write every attempt here (JSON lines)")
-    attack.add_argument("server_command", nargs="*", metavar="-- CMD", help="attack this command")
+    attack.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write a run directory under DIR (summary.json, attempts, pcaps, report), as "
+        "`closebench run` does, for check and compare (with --target: default reports)",
+    )
+    attack.add_argument("--label", help="the trial's name in the run directory and its report")
+    attack.add_argument(
+        "server_command",
+        nargs="*",
+        metavar="-- CMD",
+        help="attack this command, run as typed ({port}: --port, {abuse_path}: the abuse path)",
+    )
     add_locust_arguments(attack)
 
     run = commands.add_parser(
@@ -183,7 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="reports", metavar="DIR", help="where runs are written")
     run.add_argument("--jobs", type=_count, help="trials at once (default: the scenario's)")
     run.add_argument(
-        "--duration", type=_positive, metavar="S", help="override the scenario's duration"
+        "--duration", type=_seconds, metavar="S", help="override the scenario's duration"
+    )
+    run.add_argument(
+        "--repeat",
+        type=_count,
+        metavar="N",
+        help="run every trial N times, interleaved (overrides the scenario's repetitions); "
+        "compare and check pool them and keep their spread as the noise band",
     )
     run.add_argument(
         "--no-verify",

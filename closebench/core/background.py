@@ -57,6 +57,11 @@ def ctrl_c_sets(event: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+# Set by SIGTERM: whoever sent it wants the process gone within seconds (systemd kills it 90 s
+# later, `timeout -k` sooner), so what is slow and can be redone later is left out (the report).
+TERMINATED = threading.Event()
+
+
 def terminate_like_ctrl_c() -> None:
     """Make SIGTERM (what `timeout`, systemd and a cancelled CI job send) do what Ctrl-C does at
     that moment: set the event of `ctrl_c_sets`, or raise KeyboardInterrupt. Either way the work
@@ -64,6 +69,7 @@ def terminate_like_ctrl_c() -> None:
     the process at once and lose the run."""
 
     def like_ctrl_c(signum: int, frame) -> None:
+        TERMINATED.set()
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler):
             handler(signum, frame)

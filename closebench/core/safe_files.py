@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from closebench.core.errors import ClosebenchError, UsageError
+from closebench.core.input_files import SCENARIO_BYTES, read_bytes
 from closebench.core.trusted_paths import open_trusted_directory
 
 # A place the user pointed us at that we may not write: their input to change.
@@ -38,12 +39,11 @@ NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _ANCHORS: dict[str, Path] = {}
 
 
-def read_text(path: Path, what: str) -> str:
-    """The UTF-8 text of a file the user gave (`what` names it: "scenario", "expectations")."""
+def read_text(path: Path, what: str, limit: int = SCENARIO_BYTES) -> str:
+    """The UTF-8 text of a file the user gave (`what` names it: "scenario", "expectations"): a
+    regular file of at most `limit` bytes (core/input_files.py)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"cannot read {what} {path}: {error.strerror}") from None
+        return read_bytes(path, what, limit).decode("utf-8")
     except UnicodeDecodeError as error:
         byte = error.object[error.start]
         raise UsageError(

@@ -8,12 +8,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from closebench.core.errors import UsageError
+from closebench.core.placeholders import fill
 from closebench.defender import peers
 from closebench.defender.peers import Launch, PeerSetup
+from closebench.lab.confine import Confinement
 from closebench.servers.strategies import StrategySpec
 
 DEFAULT_PORT = 8080
 DEFAULT_ABUSE_PATH = "^/spam"
+# What a server command may name: filled in before it starts (core/placeholders.py).
+SERVER_PLACEHOLDERS = ("port", "abuse_path")
 
 
 @dataclass
@@ -31,10 +35,14 @@ class ServerConfig:
     bpf_maps: str | None = None  # xdp-drop, tc-drop: where their ban maps are pinned (bpf_drop.py)
     files: str | None = None  # a peer's config and every process's output; None: a temporary dir
     sysctl: tuple[tuple[str, int], ...] = ()  # the defender host's TCP knobs (defender/sysctl.py)
+    confine: Confinement | None = None  # a command from a scenario file runs confined
+    name: str | None = None  # a command's label (a scenario's strategy entry), for its trial
 
     @property
     def label(self) -> str:
-        return str(self.spec) if self.spec else " ".join(self.command)
+        if self.spec:
+            return str(self.spec)
+        return self.name or " ".join(self.argv())
 
     def with_attacker_rule(self, attacker_ip: str) -> ServerConfig:
         """Acting before the request (read_first=false, zero-window) needs an address rule:
@@ -48,7 +56,9 @@ class ServerConfig:
         """The processes to start, in order; a peer's config is written into `directory`."""
         peer = peers.peer_for(self.spec)
         if peer is None or self.spec is None:  # a peer comes only from a spec
-            return [Launch("server", self.argv(), self.port)]
+            # A command from a scenario file: confined once inside its host (lab/confine.py).
+            argv = self.confine.wrap(self.argv()) if self.confine else self.argv()
+            return [Launch("server", argv, self.port)]
         setup = PeerSetup(
             self.spec,
             self.port,
@@ -64,7 +74,7 @@ class ServerConfig:
 
     def argv(self) -> list[str]:
         if self.command:
-            return list(self.command)
+            return fill(self.command, {"port": str(self.port), "abuse_path": self.abuse_path})
         argv = [sys.executable, "-m", "closebench.servers.reference", "--strategy", str(self.spec)]
         argv += ["--port", str(self.port), "--abuse-path", self.abuse_path]
         for source in self.abuse_sources:

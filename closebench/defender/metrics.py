@@ -223,6 +223,7 @@ class DefenderSampler:
         self.started = time.monotonic()
         self.started_unix = time.time()
         self._stop = threading.Event()
+        self.error: Exception | None = None  # what ended the sampling thread early, if anything
         # The first sample is taken here, before the attack starts: costs count from this idle
         # baseline, and a sampler thread starting late would fold the first held fds into it.
         first = self.take()
@@ -231,6 +232,12 @@ class DefenderSampler:
         self._thread.start()
 
     def _loop(self) -> None:
+        try:
+            self._sample_until_stopped()
+        except Exception as error:  # kept for the trial, which fails with it
+            self.error = error
+
+    def _sample_until_stopped(self) -> None:
         next_at = time.monotonic() + self.interval
         self._stop.wait(self.interval)
         while not self._stop.is_set():

@@ -42,6 +42,7 @@ class ServerProcess:
         self._stdout = _new_file(directory / f"{launch.name}.stdout")
         self._stderr = _new_file(directory / f"{launch.name}.stderr")
         self.process = host.spawn(launch.argv, stdout=self._stdout, stderr=self._stderr)
+        self.early_exit: int | None = None  # its status, when it exited before stop()
 
     @property
     def pid(self) -> int:
@@ -50,6 +51,8 @@ class ServerProcess:
         return children[0].pid if children else self.process.pid
 
     def stop(self) -> None:
+        if self.early_exit is None and self.process.poll() is not None:
+            self.early_exit = self.process.returncode  # it ended before it was asked to
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -173,6 +176,15 @@ class Defender:
             if len(self.processes) > 1:
                 stats["backend"] = _counters(self.processes[0].stdout())
         return stats
+
+    def exited_early(self) -> list[tuple[str, str]]:
+        """(name, status) of each process that failed on its own before stop(): a crash, not
+        the end of the trial (one that exited with status 0 is taken as a daemon's parent)."""
+        return [
+            (server.launch.name, f"status {server.early_exit}")
+            for server in self.processes
+            if server.early_exit not in (None, 0)
+        ]
 
     def log(self) -> str:
         if len(self.processes) == 1:

@@ -1,9 +1,9 @@
 """`closebench check RUN --expect FILE`: a run's figures against expectations written in TOML.
 
-    baseline = "reports/last-good"   # optional: compare every shared trial with this run
-    max_regression_pct = 20
+    baseline = "reports/last-good"   # optional: every trial of this run, on the noise model
+    max_regression_pct = 0           # optional: a worse change allowed beyond the noise
 
-    [repair]                         # a trial name, or a strategy (all its trials), or "*"
+    [repair]                         # a trial, a series, a strategy spec, its base name, or "*"
     outcome = "silent"               # every attempt ended silent
     wire_agreement = true            # its records agree with the pcaps (closebench verify)
     hang_median_s_min = 5
@@ -14,39 +14,38 @@
     [repair]
     holds = true                     # it held at every step (breaking point null)
 
-Exit status: 0 when every expectation holds, 1 when one fails, 2 on bad input (UsageError).
+Figures are judged on the noise model `compare` shares (results/noise.py): a ratio under its
+floor is "not judged" (neither a pass nor a failure), a bound is not crossed by float error.
+`closebench check --suggest-bounds RUN...` writes such a file from unchanged runs (bounds.py).
+
+Exit status: 0 when every expectation holds, 1 when one fails (a trial a table names that is
+missing from the run too), 2 on bad input (UsageError).
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from closebench.core.errors import UsageError
+from closebench.core.input_files import parse_toml
 from closebench.core.outcomes import Outcome
 from closebench.core.safe_files import read_text
-from closebench.results.compare import common_trials, mean, values
-from closebench.results.run_directory import RunData, load_summary
+from closebench.results import noise
+from closebench.results.run_directory import RunData
 from closebench.results.summary_figures import (
     FIGURE_BY_NAME,
     FIGURES,
-    HIGHER,
     number,
     outcomes_text,
 )
 from closebench.results.verify import agreement_text
 
 ALL_TRIALS = "*"
-DEFAULT_MAX_REGRESSION_PCT = 20.0
+DEFAULT_MAX_REGRESSION_PCT = 0.0  # beyond the noise model (results/noise.py), by default none
 OUTCOMES = [outcome.value for outcome in Outcome]
 ALIASES = {
     "legit_success_min": "legit_success_rate_min",
@@ -68,9 +67,12 @@ DIRECTED = [figure.name for figure in FIGURES if figure.worse]
 # What each key means: the docs' reference page is written from these (docs/reference_pages.py),
 # and a key without one fails tests/test_docs.py.
 KEY_DESCRIPTIONS = {
-    "baseline": "a run directory to compare with, relative to the expectation file",
-    "max_regression_pct": "how many percent worse than the baseline a figure may get (default "
-    "20); a trial's own table wins over its strategy's, which wins over `\"*\"` and the top level",
+    "baseline": "a run directory to compare with, relative to the expectation file: a trial "
+    "missing, a new outcome class, a figure worse beyond the noise or a moved breaking point "
+    "fails (the noise model: docs/guides/ci.md)",
+    "max_regression_pct": "how many percent worse than the baseline a figure may get on top of "
+    "the noise (default 0); a trial's own table wins over its strategy's, which wins over `\"*\"` "
+    "and the top level",
     "regression_figures": "which figures the baseline comparison covers (default: every figure "
     "with a worse direction)",
     "outcome": "every attempt of the trial (all attackers together) ended with this outcome. "
@@ -134,13 +136,22 @@ class Expectations:
 
 @dataclass
 class Verdict:
-    """One expectation against one trial: what was expected, what the run had."""
+    """One expectation against one trial: what was expected, what the run had. A verdict that
+    is not judged (results/noise.py: a ratio under its floor) is neither a pass nor a failure:
+    `ok` is True so that it fails nothing, `judged` False and `actual` says why."""
 
     trial: str
     figure: str
     expected: str
     actual: str
     ok: bool
+    judged: bool = True
+
+    @property
+    def state(self) -> str:
+        if not self.judged:
+            return "not judged"
+        return "ok" if self.ok else "FAIL"
 
 
 # Reading and validating the file: every problem is a UsageError naming the key.
@@ -148,11 +159,7 @@ class Verdict:
 
 def load_expectations(path: str | Path) -> Expectations:
     path = Path(path)
-    text = read_text(path, "expectations")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    data = parse_toml(read_text(path, "expectations"), path)
     return parse_expectations(data, path)
 
 
@@ -264,34 +271,36 @@ def _quoted(name: str) -> str:
 # Checking a run.
 
 
+def base_name(strategy: object) -> str:
+    """`repair` of `repair:read_first=false`."""
+    return str(strategy or "").split(":", 1)[0]
+
+
 def matching_trials(run: RunData, name: str) -> list[dict]:
-    """The rows a table names: a trial (its repetitions too), else a strategy's trials; "*" all."""
+    """The rows a table names, in this order: a trial (its repetitions too), a sweep series, a
+    strategy's full spec, its base name (`repair` covers `repair:read_first=false`); "*" all.
+    Empty when none: the caller reports the trial missing."""
     if name == ALL_TRIALS:
         return list(run.rows)
     by_trial = run.groups().get(name)
     if by_trial:
         return by_trial
-    by_series = [row for row in run.rows if row.get("series") == name]
-    if by_series:
-        return by_series
-    by_strategy = [row for row in run.rows if row.get("strategy") == name]
-    if by_strategy:
-        return by_strategy
-    known = ", ".join(_quoted(group) for group in run.groups())
-    raise UsageError(f"no trial or strategy {name!r} in run {run.name}; its trials: {known}")
+    for key in ("series", "strategy"):
+        found = [row for row in run.rows if row.get(key) == name]
+        if found:
+            return found
+    return [row for row in run.rows if base_name(row.get("strategy")) == name]
 
 
-def check_run(run: RunData, expectations: Expectations, baseline: RunData | None) -> list[Verdict]:
-    verdicts = [Verdict("run", "complete", "true", str(run.complete).lower(), run.complete)]
-    for table in expectations.tables:
-        if table.about_rows or not table.about_breaking_points:
-            for row in matching_trials(run, table.name):
-                verdicts += check_row(row, table)
-        if table.about_breaking_points:
-            verdicts += check_breaking_points(run, table)
-    if baseline is not None:
-        verdicts += check_regressions(run, baseline, expectations)
-    return verdicts
+def missing(run: RunData, name: str) -> Verdict:
+    known = ", ".join(_quoted(group) for group in run.groups()) or "none"
+    return Verdict(
+        name,
+        "trial",
+        "in the run",
+        f"missing: no trial, series or strategy {name!r}; its trials: {known}",
+        False,
+    )
 
 
 def check_row(row: dict, table: TrialExpectation) -> list[Verdict]:
@@ -299,7 +308,7 @@ def check_row(row: dict, table: TrialExpectation) -> list[Verdict]:
     if row.get("error") or not row.get("complete", True):
         actual = f"error: {row['error']}" if row.get("error") else "interrupted"
         return [Verdict(trial, "trial", "a completed trial", actual, False)]
-    verdicts = [check_bound(trial, row.get(bound.figure), bound) for bound in table.bounds]
+    verdicts = [check_bound(trial, row.get(bound.figure), bound, row) for bound in table.bounds]
     outcomes = {name: count for name, count in (row.get("outcomes") or {}).items() if count}
     seen = outcomes_text(outcomes) if outcomes else "no attempts"
     if table.outcome:
@@ -375,7 +384,7 @@ def _wire_expected(expected: bool) -> str:
     return "records agree with the wire" if expected else "records disagree with the wire"
 
 
-def check_bound(trial: str, value: object, bound: Bound) -> Verdict:
+def check_bound(trial: str, value: object, bound: Bound, row: dict | None = None) -> Verdict:
     figure = FIGURE_BY_NAME[bound.figure]
     sign = ">=" if bound.limit == "min" else "<="
     expected = f"{sign} {number(bound.value)}"
@@ -384,112 +393,9 @@ def check_bound(trial: str, value: object, bound: Bound) -> Verdict:
         return Verdict(trial, bound.figure, expected, "unbounded (null)", bound.limit == "min")
     if not _is_number(value):
         return Verdict(trial, bound.figure, expected, "not measured (null)", False)
-    ok = value >= bound.value if bound.limit == "min" else value <= bound.value
+    why = noise.not_judged_reason(figure, row or {})
+    if why:
+        return Verdict(trial, bound.figure, expected, f"{number(value)}: {why}", True, False)
+    beyond = value - bound.value if bound.limit == "max" else bound.value - value
+    ok = not noise.outside(beyond, 0.0, bound.value)  # float error at the edge is no failure
     return Verdict(trial, bound.figure, expected, number(float(value)), ok)
-
-
-def check_regressions(run: RunData, baseline: RunData, expectations: Expectations) -> list[Verdict]:
-    """Each shared trial's figures against the baseline's, in each figure's worse direction."""
-    groups, base_groups = run.groups(), baseline.groups()
-    shared = common_trials(run, baseline)
-    verdicts = []
-    for name in shared:
-        limit, figures = _regression_settings(name, groups[name], expectations)
-        for figure_name in figures:
-            verdict = regression(name, figure_name, base_groups[name], groups[name], limit)
-            if verdict:
-                verdicts.append(verdict)
-    return verdicts
-
-
-def _regression_settings(
-    group: str, rows: list[dict], expectations: Expectations
-) -> tuple[float, list[str]]:
-    """The most specific table's limits: the trial's own, then its strategy's, then "*"."""
-    strategy = rows[0].get("strategy")
-    ranked = {group: 0, strategy: 1, ALL_TRIALS: 2}
-    tables = sorted(
-        (t for t in expectations.tables if t.name in ranked), key=lambda t: ranked[t.name]
-    )
-    limit = next(
-        (t.max_regression_pct for t in tables if t.max_regression_pct is not None),
-        expectations.max_regression_pct,
-    )
-    figures = next(
-        (t.regression_figures for t in tables if t.regression_figures is not None),
-        expectations.regression_figures,
-    )
-    return limit, figures
-
-
-def regression(
-    trial: str, figure_name: str, before_rows: list[dict], after_rows: list[dict], limit: float
-) -> Verdict | None:
-    """None when either run lacks the figure (null, failed trial): nothing to compare."""
-    figure = FIGURE_BY_NAME[figure_name]
-    before, after = mean(values(before_rows, figure_name)), mean(values(after_rows, figure_name))
-    if before is None or after is None:
-        return None
-    worse_by = after - before if figure.worse == HIGHER else before - after
-    # From nothing, any worsening is unbounded: only the figure's resolution can excuse it.
-    unbounded = math.inf if worse_by > 0 else 0.0
-    pct = 100 * worse_by / abs(before) if before != 0 else unbounded
-    ok = pct <= limit or abs(after - before) <= figure.noise(before)
-    direction = "higher" if figure.worse == HIGHER else "lower"
-    expected = f"at most {number(limit)}% {direction} than baseline {number(before)}"
-    if math.isinf(pct):
-        shown_pct = "worse, from 0"
-    else:
-        shown_pct = f"{abs(pct):.1f}% {'worse' if pct > 0 else 'better'}" if pct else "no change"
-    return Verdict(
-        trial, f"{figure_name} vs baseline", expected, f"{number(after)} ({shown_pct})", ok
-    )
-
-
-def run_check(
-    run_path: str,
-    expect_path: str,
-    baseline_path: str | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> list[Verdict]:
-    """Load everything (UsageError on bad input; `warn` of damaged rows), then check."""
-    expectations = load_expectations(expect_path)
-    run = load_summary(run_path, warn)
-    if baseline_path:
-        expectations.baseline = Path(baseline_path)
-    if expectations.baseline is None and expectations.regression_limits_given:
-        raise UsageError(
-            f"{expectations.source}: max_regression_pct/regression_figures need a baseline: "
-            'add baseline = "RUN_DIR" or give --baseline'
-        )
-    if not expectations.tables and expectations.baseline is None:
-        raise UsageError(
-            f"{expectations.source}: no expectations: add a table per trial or a baseline"
-        )
-    baseline = load_summary(expectations.baseline, warn) if expectations.baseline else None
-    return check_run(run, expectations, baseline)
-
-
-def print_verdicts(verdicts: list[Verdict], run: str, console: Console, verbose: bool) -> None:
-    failed = [v for v in verdicts if not v.ok]
-    shown = verdicts if verbose else failed
-    if shown:
-        table = Table(show_edge=False)
-        for column in ("", "trial", "figure", "expected", "actual"):
-            table.add_column(column)
-        for verdict in shown:
-            mark = "[green]ok[/]" if verdict.ok else "[bold red]FAIL[/]"
-            cells = (verdict.trial, verdict.figure, verdict.expected, verdict.actual)
-            table.add_row(mark, *(escape(cell) for cell in cells))  # names are not markup
-        console.print(table)
-    if failed:
-        console.print(
-            f"closebench check: {len(failed)} of {len(verdicts)} expectations failed for "
-            f"{escape(run)}",
-            highlight=False,
-        )
-    else:
-        console.print(
-            f"closebench check: all {len(verdicts)} expectations hold for {escape(run)}",
-            highlight=False,
-        )

@@ -1,10 +1,10 @@
 """`closebench compare`: what changed between two runs, figure by figure, against the noise.
 
-Trials are matched by name; the repetitions of a trial (`name #k`) form one group whose spread is
-the noise band. A change is flagged when the gap between the two runs' ranges is wider than the
-figure's resolution (an absolute size, or a share of the base value for the noisy cost ratios), so
-one-repetition runs are still compared at that resolution. The figures, their worse direction and
-their resolution are closebench/results/summary_figures.py; the table and the page compare_page.py.
+Trials are matched by name; the repetitions of a trial (`name #k`) form one group. Each figure is
+judged on the noise model `check` uses too (results/noise.py): worse, better or changed beyond the
+noise, within it, or not judged (a ratio under its floor) with the reason. `regressions()` lists
+what fails the gate, one line each (a missing trial, a new outcome class, a moved breaking point,
+a figure worse beyond the noise); the table and the page are compare_page.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from closebench.core.errors import UsageError
 from closebench.results.breaking_points import moved
+from closebench.results.noise import NOT_THE_SERVERS, Judgement, judge, new_outcome_classes
 from closebench.results.run_directory import RunData
-from closebench.results.summary_figures import FIGURES, HIGHER, Figure
+from closebench.results.summary_figures import FIGURES, Figure
 
 
 def values(rows: list[dict], figure: str) -> list[float]:
@@ -56,11 +57,13 @@ def summed_outcomes(rows: list[dict]) -> dict[str, int]:
 
 @dataclass
 class FigureChange:
-    """One figure of one trial group, before (run A) and after (run B)."""
+    """One figure of one trial group, before (run A) and after (run B), judged on the noise
+    model (results/noise.py)."""
 
     figure: Figure
     before: list[float]
     after: list[float]
+    judgement: Judgement = field(default_factory=lambda: Judgement("same"))
 
     @property
     def measured(self) -> bool:
@@ -83,32 +86,21 @@ class FigureChange:
         return 100 * change / abs(base)
 
     @property
-    def gap(self) -> float:
-        """How far apart the two runs' min..max ranges are (0 when they overlap)."""
-        if not self.measured:
-            return 0.0
-        return max(0.0, min(self.after) - max(self.before), min(self.before) - max(self.after))
-
-    @property
     def outside_noise(self) -> bool:
-        if not self.measured:
-            return False
-        return self.gap > self.figure.noise(statistics.fmean(self.before)) + 1e-12
+        return self.judgement.moved
 
     @property
     def verdict(self) -> str:
-        """'worse', 'better', 'changed' (outside the noise), 'same' or '' (within it)."""
+        """'worse', 'better', 'changed' (outside the noise), 'same' (equal), '' (within the
+        noise) or 'not judged' (the judgement's reason says why)."""
+        if self.judgement.verdict == "not judged":
+            return "not judged" if (self.before or self.after) else ""
+        if self.judgement.moved:
+            return self.judgement.verdict
         change = self.change  # None when not measured
-        if change is None:
-            return ""
-        if math.isclose(change, 0.0, abs_tol=1e-9) and self.gap == 0:
+        if change is not None and math.isclose(change, 0.0, abs_tol=1e-9):
             return "same"  # float sums (0.11 - 0.1 - 0.01) are not a change
-        if not self.outside_noise:
-            return ""
-        if self.figure.worse is None:
-            return "changed"
-        worse = change > 0 if self.figure.worse == HIGHER else change < 0
-        return "worse" if worse else "better"
+        return ""
 
 
 @dataclass
@@ -128,7 +120,12 @@ class GroupComparison:
 
     @property
     def outcome_classes_changed(self) -> bool:
-        return set(self.outcomes_before) != set(self.outcomes_after)
+        """A class B has and A never had, above the noise (a count of one)."""
+        return bool(self.new_classes)
+
+    @property
+    def new_classes(self) -> dict[str, float]:
+        return new_outcome_classes(self.before, self.after)
 
     @property
     def wire_verdict(self) -> str:
@@ -185,6 +182,50 @@ class Comparison:
             if change.verdict in ("worse", "better", "changed")
         ]
 
+    def not_judged(self) -> list[tuple[str, FigureChange]]:
+        return [
+            (group.trial, change)
+            for group in self.groups
+            for change in group.changes
+            if change.verdict == "not judged" and change.figure.worse
+        ]
+
+    def regressions(self, fail_on: str = "worse") -> list[str]:
+        """One line per regression: a trial only in A, a new outcome class, a breaking point
+        moved, records that disagree with the wire where A's agreed, a figure worse beyond the
+        noise; with fail_on "changed", any figure outside the noise and trials only in B too."""
+        kinds = ("worse", "better", "changed") if fail_on == "changed" else ("worse",)
+        lines = [f"{name}: missing from B" for name in self.only_a]
+        if fail_on == "changed":
+            lines += [f"{name}: new in B" for name in self.only_b]
+        for group in self.groups:
+            for name, share in sorted(group.new_classes.items()):
+                lines.append(f"{group.trial}: outcome class {name} new, {share:.0%} of attempts")
+            if group.wire_verdict in kinds:
+                lines.append(f"{group.trial}: wire agreement {group.wire_verdict}")
+        for move in self.breaking_points:
+            if move.verdict != "same":  # a step is no measurement noise: any move counts
+                lines.append(
+                    f"{move.series}: breaking point {move.text(move.before)} -> "
+                    f"{move.text(move.after)} ({move.verdict})"
+                )
+        for trial, change in self.flagged():
+            if change.verdict in kinds and change.figure.name not in NOT_THE_SERVERS:
+                lines.append(f"{trial}: {change.figure.name} {change.verdict} beyond the noise")
+        return lines
+
+    def verdict_line(self, fail_on: str = "worse") -> str:
+        found = self.regressions(fail_on)
+        if not found:
+            return "PASS"
+        figures = sum(" beyond the noise" in line for line in found)
+        others = len(found) - figures
+        word = "worse" if fail_on == "worse" else "changed"
+        parts = [f"{figures} figure{'s' * (figures != 1)} {word} beyond noise"] if figures else []
+        if others:
+            parts.append(f"{others} other regression{'s' * (others != 1)}")
+        return "FAIL: " + ", ".join(parts)
+
 
 def common_trials(run: RunData, other: RunData) -> list[str]:
     """The trials (repetitions grouped) `run` shares with `other`, in `run`'s order;
@@ -208,7 +249,12 @@ def compare_runs(run_a: RunData, run_b: RunData) -> Comparison:
     for name in common:
         before, after = groups_a[name], groups_b[name]
         changes = [
-            FigureChange(figure, values(before, figure.name), values(after, figure.name))
+            FigureChange(
+                figure,
+                values(before, figure.name),
+                values(after, figure.name),
+                judge(figure, before, after),
+            )
             for figure in FIGURES
         ]
         compared.append(GroupComparison(name, before, after, changes))

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from closebench.core.safe_files import SafeDirectory
 from closebench.results.compare import Comparison, FigureChange, GroupComparison, wire_state
+from closebench.results.noise import K_SPREAD
 from closebench.results.pages import environment
 from closebench.results.summary_figures import number, outcomes_text
 
@@ -90,29 +91,63 @@ def noise_note(comparison: Comparison) -> str:
     reps = {len(g.before) for g in comparison.groups} | {len(g.after) for g in comparison.groups}
     if reps == {1}:
         return (
-            "one repetition per trial: changes are flagged against each figure's resolution only; "
-            "run the scenario with repetitions = 3 or more for a measured noise band"
+            "one repetition per trial: changes are judged against the figures' resolutions only; "
+            "`closebench run --repeat 3` gives A a measured spread"
         )
     return (
-        "A and B show the mean [min..max] over repetitions; a change is flagged when the two "
-        "ranges are further apart than the figure's resolution"
+        "A and B show the mean [min..max] over repetitions; beyond the noise: B's range lies "
+        f"further from A's than max(both resolutions, {K_SPREAD:g} x A's spread)"
     )
 
 
 VERDICT_STYLE = {"worse": "bold red", "better": "green", "changed": "yellow", "same": "dim"}
 
 
-def print_comparison(comparison: Comparison, console: Console, only_flagged: bool = False) -> None:
+def print_comparison(
+    comparison: Comparison, console: Console, every_row: bool = False, fail_on: str = "worse"
+) -> None:
+    """The verdict line first, then what fails the gate (one line each), then the figures that
+    moved beyond the noise (every figure with `every_row`), the trial on every row."""
+    verdict = comparison.verdict_line(fail_on)
+    style = "bold green" if verdict == "PASS" else "bold red"
+    console.print(f"[{style}]{escape(verdict)}[/]", highlight=False)
+    for line in comparison.regressions(fail_on):
+        console.print(f"  {escape(line)}", highlight=False)
     a, b = comparison.run_a, comparison.run_b
-    table = Table(title=escape(f"closebench compare: A = {a.name}, B = {b.name}"))
+    table = Table(title=escape(f"A = {a.name}, B = {b.name}"), show_edge=False)
     for column in ("trial", "figure", "A", "B", "change", "verdict"):
         table.add_column(column, justify="right" if column in ("A", "B", "change") else "left")
+    kinds = ("worse", "better", "changed") if fail_on == "changed" else ("worse",)
     for group in comparison.groups:
-        outcomes, wire = (line[:5] for line in special_lines(group))
-        lines = [outcomes] + ([wire] if wire[4] or not only_flagged else [])
-        for change in group.changes:
-            if not shown(change) or (only_flagged and not change.outside_noise):
-                continue
+        for figure, before, after, delta, verdict in group_lines(group, every_row, kinds):
+            style = VERDICT_STYLE.get(verdict, "")
+            table.add_row(
+                escape(group.trial),  # trial names are not markup
+                figure,
+                escape(before),
+                escape(after),
+                f"[{style}]{delta}[/]" if style else delta,
+                f"[{style}]{verdict}[/]" if style else verdict,
+            )
+    if table.row_count:
+        console.print(table)
+    if comparison.breaking_points and (
+        every_row or any(move.verdict != "same" for move in comparison.breaking_points)
+    ):
+        print_breaking_points(comparison, console)
+    for line in comparison_notes(comparison, every_row):
+        console.print(escape(line), highlight=False)
+
+
+def group_lines(
+    group: GroupComparison, every_row: bool, kinds: tuple[str, ...] = ("worse",)
+) -> list[tuple[str, str, str, str, str]]:
+    """A trial's rows: every figure either run measured, or only those that moved beyond the
+    noise in a way the gate counts (`kinds`: worse; with --fail-on changed, any way)."""
+    outcomes, wire = (line[:5] for line in special_lines(group))
+    lines = [outcomes, wire]
+    for change in group.changes:
+        if shown(change):
             lines.append(
                 (
                     change.figure.name,
@@ -122,24 +157,9 @@ def print_comparison(comparison: Comparison, console: Console, only_flagged: boo
                     change.verdict,
                 )
             )
-        if only_flagged and not any(line[4] for line in lines):
-            continue
-        for index, (figure, before, after, delta, verdict) in enumerate(lines):
-            style = VERDICT_STYLE.get(verdict, "")
-            table.add_row(
-                escape(group.trial) if index == 0 else "",  # trial names are not markup
-                figure,
-                escape(before),
-                escape(after),
-                f"[{style}]{delta}[/]" if style else delta,
-                f"[{style}]{verdict}[/]" if style else verdict,
-            )
-        table.add_section()
-    console.print(table)
-    if comparison.breaking_points:
-        print_breaking_points(comparison, console)
-    for line in comparison_notes(comparison):
-        console.print(escape(line), highlight=False)
+    if every_row:
+        return lines
+    return [line for line in lines if line[4] in kinds]
 
 
 def print_breaking_points(comparison: Comparison, console: Console) -> None:
@@ -157,25 +177,31 @@ def print_breaking_points(comparison: Comparison, console: Console) -> None:
     console.print(table)
 
 
-def comparison_notes(comparison: Comparison) -> list[str]:
+def comparison_notes(comparison: Comparison, every_row: bool = True) -> list[str]:
     a, b = comparison.run_a, comparison.run_b
     notes = [noise_note(comparison)]
+    not_judged = comparison.not_judged()
+    if not_judged:
+        if every_row:
+            notes += [
+                f"not judged: {trial}: {change.figure.name}: {change.judgement.reason}"
+                for trial, change in not_judged
+            ]
+        else:
+            notes.append(
+                f"{len(not_judged)} figure(s) not judged (under their floor): --all lists them"
+            )
     if a.meta.get("scenario_name") != b.meta.get("scenario_name"):
         notes.append(
             f"note: different scenarios (A: {a.meta.get('scenario_name')}, "
             f"B: {b.meta.get('scenario_name')})"
         )
-    if comparison.only_a:
-        notes.append(f"only in A: {', '.join(comparison.only_a)}")
     if comparison.only_b:
         notes.append(f"only in B: {', '.join(comparison.only_b)}")
     for run, label in ((a, "A"), (b, "B")):
         if not run.complete:
             notes.append(f"run {label} ({run.name}) is incomplete")
     notes += [error for group in comparison.groups for error in group.errors()]
-    switched = [group.trial for group in comparison.groups if group.outcome_classes_changed]
-    if switched:
-        notes.append(f"outcome classes changed: {', '.join(switched)}")
     for run, label in ((a, "A"), (b, "B")):
         disagree = [name for name, rows in run.groups().items() if wire_state(rows) == "flagged"]
         if disagree:
@@ -184,13 +210,63 @@ def comparison_notes(comparison: Comparison) -> list[str]:
     worse = sum(change.verdict == "worse" for _, change in flagged)
     notes.append(
         f"{len(flagged)} change(s) outside the noise, {worse} of them worse for the defender"
+        + ("" if every_row else " (--all shows every row)")
     )
     return notes
 
 
 def default_html_path(comparison: Comparison) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", comparison.run_a.name)
-    return comparison.run_b.directory / f"compare-{safe}.html"
+    """./compare-<A>-<B>.html: never inside a run it reads (it may be read-only, or root's)."""
+
+    def safe(name: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
+
+    return Path(f"compare-{safe(comparison.run_a.name)}-{safe(comparison.run_b.name)}.html")
+
+
+COMPARE_SCHEMA = "closebench.compare/1"
+
+
+def comparison_json(comparison: Comparison, every_row: bool, fail_on: str) -> dict:
+    """The comparison as a versioned document (`--json`): the verdict, what fails, the figures
+    that moved (every figure with `every_row`), and those not judged with the reason."""
+    figures = [
+        {
+            "trial": group.trial,
+            "figure": change.figure.name,
+            "a": change.before,
+            "b": change.after,
+            "verdict": change.verdict or "within noise",
+            "noise": change.judgement.width,
+            "reason": change.judgement.reason or None,
+        }
+        for group in comparison.groups
+        for change in group.changes
+        if shown(change) and (every_row or change.outside_noise)
+    ]
+    return {
+        "schema": COMPARE_SCHEMA,
+        "run_a": comparison.run_a.name,
+        "run_b": comparison.run_b.name,
+        "fail_on": fail_on,
+        "verdict": "pass" if not comparison.regressions(fail_on) else "fail",
+        "verdict_line": comparison.verdict_line(fail_on),
+        "regressions": comparison.regressions(fail_on),
+        "only_a": comparison.only_a,
+        "only_b": comparison.only_b,
+        "outcome_classes_new": {
+            group.trial: group.new_classes for group in comparison.groups if group.new_classes
+        },
+        "breaking_points": [
+            {"series": m.series, "a": m.before, "b": m.after, "verdict": m.verdict}
+            for m in comparison.breaking_points
+        ],
+        "figures": figures,
+        "not_judged": [
+            {"trial": trial, "figure": change.figure.name, "reason": change.judgement.reason}
+            for trial, change in comparison.not_judged()
+        ],
+    }
 
 
 def render_html(comparison: Comparison) -> str:
@@ -228,6 +304,10 @@ def render_html(comparison: Comparison) -> str:
             )
             for group in comparison.groups
             if group.outcome_classes_changed
+        ]
+        + [
+            Flagged("missing", name, "trial", "present", "missing", "missing from B")
+            for name in comparison.only_a
         ]
         + [
             Flagged(

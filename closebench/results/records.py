@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import math
 import os
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 
 from closebench.core import outcomes
 from closebench.core.errors import ClosebenchError
+from closebench.core.input_files import TABLE_BYTES, check_regular
 from closebench.core.outcomes import Attempt
 from closebench.core.safe_files import shown
 
@@ -279,16 +281,24 @@ def run_records(directory: Path) -> list[dict]:
 
 
 def open_file(path: Path) -> pq.ParquetFile:
-    try:
+    if not os.path.lexists(path):
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+    try:  # a link to /dev/zero, a FIFO: refused before pyarrow reads it
+        check_regular(path, "attempts file", TABLE_BYTES)
         found = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
+    except (OSError, pa.ArrowException, ClosebenchError) as error:
         raise damaged(path, error) from None
     if not found.schema_arrow.equals(ATTEMPT_SCHEMA):
         missing = set(ATTEMPT_SCHEMA.names) - set(found.schema_arrow.names) - set(ADDED_LATER)
         if missing:
             raise damaged(path, ValueError(f"no column {', '.join(sorted(missing))}"))
+        for expected in ATTEMPT_SCHEMA:  # the right names with the wrong types
+            if expected.name not in found.schema_arrow.names:
+                continue  # added later (ADDED_LATER): filled in as it is read
+            kind = found.schema_arrow.field(expected.name).type
+            if kind != expected.type:
+                problem = f"column {expected.name} holds {kind}, not {expected.type}"
+                raise damaged(path, ValueError(problem))
     return found
 
 

@@ -24,7 +24,6 @@ import os
 import re
 import stat
 import sys
-import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +36,15 @@ import pyarrow.compute as pc
 
 from closebench.core.errors import ClosebenchError, UsageError
 from closebench.core.file_names import safe_stem, unique_names
+from closebench.core.input_files import (
+    SCENARIO_BYTES,
+    SUMMARY_BYTES,
+    TABLE_BYTES,
+    open_regular,
+    parse_toml,
+    read_bytes,
+    read_json,
+)
 from closebench.core.outcomes import LEGIT_CLIENT
 from closebench.core.safe_files import SafeDirectory, shown, write_error
 from closebench.core.summary import derived_times
@@ -248,14 +256,9 @@ def _read_summary(directory: Path) -> dict:
 
     if not directory.is_dir():
         raise refuse("no such directory")
-    try:
-        summary = json.loads((directory / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise refuse(f"no {SUMMARY_FILE}") from None
-    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
-        raise refuse(f"{SUMMARY_FILE} is unreadable: {error}") from None
+    summary = read_json(directory / SUMMARY_FILE, SUMMARY_FILE, SUMMARY_BYTES, refuse)
     schema = summary.get("schema") if isinstance(summary, dict) else None
-    if schema != SUMMARY_SCHEMA:
+    if not isinstance(summary, dict) or schema != SUMMARY_SCHEMA:
         raise refuse(f"{SUMMARY_FILE} has schema {schema!r}, expected {SUMMARY_SCHEMA!r}")
     if not isinstance(summary.get("rows"), list):
         raise refuse(f"the rows of {SUMMARY_FILE} are not a list")
@@ -304,11 +307,16 @@ def _collect(batches, trials: dict[str, TrialData]) -> None:
 
 
 def _read_samples(path: Path, trials: dict[str, TrialData], problems: list[str]) -> None:
-    if not path.is_file():
+    if not os.path.lexists(path):
         problems.append(f"{SAMPLES_FILE} is missing: no defender figures over time")
         return
+    try:
+        fd = open_regular(path, SAMPLES_FILE, TABLE_BYTES)
+    except ClosebenchError as error:
+        problems.append(f"{SAMPLES_FILE} is not read: {error}")
+        return
     bad = 0
-    with path.open(encoding="utf-8", errors="replace", newline="") as stream:
+    with open(fd, encoding="utf-8", errors="replace", newline="") as stream:
         lines = iter(stream)
         try:
             header = next(csv.reader([next(lines, "")]), [])
@@ -337,18 +345,21 @@ def _read_samples(path: Path, trials: dict[str, TrialData], problems: list[str])
 
 
 def _read_scenario(path: Path, problems: list[str]) -> tuple[str | None, dict]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+    if not os.path.lexists(path):
         problems.append(f"{SCENARIO_FILE} is missing")
+        return None, {}
+    try:
+        text = read_bytes(path, SCENARIO_FILE, SCENARIO_BYTES).decode("utf-8")
+    except ClosebenchError as error:
+        problems.append(f"{SCENARIO_FILE} is not read: {error}")
         return None, {}
     except UnicodeDecodeError:
         problems.append(f"{SCENARIO_FILE} is not UTF-8 text: not shown")
         return None, {}
     try:
-        return text, tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        problems.append(f"{SCENARIO_FILE} is not valid TOML ({error})")
+        return text, parse_toml(text, SCENARIO_FILE)
+    except UsageError as error:
+        problems.append(f"{SCENARIO_FILE} is not read ({error})")
         return text, {}
 
 

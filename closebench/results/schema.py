@@ -124,6 +124,9 @@ class TrialRow:
     attempts_per_s_after_ban: float | None = None
     syns_dropped: int | None = None
     legit_wrongly_refused: int | None = None
+    # The parts of the trial that crashed or made no attempt ({part, kind, message} each): the
+    # row is then complete = false, its error says the first, and no figure of it is a measurement.
+    faults: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -207,6 +210,8 @@ def _default(field: dataclasses.Field) -> object:
 def _empty(field: dataclasses.Field) -> object:
     """A wrong value's stand-in where the schema allows no null: nothing measured."""
     hint = _hints()[field.name]
+    if typing.get_origin(hint) is list:
+        return []
     return {} if typing.get_origin(hint) is dict or hint is dict else None
 
 
@@ -237,6 +242,9 @@ def _fits(value: object, hint: object) -> bool:
         return not arguments or all(
             isinstance(key, str) and _fits(item, arguments[1]) for key, item in value.items()
         )
+    if origin is list:
+        arguments = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(item, arguments[0]) for item in value)
     return True  # a kind of field this check does not know: taken as it is
 
 

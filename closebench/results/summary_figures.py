@@ -40,32 +40,38 @@ class Figure:
         return f"{self.relative:.0%} of the base value{floor}"
 
 
+TAIL = 0.25  # s: the resolution of a timing tail (p95, max) on a loaded machine
+
 KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("duration_s", None, 0.5, "seconds the trial's attackers ran"),
-    Figure("attempts", HIGHER, 2, "attempts of every attacker together"),
-    Figure("attempts_per_s", HIGHER, 0.05, "attempts per second the abuser managed"),
+    # A loaded machine slows the attackers by a few percent (measured: docs/guides/ci.md).
+    Figure("attempts", HIGHER, 2, "attempts of every attacker together", relative=0.05),
+    Figure("attempts_per_s", HIGHER, 0.05, "attempts per second the abuser managed", relative=0.05),
     Figure("hang_median_s", LOWER, 0.05, "median s an attempt hung (or waited to connect)"),
-    Figure("hang_p95_s", LOWER, 0.05, "95th percentile of the hang"),
-    Figure("hang_max_s", LOWER, 0.05, "longest hang"),
+    # Tails and extremes take a loaded machine's scheduling stalls (up to ~0.2 s seen).
+    Figure("hang_p95_s", LOWER, TAIL, "95th percentile of the hang"),
+    Figure("hang_max_s", LOWER, TAIL, "longest hang"),
     Figure("connect_wait_median_s", LOWER, 0.05, "median s from first SYN to established or end"),
-    Figure("connect_wait_p95_s", LOWER, 0.05, "95th percentile of the connect wait"),
+    Figure("connect_wait_p95_s", LOWER, TAIL, "95th percentile of the connect wait"),
     Figure("slot_median_s", LOWER, 0.05, "median s of an attempt, first SYN to end"),
-    Figure("slot_p95_s", LOWER, 0.05, "95th percentile of the slot"),
+    Figure("slot_p95_s", LOWER, TAIL, "95th percentile of the slot"),
     Figure("attacker_seconds_wasted", LOWER, 1.0, "every attempt's slot, summed"),
     Figure("attacker_seconds_busy", LOWER, 1.0, "the union of the slots: time any was open"),
     Figure("hang_q1_s", LOWER, 0.05, "first quartile of the hang"),
     Figure("hang_q3_s", LOWER, 0.05, "third quartile of the hang"),
     Figure("outlasted", None, 2, "attempts still open when closebench stopped their client"),
     Figure("connect_waits", None, 2, "attempts that never sent a request"),
-    Figure("runs", HIGHER, 2, "command runs (curl, browser page loads)"),
-    Figure("runs_per_s", HIGHER, 0.05, "command runs per second"),
+    Figure("runs", HIGHER, 2, "command runs (curl, browser page loads)", relative=0.05),
+    Figure("runs_per_s", HIGHER, 0.05, "command runs per second", relative=0.05),
     Figure("legit_requests", None, 2, "legitimate requests made"),
     Figure("legit_success_rate", LOWER, 0.0, "share of legitimate requests answered 200"),
     # A few requests per trial on a busy machine: tens of ms of jitter are normal.
     Figure("legit_latency_median_s", HIGHER, 0.01, "median legitimate latency, s"),
     Figure("legit_latency_p95_s", HIGHER, 0.05, "95th percentile legitimate latency, s"),
     Figure("peak_fds", HIGHER, 2, "defender fds at peak"),
-    Figure("fd_seconds", HIGHER, 1.0, "fds above idle, integrated over time"),
+    # A sampled integral: short-lived fds are caught at a sample more or less, more of them on a
+    # loaded machine (0.2 to 3 fd-s seen for graceful over 30 unchanged runs).
+    Figure("fd_seconds", HIGHER, 2.0, "fds above idle, integrated over time"),
     Figure("cpu_seconds", HIGHER, 0.05, "defender CPU seconds"),
     Figure("peak_threads", HIGHER, 1, "defender threads at peak"),
     Figure("peak_rss_mb", HIGHER, 2.0, "defender memory at peak, MB"),

@@ -18,8 +18,8 @@ it stopped waiting). A client that closes at 90% of its timeout or later gave up
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
+import os
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +29,9 @@ from typing import TypeGuard
 import numpy as np
 import pyarrow as pa
 
-from closebench.core.errors import UsageError
+from closebench.core.errors import ClosebenchError, UsageError
 from closebench.core.file_names import unique_names
+from closebench.core.input_files import SUMMARY_BYTES, TABLE_BYTES, check_regular, read_json
 from closebench.results.dpkt_wire import WireConnection, WireReading, outcome_for, stream_wire
 from closebench.results.records import ATTEMPTS_DIR, BATCH_ROWS, trial_tables
 from closebench.results.run_directory import PCAP_DIR
@@ -130,11 +131,13 @@ def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> 
     is open, then as a row of WireTable."""
     result = TrialAgreement(trial, len(records))
     try:
+        if os.path.lexists(pcap):  # a FIFO there would block the reader for ever
+            check_regular(pcap, "capture", TABLE_BYTES)
         wire = WireTable.read(pcap, idle_s=JOIN_WINDOW_S + _longest_timeout(records))
     except FileNotFoundError:
         result.error = f"no capture {pcap.name}"
         return result
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, ClosebenchError) as error:
         result.error = f"{pcap.name} is unreadable: {error}"
         return result
     for record in _records(records):
@@ -359,14 +362,20 @@ class RunAgreement:
 def verify_run(directory: Path) -> RunAgreement:
     """Check every trial of a run directory; UsageError when it is not one."""
     directory = Path(directory)
-    try:
-        summary = json.loads((directory / "summary.json").read_text())
-        trials = [row["trial"] for row in summary["rows"]]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(
-            f"{directory} is not a closebench run directory ({error}); give one that "
+
+    def refuse(why: str) -> UsageError:
+        return UsageError(
+            f"{directory} is not a closebench run directory ({why}); give one that "
             "`closebench run` wrote, e.g. reports/latest"
-        ) from None
+        )
+
+    summary = read_json(directory / "summary.json", "summary.json", SUMMARY_BYTES, refuse)
+    try:
+        trials = [row["trial"] for row in summary["rows"]]  # type: ignore[index]
+        if not all(isinstance(trial, str) for trial in trials):
+            raise TypeError("a trial name is not text")
+    except (KeyError, TypeError) as error:
+        raise refuse(f"summary.json has no rows of trials: {error}") from None
     return verify_trials(directory, trials)
 
 

@@ -24,6 +24,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+# The largest value of an option that sets none of its own: a day of seconds (a delay of 1e300 s
+# crashes a server thread), and a count no trial comes near.
+LARGEST: dict[type, float] = {float: 86400.0, int: 1_000_000}
+
 
 @dataclass(frozen=True)
 class Option:
@@ -420,8 +424,10 @@ def _convert(option: Option, text: str) -> OptionValue:
         raise ValueError(
             f"option {option.name!r} must be at least {option.minimum:g}, got {text!r}"
         )
-    if option.maximum is not None and value > option.maximum:
-        raise ValueError(f"option {option.name!r} must be at most {option.maximum:g}, got {text!r}")
+    maximum = option.maximum if option.maximum is not None else LARGEST[option.type]
+    if value > maximum:
+        shown = f"{maximum:g}" if isinstance(maximum, float) else str(maximum)
+        raise ValueError(f"option {option.name!r} must be at most {shown}, got {text!r}")
     return value
 
 

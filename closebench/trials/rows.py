@@ -17,7 +17,7 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         strategy=strategy_name(trial),
         routed=trial.routed,
         complete=result.complete,
-        error=None,
+        error="; ".join(str(fault) for fault in result.faults) or None,
         duration_s=result.duration_s,
         attempts=everything.attempts,
         attempts_per_s=everything.attempts_per_s,
@@ -45,6 +45,7 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         step=trial.step,
         series=trial.series,
         sysctl=dict(trial.server.sysctl),
+        faults=[fault.to_dict() for fault in result.faults],
     )
     if result.legit:
         row.legit_requests = result.legit.requests

@@ -10,11 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import random
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from closebench import __version__
+from closebench.core.background import TERMINATED
 from closebench.core.errors import ClosebenchError
+from closebench.core.faults import Fault
 from closebench.core.file_names import unique_names
 from closebench.core.safe_files import write_error
 from closebench.defender.peers import peer_for
-from closebench.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 from closebench.results.breaking_points import Thresholds, breaking_points
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX, write_attempts_file
 from closebench.results.report import build_run_report
@@ -43,6 +41,7 @@ from closebench.results.run_directory import (
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.verify import verify_trials
 from closebench.trials.disk_space import DiskGuard, size_text
+from closebench.trials.machine import machine_metadata
 from closebench.trials.rows import strategy_name, trial_row
 from closebench.trials.scenario import Scenario, SweepEntry
 from closebench.trials.trial import TrialConfig, TrialResult, run_trial
@@ -116,6 +115,7 @@ class Runner:
         self.directory = self.opened.path  # for messages
         self.files = self.opened.run.anchor
         self._log_lock = threading.Lock()
+        self._summary_lock = threading.Lock()
         try:
             self._log = self.opened.run.open("run.log", "a")
             self.opened.run.write("scenario.toml", text)
@@ -169,6 +169,7 @@ class Runner:
         jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
         results: list[TrialResult | str | None] = [None] * len(self.trials)
+        self._write_so_far(results)  # a run killed in its first trial still leaves a summary
         done = threading.Event()
         watch = threading.Thread(target=self._watch_disk, args=(done,), name="disk", daemon=True)
         watch.start()
@@ -248,6 +249,7 @@ class Runner:
         try:
             result = run_trial(config, self.cancel, counted)
             results[index] = result
+            self._write_so_far(results)
             progress.state = "done"
             self.log(f"{progress.name}: done, {progress.attempts} attempts")
             for line in result.server_log.splitlines():
@@ -256,14 +258,43 @@ class Runner:
             results[index] = str(error)
             progress.state = "error"
             self.log(f"{progress.name}: error: {error}")
+        except Exception as error:  # a crash fails its trial, never the run's other trials
+            results[index] = str(Fault.of("the trial", error))
+            progress.state = "error"
+            self.log(f"{progress.name}: error: {results[index]}")
+        else:
+            for fault in result.faults:
+                progress.state = "error"
+                self.log(f"{progress.name}: error: {fault}")
 
-    def _write(self, results: Sequence[TrialResult | Skipped | str | None]) -> RunOutcome:
-        """Write the results, summary.json first: if the disk is full, the rest may not fit."""
+    def _write_so_far(self, results: list) -> None:
+        """summary.json of the trials finished so far, written as each ends (the others' rows say
+        they did not end): a run killed later (SIGKILL, the memory limit, a SIGSEGV) still
+        leaves a readable summary, `complete: false`."""
+        unfinished = "not finished: the run ended before this trial did (killed?)"
+        with self._summary_lock:
+            rows, _ = self._rows(list(results), unfinished)
+            summary: dict[str, Any] = {  # summary.json's document
+                "schema": SUMMARY_SCHEMA,
+                "meta": {**self.metadata(), "stopped": "the run has not finished"},
+                "complete": False,
+                "wire_agreement": None,
+                "rows": [row.to_dict() for row in rows],
+            }
+            try:
+                write_summary(self.opened.run, summary)
+            except (OSError, ClosebenchError) as error:  # the final write tells, and stops
+                self.log(f"{SUMMARY_FILE}: not written so far: {error}")
+
+    def _rows(
+        self, results: Sequence[TrialResult | Skipped | str | None], not_run: str
+    ) -> tuple[list[TrialRow], list[str]]:
+        """Each trial's row (a measurement, or why there is none) and the run's errors."""
         rows, errors = [], []
-        not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
         for trial, result in zip(self.trials, results, strict=True):
             if isinstance(result, TrialResult):
                 rows.append(trial_row(trial, result))
+                errors += [f"{trial.name}: {fault}" for fault in result.faults]
                 continue
             if isinstance(result, Skipped):  # its warning was printed before the run began
                 error = result.error
@@ -274,15 +305,23 @@ class Runner:
             failed = TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
             failed.step, failed.series = trial.step, trial.series
             rows.append(failed)
+        return rows, errors
+
+    def _write(self, results: Sequence[TrialResult | Skipped | str | None]) -> RunOutcome:
+        """Write the results, summary.json first: if the disk is full, the rest may not fit."""
+        not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
+        with self._summary_lock:  # no trial's summary so far may land after the final one
+            rows, errors = self._rows(results, not_run)
         # A skipped trial leaves the run complete: nothing was cut short, and its row says why it
         # has no figures (check fails any expectation about it; compare lists its error).
         complete = not self.cancel.is_set() and all(
-            isinstance(r, TrialResult | Skipped) for r in results
+            isinstance(r, Skipped) or (isinstance(r, TrialResult) and not r.faults) for r in results
         )
         measured = [
             (t, r) for t, r in zip(self.trials, results, strict=True) if isinstance(r, TrialResult)
         ]
-        wire = self._verify(rows) if self.verify else None
+        # SIGTERM: no verification either (it reads every pcap; `closebench verify` does it later)
+        wire = self._verify(rows) if self.verify and not TERMINATED.is_set() else None
         summary: dict[str, Any] = {  # summary.json's document
             "schema": SUMMARY_SCHEMA,
             "meta": self.metadata(),
@@ -306,12 +345,16 @@ class Runner:
             self.opened.point_latest()
         except OSError as error:
             errors.append(f"cannot point {self.directory.parent / 'latest'} at this run: {error}")
-        report = (
-            build_run_report(self.directory, self.log, self.opened.run)
-            if SUMMARY_FILE not in lost
-            else None
-        )
-        if report is None:
+        report = None
+        if TERMINATED.is_set():  # SIGTERM: end within seconds; the page can be built later
+            errors.append(
+                f"terminated: the report was not built; `closebench report {self.directory}` "
+                "builds it"
+            )
+            self.log("report: not built (SIGTERM)")
+        elif SUMMARY_FILE not in lost:
+            report = build_run_report(self.directory, self.log, self.opened.run)
+        if report is None and not TERMINATED.is_set():
             lost.append("index.html")
         if self.stopped:
             errors.insert(0, self._stopped_line(lost))
@@ -364,24 +407,10 @@ class Runner:
         }
 
 
-def machine_metadata() -> dict:
-    """What summary.json records of the machine a run ran on."""
-    return {
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "capabilities": {
-            "CAP_NET_ADMIN": has_capability(CAP_NET_ADMIN),
-            "CAP_NET_RAW": has_capability(CAP_NET_RAW),
-            "CAP_SYS_ADMIN": has_capability(CAP_SYS_ADMIN),
-        },
-        "tools": tool_versions(),
-    }
-
-
 class AttackRun:
-    """The run directory of one attack outside a scenario (`closebench attack --target`): the
-    same files as a scenario's run, so that report, compare and check read it alike.
+    """The run directory of one attack outside a scenario (`closebench attack --out`, with or
+    without --target): the same files as a scenario's run, so that report, compare and check
+    read it alike.
 
     Made up front, so that a bad --out is an error before anything starts.
     """
@@ -393,8 +422,15 @@ class AttackRun:
         self.directory = self.opened.path  # for messages; written through self.opened
         self.opened.run.write("scenario.toml", scenario_toml)
 
+    def pcap_for(self, trial: str) -> str:
+        """Where the trial's attacker-side capture goes (pcaps/, named as verify finds it),
+        through the run directory's anchor (closebench/core/safe_files.py), never its name."""
+        pcaps = self.opened.run.subdirectory("pcaps")
+        pcaps.close()
+        return str(self.opened.run.anchor / "pcaps" / unique_names([trial], ".pcap")[0])
+
     def write(self, trial: TrialConfig, result: TrialResult, log: Callable[[str], None]) -> Path:
-        """summary.json, the attempts file and the report; returns the directory."""
+        """summary.json, the attempts file, samples.csv and the report; returns the directory."""
         finished = datetime.now(UTC)
         meta = {
             "closebench": __version__,
@@ -407,38 +443,34 @@ class AttackRun:
             **machine_metadata(),
             "stopped": None,
         }
-        summary = {
-            "schema": SUMMARY_SCHEMA,
-            "meta": meta,
-            "complete": result.complete,
-            "rows": [trial_row(trial, result).to_dict()],
-        }
         run = self.opened.run
         try:
-            write_summary(run, summary)
             path = run.anchor / ATTEMPTS_DIR / unique_names([trial.name], SUFFIX)[0]
             write_attempts_file(path, trial.name, result.attempts + result.legit_attempts)
+            row = trial_row(trial, result)
+            wire = None
+            if trial.pcap:  # the records against the capture, as `closebench run` does
+                try:
+                    agreement = verify_trials(run.anchor, [trial.name])
+                    wire = agreement.to_dict()
+                    row.wire_agreement = next((t.to_dict() for t in agreement.trials), None)
+                except Exception as error:  # recorded, never loses the run
+                    wire = {"ok": False, "error": f"{type(error).__name__}: {error}"}
+            summary = {
+                "schema": SUMMARY_SCHEMA,
+                "meta": meta,
+                "complete": result.complete,
+                "wire_agreement": wire,
+                "rows": [row.to_dict()],
+            }
+            write_summary(run, summary)
+            if result.samples:
+                write_samples(run, [(trial.name, result.samples)])
             self.opened.point_latest()
             build_run_report(self.directory, log, run)
         finally:
             self.opened.close()
         return self.directory
-
-
-def tool_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for tool in ("tcpdump", "nft", "curl", "chromium"):
-        if shutil.which(tool) is None:
-            versions[tool] = None
-            continue
-        result = subprocess.run([tool, "--version"], capture_output=True, text=True)
-        versions[tool] = (result.stdout or result.stderr).splitlines()[0].strip()
-    for module in ("scapy", "psutil", "pydantic", "dpkt", "pyarrow"):
-        imported = sys.modules.get(module) or __import__(module)
-        versions[module] = getattr(imported, "__version__", None) or getattr(
-            imported, "VERSION", None
-        )
-    return versions
 
 
 def sweep_document(sweep: SweepEntry, rows: list[dict]) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -24,41 +23,86 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from closebench.attackers import ATTACKERS, ENGINES
+from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES
 from closebench.attackers.policy import Policy
 from closebench.core.errors import UsageError
+from closebench.core.input_files import parse_toml
+from closebench.core.limits import (
+    MAX_ATTACKERS,
+    MAX_BACKLOG,
+    MAX_DESCRIPTION,
+    MAX_LABEL,
+    MAX_NOFILE,
+    MAX_PATH,
+    MAX_SCENARIO_SECONDS,
+    MAX_STRATEGIES,
+    MAX_TRIALS,
+)
+from closebench.core.placeholders import unknown_placeholder
 from closebench.core.safe_files import read_text
 from closebench.defender import DEFAULT_ABUSE_PATH, ServerConfig, sysctl
+from closebench.defender.config import SERVER_PLACEHOLDERS
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
 from closebench.servers.strategies import StrategySpec, parse_spec
+from closebench.trials.scenario_checks import abuse_path_problem, trial_count
+from closebench.trials.scenario_commands import Commanded
 from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig
 
 # Inside the package, so that an installed wheel has them; a checkout's top-level scenarios/ is a
 # symbolic link to this folder (one copy, nothing to keep in sync).
 SCENARIO_DIR = Path(str(resources.files("closebench.trials").joinpath("scenarios")))
+EXPECT_DIR = SCENARIO_DIR / "expect"  # the shipped gates: expectations for shipped scenarios
+
+
+def find_expectations(name_or_path: str) -> str:
+    """A path as given, or a shipped scenario's gate by name (`ci`: expect/ci.toml)."""
+    shipped = EXPECT_DIR / f"{name_or_path}.toml"
+    if not Path(name_or_path).exists() and "/" not in name_or_path and shipped.is_file():
+        return str(shipped)
+    return name_or_path
+
+
 DEFAULT_SCENARIO = "seed"
 
 Positive = Annotated[float, Field(gt=0)]
+# A time of the scenario (a timeout, a delay, a start): a run must end (core/limits.py).
+Seconds = Annotated[float, Field(gt=0, le=MAX_SCENARIO_SECONDS)]
+Wait = Annotated[float, Field(ge=0, le=MAX_SCENARIO_SECONDS)]
+Label = Annotated[str, Field(max_length=MAX_LABEL)]
 
 
 class Strict(BaseModel):
     # allow_inf_nan: TOML has `nan` and `inf`, and a bound such as `gt=0` lets NaN through.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict: a wrong type is an error, not coerced (`concurrency = "10"`, `routed = 1`).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
-class StrategyEntry(Strict):
-    """One strategy to compare: its spec, and where it runs."""
+class StrategyEntry(Commanded):
+    """One strategy to compare: its spec (or your own server's command), and where it runs."""
 
-    strategy: str
+    strategy: Label | None = None
     routed: bool = False
-    label: str | None = None
+    label: Label | None = None
     # With CI set, a kernel that cannot run it fails the run instead of skipping its row.
     required: bool = False
 
     @field_validator("strategy")
     @classmethod
-    def known_strategy(cls, value: str) -> str:
+    def known_strategy(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         return str(parse_spec(value))  # ValueError names the strategies and options allowed
+
+    @model_validator(mode="after")
+    def strategy_or_command(self) -> StrategyEntry:
+        if (self.strategy is None) == (self.command is None):
+            raise ValueError("give a strategy or a command (your own server), one of them")
+        if self.command is not None:
+            if self.label is None:
+                raise ValueError("a command needs a label (its trial's name)")
+            if (problem := unknown_placeholder(self.command, SERVER_PLACEHOLDERS)) is not None:
+                raise ValueError(problem)
+        return self
 
     @field_validator("label")
     @classmethod
@@ -70,35 +114,46 @@ class StrategyEntry(Strict):
 
     @model_validator(mode="after")
     def router_bans_need_a_router(self) -> StrategyEntry:
-        if self.spec.options.get("where") == "router" and not self.routed:
+        spec = self.spec
+        if spec is not None and spec.options.get("where") == "router" and not self.routed:
             raise ValueError(f"{self.strategy} bans on the router: give it routed = true")
         return self
 
     @property
-    def spec(self) -> StrategySpec:
-        return parse_spec(self.strategy)
+    def spec(self) -> StrategySpec | None:
+        return parse_spec(self.strategy) if self.strategy is not None else None
 
     @property
     def name(self) -> str:
-        return self.label or self.strategy + (" (via router)" if self.routed else "")
+        return self.label or str(self.strategy) + (" (via router)" if self.routed else "")
 
 
-class AttackerEntry(Strict):
+class AttackerEntry(Commanded):
     kind: Literal[tuple(ATTACKERS)] = "kernel"  # type: ignore[valid-type]
-    label: str | None = None
-    timeout: Positive = 10.0
+    label: Label | None = None
+    timeout: Seconds = 10.0
     reconnect: bool = True
     concurrency: Annotated[int, Field(ge=1, le=20000)] = 1
-    rate: Positive | None = None
-    attempts: Annotated[int, Field(ge=1)] | None = None
-    request_delay: Annotated[float, Field(ge=0)] = 0.0
-    path: str = "/spam"
+    rate: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    attempts: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
+    request_delay: Wait = 0.0
+    path: Annotated[str, Field(min_length=1, max_length=MAX_PATH)] = "/spam"
     command: list[str] | None = None
     # A botnet: spread the connection slots over this many addresses of the attacker host.
     addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
-    duration: Positive | None = None  # this attacker stops sooner than the scenario
+    duration: Seconds | None = None  # this attacker stops sooner than the scenario
     engine: Literal[tuple(ENGINES)] = "local"  # type: ignore[valid-type]
     workers: Annotated[int, Field(ge=1, le=MAX_ATTACKER_HOSTS - 1)] | None = None  # Locust's
+
+    @field_validator("path")
+    @classmethod
+    def request_path(cls, value: str) -> str:
+        if not value.startswith("/") or not value.isprintable() or " " in value:
+            raise ValueError(
+                "a request path starts with / and is one line of visible text without spaces "
+                "(no NUL, tab or newline)"
+            )
+        return value
 
     @model_validator(mode="after")
     def addresses_need_kernel(self) -> AttackerEntry:
@@ -106,6 +161,9 @@ class AttackerEntry(Strict):
             raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
         if self.command is not None and self.kind != "curl":
             raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
+        problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -137,21 +195,29 @@ class AttackerEntry(Strict):
             self.addresses or 0,
             self.engine,
             self.workers or 1,
+            self.confinement,
         )
 
 
 class LegitEntry(Strict):
-    rate: Positive = 2.0
-    timeout: Positive = 5.0
-    start: Annotated[float, Field(ge=0)] = 0.0  # seconds into the trial
+    rate: Annotated[float, Field(gt=0, le=1e6)] = 2.0
+    timeout: Seconds = 5.0
+    start: Wait = 0.0  # seconds into the trial (before the scenario's end: see Scenario)
     source: Literal["own", "attacker"] = "own"  # "attacker": the attackers' main address
 
 
 class ServerEntry(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
-    nofile: Annotated[int, Field(ge=64)] | None = None
-    backlog: Annotated[int, Field(ge=1)] = 1024
+    nofile: Annotated[int, Field(ge=64, le=MAX_NOFILE)] | None = None
+    backlog: Annotated[int, Field(ge=1, le=MAX_BACKLOG)] = 1024
     abuse_path: str = DEFAULT_ABUSE_PATH
+
+    @field_validator("abuse_path")
+    @classmethod
+    def abuse_regex(cls, value: str) -> str:
+        if (problem := abuse_path_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
 
 class DefenderEntry(Strict):
@@ -206,20 +272,43 @@ class SweepEntry(Strict):
 
 
 class Scenario(Strict):
-    name: str
-    description: str = ""
-    duration: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    name: Label
+    description: Annotated[str, Field(max_length=MAX_DESCRIPTION)] = ""
+    duration: Annotated[float, Field(gt=0, le=MAX_SCENARIO_SECONDS)] = 30.0
     repetitions: Annotated[int, Field(ge=1, le=100)] = 1
     seed: int = 1
     sample_hz: Annotated[float, Field(ge=1, le=100)] = 10.0
     family: Literal[4, 6] = 4
     parallel: Annotated[int, Field(ge=1, le=32)] | None = None
     server: ServerEntry = ServerEntry()
-    strategies: list[StrategyEntry] = Field(min_length=1)
-    attackers: list[AttackerEntry] = Field(min_length=1)
+    strategies: list[StrategyEntry] = Field(min_length=1, max_length=MAX_STRATEGIES)
+    attackers: list[AttackerEntry] = Field(min_length=1, max_length=MAX_ATTACKERS)
     legit: LegitEntry | None = LegitEntry()
     defender: DefenderEntry = DefenderEntry()
     sweep: SweepEntry | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def trials_fit(cls, data: object) -> object:
+        """The number of trials, counted from the raw file before anything is built: a small
+        file must not ask for 60,000 labs."""
+        if isinstance(data, dict):
+            count = trial_count(data)
+            if count > MAX_TRIALS:
+                raise ValueError(
+                    f"the scenario asks for {count:,} trials (strategies x repetitions x sweep "
+                    f"steps); at most {MAX_TRIALS:,} a run: split it into several scenarios"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def legit_starts_in_time(self) -> Scenario:
+        if self.legit is not None and self.legit.start >= self.duration:
+            raise ValueError(
+                f"legit.start = {self.legit.start:g} s is not before the scenario's end "
+                f"(duration = {self.duration:g} s): the legitimate client would never run"
+            )
+        return self
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -299,6 +388,14 @@ class Scenario(Strict):
             problems = "; ".join(e["msg"] for e in error.errors())
             raise UsageError(f"--duration {duration:g}: {problems}") from None
 
+    def with_repetitions(self, repetitions: int) -> Scenario:
+        """The scenario repeated `repetitions` times (--repeat), interleaved as the file's are."""
+        try:
+            return Scenario.model_validate({**self.model_dump(), "repetitions": repetitions})
+        except ValidationError as error:
+            problems = "; ".join(e["msg"] for e in error.errors())
+            raise UsageError(f"--repeat {repetitions}: {problems}") from None
+
     def trials(self) -> list[TrialConfig]:
         """One trial per strategy (per repetition, per sweep step), in the scenario's order: a
         strategy's steps follow each other (the runner runs them one after another)."""
@@ -322,6 +419,9 @@ class Scenario(Strict):
             nofile=self.server.nofile,
             backlog=self.server.backlog,
             sysctl=tuple(self.defender.sysctl.items()),
+            command=list(entry.command or []),
+            confine=entry.confinement,
+            name=entry.label if entry.command else None,
         )
         return TrialConfig(
             server=server,
@@ -369,10 +469,7 @@ def shipped_scenarios() -> list[tuple[str, str]]:
 def load_scenario(path: Path) -> tuple[Scenario, str, str]:
     """The validated scenario, its text and its sha256; UsageError on any problem."""
     text = read_text(path, "scenario")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    data = parse_toml(text, path)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as error:
@@ -393,6 +490,10 @@ def _explain(error: ErrorDetails) -> str:
         allowed = ", ".join(model.model_fields) if model else "see docs/guides/scenarios.md"
         return f"unknown key {key!r}; allowed here: {allowed}"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"].endswith("_type"):  # a wrong type: say what was given (strict, no coercion)
+        given = repr(error.get("input"))
+        given = given if len(given) <= 40 else given[:37] + "..."
+        message += f", not {type(error.get('input')).__name__} {given}"
     return f"key {key!r}: {message}"
 
 

@@ -11,7 +11,6 @@ import os
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ from closebench.attackers.kernel import KernelSpammer
 from closebench.attackers.locust.swarm import lab_placement
 from closebench.attackers.policy import Policy, Target
 from closebench.core.errors import ClosebenchError, UsageError
+from closebench.core.faults import Fault, Faults
 from closebench.core.file_names import safe_stem
 from closebench.core.outcomes import LEGIT_CLIENT, Attempt
 from closebench.core.summary import (
@@ -34,15 +34,16 @@ from closebench.defender import Defender, ServerConfig, bpf_drop, conn_cap, fire
 from closebench.defender.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from closebench.lab import Lab
 from closebench.lab.capture import Capture
-from closebench.lab.socket_table import state_summary
+from closebench.lab.confine import Confinement
 from closebench.results.records import AttemptWriter, read_attempts
 from closebench.servers.strategies import BAN_STRATEGIES
+from closebench.trials.attacker_hosts import AttackerHostSampler
 from closebench.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from closebench.trials.harness_load import HarnessLoad, harness_load
+from closebench.trials.part_faults import idle_attackers, server_faults
 from closebench.wire.classify import reconcile
 from closebench.wire.pcap import Endpoint
 
-SAMPLE_EVERY = 0.2  # seconds between looks at the attacker host's kernel sockets
 LEGIT_HORIZON = 86400.0  # legitimate clients stop with the attack; this only bounds the loop
 
 
@@ -56,6 +57,8 @@ class AttackerSpec:
     addresses: int = 0  # kernel kind: spread its connection slots over this many addresses
     engine: str = "local"  # "locust": the kernel kind's policy on Locust workers (ENGINES)
     workers: int = 1  # Locust workers, each in an attacker host of its own
+    # A command from a scenario file runs confined (lab/confine.py); None: as typed (the CLI's).
+    confine: Confinement | None = None
 
     @property
     def name(self) -> str:
@@ -181,13 +184,16 @@ class TrialResult:
     server_stats: dict
     server_log: str
     duration_s: float
-    complete: bool  # False when interrupted
+    complete: bool  # False when interrupted, or when a part of the trial failed (`faults`)
     bans: BanSummary | None = None  # ban strategies only
     ban_log: list[dict] = field(
         default_factory=list
     )  # the server's bans (closebench/servers/bans.py)
     harness: HarnessLoad = field(default_factory=HarnessLoad)  # the attacking side's own load
     overall: AttackSummary | None = None  # every attacker together (from `attempts` if not given)
+    # The parts that crashed (an attacker, the legitimate client, the server, a sampler) or made
+    # no attempt: the trial measured nothing trustworthy, and fails.
+    faults: list[Fault] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.overall is None:
@@ -208,6 +214,7 @@ def run_trial(
 
 def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialResult:
     hosts = 1 + sum(spec.attacker_hosts for spec in config.attackers)
+    faults = Faults()
     with Lab(routed=config.routed, attacker_hosts=hosts) as lab:
         # Extra address 0 is the legitimate client's; botnet addresses follow.
         plan = config.address_plan()
@@ -248,13 +255,15 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             if config.attempts_file:
                 writer = AttemptWriter(config.attempts_file, config.name)
             try:
-                result = _attack(lab, config, cancel, on_attempt, writer)
+                result = _attack(lab, config, cancel, on_attempt, writer, faults)
             except BaseException:
                 if writer:  # what was written stays readable; the first error is the one told
                     with contextlib.suppress(ClosebenchError):
                         writer.close()
                 raise
             samples = sampler.stop() if sampler else []
+            if sampler is not None and sampler.error is not None:
+                faults.add(Fault.of("the defender sampler", sampler.error))
             if ban_host is not None:
                 syns_dropped = firewall.read(ban_host).syns_dropped
             elif defender.bpf is not None:  # xdp-drop, tc-drop: the program's own counter
@@ -266,6 +275,8 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 capture.stop()
             server_stats = defender.stop()
             server_log = defender.log()
+            for fault in server_faults(defender, server_stats):
+                faults.add(fault)
             defender.close()
         target = Endpoint(lab.defender_ip(config.family), server.port)
     attempts, legit_attempts, costs, duration, attack_end, legit_cost = result
@@ -295,6 +306,9 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         bans = summarize_bans(ban_log, attempts, legit_attempts, attack_end, syns_dropped)
         if ban_host is None and sampler is not None:  # blacklist: its bans are the server's own
             _bans_over_time(samples, ban_log, sampler.started_unix)
+    if not cancel.is_set():
+        for fault in idle_attackers(names, summaries, costs, faults.parts()):
+            faults.add(fault)
     return TrialResult(
         config=config,
         attempts=[] if writer else attempts,
@@ -308,7 +322,8 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         server_stats=server_stats,
         server_log=server_log,
         duration_s=duration,
-        complete=not cancel.is_set(),
+        complete=not cancel.is_set() and not faults.all(),
+        faults=faults.all(),
         bans=bans,
         ban_log=ban_log,
         harness=harness_load(_client_costs(costs, legit_cost)),
@@ -334,17 +349,25 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
         )
 
 
-def _attack(lab: Lab, config: TrialConfig, cancel, on_attempt, writer: AttemptWriter | None):
+def _attack(
+    lab: Lab, config: TrialConfig, cancel, on_attempt, writer: AttemptWriter | None, faults: Faults
+):
     prepared: list = []  # Locust engines: started before the clock, their start-up not counted
     try:
-        return _run_attackers(lab, config, cancel, on_attempt, prepared, writer)
+        return _run_attackers(lab, config, cancel, on_attempt, prepared, writer, faults)
     finally:
         for engine in prepared:
             engine.close()
 
 
 def _run_attackers(
-    lab: Lab, config: TrialConfig, cancel, on_attempt, prepared: list, writer: AttemptWriter | None
+    lab: Lab,
+    config: TrialConfig,
+    cancel,
+    on_attempt,
+    prepared: list,
+    writer: AttemptWriter | None,
+    faults: Faults,
 ):
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
@@ -372,7 +395,7 @@ def _run_attackers(
     more_hosts = iter(lab.more_attackers)
     for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
         target = Target(address, config.server.port, config.family, spec.path)
-        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine)
+        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine, spec.confine)
         if spec.engine == "locust":
             prepared.append(attacker)
             hosts = [next(more_hosts) for _ in range(spec.workers)]
@@ -382,12 +405,13 @@ def _run_attackers(
             sink = sink_for(spec)
             costs[spec.name] = attacker.run(lab, target, spec.policy, sink, cancel, sources)
 
-        threads.append(threading.Thread(target=work, name=f"attacker-{spec.name}"))
+        crash_safe = faults.guarded(f"the {spec.name} attacker", work)
+        threads.append(threading.Thread(target=crash_safe, name=f"attacker-{spec.name}"))
     # Attackers run in threads of this one; cancel reaches them through the shared event.
     legit_stop = threading.Event()
     legit_cost: dict = {}
-    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel, legit_cost)
-    watcher = AttackerHostSampler(lab)
+    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel, legit_cost, faults)
+    watcher = AttackerHostSampler(lab, faults)
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -416,7 +440,7 @@ def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config,
 
 
 def _legit_thread(
-    lab: Lab, config: TrialConfig, records: list, stop, cancel, cost: dict
+    lab: Lab, config: TrialConfig, records: list, stop, cancel, cost: dict, faults: Faults
 ) -> threading.Thread | None:
     """The legitimate client until `stop`; its requests in flight then still end, and count
     (Ctrl-C, `cancel`, abandons them)."""
@@ -432,7 +456,9 @@ def _legit_thread(
             client = KernelSpammer(LEGIT_CLIENT)
             cost.update(client.run(lab, target, policy, records.append, cancel, source, stop))
 
-    thread = threading.Thread(target=run, name=LEGIT_CLIENT)
+    thread = threading.Thread(
+        target=faults.guarded("the legitimate client", run), name=LEGIT_CLIENT
+    )
     thread.start()
     return thread
 
@@ -453,29 +479,3 @@ def _legit_source(lab: Lab, config: TrialConfig) -> str:
     if config.legit is not None and config.legit.source == "attacker":
         return lab.attacker_ip(config.family)
     return lab.addressing.attacker_extra(config.family, 0)
-
-
-class AttackerHostSampler:
-    """Peaks of the attacker hosts' kernel sockets: what the attack costs the attackers' kernels."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.peak_sockets = 0
-        self.peak_by_state: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(SAMPLE_EVERY):
-            counts: Counter[str] = Counter()
-            for host in self.lab.attacker_hosts:  # every machine of the attack
-                counts.update(state_summary(host)[0])
-            self.peak_sockets = max(self.peak_sockets, sum(counts.values()))
-            for state, count in counts.items():
-                self.peak_by_state[state] = max(self.peak_by_state.get(state, 0), count)
-
-    def stop(self) -> dict:
-        self._stop.set()
-        self._thread.join()
-        return {"peak_kernel_sockets": self.peak_sockets, "peak_by_state": self.peak_by_state}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from closebench.servers.bans import BanBook, BanPolicy, NftBanner
 from closebench.servers.bpf_maps import BpfBanner
 from closebench.servers.reference.deadlines import Timer, Timers
-from closebench.servers.reference.log import log
+from closebench.servers.reference.log import count_thread_crashes, log
 from closebench.servers.reference.protocol import (
     BAD_REQUEST_400,
     OK_200,
@@ -77,6 +77,8 @@ class Counters:
     abusive: int = 0
     refused_emfile: int = 0
     repair_fallbacks: int = 0
+    thread_crashes: int = 0  # threads that died of an exception; thread_crash: the first's
+    thread_crash: str | None = None
 
 
 @dataclass(eq=False)
@@ -159,6 +161,7 @@ class Server:
     def run(self) -> dict[str, object]:
         """Serve until SIGTERM/SIGINT; return the counters."""
         self._install_signal_handlers()
+        count_thread_crashes(self.counters)
         self._listen()
         print(self.ready_line(), flush=True)
         while not self.stopping:
