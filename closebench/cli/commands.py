@@ -437,7 +437,7 @@ def _check_placeholders(args: argparse.Namespace) -> None:
 def _attack_run_directory(args: argparse.Namespace, config):
     """`attack --out DIR`: the run directory, made before anything starts (a bad --out is an
     error that leaves nothing behind)."""
-    from closebench.trials.runner import AttackRun
+    from closebench.trials.attack_run import AttackRun
 
     return AttackRun(Path(args.out), args.label or "attack", _attack_toml(args, config))
 

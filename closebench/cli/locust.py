@@ -190,6 +190,7 @@ def target_attack(args: argparse.Namespace, spec, errors):
     UsageError before anything starts)."""
     from closebench.attackers.locust.swarm import Placement
     from closebench.defender import ServerConfig
+    from closebench.trials.attack_run import AttackRun
     from closebench.trials.remote import (
         REMOTE_JOIN_TIMEOUT,
         TargetAttack,
@@ -198,7 +199,6 @@ def target_attack(args: argparse.Namespace, spec, errors):
         free_local_port,
         resolve,
     )
-    from closebench.trials.runner import AttackRun
     from closebench.trials.trial import TrialConfig
 
     host, port = args.target
