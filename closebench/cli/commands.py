@@ -33,6 +33,7 @@ from closebench.defender.peers import require as require_peer
 from closebench.defender.peers import skip_missing
 from closebench.lab.privileges import require_tools
 from closebench.results.schema import ATTACK_SCHEMA, PROBE_SCHEMA, VERIFY_SCHEMA
+from closebench.trials.placement import resolve_placement
 
 LAB_TOOLS = (
     "ip",
@@ -240,7 +241,17 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         lambda message: print_warning(errors, message),
     )
     out = Path(args.out)
-    runner = Runner(scenario, text, digest, path, out, verify=not args.no_verify, skipped=skipped)
+    placement = resolve_placement(**scenario.cpus.model_dump(), flag=args.cpus)
+    runner = Runner(
+        scenario,
+        text,
+        digest,
+        path,
+        out,
+        verify=not args.no_verify,
+        skipped=skipped,
+        placement=placement,
+    )
     told = False
     with ctrl_c_sets(runner.cancel), Live(console=console, transient=True) as live:
         worker = Background(lambda: runner.run(args.jobs), "run")

@@ -10,6 +10,13 @@ from rich.table import Table
 
 from closebench.core.outcomes import Outcome
 from closebench.defender.peers.notes import claim_text
+from closebench.results.breaking_points import (
+    BROKE,
+    HELD,
+    INCONCLUSIVE,
+    bracket_text,
+    status_of,
+)
 from closebench.results.verify import RunAgreement, agreement_text
 from closebench.trials.probe import ProbeResult
 from closebench.trials.runner import RunOutcome, TrialProgress
@@ -254,14 +261,11 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
 
 
 def print_breaking_points(points: dict[str, dict], console: Console) -> None:
-    """One line per sweep series: where it broke, and why (results/breaking_points.py)."""
+    """One line per sweep series: its bracket, and why (results/breaking_points.py)."""
+    colors = {BROKE: "bold red", HELD: "green", INCONCLUSIVE: "yellow"}
     for series, point in points.items():
-        if point["value"] is None and point.get("steps_judged") == 0:
-            where = "[yellow]not judged[/]"
-        elif point["value"] is None:
-            where = "[green]held[/]"
-        else:
-            where = f"[bold red]broke at {point['axis']} {point['value']:g}[/]"
+        color = colors[status_of(point)]
+        where = f"[{color}]{escape(bracket_text(point))}[/]"
         console.print(f"breaking point: {escape(series)}: {where}: {escape(point['reason'])}")
 
 

@@ -25,6 +25,7 @@ class Capture:
         # in the ring when tcpdump is stopped is lost.
         self._process = host.spawn(
             capture_argv(interface, path, bpf),
+            side="attackers",  # the capture is the harness's work, not the defender's
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

@@ -13,6 +13,7 @@
     breaking_point_max = 400         # it broke at a step of at most 400
     [repair]
     holds = true                     # it held at every step (breaking point null)
+                                     # an inconclusive bracket fails holds and breaking_point_*
 
 Exit status: 0 when every expectation holds, 1 when one fails, 2 on bad input (UsageError).
 """
@@ -33,7 +34,15 @@ from rich.table import Table
 from closebench.core.errors import UsageError
 from closebench.core.outcomes import Outcome
 from closebench.core.safe_files import read_text
+from closebench.results.breaking_points import (
+    BROKE,
+    HELD,
+    INCONCLUSIVE,
+    bracket_text,
+    status_of,
+)
 from closebench.results.compare import common_trials, mean, values
+from closebench.results.placements import placement_warning
 from closebench.results.run_directory import RunData, load_summary
 from closebench.results.summary_figures import (
     FIGURE_BY_NAME,
@@ -319,25 +328,33 @@ def check_breaking_points(run: RunData, table: TrialExpectation) -> list[Verdict
     verdicts = []
     for series in matching_series(run, table.name):
         point = run.breaking_points[series]
-        value = point["value"]
-        actual = "held (null)" if value is None else f"{point['axis']} {number(value)}"
-        actual += f": {point['reason']}"
+        status = status_of(point)
+        # A summary/2 reason starts with the bracket; a summary/1 one needs it in front.
+        actual = (
+            point["reason"] if "status" in point else f"{bracket_text(point)}: {point['reason']}"
+        )
         if table.holds is not None:
             expected = "holds at every step" if table.holds else "breaks at some step"
-            # Held means measured and held: a series no step of which measured the server fails.
-            ok = (value is None and point.get("steps_judged") != 0) == table.holds
+            # An inconclusive bracket passes neither: the run could not tell.
+            ok = status != INCONCLUSIVE and (status == HELD) == table.holds
             verdicts.append(Verdict(series, "holds", expected, actual, ok))
         for bound in table.breaking_point:
-            sign = ">=" if bound.limit == "min" else "<="
-            # Held at every step: above any step, so every minimum holds and no maximum does.
-            if value is None:
-                ok = bound.limit == "min"
-            else:
-                ok = value >= bound.value if bound.limit == "min" else value <= bound.value
-            verdicts.append(
-                Verdict(series, "breaking_point", f"{sign} {number(bound.value)}", actual, ok)
-            )
+            verdicts.append(_bracket_verdict(series, point, status, bound, actual))
     return verdicts
+
+
+def _bracket_verdict(series: str, point: dict, status: str, bound: Bound, actual: str) -> Verdict:
+    """A bound on where it broke, judged on the bracket: `max` needs a break at or below it,
+    `min` needs it to have held up to the bound (a break above it, or held throughout)."""
+    sign = ">=" if bound.limit == "min" else "<="
+    if status == BROKE:
+        value = point["value"]
+        ok = value >= bound.value if bound.limit == "min" else value <= bound.value
+    elif status == HELD:  # above any step: every minimum holds and no maximum does
+        ok = bound.limit == "min"
+    else:
+        ok = False
+    return Verdict(series, "breaking_point", f"{sign} {number(bound.value)}", actual, ok)
 
 
 def check_wire(trial: str, figures: object, expected: bool) -> Verdict:
@@ -445,6 +462,10 @@ def run_check(
             f"{expectations.source}: no expectations: add a table per trial or a baseline"
         )
     baseline = load_summary(expectations.baseline, warn) if expectations.baseline else None
+    # A: the baseline, B: the run checked.
+    moved_cpus = placement_warning(baseline.cpus, run.cpus) if baseline is not None else None
+    if moved_cpus is not None and warn is not None:
+        warn(moved_cpus)
     return check_run(run, expectations, baseline)
 
 

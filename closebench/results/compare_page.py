@@ -17,6 +17,7 @@ from closebench.core.errors import ClosebenchError
 from closebench.core.safe_files import SafeDirectory
 from closebench.results.compare import Comparison, FigureChange, GroupComparison, wire_state
 from closebench.results.pages import environment
+from closebench.results.placements import placement_warning
 from closebench.results.summary_figures import number, outcomes_text
 
 
@@ -161,6 +162,8 @@ def print_breaking_points(comparison: Comparison, console: Console) -> None:
 def comparison_notes(comparison: Comparison) -> list[str]:
     a, b = comparison.run_a, comparison.run_b
     notes = [noise_note(comparison)]
+    if (moved_cpus := placement_warning(a.cpus, b.cpus)) is not None:
+        notes.append(moved_cpus)
     if a.meta.get("scenario_name") != b.meta.get("scenario_name"):
         notes.append(
             f"note: different scenarios (A: {a.meta.get('scenario_name')}, "

@@ -47,7 +47,11 @@ from closebench.results.records import (
     read_legacy_jsonl,
     table_columns,
 )
-from closebench.results.schema import SUMMARY_SCHEMA, check_breaking_points, check_rows
+from closebench.results.schema import (
+    SUMMARY_SCHEMAS_READ,
+    check_breaking_points,
+    check_rows,
+)
 
 SUMMARY_FILE = "summary.json"
 SAMPLES_FILE = "samples.csv"
@@ -184,6 +188,12 @@ class RunData:
         return self.summary.get("breaking_points") or {}
 
     @property
+    def cpus(self) -> dict | None:
+        """Each side's CPUs as run (lab/cpus.py Placement.to_dict); None: not recorded (/1)."""
+        cpus = self.summary.get("cpus")
+        return cpus if isinstance(cpus, dict) else None
+
+    @property
     def sweep(self) -> dict | None:
         """The scenario's [sweep] as run (axis, steps, thresholds); None: not a sweep."""
         sweep = self.summary.get("sweep")
@@ -251,8 +261,9 @@ def _read_summary(directory: Path) -> dict:
     except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
         raise refuse(f"{SUMMARY_FILE} is unreadable: {error}") from None
     schema = summary.get("schema") if isinstance(summary, dict) else None
-    if schema != SUMMARY_SCHEMA:
-        raise refuse(f"{SUMMARY_FILE} has schema {schema!r}, expected {SUMMARY_SCHEMA!r}")
+    if schema not in SUMMARY_SCHEMAS_READ:
+        known = " or ".join(map(repr, SUMMARY_SCHEMAS_READ))
+        raise refuse(f"{SUMMARY_FILE} has schema {schema!r}, expected {known}")
     if not isinstance(summary.get("rows"), list):
         raise refuse(f"the rows of {SUMMARY_FILE} are not a list")
     return summary

@@ -27,6 +27,8 @@ from closebench.core.errors import ClosebenchError
 from closebench.core.file_names import unique_names
 from closebench.core.safe_files import write_error
 from closebench.defender.peers import peer_for
+from closebench.lab import cpus
+from closebench.lab.cpus import Placement
 from closebench.lab.privileges import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, has_capability
 from closebench.results.breaking_points import Thresholds, breaking_points
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX, write_attempts_file
@@ -42,6 +44,7 @@ from closebench.results.run_directory import (
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.verify import verify_trials
 from closebench.trials.disk_space import DiskGuard, size_text
+from closebench.trials.placement import resolve_placement
 from closebench.trials.rows import strategy_name, trial_row
 from closebench.trials.scenario import Scenario, SweepEntry
 from closebench.trials.trial import TrialConfig, TrialResult, run_trial
@@ -92,8 +95,11 @@ class Runner:
         out: Path,
         verify: bool = True,
         skipped: dict[str, str] | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.scenario = scenario
+        # Each side's CPUs (lab/cpus.py); None: the scenario's [cpus] (the default split).
+        self.placement = placement or resolve_placement(**scenario.cpus.model_dump())
         self.verify = verify  # check every record against the pcaps once the trials are done
         # Strategies not run (a peer whose program is missing), with the error of their rows.
         self.skipped = skipped or {}
@@ -152,7 +158,12 @@ class Runner:
         chains = trial_chains(self.trials)
         jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
+        self.log(f"CPUs: {self.placement.text()}")
         results: list[TrialResult | str | None] = [None] * len(self.trials)
+        cpus.use(self.placement)
+        # The runner's threads (kernel attackers, the legitimate client, samplers) are the
+        # attacking side's; threads started later inherit it from these.
+        pinned = {} if self.placement.shared else cpus.pin_this_process(self.placement.attackers)
         done = threading.Event()
         watch = threading.Thread(target=self._watch_disk, args=(done,), name="disk", daemon=True)
         watch.start()
@@ -164,6 +175,8 @@ class Runner:
         finally:
             done.set()
             watch.join()
+            cpus.restore(pinned)
+            cpus.use(None)
             self.disk.release()  # room for the results, whatever filled the disk
             outcome = self._write(results)
             self._log.close()
@@ -266,6 +279,7 @@ class Runner:
             "meta": self.metadata(),
             "complete": complete,
             "wire_agreement": wire,
+            "cpus": self.placement.to_dict(),
             "rows": [row.to_dict() for row in rows],
         }
         if self.scenario.sweep is not None:
