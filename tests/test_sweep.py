@@ -3,7 +3,10 @@ the rows, `closebench check` reads them, and bad sweep input is one clear error 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -152,7 +155,7 @@ def test_breaking_point_is_the_first_step_that_broke_and_says_why():
     assert "legitimate success 50.0% < 99.0%" in points["never"]["reason"]
     assert "40 server errors" in points["never"]["reason"]
     assert points["never"]["status"] == "broke" and points["never"]["held_up_to"] == 20
-    assert points["never"]["reason"].startswith("held up to concurrency 20, broke by ")
+    assert points["never"]["reason"].startswith("concurrency 100: legitimate success")
     assert points["repair"] == {
         "axis": "concurrency",
         "value": None,
@@ -163,9 +166,7 @@ def test_breaking_point_is_the_first_step_that_broke_and_says_why():
         "inconclusive_from": None,
     }
     assert points["slow"]["value"] == 20 and points["slow"]["held_up_to"] is None
-    assert points["slow"]["reason"] == (
-        "no step held, broke by concurrency 20: legitimate p95 latency 1.50 s > 1 s"
-    )
+    assert points["slow"]["reason"] == "concurrency 20: legitimate p95 latency 1.50 s > 1 s"
 
 
 def test_thresholds_move_the_breaking_point():
@@ -194,9 +195,9 @@ def test_a_limited_step_is_inconclusive_whatever_the_server_did():
     assert point["status"] == "inconclusive" and point["value"] is None
     assert (point["held_up_to"], point["inconclusive_from"], point["steps_judged"]) == (100, 400, 2)
     assert point["reason"] == (
-        "held up to concurrency 100, inconclusive from concurrency 400: concurrency 400 "
-        "harness-limited (the attackers' event loop ran 0.40 s late (p95))"
+        "concurrency 400 harness-limited (the attackers' event loop ran 0.40 s late (p95))"
     )
+    assert bracket_text(point) == "held up to 100, inconclusive from concurrency 400"
     # The same step measured cleanly breaks: the rule tells the two apart.
     rows[2] = step_row("never", 400, server_errors=90, legit_success_rate=0.3)
     [point] = breaking_points(rows, "concurrency", Thresholds()).values()
@@ -232,11 +233,15 @@ def test_a_break_above_steps_not_judged_is_a_wide_bracket():
         20,
         100,
     )
-    assert "not judged from concurrency 100: concurrency 100 failed (lab failed)" in point["reason"]
+    assert point["reason"] == (
+        "concurrency 400: legitimate success 20.0% < 99.0% (60 requests); "
+        "not judged: concurrency 100 failed (lab failed)"
+    )
     # No step measured the server: inconclusive, and `holds` cannot pass on it.
     [point] = breaking_points(rows[1:2], "concurrency", Thresholds()).values()
     assert point["status"] == "inconclusive" and point["steps_judged"] == 0
-    assert point["reason"].startswith("no step held, inconclusive from concurrency 100: ")
+    assert point["reason"] == "concurrency 100 failed (lab failed)"
+    assert bracket_text(point) == "no step held, inconclusive from concurrency 100"
 
 
 def test_bracket_text_reads_old_and_new_points():
@@ -309,7 +314,8 @@ def test_check_holds_and_breaking_point_keys(tmp_path, capsys):
     assert "held at every step" in out
 
 
-def test_check_fails_an_inconclusive_bracket_with_its_reason(tmp_path, capsys):
+def test_check_fails_an_inconclusive_bracket_with_its_reason(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # the reasons on one line each
     rows = [
         step_row("repair", 20),
         step_row("repair", 100),
@@ -349,13 +355,13 @@ def test_check_breaking_point_key_must_be_a_number(tmp_path, capsys):
 
 DONE_WHEN = """
 name = "sweep-done-when"
-duration = 5
+duration = 8
 strategies = ["never", "repair", "graceful"]
 [server]
 nofile = 256
 [[attackers]]
 kind = "kernel"
-timeout = 2
+timeout = 5
 rate = 200
 [legit]
 rate = 5
@@ -366,9 +372,7 @@ steps = [20, 100, 400]
 """
 
 
-@pytest.mark.needs_lab
-@pytest.mark.slow
-def test_never_breaks_where_repair_and_graceful_hold(tmp_path):
+def run_done_when(tmp_path):
     from closebench.trials.runner import Runner
 
     path = scenario_file(tmp_path, DONE_WHEN)
@@ -376,23 +380,85 @@ def test_never_breaks_where_repair_and_graceful_hold(tmp_path):
     outcome = Runner(scenario, text, digest, path, tmp_path / "reports").run()
     assert outcome.complete, outcome.errors
     assert [row.step for row in outcome.rows] == [20, 100, 400] * 3
-    never = outcome.breaking_points["never"]
-    assert never["axis"] == "concurrency"
-    assert never["value"] is not None and never["value"] <= 400, never
-    assert "legitimate success" in never["reason"] or "server errors" in never["reason"]
-    broken = next(r for r in outcome.rows if r.series == "never" and r.step == never["value"])
-    assert broken.server_stats["refused_emfile"] > 0  # the server's own count of its 503s
-    for series in ("repair", "graceful"):
-        assert outcome.breaking_points[series]["value"] is None, outcome.breaking_points[series]
-    # As written, and as `closebench check` reads them.
     summary = json.loads((outcome.directory / "summary.json").read_text())
     assert summary["breaking_points"] == outcome.breaking_points
-    assert summary["sweep"]["steps"] == [20, 100, 400]
-    expectations = expect(
-        tmp_path,
-        "[never]\nbreaking_point_max = 400\n[repair]\nholds = true\n[graceful]\nholds = true\n",
+    assert summary["cpus"]["text"]  # which CPUs each side had
+    assert all(row.cpu_use.get("placement") == summary["cpus"] for row in outcome.rows)
+    return outcome
+
+
+def unjudged(row) -> str | None:
+    return row.harness_limited_reason or row.cpu_foreign_reason
+
+
+def assert_no_break_blamed_on_the_strategy(outcome, series: str) -> None:
+    """repair and graceful hold where measured; a step not measured is named with its reason."""
+    point = outcome.breaking_points[series]
+    assert point["status"] in ("held", "inconclusive"), point
+    for row in (r for r in outcome.rows if r.series == series):
+        if why := unjudged(row):
+            assert f"concurrency {row.step:g} " in point["reason"] and why in point["reason"]
+    if all(not unjudged(r) for r in outcome.rows if r.series == series):
+        assert point["status"] == "held" and point["steps_judged"] == 3, point
+
+
+@pytest.mark.needs_lab
+@pytest.mark.slow
+def test_never_breaks_where_repair_and_graceful_hold(tmp_path):
+    """The issue's done-when, honest about a shared machine: on an idle one every step is judged,
+    `never` breaks by 400 and the others hold; under load a step may be inconclusive (with its
+    reason), never a break blamed on the strategy."""
+    outcome = run_done_when(tmp_path)
+    never = outcome.breaking_points["never"]
+    never_rows = [r for r in outcome.rows if r.series == "never"]
+    if never["status"] == "broke":
+        assert never["value"] <= 400, never
+        broken = next(r for r in never_rows if r.step == never["value"])
+        assert not unjudged(broken)  # a step the harness did not limit, on a quiet machine
+        assert broken.server_stats["refused_emfile"] > 0  # the server's own count of its 503s
+    else:  # only a step not judged may hide it
+        assert never["status"] == "inconclusive" and any(unjudged(r) for r in never_rows), never
+    for series in ("repair", "graceful"):
+        assert_no_break_blamed_on_the_strategy(outcome, series)
+    seen = {r.trial: unjudged(r) or "judged" for r in outcome.rows}
+    print(f"done-when steps: {seen}")  # what this machine allowed, for the record
+    if never["status"] == "broke":
+        expectations = expect(tmp_path, "[never]\nbreaking_point_max = 400\n")
+        assert main(["check", str(outcome.directory), "--expect", expectations]) == 0
+
+
+@pytest.fixture
+def busy_loops():
+    """A busy loop on every CPU, outside this process's tree (as another user's work is): the
+    shell that starts them exits, so they are nobody's child here."""
+    count = len(os.sched_getaffinity(0))
+    started = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f"for i in $(seq {count}); do {sys.executable} -c 'while 1: pass' & echo $!; done",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
-    assert main(["check", str(outcome.directory), "--expect", expectations]) == 0
+    pids = [int(pid) for pid in started.stdout.split()]
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.needs_lab
+@pytest.mark.slow
+def test_a_busy_machine_leaves_repair_and_graceful_unbroken(tmp_path, busy_loops):
+    outcome = run_done_when(tmp_path)
+    for series in ("repair", "graceful"):
+        assert_no_break_blamed_on_the_strategy(outcome, series)
+    # The loops were seen for what they are: work outside the run on the sides' CPUs.
+    assert any(row.cpu_foreign_reason for row in outcome.rows), [r.cpu_use for r in outcome.rows]
+    print(f"busy steps: { {r.trial: unjudged(r) or 'judged' for r in outcome.rows} }")
 
 
 @pytest.mark.needs_lab
@@ -452,7 +518,9 @@ def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
     assert "legitimate success 50.0% &lt; 99.0%" in page
     assert "Harness-limited" in page and "graceful @ concurrency 20: busy" in page
     markdown = files.markdown.read_text()
-    assert "| never | broke | held up to 20, broke by concurrency 100 | held up to" in markdown
+    assert (
+        "| never | broke | held up to 20, broke by concurrency 100 | concurrency 100: " in markdown
+    )
     assert (
         "| repair | held | held at every step | held at every step (concurrency 20, 100, 400) |"
     ) in markdown
@@ -491,7 +559,10 @@ def test_compare_shows_how_breaking_points_moved(tmp_path, capsys):
     assert "slow: breaking point no step held, broke by concurrency 20 &rarr; held" in page
 
 
-def test_holds_fails_for_a_series_no_step_of_which_measured_the_server(tmp_path, capsys):
+def test_holds_fails_for_a_series_no_step_of_which_measured_the_server(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "400")
     rows = [step_row("rst", 20, harness_limited=True), step_row("rst", 100, error="lab failed")]
     run = sweep_run(tmp_path / "run", rows)
     assert main(["check", str(run), "--expect", expect(tmp_path, "[rst]\nholds = true\n")]) == 1

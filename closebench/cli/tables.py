@@ -17,6 +17,7 @@ from closebench.results.breaking_points import (
     bracket_text,
     status_of,
 )
+from closebench.results.placements import cpu_use_text
 from closebench.results.verify import RunAgreement, agreement_text
 from closebench.trials.probe import ProbeResult
 from closebench.trials.runner import RunOutcome, TrialProgress
@@ -254,6 +255,15 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     console.print(table)
     for note in console_notes:
         console.print(note, highlight=False)
+    measured = next((row.cpu_use for row in result.rows if row.cpu_use), None)
+    if cpu_text := cpu_use_text(measured):
+        console.print(f"CPUs: {escape(cpu_text.split('; ')[0])}", highlight=False)
+    for row in result.rows:
+        if row.cpu_foreign_reason:
+            reason = escape(row.cpu_foreign_reason)
+            console.print(
+                f"{escape(row.trial)}: [yellow]machine busy[/]: {reason}", highlight=False
+            )
     if result.breaking_points:
         print_breaking_points(result.breaking_points, console)
     state = "complete" if result.complete else "[yellow]incomplete[/]"
@@ -265,7 +275,7 @@ def print_breaking_points(points: dict[str, dict], console: Console) -> None:
     colors = {BROKE: "bold red", HELD: "green", INCONCLUSIVE: "yellow"}
     for series, point in points.items():
         color = colors[status_of(point)]
-        where = f"[{color}]{escape(bracket_text(point))}[/]"
+        where = f"[{color}]{escape(bracket_text(point))}[/]"  # the reason says why
         console.print(f"breaking point: {escape(series)}: {where}: {escape(point['reason'])}")
 
 

@@ -252,7 +252,8 @@ def use_between(placement: Placement, start: CpuSnapshot, end: CpuSnapshot) -> C
         capacity = elapsed * len(cpus)
         busy = sum(end.busy_s.get(c, 0) - start.busy_s.get(c, 0) for c in cpus)
         softirq = sum(end.softirq_s.get(c, 0) - start.softirq_s.get(c, 0) for c in cpus)
-        own = sum(own_total.values()) if placement.shared else own_total[side]
+        # Never below nothing: a process reaped outside the tree takes its time with it.
+        own = max(sum(own_total.values()) if placement.shared else own_total[side], 0.0)
         name = "both" if placement.shared else side
         result.sides[name] = SideUse(
             cpu_list(cpus),

@@ -131,15 +131,15 @@ def series_breaking_point(rows: list[dict], axis: str, thresholds: Thresholds) -
     # Steps not judged that lie above the last step known to hold: there the bracket is blind.
     blind = [(s, why) for s, why in unjudged if held_up_to is None or s > held_up_to]
     inconclusive_from = blind[0][0] if blind else None
+    # The reason says why; the bracket itself is in the fields (bracket_text words them).
     if broke is not None:
         status, value = BROKE, broke[0]
-        reason = f"{_held_text(axis, held_up_to)}, broke by {axis} {value:g}: {broke[1]}"
+        reason = f"{axis} {value:g}: {broke[1]}"
         if blind:
-            reason += f"; not judged from {axis} {inconclusive_from:g}: {_listed(axis, blind)}"
+            reason += f"; not judged: {_listed(axis, blind)}"
     elif blind or not held:
         status, value = INCONCLUSIVE, None
-        reason = f"{_held_text(axis, held_up_to)}, inconclusive from {axis} "
-        reason += f"{inconclusive_from:g}: {_listed(axis, blind)}" if blind else "(no steps)"
+        reason = _listed(axis, blind) if blind else "no steps"
     else:
         status, value = HELD, None
         steps = ", ".join(f"{row['step']:g}" for row in rows)
@@ -148,10 +148,6 @@ def series_breaking_point(rows: list[dict], axis: str, thresholds: Thresholds) -
     if below:
         reason += f"; not counted below: {_listed(axis, below)}"
     return BreakingPoint(axis, value, reason, judged, status, held_up_to, inconclusive_from)
-
-
-def _held_text(axis: str, held_up_to: float | None) -> str:
-    return "no step held" if held_up_to is None else f"held up to {axis} {held_up_to:g}"
 
 
 def _listed(axis: str, steps: list[tuple[float, str]]) -> str:

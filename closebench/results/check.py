@@ -329,10 +329,7 @@ def check_breaking_points(run: RunData, table: TrialExpectation) -> list[Verdict
     for series in matching_series(run, table.name):
         point = run.breaking_points[series]
         status = status_of(point)
-        # A summary/2 reason starts with the bracket; a summary/1 one needs it in front.
-        actual = (
-            point["reason"] if "status" in point else f"{bracket_text(point)}: {point['reason']}"
-        )
+        actual = f"{bracket_text(point)}: {point['reason']}"
         if table.holds is not None:
             expected = "holds at every step" if table.holds else "breaks at some step"
             # An inconclusive bracket passes neither: the run could not tell.

@@ -18,3 +18,28 @@ def _placement_text(cpus_document: object) -> str:
     if not isinstance(cpus_document, dict) or not isinstance(cpus_document.get("text"), str):
         return "placement not recorded"
     return cpus_document["text"]
+
+
+SIDE_NAMES = {"defender": "the defender's", "attackers": "the attackers'", "both": "the shared"}
+
+
+def cpu_use_text(cpu_use: object) -> str | None:
+    """A trial's row `cpu_use` in one line: the placement, then each side's CPUs as shares of
+    their capacity over the attack. None: not measured (a summary/1 run)."""
+    if not isinstance(cpu_use, dict) or not isinstance(cpu_use.get("placement"), dict):
+        return None
+    parts = [str(cpu_use["placement"].get("text"))]
+    for side, name in SIDE_NAMES.items():
+        share = cpu_use.get(side)
+        if isinstance(share, dict):
+            parts.append(
+                f"{name} CPUs ({share.get('cpus')}): {_pct(share.get('busy_share'))} busy, "
+                f"{_pct(share.get('own_share'))} this run's, "
+                f"{_pct(share.get('foreign_share'))} outside it, "
+                f"softirq {_pct(share.get('softirq_share'))}"
+            )
+    return "; ".join(parts)
+
+
+def _pct(value: object) -> str:
+    return f"{value:.0%}" if isinstance(value, int | float) else "?"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from closebench.defender.peers.notes import peer_note
 from closebench.results.breaking_points import BROKE, bracket_text, status_of
 from closebench.results.figures.palette import Palette
+from closebench.results.placements import cpu_use_text
 from closebench.results.report.columns import millis, outcome_counts, percent, worker_rows
 from closebench.results.report.ranking import FD_NOISE, AxisResult
 from closebench.results.run_directory import RunData, TrialData, is_number
@@ -344,6 +345,7 @@ def run_notes(run: RunData) -> list[str]:
             + "; ".join(f"{t.name}: {t.row.get('harness_limited_reason')}" for t in limited)
             + "."
         )
+    notes += placement_notes(run)
     busy = [t for t in run.trials if t.ok and t.row.get("cpu_foreign_reason")]
     if busy:
         notes.append(
@@ -353,6 +355,18 @@ def run_notes(run: RunData) -> list[str]:
             + "."
         )
     return notes + run.problems
+
+
+def placement_notes(run: RunData) -> list[str]:
+    """Which CPUs each side had (summary.json `cpus`), and each trial's measured use of them."""
+    if run.cpus is None:
+        return ["CPUs: not recorded (a run from before closebench placed the sides)."]
+    notes = [f"CPUs: {run.cpus.get('text')}."]
+    for trial in run.trials:
+        text = cpu_use_text(trial.row.get("cpu_use"))
+        if trial.ok and text:
+            notes.append(f"CPU use, {trial.name}: {text}.")
+    return notes
 
 
 def breaking_rows(run: RunData, palette: Palette) -> list[dict]:
