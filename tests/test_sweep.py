@@ -387,17 +387,18 @@ def run_done_when(tmp_path):
     return outcome
 
 
-def unjudged(row) -> str | None:
-    return row.harness_limited_reason or row.cpu_foreign_reason
+def unjudged(trial_row) -> str | None:
+    return trial_row.harness_limited_reason or trial_row.cpu_foreign_reason
 
 
 def assert_no_break_blamed_on_the_strategy(outcome, series: str) -> None:
     """repair and graceful hold where measured; a step not measured is named with its reason."""
     point = outcome.breaking_points[series]
     assert point["status"] in ("held", "inconclusive"), point
-    for row in (r for r in outcome.rows if r.series == series):
-        if why := unjudged(row):
-            assert f"concurrency {row.step:g} " in point["reason"] and why in point["reason"]
+    for step_result in (r for r in outcome.rows if r.series == series):
+        if why := unjudged(step_result):
+            assert f"concurrency {step_result.step:g} " in point["reason"], point
+            assert why in point["reason"], point
     if all(not unjudged(r) for r in outcome.rows if r.series == series):
         assert point["status"] == "held" and point["steps_judged"] == 3, point
 
