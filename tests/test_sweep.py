@@ -437,7 +437,9 @@ def busy_loops():
         [
             "sh",
             "-c",
-            f"for i in $(seq {count}); do {sys.executable} -c 'while 1: pass' & echo $!; done",
+            # Their output away from the pipe, or the read would wait for them to end.
+            f"for i in $(seq {count}); do {sys.executable} -c 'while 1: pass' "
+            ">/dev/null 2>&1 & echo $!; done",
         ],
         capture_output=True,
         text=True,
