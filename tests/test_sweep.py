@@ -405,6 +405,7 @@ def assert_no_break_blamed_on_the_strategy(outcome, series: str) -> None:
 
 @pytest.mark.needs_lab
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 9 trials of 8 s; minutes on a loaded 2-core machine
 def test_never_breaks_where_repair_and_graceful_hold(tmp_path):
     """The issue's done-when, honest about a shared machine: on an idle one every step is judged,
     `never` breaks by 400 and the others hold; under load a step may be inconclusive (with its
@@ -428,6 +429,9 @@ def test_never_breaks_where_repair_and_graceful_hold(tmp_path):
         assert main(["check", str(outcome.directory), "--expect", expectations]) == 0
 
 
+BUSY_LOOP = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end: pass"
+
+
 @pytest.fixture
 def busy_loops():
     """A busy loop on every CPU, outside this process's tree (as another user's work is): the
@@ -438,7 +442,8 @@ def busy_loops():
             "sh",
             "-c",
             # Their output away from the pipe, or the read would wait for them to end.
-            f"for i in $(seq {count}); do {sys.executable} -c 'while 1: pass' "
+            # Each ends by itself after 10 minutes, should a timeout skip the teardown.
+            f"for i in $(seq {count}); do {sys.executable} -c '{BUSY_LOOP}' "
             ">/dev/null 2>&1 & echo $!; done",
         ],
         capture_output=True,
@@ -455,6 +460,7 @@ def busy_loops():
 
 @pytest.mark.needs_lab
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_busy_machine_leaves_repair_and_graceful_unbroken(tmp_path, busy_loops):
     outcome = run_done_when(tmp_path)
     for series in ("repair", "graceful"):
