@@ -14,7 +14,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # (a version's entry wins); `-` where that system has no such package. NEED: required (setup.sh
 # fails without it), optional (it says what goes without), or browser (skipped when a Chrome or
 # Chromium already runs, see closebench/attackers/chromium.py). Python packages go in pyproject.toml (its
-# extras test and locust are installed below).
+# extras test, locust and docs are installed below).
 PACKAGES='
 iproute2     |                              | required | the lab (ip)
 util-linux   |                              | required | the lab (unshare, nsenter)
@@ -54,7 +54,7 @@ read_os_release() {
       done
       say "$1 says ID=${os_id:-?}, and setup.sh knows Debian and Ubuntu ($SUPPORTED):" \
         "install the equivalents of $(list_packages | cut -d'|' -f1 | tr '\n' ' ')yourself," \
-        "then python3 -m venv .venv && .venv/bin/pip install -e '.[test,locust]'"
+        "then python3 -m venv .venv && .venv/bin/pip install -e '.[test,locust,docs]'"
       exit 2
       ;;
   esac
@@ -195,8 +195,9 @@ main() {
   fi
   pip=(.venv/bin/python -m pip -q --disable-pip-version-check --no-input)
   "${pip[@]}" install --upgrade pip
-  # locust: the optional extra closebench[locust] (the Locust engine), which the tests cover too
-  "${pip[@]}" install -e '.[test,locust]'
+  # locust: the optional extra closebench[locust] (the Locust engine), which the tests cover too;
+  # docs: mkdocs and its plugins, for the docs site (tests/test_docs.py builds it)
+  "${pip[@]}" install -e '.[test,locust,docs]'
   echo "installed: .venv/bin/closebench"
 
   if [[ ${1:-} != "--install" ]]; then

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import psutil
 import pytest
+from rich.console import Console
 
+from closebench.cli.tables import RUN_COLUMNS, print_run
+from closebench.results.report.columns import COLUMN_BY_KEY
+from closebench.results.schema import TrialRow
+from closebench.trials.runner import RunOutcome
+from closebench.trials.scenario import load_scenario
 from tests.conftest import our_keepers, wait_until
 
 
@@ -42,7 +52,11 @@ def test_probe_json_document():
 def test_probe_table_for_humans(tmp_path):
     result = closebench("probe", "-s", "rst", "--timeout", "2", "--pcap-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "rst" in result.stdout and "RST" in result.stdout
+    # The rst row's outcome cell (the strategy's own name, in the first cell, says nothing).
+    lines = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    rows = [[cell.strip() for cell in line.strip("│").split("│")] for line in lines]
+    [row] = [cells for cells in rows if cells[0] == "rst"]
+    assert row[1] == "rst", row
     pcaps = list(tmp_path.glob("*.pcap"))
     assert len(pcaps) == 1 and pcaps[0].stat().st_size > 24  # more than a pcap header
 
@@ -188,3 +202,33 @@ def test_probe_inside_a_user_namespace():
     assert result.returncode == 0, result.stderr
     outcomes = {r["strategy"]: r["outcome"] for r in json.loads(result.stdout)["results"]}
     assert outcomes == {"rst": "rst", "repair": "silent"}
+
+
+def test_the_run_table_shows_each_figure_as_the_report_does():
+    """`closebench run`'s table reads the rows of summary.json with the report's column definition:
+    the sample run's figures appear in the terminal as they do on the page, and a ratio of 0.0 (the
+    attacker wasted nothing) is a number, not "no fd held" (which only a null ratio means)."""
+    run = Path(__file__).parent / "data" / "20261129-215532-report-sample"
+    raw = json.loads((run / "summary.json").read_text())["rows"]
+    fields = set(TrialRow.__dataclass_fields__)
+    rows = [TrialRow(**{k: v for k, v in r.items() if k in fields}) for r in raw]
+    rows[0] = replace(rows[0], wasted_per_fd_second=0.0)
+    rows[1] = replace(rows[1], wasted_per_fd_second=None)
+    out = io.StringIO()
+    print_run(
+        RunOutcome(run, rows, complete=True),
+        load_scenario(run / "scenario.toml")[0],
+        Console(file=out, width=400),
+    )
+    headers = ["strategy"] + [COLUMN_BY_KEY[key].header for key in RUN_COLUMNS]
+    lines = [line for line in out.getvalue().splitlines() if line.startswith(("┃", "│"))]
+    table = [[cell.strip() for cell in re.split("[┃│]", line)[1:-1]] for line in lines]
+    assert table[0] == headers
+    by_trial = {cells[0]: dict(zip(headers, cells, strict=True)) for cells in table[1:]}
+    assert set(by_trial) == {row.trial for row in rows}
+    for row in rows:
+        shown = by_trial[row.trial]
+        assert shown["peak fds"] == ("-" if row.peak_fds is None else str(row.peak_fds))
+        assert shown["attempts/s"] == f"{row.attempts_per_s:.2f}"
+    assert by_trial[rows[0].trial]["wasted s per fd-s"] == "0.00"
+    assert by_trial[rows[1].trial]["wasted s per fd-s"] == "no fd held"

@@ -270,7 +270,9 @@ def test_kernel_client_beside_it_still_connects(results):
 def test_cancel_stops_it_promptly(results):
     result = results["cancelled"]
     assert result.beside["opened"]
-    assert result.ended_at - result.beside["cancelled_at"] < 1.0
+    # Stopped by the cancel, not by its attempt's 10 s timeout nor the 30 s duration (a loaded
+    # machine can take a second or two to wind the child up; the bound is what tells them apart).
+    assert result.ended_at - result.beside["cancelled_at"] < 5.0
     assert result.records == []  # nothing had ended; abandoned attempts are not reported
     assert result.counters["rsts_sent"] >= 1  # the abandoned connection was reset
 

@@ -382,8 +382,8 @@ def run_done_when(tmp_path):
     assert [row.step for row in outcome.rows] == [20, 100, 400] * 3
     summary = json.loads((outcome.directory / "summary.json").read_text())
     assert summary["breaking_points"] == outcome.breaking_points
-    assert summary["cpus"]["text"]  # which CPUs each side had
-    assert all(row.cpu_use.get("placement") == summary["cpus"] for row in outcome.rows)
+    assert summary["placement"]["text"]  # which CPUs each side had
+    assert all(row.cpu_use.get("placement") == summary["placement"] for row in outcome.rows)
     return outcome
 
 

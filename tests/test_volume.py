@@ -21,6 +21,7 @@ from closebench.core.errors import LabError, UsageError
 from closebench.core.outcomes import Attempt, Outcome
 from closebench.defender import Defender, ServerConfig
 from closebench.lab import Lab
+from closebench.lab.socket_table import tcp_counters
 from closebench.servers.strategies import parse_spec
 from tests.conftest import members, wait_until
 
@@ -183,8 +184,14 @@ def test_cancel_stops_it_within_a_poll(lab, serve):
     cancel = threading.Event()
     attempts: list[Attempt] = []
     target = Target(lab.defender_ip(4), PORT)
-    timer = threading.Timer(0.5, cancel.set)
-    timer.start()
+
+    # Cancel once the defender's kernel has accepted every slot's connection (on a busy machine
+    # the child's start alone can take longer than a fixed delay would allow).
+    def cancel_when_all_open() -> None:
+        wait_until(lambda: tcp_counters(lab.defender)["PassiveOpens"] >= 20, timeout=30)
+        cancel.set()
+
+    threading.Thread(target=cancel_when_all_open, daemon=True).start()
     stats = VolumeAttacker().run(
         lab, target, Policy(concurrency=20, duration=30, timeout=10), attempts.append, cancel
     )

@@ -144,7 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument(
         "--no-reconnect", action="store_true", help="one attempt per connection slot, then stop"
     )
-    attack.add_argument("--request-delay", type=_not_negative, default=0.0, metavar="S")
+    attack.add_argument(
+        "--request-delay",
+        type=_not_negative,
+        default=0.0,
+        metavar="S",
+        help="wait S seconds after the handshake before sending the request",
+    )
     attack.add_argument("--path", default="/spam", help="request path the attacker asks for")
     attack.add_argument(
         "--legit-rate",

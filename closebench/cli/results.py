@@ -52,7 +52,7 @@ def add_check_parser(commands) -> None:
         "check",
         help="check a run against expectations (exit 1 when one fails): a CI gate",
         description="Check a run directory's summary against expectations written in TOML (see "
-        "the README, `closebench check`). Exit 0 when all hold, 1 when one fails, 2 on bad input.",
+        "docs/reference/expectations.md). Exit 0 when all hold, 1 when one fails, 2 on bad input.",
     )
     check.add_argument("run", metavar="RUN", help="the run directory to check")
     check.add_argument("--expect", required=True, metavar="FILE", help="the expectations (TOML)")

@@ -18,6 +18,7 @@ from closebench.results.breaking_points import (
     status_of,
 )
 from closebench.results.placements import cpu_use_text
+from closebench.results.report.columns import COLUMN_BY_KEY
 from closebench.results.verify import RunAgreement, agreement_text
 from closebench.trials.probe import ProbeResult
 from closebench.trials.runner import RunOutcome, TrialProgress
@@ -214,41 +215,35 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+# The run table's figures, drawn with the report's one column definition (header, format, what
+# a null reads as), so the terminal and the page cannot disagree on a figure.
+RUN_COLUMNS = (
+    "attempts_per_s",
+    "hang_median_s",
+    "outcomes",
+    "attacker_seconds_wasted",
+    "legit_success_rate",
+    "peak_fds",
+    "fd_seconds",
+    "cpu_seconds",
+    "peak_orphans",
+    "wasted_per_fd_second",
+)
+
+
 def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     table = Table(title=f"{scenario.name}: {scenario.description}")
-    columns = (
-        "strategy",
-        "attempts/s",
-        "hang median",
-        "outcomes",
-        "wasted s",
-        "legit ok",
-        "peak fds",
-        "fd-s",
-        "CPU s",
-        "peak orphans",
-        "wasted s per fd-s",
-    )
-    _add_columns(table, columns, left=("strategy", "outcomes"))
+    columns = [COLUMN_BY_KEY[key] for key in RUN_COLUMNS]
+    table.add_column("strategy")
+    for column in columns:
+        table.add_column(column.header, justify="left" if column.key == "outcomes" else "right")
     console_notes: list[str] = []
     for row in result.rows:
         if row.error:
-            table.add_row(row.trial, f"[red]{row.error}[/]", *[""] * (len(columns) - 2))
+            table.add_row(row.trial, f"[red]{escape(row.error)}[/]", *[""] * (len(columns) - 1))
             continue
-        legit = "-" if row.legit_success_rate is None else f"{row.legit_success_rate:.0%}"
-        table.add_row(
-            row.trial,
-            _number(row.attempts_per_s),
-            _seconds(row.hang_median_s),
-            ", ".join(f"{k} {v}" for k, v in row.outcomes.items()),
-            _number(row.attacker_seconds_wasted, 1),
-            legit,
-            str(row.peak_fds if row.peak_fds is not None else "-"),
-            _number(row.fd_seconds, 1),
-            _number(row.cpu_seconds),
-            str(row.peak_orphans if row.peak_orphans is not None else "-"),
-            _number(row.wasted_per_fd_second) if row.wasted_per_fd_second else "no fd held",
-        )
+        cells = row.to_dict()
+        table.add_row(row.trial, *(escape(column.cell(cells)) for column in columns))
         if row.harness_limited:
             reason = escape(row.harness_limited_reason or "")
             console_notes.append(f"{escape(row.trial)}: [yellow]harness-limited[/]: {reason}")

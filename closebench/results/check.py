@@ -73,6 +73,27 @@ TABLE_KEYS = (
     "breaking_point_max",
 )
 DIRECTED = [figure.name for figure in FIGURES if figure.worse]
+# What each key means: the docs' reference page is written from these (docs/reference_pages.py),
+# and a key without one fails tests/test_docs.py.
+KEY_DESCRIPTIONS = {
+    "baseline": "a run directory to compare with, relative to the expectation file",
+    "max_regression_pct": "how many percent worse than the baseline a figure may get (default "
+    "20); a trial's own table wins over its strategy's, which wins over `\"*\"` and the top level",
+    "regression_figures": "which figures the baseline comparison covers (default: every figure "
+    "with a worse direction)",
+    "outcome": "every attempt of the trial (all attackers together) ended with this outcome. "
+    "Strict: one `rst` among 300 `silent` fails; a trial with no attempts fails",
+    "outcomes_only": "a list: every attempt ended with one of these (and there was at least one)",
+    "dominant_outcome": "more attempts ended with this outcome than with any other (a tie fails)",
+    "wire_agreement": "`true`: the trial's records agree with its pcap, as `closebench run` "
+    "verified them (a run made with `--no-verify` fails it); `false`: they disagree",
+    "holds": "a sweep series: `true`, it held at every step (its breaking point is null); "
+    "`false`, it broke at some step. A run that is not a sweep fails it",
+    "breaking_point_min": "a sweep series broke at a step of at least this value (held at every "
+    "step counts as above any step: it holds)",
+    "breaking_point_max": "a sweep series broke at a step of at most this value (held at every "
+    "step fails it)",
+}
 
 
 @dataclass(frozen=True)
@@ -460,7 +481,9 @@ def run_check(
         )
     baseline = load_summary(expectations.baseline, warn) if expectations.baseline else None
     # A: the baseline, B: the run checked.
-    moved_cpus = placement_warning(baseline.cpus, run.cpus) if baseline is not None else None
+    moved_cpus = (
+        placement_warning(baseline.placement, run.placement) if baseline is not None else None
+    )
     if moved_cpus is not None and warn is not None:
         warn(moved_cpus)
     return check_run(run, expectations, baseline)

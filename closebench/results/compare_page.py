@@ -162,7 +162,7 @@ def print_breaking_points(comparison: Comparison, console: Console) -> None:
 def comparison_notes(comparison: Comparison) -> list[str]:
     a, b = comparison.run_a, comparison.run_b
     notes = [noise_note(comparison)]
-    if (moved_cpus := placement_warning(a.cpus, b.cpus)) is not None:
+    if (moved_cpus := placement_warning(a.placement, b.placement)) is not None:
         notes.append(moved_cpus)
     if a.meta.get("scenario_name") != b.meta.get("scenario_name"):
         notes.append(

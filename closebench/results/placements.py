@@ -1,4 +1,4 @@
-"""Two runs' CPU placements (summary.json `cpus`, lab/cpus.py): `compare` and `check` warn when
+"""Two runs' CPU placements (summary.json `placement`, lab/cpus.py): `compare` and `check` warn when
 they differ, as the same strategy measured with its server on other CPUs (or sharing them with
 the attack) is not the same measurement."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 def placement_warning(cpus_a: object, cpus_b: object) -> str | None:
-    """One line when two runs (their summary.json `cpus`) ran with different placements; None
+    """One line when two runs (their summary.json `placement`) ran with different placements; None
     when they match. A run from before placements were recorded counts as unknown."""
     a, b = _placement_text(cpus_a), _placement_text(cpus_b)
     if a == b:

@@ -188,10 +188,10 @@ class RunData:
         return self.summary.get("breaking_points") or {}
 
     @property
-    def cpus(self) -> dict | None:
+    def placement(self) -> dict | None:
         """Each side's CPUs as run (lab/cpus.py Placement.to_dict); None: not recorded (/1)."""
-        cpus = self.summary.get("cpus")
-        return cpus if isinstance(cpus, dict) else None
+        placement = self.summary.get("placement")
+        return placement if isinstance(placement, dict) else None
 
     @property
     def sweep(self) -> dict | None:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 
 # summary.json. /2: breaking points are brackets (status, held_up_to, inconclusive_from), rows
-# carry cpu_use and cpu_foreign_reason, the document its `cpus` placement. /1 runs still read.
+# carry cpu_use and cpu_foreign_reason, the document its `placement`. /1 runs still read.
 SUMMARY_SCHEMA = "closebench.summary/2"
 SUMMARY_SCHEMAS_READ = ("closebench.summary/1", SUMMARY_SCHEMA)
 PROBE_SCHEMA = "closebench.probe/1"  # closebench probe --json

@@ -103,6 +103,12 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("attempts_after_ban", HIGHER, 2, "attempts started while banned"),
     Figure("attempts_per_s_after_ban", HIGHER, 0.05, "attempts/s per banned address"),
     Figure("legit_wrongly_refused", HIGHER, 0, "legitimate requests refused by a ban"),
+    # Counts that describe the bans rather than grade them: no worse direction.
+    Figure("bans", None, 0, "bans put in force (an address banned twice counts twice)"),
+    Figure("banned_addresses", None, 0, "addresses banned at least once"),
+    Figure("longest_ban_s", None, 0, "the longest ban put in force, s"),
+    Figure("attempts_before_ban", None, 0, "attempts started before their address's first ban"),
+    Figure("syns_dropped", None, 0, "SYNs the ban firewall dropped or rejected (fw-*)"),
     Figure("step", None, 0, "a sweep's step: the value of its axis in this trial"),
 )
 

@@ -279,7 +279,7 @@ class Runner:
             "meta": self.metadata(),
             "complete": complete,
             "wire_agreement": wire,
-            "cpus": self.placement.to_dict(),
+            "placement": self.placement.to_dict(),
             "rows": [row.to_dict() for row in rows],
         }
         if self.scenario.sweep is not None:

@@ -404,7 +404,7 @@ def _explain(error: dict) -> str:
     key = ".".join(location) or "(top level)"
     if error["type"] == "extra_forbidden":
         model = _model_at(location[:-1])
-        allowed = ", ".join(model.model_fields) if model else "see the README"
+        allowed = ", ".join(model.model_fields) if model else "see docs/guides/scenarios.md"
         return f"unknown key {key!r}; allowed here: {allowed}"
     message = error["msg"].removeprefix("Value error, ")
     return f"key {key!r}: {message}"

@@ -35,7 +35,7 @@ import pytest
 from closebench.results.records import ATTEMPT_SCHEMA, ATTEMPTS_DIR, BATCH_ROWS, attempt_files
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 
-# Minutes each: out of the default suite; `-m slow` runs them (see the README).
+# Minutes each: out of the default suite; `-m slow` runs them (see docs/development.md).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]

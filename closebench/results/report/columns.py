@@ -79,6 +79,7 @@ COLUMNS = (
     Column("harness_cpu_share", "attacker CPU (of a core)", "harness", percent),
     Column("harness_loop_lag_p95_s", "loop lag p95 (ms)", "harness", millis),
 )
+COLUMN_BY_KEY = {column.key: column for column in COLUMNS}
 # Shown as a table of its own when the defender's kernel was sampled (/proc/net/sockstat and
 # the TcpExt counters; TCP memory is the whole machine's).
 KERNEL_COLUMNS = (

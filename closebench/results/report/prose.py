@@ -358,10 +358,10 @@ def run_notes(run: RunData) -> list[str]:
 
 
 def placement_notes(run: RunData) -> list[str]:
-    """Which CPUs each side had (summary.json `cpus`), and each trial's measured use of them."""
-    if run.cpus is None:
+    """Which CPUs each side had (summary.json `placement`), and what each trial used of them."""
+    if run.placement is None:
         return ["CPUs: not recorded (a run from before closebench placed the sides)."]
-    notes = [f"CPUs: {run.cpus.get('text')}."]
+    notes = [f"CPUs: {run.placement.get('text')}."]
     for trial in run.trials:
         text = cpu_use_text(trial.row.get("cpu_use"))
         if trial.ok and text:
