@@ -178,6 +178,23 @@ def bracket_text(point: dict) -> str:
     return f"{prefix}, inconclusive" + (f" from {axis} {start:g}" if start is not None else "")
 
 
+def bracket_holds(point: dict, holds: bool) -> bool:
+    """check's `holds`: true passes on `held` only, false on `broke` only; an inconclusive
+    bracket passes neither (the run could not tell)."""
+    status = status_of(point)
+    return status != INCONCLUSIVE and (status == HELD) == holds
+
+
+def bracket_within(point: dict, limit: str, bound: float) -> bool:
+    """check's breaking_point_min / _max (limit "min" / "max"): a break at a step of at least /
+    at most `bound`; held throughout is above any step (every min passes, no max); an
+    inconclusive bracket passes neither."""
+    status = status_of(point)
+    if status == BROKE:
+        return point["value"] >= bound if limit == "min" else point["value"] <= bound
+    return status == HELD and limit == "min"
+
+
 def moved(before: float | None, after: float | None) -> str:
     """How a breaking point moved from run A to run B: 'worse' (it broke at a lower step, or
     broke where it held), 'better', 'same'."""

@@ -34,13 +34,7 @@ from rich.table import Table
 from closebench.core.errors import UsageError
 from closebench.core.outcomes import Outcome
 from closebench.core.safe_files import read_text
-from closebench.results.breaking_points import (
-    BROKE,
-    HELD,
-    INCONCLUSIVE,
-    bracket_text,
-    status_of,
-)
+from closebench.results.breaking_points import bracket_holds, bracket_text, bracket_within
 from closebench.results.compare import common_trials, mean, values
 from closebench.results.placements import placement_warning
 from closebench.results.run_directory import RunData, load_summary
@@ -349,30 +343,18 @@ def check_breaking_points(run: RunData, table: TrialExpectation) -> list[Verdict
     verdicts = []
     for series in matching_series(run, table.name):
         point = run.breaking_points[series]
-        status = status_of(point)
-        actual = f"{bracket_text(point)}: {point['reason']}"
+        actual = f"{bracket_text(point)}: {point['reason']}"  # an inconclusive one says why
         if table.holds is not None:
             expected = "holds at every step" if table.holds else "breaks at some step"
-            # An inconclusive bracket passes neither: the run could not tell.
-            ok = status != INCONCLUSIVE and (status == HELD) == table.holds
-            verdicts.append(Verdict(series, "holds", expected, actual, ok))
+            verdicts.append(
+                Verdict(series, "holds", expected, actual, bracket_holds(point, table.holds))
+            )
         for bound in table.breaking_point:
-            verdicts.append(_bracket_verdict(series, point, status, bound, actual))
+            sign = ">=" if bound.limit == "min" else "<="
+            ok = bracket_within(point, bound.limit, bound.value)
+            expected = f"{sign} {number(bound.value)}"
+            verdicts.append(Verdict(series, "breaking_point", expected, actual, ok))
     return verdicts
-
-
-def _bracket_verdict(series: str, point: dict, status: str, bound: Bound, actual: str) -> Verdict:
-    """A bound on where it broke, judged on the bracket: `max` needs a break at or below it,
-    `min` needs it to have held up to the bound (a break above it, or held throughout)."""
-    sign = ">=" if bound.limit == "min" else "<="
-    if status == BROKE:
-        value = point["value"]
-        ok = value >= bound.value if bound.limit == "min" else value <= bound.value
-    elif status == HELD:  # above any step: every minimum holds and no maximum does
-        ok = bound.limit == "min"
-    else:
-        ok = False
-    return Verdict(series, "breaking_point", f"{sign} {number(bound.value)}", actual, ok)
 
 
 def check_wire(trial: str, figures: object, expected: bool) -> Verdict:
