@@ -257,12 +257,17 @@ def use_between(placement: Placement, start: CpuSnapshot, end: CpuSnapshot) -> C
         name = "both" if placement.shared else side
         result.sides[name] = SideUse(
             cpu_list(cpus),
-            round(busy / capacity, 3),
-            round(min(own, busy) / capacity, 3),
-            round(max(busy - own, 0.0) / capacity, 3),
-            round(softirq / capacity, 3),
+            _share(busy, capacity),
+            _share(min(own, busy), capacity),
+            _share(max(busy - own, 0.0), capacity),
+            _share(softirq, capacity),
         )
     return result
+
+
+def _share(seconds: float, capacity: float) -> float:
+    """Of the CPUs' capacity, at most all of it: /proc/stat's ticks and the clock round apart."""
+    return round(min(seconds / capacity, 1.0), 3)
 
 
 def _all_stats() -> dict[int, tuple[int, float]]:
