@@ -123,3 +123,13 @@ def test_compare_and_check_warn_when_placements_differ():
     assert line and "A: defender on CPU 0, attackers on CPU 1" in line
     assert "both sides share CPU 0-1" in line
     assert "placement not recorded" in placement_warning(a, None)
+
+
+def test_a_bad_cpus_flag_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
+    from closebench.cli import main
+
+    out = tmp_path / "reports"
+    assert main(["run", "seed", "--cpus", "0/x", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "not a CPU list" in error and len(error.strip().splitlines()) == 1, error
+    assert not out.exists()
