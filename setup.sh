@@ -28,6 +28,9 @@ wrk          |                              | optional | the benchmark tests/ben
 haproxy      |                              | optional | the haproxy-* strategies are skipped (they fail with CI=true)
 nginx-light  | debian:13=nginx ubuntu:24.04=nginx | optional | the nginx-* strategies are skipped (they fail with CI=true)
 endlessh     |                              | optional | the endlessh strategy is skipped (it fails with CI=true)
+clang        |                              | optional | xdp-drop and tc-drop compile their BPF program with it; without it they are skipped
+libbpf-dev   |                              | optional | the headers of that BPF program (bpf_helpers.h); without them xdp-drop and tc-drop are skipped
+bpftool      | ubuntu=linux-tools-generic   | optional | loads and pins that BPF program; without it xdp-drop and tc-drop are skipped
 chromium     | ubuntu=-                     | browser  | the browser attacker (-a browser) stops with an error naming it; the report page test tests/test_report.py::test_page_renders_in_headless_chromium is skipped (it fails with CI=true)
 '
 SUPPORTED="Debian 12, Debian 13, Ubuntu 22.04, Ubuntu 24.04"

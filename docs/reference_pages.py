@@ -337,14 +337,36 @@ def name_of(thing: object) -> str:
     return getattr(thing, "__name__", None) or str(thing)
 
 
+def enum_comments(cls: type[enum.Enum]) -> dict[str, tuple[str, str]]:
+    """An enum's members' (group, comment): the comment at the end of the member's line, and the
+    comment line above the run of members it belongs to."""
+    comments: dict[str, tuple[str, str]] = {}
+    group = ""
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            group = text.lstrip("# ")
+            continue
+        name = text.split("=", 1)[0].strip()
+        if name in cls.__members__:
+            comments[name] = (group, text.partition("  # ")[2].strip())
+    return comments
+
+
 @page("reference/engine-states.md")
 def engine_page() -> str:
     out = [
         "# The packet engine's states\n",
-        GENERATED.format(source="closebench/attackers/packet/engine.py, TRANSITIONS"),
+        GENERATED.format(
+            source="closebench/attackers/packet/engine.py, TRANSITIONS; states.py; actions.py"
+        ),
         "",
         "Every connection of the scapy and volume attackers runs through one state machine. "
-        "This diagram and the table below are drawn from its transition table; see "
+        "This diagram and the tables below are drawn from its transition table, an entry per "
+        "(state, event): the action that runs, the state that follows and, where the attempt "
+        "ends, its outcome. An action may answer *ignore* (the event does not concern this "
+        "connection: nothing changes) or hand on another event, fired at once. A pair that is "
+        "not in the table is a hole: the tests' strict mode raises on it. See "
         "[The packet engine](../explanation/engine.md) for what it is for.\n",
     ]
     parts = {pair: entry_parts(entry) for pair, entry in engine.TRANSITIONS.items()}
@@ -356,21 +378,57 @@ def engine_page() -> str:
     for (source, target), labels in edges.items():
         out.append(f"    {source} --> {target}: {', '.join(labels)}")
     out.append("```\n")
+    out.append("## Transitions\n")
     rows = [
         [state.name, event.name, f"`{action}`", target, outcome or ""]
         for (state, event), (action, target, outcome) in parts.items()
     ]
     out.append(table(["state", "event", "action", "next state", "outcome"], rows))
+    out.append("## States\n")
+    states = enum_comments(engine.State)
+    out.append(table(["state", "meaning"], [[n, c] for n, (_, c) in states.items()]))
+    out.append("## Events\n")
+    groups: dict[str, list[list[object]]] = {}
+    for name, (group, comment) in enum_comments(engine.Event).items():
+        groups.setdefault(group, []).append([name, comment])
+    for group, rows in groups.items():
+        out.append(f"{group}\n")
+        out.append(table(["event", "meaning"], rows))
+    out.append("## Actions\n")
+    actions = {entry_parts(entry)[0]: action_of(entry) for entry in engine.TRANSITIONS.values()}
+    rows = [[f"`{name}`", first_line(action.__doc__)] for name, action in actions.items()]
+    out.append(table(["action", "what it does"], rows))
     return "\n".join(out)
 
 
+def action_of(entry: typing.Any) -> Callable[..., object]:
+    """The action of a TRANSITIONS entry, a tuple or a record (as entry_parts reads them)."""
+    return entry[0] if isinstance(entry, tuple) else entry.action
+
+
+def first_line(doc: str | None) -> str:
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
+def undescribed_engine_words() -> list[str]:
+    """The engine's states, events and actions that the engine page would leave unexplained."""
+    missing = [f"engine state {n}" for n, (_, c) in enum_comments(engine.State).items() if not c]
+    missing += [f"engine event {n}" for n, (_, c) in enum_comments(engine.Event).items() if not c]
+    for entry in engine.TRANSITIONS.values():
+        action = action_of(entry)
+        if not first_line(action.__doc__):
+            missing.append(f"engine action {getattr(action, '__name__', action)}")
+    return sorted(set(missing))
+
+
 def missing_descriptions() -> list[str]:
-    """Every flag, strategy, option, figure and check key without a description."""
+    """Every flag, strategy, option, figure, check key and engine word without a description."""
     return (
         undescribed_arguments()
         + undescribed_strategies()
         + undescribed_figures()
         + undescribed_check_keys()
+        + undescribed_engine_words()
     )
 
 

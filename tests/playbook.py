@@ -1,7 +1,8 @@
 """A playbook for the packet engine: feed it segments, move its clock, check what it sends.
 
 No socket, no lab, no root: the engine gets a FakeWire that keeps what it would have sent, and
-a clock the test moves. A test reads like the exchange it checks:
+a clock the test moves; it runs in strict mode (a hole in its table raises). A test reads like
+the exchange it checks:
 
     play = Playbook()
     conn = play.connect()
@@ -64,6 +65,7 @@ class Playbook:
         request_delay: float = 0.0,
         profile: Profile | None = None,
         sources: int = 1,
+        strict: bool = True,
     ) -> None:
         self.t = START
         self.wire = FakeWire()
@@ -77,7 +79,11 @@ class Playbook:
             profile=profile or Profile(),
         )
         self.lines: list[str] = []
-        self.engine = Engine(self.wire, self.settings, self._emit, clock=lambda: self.t)
+        # Strict: a (state, event) pair missing from the engine's table raises, so a playbook
+        # that reaches a hole fails rather than count it.
+        self.engine = Engine(
+            self.wire, self.settings, self._emit, clock=lambda: self.t, strict=strict
+        )
         self._checked = 0
         self.conn: Conn | None = None  # the latest attempt opened
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from closebench.attackers.packet.engine import TRANSITIONS
+from closebench.attackers.packet.engine import TRANSITIONS, Event, State
 from closebench.cli.tables import RUN_COLUMNS
 from closebench.core.outcomes import Outcome
 from closebench.results.report.columns import COLUMN_BY_KEY
@@ -138,9 +138,16 @@ def test_a_missing_description_is_caught(monkeypatch):
 
 def test_the_engine_page_has_every_transition():
     page = reference_pages.PAGES["reference/engine-states.md"]()
-    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in page.splitlines()}
-    for state, event in TRANSITIONS:
-        assert (state.name, event.name) in rows
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:6]) for line in page.splitlines()}
+    for (state, event), (action, after, outcome) in TRANSITIONS.items():
+        ends = outcome.value if outcome else ""
+        assert (state.name, event.name, f"`{action.__name__}`", after.name, ends) in rows
+
+
+def test_an_engine_word_without_a_description_is_caught(monkeypatch):
+    action = TRANSITIONS[State.REQUESTED, Event.TIMEOUT].action
+    monkeypatch.setattr(action, "__doc__", None)
+    assert f"engine action {action.__name__}" in reference_pages.missing_descriptions()
 
 
 def test_generated_pages_are_in_the_nav_and_not_committed():

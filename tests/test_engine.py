@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import errno
+from pathlib import Path
 
 import pytest
 
-from closebench.attackers.packet.connection import Profile
-from closebench.attackers.packet.engine import FIN_RETRIES, OPEN, TRANSITIONS, Engine, Event, State
+from closebench.attackers.packet.connection import FIN_RETRIES, Profile
+from closebench.attackers.packet.engine import OPEN, TRANSITIONS, Event, MissingTransition, State
 from closebench.attackers.packet.segments import ACK, FIN, PSH, RST, SYN, Kind, seq_add
 from closebench.core.outcomes import Outcome
 from tests.playbook import HIGH, LOW, REQUEST, START, Playbook
 
 SERVER_ISN = 5000
+PACKET = Path(__file__).resolve().parent.parent / "closebench/attackers/packet"
 VOLUME = Profile(give_up=Kind.FIN, retransmits=False)
 
 
@@ -26,16 +29,69 @@ def established(play: Playbook, rtt: float = 0.001):
     return conn
 
 
-def test_the_table_names_actions_that_exist_and_reaches_every_state():
-    for (state, event), (action, after) in TRANSITIONS.items():
-        assert callable(getattr(Engine, action, None)), action
+SEGMENT_EVENTS = (Event.SYN_ACK, Event.ACK, Event.DATA, Event.FIN, Event.RST, Event.ODD, Event.ICMP)
+
+
+def test_the_table_is_whole_for_what_the_network_can_send_and_reaches_every_state():
+    for (state, event), (action, after, outcome) in TRANSITIONS.items():
+        assert callable(action), (state, event)
         assert isinstance(state, State) and isinstance(event, Event) and isinstance(after, State)
-    reached = {State.SYN_SENT} | {after for _, after in TRANSITIONS.values()}
+        assert outcome is None or isinstance(outcome, Outcome)
+    reached = {State.SYN_SENT} | {entry.next_state for entry in TRANSITIONS.values()}
     assert reached == set(State)
-    # Every open state says what each segment does; none is left to chance.
-    segments = {Event.SYN_ACK, Event.ACK, Event.DATA, Event.FIN, Event.RST, Event.ODD, Event.ICMP}
+    # A segment or ICMP error may come in any state: every state says what it does, none is
+    # left to a missing entry.
+    for state in State:
+        missing = [event.name for event in SEGMENT_EVENTS if (state, event) not in TRANSITIONS]
+        assert not missing, (state.name, missing)
     for state in OPEN:
-        assert all((state, event) in TRANSITIONS for event in segments), state
+        assert (state, Event.STOP) in TRANSITIONS, state
+
+
+def test_an_attempt_ends_with_one_outcome_and_only_where_the_table_says():
+    # Leaving the open states means an outcome, save for the stop; no entry after the end
+    # gives a second one.
+    for (state, event), entry in TRANSITIONS.items():
+        leaves = state in OPEN and entry.next_state not in OPEN
+        if leaves and event is not Event.STOP:
+            assert entry.outcome is not None, (state.name, event.name)
+        if not leaves:
+            assert entry.outcome is None, (state.name, event.name)
+    assert TRANSITIONS[State.SYN_SENT, Event.STOP].outcome is None
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_hole_in_the_table_raises_in_strict_mode_and_is_not_counted_as_late(strict, monkeypatch):
+    monkeypatch.delitem(TRANSITIONS, (State.REQUESTED, Event.ACK))
+    play = Playbook(strict=strict)
+    conn = established(play)
+    if strict:
+        with pytest.raises(MissingTransition, match="no transition for REQUESTED on ACK"):
+            play.server(ACK, seq=SERVER_ISN + 1)
+        return
+    play.server(ACK, seq=SERVER_ISN + 1)
+    assert play.counters.unhandled_events == 1 and play.counters.late_packets_seen == 0
+    assert conn.state is State.REQUESTED and conn.snd_una != conn.snd_nxt  # nothing ran
+
+
+def test_state_and_outcome_are_written_only_by_the_tables_dispatch():
+    written = {}
+    for path in sorted(PACKET.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef):
+                continue
+            for node in ast.walk(function):
+                targets = []
+                if isinstance(node, ast.Assign):
+                    targets = node.targets
+                elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                    targets = [node.target]
+                for target in targets:
+                    for name in ast.walk(target):
+                        if isinstance(name, ast.Attribute) and name.attr in ("state", "outcome"):
+                            written.setdefault(f"{path.name}:{function.name}", set()).add(name.attr)
+    assert written == {"engine.py:_fire": {"state"}, "engine.py:_end": {"outcome"}}
 
 
 def test_graceful_close_is_fin_answered_with_our_fin():
@@ -292,6 +348,21 @@ def test_a_syn_that_cannot_be_sent_for_want_of_a_route_is_icmp():
     assert conn.state is State.ABORTED and play.engine.in_flight == 0
 
 
+def test_a_resent_syn_that_cannot_be_sent_for_want_of_a_route_ends_it_then():
+    play = Playbook(timeout=4.0)
+    conn = play.connect()
+    play.sent(Kind.SYN, seq=conn.iss)
+    play.wire.failing, play.wire.error = {Kind.SYN}, errno.EHOSTUNREACH
+    play.later(1.01)
+    [attempt] = play.attempts()
+    assert attempt.outcome is Outcome.ICMP and attempt.t_end == pytest.approx(START + 1.01)
+    assert attempt.detail == "send failed: No route to host; SYN sent 2 times"
+    assert conn.state is State.ABORTED and play.engine.in_flight == 0
+    play.later(5.0)  # its timers went with it
+    play.quiet()
+    assert len(play.attempts()) == 1 and play.counters.syn_retransmits_sent == 1
+
+
 def test_a_lost_send_is_counted_and_the_attempt_goes_on():
     play = Playbook()
     play.wire.failing = {Kind.REQUEST}  # ENOBUFS
@@ -361,9 +432,11 @@ def test_slots_are_reused_oldest_first_and_sources_take_turns():
         play.server(RST | ACK, seq=0, conn=conn)  # refused: the slots are free again
     slots = (HIGH - LOW + 1) * 2
     opened = [play.connect() for _ in range(slots - 4)]
+    play.t += 0.25
     again = play.connect()  # every never-used slot went first; then the oldest freed one
     assert (opened[-1].src, opened[-1].port) == (1, HIGH)
-    assert (again.src, again.port) == (0, LOW) and again.iss != first[0].iss
+    assert (again.src, again.port) == (0, LOW)
+    assert again.iss == seq_add(first[0].iss, 250_000)  # the ISN moves on a microsecond a tick
     assert [play.connect().port for _ in range(3)] == [LOW, LOW + 1, LOW + 1]
     assert play.engine.open() is None  # every slot is in use
 

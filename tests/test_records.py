@@ -4,6 +4,7 @@ them."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -75,7 +76,9 @@ def test_the_record_round_trips_with_its_derived_times():
     assert line["trial"] == "repair"
     assert (line["hang_s"], line["connect_wait_s"], line["slot_s"]) == approx((3.0, 0.1, 3.2))
     assert line["run"] == 4 and line["run_error"] == "curl: (28) timed out"
-    assert Attempt.from_dict(line) == record
+    # closed_by "" (not said) is written as what its class implies
+    assert line["closed_by"] == "client"
+    assert Attempt.from_dict(line) == dataclasses.replace(record, closed_by="client")
 
 
 def test_unreadable_lines_are_counted_not_fatal(tmp_path):
@@ -120,12 +123,25 @@ def varied_attempts() -> list[Attempt]:
     command = attempt(Outcome.RST, t_established=T0 + 0.1, t_request=T0 + 0.1, t_end=T0 + 0.2)
     command.run, command.run_exit_status, command.run_duration_s = 3, 56, 0.25
     command.run_error, command.detail = "curl: (56) Recv failure", "reset after 0 bytes"
+    silent.closed_by, dropped.closed_by = "closebench", "client"  # told, command: by their class
+    told.closed_by, command.closed_by = "server", "server"
     return [told, silent, dropped, command]
 
 
 def test_the_file_schema_is_the_attempt_record():
     assert ATTEMPT_SCHEMA.names == ["trial", *(f.name for f in fields(Attempt))]
     assert ATTEMPT_SCHEMA.field("t_end").nullable and not ATTEMPT_SCHEMA.field("t_syn").nullable
+
+
+def test_an_older_file_without_closed_by_reads_with_it_empty(tmp_path):
+    """Run directories written before closed_by: the column is filled with "" (its class then
+    says who closed), not called damaged."""
+    path = tmp_path / "old.parquet"
+    write_attempts_file(path, "graceful", varied_attempts())
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns(["closed_by"]), path)
+    assert [a.closer.value for a in read_attempts(path)] == ["server", "client", "client", "server"]
+    assert read_table(path, ["closed_by"])["closed_by"].to_pylist() == [""] * 4
 
 
 def test_records_round_trip_through_parquet(tmp_path):

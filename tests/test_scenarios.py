@@ -21,6 +21,7 @@ SHIPPED = [
     "stateless",
     "locust",
     "sweep",
+    "further-out",
 ]
 
 VALID = """
@@ -146,7 +147,7 @@ def test_not_toml_and_missing_files(tmp_path):
         find_scenario(str(tmp_path / "missing.toml"))
     with pytest.raises(
         UsageError,
-        match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, locust, peers, read",
+        match=r"give a \.toml file or one of: bans, botnet, fd-exhaustion, further-out, locust",
     ):
         find_scenario("nonesuch")
 

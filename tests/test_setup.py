@@ -15,8 +15,10 @@ from closebench.attackers.chromium import BROWSER_ENV, find_browser
 ROOT = Path(__file__).resolve().parent.parent
 OS_RELEASES = Path(__file__).parent / "data" / "os-release"
 LAB = ["iproute2", "util-linux", "procps", "nftables", "tcpdump", "curl"]
-PEERS = ["haproxy", "nginx-light", "endlessh"]
-NEW_PEERS = ["haproxy", "nginx", "endlessh"]
+BPF = ["clang", "libbpf-dev", "bpftool"]
+PEERS = ["haproxy", "nginx-light", "endlessh", *BPF]
+NEW_PEERS = ["haproxy", "nginx", "endlessh", *BPF]
+UBUNTU_BPF = ["clang", "libbpf-dev", "linux-tools-generic"]
 BROWSER_TEST = "tests/test_report.py::test_page_renders_in_headless_chromium"
 
 
@@ -41,8 +43,16 @@ def setup_sh(*args: str, browser: str = "/nonexistent") -> subprocess.CompletedP
         # nginx-light is gone from Debian 13 and Ubuntu 24.04: nginx has the same modules.
         ("debian-13", [*LAB, "python3", "python3-venv", "wrk", *NEW_PEERS, "chromium"], None),
         # 22.04's python3 is 3.10; Ubuntu ships Chromium only as a snap.
-        ("ubuntu-22.04", [*LAB, "python3.11", "python3.11-venv", "wrk", *PEERS], "ubuntu 22.04"),
-        ("ubuntu-24.04", [*LAB, "python3", "python3-venv", "wrk", *NEW_PEERS], "ubuntu 24.04"),
+        (
+            "ubuntu-22.04",
+            [*LAB, "python3.11", "python3.11-venv", "wrk", *PEERS[:3], *UBUNTU_BPF],
+            "ubuntu 22.04",
+        ),
+        (
+            "ubuntu-24.04",
+            [*LAB, "python3", "python3-venv", "wrk", *NEW_PEERS[:3], *UBUNTU_BPF],
+            "ubuntu 24.04",
+        ),
     ],
 )
 def test_packages_for_each_distribution(system, packages, lacking):
@@ -134,7 +144,7 @@ def test_install_updates_first_and_never_asks(tmp_path):
     update, install_all = result.apt_calls
     assert update == "noninteractive update -qq"
     assert install_all.startswith("noninteractive install -y -qq --no-install-recommends iproute2")
-    assert install_all.endswith(" wrk haproxy nginx endlessh chromium")
+    assert install_all.endswith(" wrk haproxy nginx endlessh clang libbpf-dev bpftool chromium")
 
 
 def test_what_could_not_be_installed_is_one_line(tmp_path):
@@ -146,7 +156,7 @@ def test_what_could_not_be_installed_is_one_line(tmp_path):
     assert "test_volume_rate.py is skipped" in line and BROWSER_TEST in line
     # The set failed, so each package was tried on its own.
     one_by_one = [call.split()[-1] for call in result.apt_calls[2:]]
-    assert one_by_one == [*LAB, "python3", "python3-venv", "wrk", *NEW_PEERS]
+    assert one_by_one == [*LAB, "python3", "python3-venv", "wrk", *NEW_PEERS[:3], *UBUNTU_BPF]
 
 
 def test_a_missing_peer_package_says_which_strategies_go(tmp_path):

@@ -15,9 +15,9 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from closebench.core.file_names import unique_names
-from closebench.results.dpkt_wire import ConnectionFollower, read_outcome, read_wire
+from closebench.results.dpkt_wire import ConnectionFollower, Reading, read_outcome, read_wire
 from closebench.results.records import run_records
-from closebench.results.verify import JOIN_WINDOW_S, TrialAgreement, verify_run
+from closebench.results.verify import JOIN_WINDOW_S, TrialAgreement, _compare_request, verify_run
 from closebench.trials.runner import Runner
 from closebench.trials.scenario import load_scenario
 
@@ -55,6 +55,11 @@ def whole_file_agreement(trial: str, records: list[dict], pcap: Path) -> TrialAg
             continue
         taken.add(id(best))
         result.joined += 1
+        whole = Reading()
+        for packet in best.packets:
+            if whole.add(packet):
+                break
+        _compare_request(result, record, *whole.request())
         reading = read_outcome(best, record["client_timeout"] or math.inf)
         result.class_agree += reading.outcome == record["outcome"]
         if reading.end is None or not math.isfinite(record["t_end"] or math.nan):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from closebench.attackers.policy import Budget, Policy, Target
 from closebench.core.addresses import canonical
 from closebench.core.errors import UsageError
-from closebench.core.outcomes import Attempt, Outcome
+from closebench.core.outcomes import Attempt, ClosedBy, Outcome
 from closebench.lab import Lab
 from closebench.lab.capture import Capture
 from closebench.wire.classify import classify
@@ -60,6 +61,7 @@ class Run:
     stdout: str
     stderr: str
     error: str  # the line of its output that says what went wrong (or right)
+    stopped_at: float | None = None  # when closebench stopped it (None: it exited by itself)
 
     def owns(self, client: Endpoint, events: list[WireEvent]) -> bool:
         # Its own connection starts with its SYN: another client on the same address may have
@@ -187,13 +189,15 @@ class CommandClient:
                     stderr=err,
                     start_new_session=True,  # its own children go with it when it is stopped
                 )
-                note = _wait(process, policy.timeout + GRACE, cancel)
+                note, stopped_at = _wait(process, policy.timeout + GRACE, cancel)
                 ended = time.time()
                 stdout, stderr = _text(out), _text(err) + note
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         error = self.error_text(process.returncode, stdout, stderr)
-        return Run(number, source, started, ended, process.returncode, stdout, stderr, error)
+        return Run(
+            number, source, started, ended, process.returncode, stdout, stderr, error, stopped_at
+        )
 
     def error_text(self, status: int, stdout: str, stderr: str) -> str:
         """What the command said of its run: its last line on stderr ("" if it said nothing)."""
@@ -208,7 +212,7 @@ class CommandClient:
             sport=client.port,
             dst=server.address,
             dport=server.port,
-            client_timeout=policy.timeout,
+            client_timeout=self.client_timeout(policy),
             outcome=Outcome.SYN_TIMEOUT,
             t_syn=events[0].t,
             # Until the wire says otherwise: a connection nothing ended ended with its command.
@@ -218,23 +222,39 @@ class CommandClient:
             run_duration_s=run.ended - run.started,
             run_error=run.error,
         )
-        return classify(events, attempt)
+        stopped = run.stopped_at is not None
+        classify(events, attempt, ClosedBy.CLOSEBENCH if stopped else ClosedBy.CLIENT)
+        if stopped and attempt.closer is ClosedBy.CLIENT and (attempt.t_end or 0) >= run.stopped_at:
+            # The FIN or RST of a command closebench stopped: its kernel closing what it held.
+            attempt.closed_by = ClosedBy.CLOSEBENCH.value
+        return attempt
+
+    def client_timeout(self, policy: Policy) -> float:
+        """The command's own timeout when closebench gives it one ({timeout} or {timeout_ms} in
+        its arguments); inf where it is the command's own, unknown: its early close is then its
+        choice, never a give-up (core/outcomes.gave_up)."""
+        told = any("{timeout}" in part or "{timeout_ms}" in part for part in self.argv)
+        return policy.timeout if told else math.inf
 
 
-def _wait(process: subprocess.Popen, limit: float, cancel: threading.Event) -> str:
-    """Wait for the command to exit; stop it past `limit` seconds or on cancel, and say so."""
+def _wait(
+    process: subprocess.Popen, limit: float, cancel: threading.Event
+) -> tuple[str, float | None]:
+    """Wait for the command to exit; stop it past `limit` seconds or on cancel, and say so (and
+    when it was stopped)."""
     deadline = time.monotonic() + limit
     while True:
         try:
             process.wait(0.2)
-            return ""
+            return "", None
         except subprocess.TimeoutExpired:
             pass
         if cancel.is_set() or time.monotonic() > deadline:
+            stopped_at = time.time()
             _stop(process)
             if cancel.is_set():
-                return "\n(stopped: the attack was cancelled)"
-            return f"\n(stopped: still running {limit:g} s after it started)"
+                return "\n(stopped: the attack was cancelled)", stopped_at
+            return f"\n(stopped: still running {limit:g} s after it started)", stopped_at
 
 
 def _text(stream) -> str:

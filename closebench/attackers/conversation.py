@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from closebench.attackers.policy import Target
-from closebench.core.outcomes import Attempt, Outcome, http_status, outcome_of_error
+from closebench.core.outcomes import Attempt, ClosedBy, Outcome, http_status, outcome_of_error
 
 RECEIVE_SIZE = 65536
 HEAD_SIZE = 64  # bytes of the response kept for its status line
@@ -62,22 +62,29 @@ def new_attempt(label: str, target: Target, sock: socket.socket, timeout: float)
     )
 
 
-def conversation(attempt: Attempt, target: Target, request_delay: float) -> Conversation:
-    """Fill in `attempt` as the steps' results come back; ends once the attempt has ended."""
+def conversation(
+    attempt: Attempt,
+    target: Target,
+    request_delay: float,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Conversation:
+    """Fill in `attempt` as the steps' results come back; ends once the attempt has ended.
+    `clock` gives the record's times, `monotonic` the timeout's (tests give both, no socket)."""
     timeout = attempt.client_timeout
     established = False
     head = b""
     try:
         yield Connect((target.address, target.port), timeout)
         established = True
-        attempt.t_established = time.time()
+        attempt.t_established = clock()
         if request_delay:
             yield Pause(request_delay)
         yield Send(target.request())
-        attempt.t_request = time.time()
-        deadline = time.monotonic() + timeout
+        attempt.t_request = clock()
+        deadline = monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - monotonic()
             if remaining <= 0:
                 raise TimeoutError
             chunk = yield Receive(remaining)
@@ -85,7 +92,7 @@ def conversation(attempt: Attempt, target: Target, request_delay: float) -> Conv
                 attempt.outcome = Outcome.FIN
                 break
             if not attempt.bytes_received:
-                attempt.t_first_byte = time.time()
+                attempt.t_first_byte = clock()
             attempt.bytes_received += len(chunk)
             head = (head + chunk)[:HEAD_SIZE]
     except OSError as error:
@@ -95,7 +102,9 @@ def conversation(attempt: Attempt, target: Target, request_delay: float) -> Conv
             attempt.detail = f"{type(error).__name__}: {error}"
         else:
             attempt.outcome = outcome
-    attempt.t_end = time.time()
+    attempt.t_end = clock()
+    # Its own timeout ended it (silent, syn-timeout), or the server did: what the class says.
+    attempt.closed_by = ClosedBy.of(attempt.outcome).value
     attempt.data_first = attempt.bytes_received > 0
     attempt.http_status = http_status(head)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -29,10 +28,11 @@ from closebench.cli.locust import (
 from closebench.cli.output import print_error, print_warning
 from closebench.core.background import Background, ctrl_c_sets
 from closebench.core.errors import UsageError
+from closebench.core.safe_files import SafeDirectory
 from closebench.defender.peers import require as require_peer
 from closebench.defender.peers import skip_missing
 from closebench.lab.privileges import require_tools
-from closebench.results.schema import ATTACK_SCHEMA, PROBE_SCHEMA, VERIFY_SCHEMA
+from closebench.results.schema import ATTACK_SCHEMA, KERNEL_SCHEMA, PROBE_SCHEMA, VERIFY_SCHEMA
 from closebench.trials.placement import resolve_placement
 
 LAB_TOOLS = (
@@ -49,12 +49,19 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
     from closebench.defender import ServerConfig
     from closebench.trials.probe import Probe, ProbeCase, default_cases
 
+    if args.kernel:
+        return print_kernel(args, console)
     require_tools(*LAB_TOOLS)
     family = 6 if args.ipv6 else 4
     if args.server_command and args.strategy:
         raise UsageError("give either --strategy or a command after --, not both")
-    if args.pcap_dir:
-        os.makedirs(args.pcap_dir, exist_ok=True)
+    # --pcap-dir: opened once (refused where another user could change it), written through
+    # its descriptor (closebench/core/safe_files.py).
+    pcap_dir = (
+        SafeDirectory(Path(args.pcap_dir), "give another --pcap-dir", create=True)
+        if args.pcap_dir
+        else None
+    )
     if args.server_command:
         servers = [ServerConfig(args.port, command=args.server_command)]
     elif args.strategy:
@@ -68,7 +75,15 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
         lambda message: print_warning(errors, message),
     )
     cases = [case for case in cases if not case.server.spec or case.server.spec.name not in skipped]
-    probe = Probe(args.timeout, args.path, args.pcap_dir, args.listen_timeout)
+    from closebench.defender.capabilities import skip_unsupported
+
+    unsupported = skip_unsupported(
+        [(case.server.spec, False) for case in cases if case.server.spec],
+        lambda message: print_warning(errors, message),
+    )
+    cases = [case for case in cases if str(case.server.spec) not in unsupported]
+    anchor = str(pcap_dir.anchor) if pcap_dir else None
+    probe = Probe(args.timeout, args.path, anchor, args.listen_timeout)
     status = f"probing {len(cases)} case(s), up to {args.timeout:g} s each..."
     with (
         ctrl_c_sets(probe.cancel),
@@ -96,6 +111,25 @@ def run_probe(args: argparse.Namespace, console: Console, errors: Console) -> in
     return 1 if failed else 0
 
 
+def print_kernel(args: argparse.Namespace, console: Console) -> int:
+    """`closebench probe --kernel`: what this kernel can run, and which strategies need what."""
+    from closebench.cli.tables import print_capabilities
+    from closebench.defender.capabilities import probe
+
+    findings = probe()
+    if args.json:
+        document = {
+            "schema": KERNEL_SCHEMA,
+            "closebench": __version__,
+            "kernel": platform.release(),
+            "capabilities": [finding.to_dict() for finding in findings.values()],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        print_capabilities(findings, platform.release(), console)
+    return 0
+
+
 def run_attack_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
     import shlex
 
@@ -108,6 +142,10 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         if bool(args.server_command) == bool(args.strategy):
             raise UsageError("give one --strategy, or a server command after --")
         require_peer(args.strategy)
+        if args.strategy:
+            from closebench.defender.capabilities import require as require_kernel
+
+            require_kernel(args.strategy)
     if args.attacker != "curl" or not args.attacker_command:  # a user's command: their business
         require_tools_for(args.attacker)
     if args.attacker_command and args.attacker != "curl":
@@ -130,6 +168,10 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         engine=args.engine,
         workers=args.workers or 1,
     )
+    # Written after the attack: opened (and so checked) before it starts.
+    records = _output_directory(args.records, "--records") if args.records else None
+    if args.locust_csv:  # Locust's master writes them (closebench/attackers/locust/master.py)
+        _output_directory(args.locust_csv, "--locust-csv").close()
     run_directory = None
     if args.target:
         config, remote, run_directory = target_attack(args, attacker, errors)
@@ -154,8 +196,9 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     if args.records:
         from closebench.results.records import write_records
 
-        with open(args.records, "w") as records:
-            write_records(records, result.attempts + result.legit_attempts)
+        assert records is not None
+        with records, records.atomic(Path(args.records).name) as stream:
+            write_records(stream, result.attempts + result.legit_attempts)
     if args.json:
         print(json.dumps(attack_document(result), indent=2))
     else:
@@ -169,6 +212,12 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         errors.print("closebench: interrupted; the figures cover the attack so far")
         return 130
     return 0
+
+
+def _output_directory(path: str, option: str) -> SafeDirectory:
+    """The directory a file given on the command line goes into, opened once and checked
+    (closebench/core/safe_files.py), made when missing."""
+    return SafeDirectory(Path(path).parent, f"give another {option}", create=True)
 
 
 def attack_document(result) -> dict:
@@ -238,6 +287,16 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         require_locust()
     skipped = skip_missing(
         [entry.spec for entry in scenario.strategies],
+        lambda message: print_warning(errors, message),
+    )
+    from closebench.defender.capabilities import skip_unsupported
+
+    skipped |= skip_unsupported(
+        [
+            (entry.spec, entry.required)
+            for entry in scenario.strategies
+            if entry.spec.name not in skipped
+        ],
         lambda message: print_warning(errors, message),
     )
     out = Path(args.out)

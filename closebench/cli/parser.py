@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--jobs", type=_count, default=12, help="probes run at once (default 12)")
     probe.add_argument("--pcap-dir", metavar="DIR", help="keep the attacker-side pcaps here")
     probe.add_argument("--json", action="store_true", help="print a JSON document instead")
+    probe.add_argument(
+        "--kernel",
+        action="store_true",
+        help="print what this kernel can run (nftables expressions, TCP options...) and which "
+        "strategies need each, then exit",
+    )
     probe.add_argument("server_command", nargs="*", metavar="-- CMD", help="probe this command")
 
     attack = commands.add_parser(

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from closebench.core.outcomes import Outcome
+from closebench.defender.capabilities import Finding, needed_by
 from closebench.defender.peers.notes import claim_text
 from closebench.results.breaking_points import (
     BROKE,
@@ -147,15 +148,26 @@ def print_attack(result: TrialResult, console: Console) -> None:
         " / ".join(_seconds(h) for h in hangs) + (waits if summary.connect_waits else ""),
     )
     table.add_row(
+        "hang quartiles",
+        f"{_seconds(summary.hang_q1_s)} / {_seconds(summary.hang_q3_s)}"
+        + (f" ({summary.outlasted} outlasted: left out)" if summary.outlasted else ""),
+    )
+    table.add_row(
         "connect wait / slot median",
         f"{_seconds(summary.connect_wait_median_s)} / {_seconds(summary.slot_median_s)}",
     )
-    table.add_row("attacker seconds wasted", f"{summary.attacker_seconds_wasted:.1f} s")
+    table.add_row(
+        "attacker seconds wasted",
+        f"{summary.attacker_seconds_wasted:.1f} s per connection summed, "
+        f"{summary.attacker_seconds_busy:.1f} s with a connection open",
+    )
     outcomes = ", ".join(
         f"[{OUTCOME_STYLE[Outcome(name)]}]{name}[/] {count}"
         for name, count in summary.outcomes.items()
     )
     table.add_row("outcomes", outcomes or "none")
+    closers = ", ".join(f"{name} {count}" for name, count in summary.closed_by.items() if count)
+    table.add_row("closed by", closers or "none")
     table.add_row("response data first", f"{summary.data_first} attempts")
     cost = summary.attacker_cost
     if "peak_open_sockets" in cost:
@@ -234,13 +246,20 @@ RUN_COLUMNS = (
 def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     table = Table(title=f"{scenario.name}: {scenario.description}")
     columns = [COLUMN_BY_KEY[key] for key in RUN_COLUMNS]
-    table.add_column("strategy")
+    table.add_column("strategy", no_wrap=True)
     for column in columns:
-        table.add_column(column.header, justify="left" if column.key == "outcomes" else "right")
+        words = column.key == "outcomes"
+        table.add_column(
+            column.header,
+            justify="left" if words else "right",
+            overflow="fold" if words else "ellipsis",
+        )
     console_notes: list[str] = []
     for row in result.rows:
-        if row.error:
-            table.add_row(row.trial, f"[red]{escape(row.error)}[/]", *[""] * (len(columns) - 1))
+        if row.error:  # the row says so; the error, often long, goes under the table whole
+            word = "skipped" if row.error.startswith("skipped:") else "error"
+            table.add_row(row.trial, f"[red]{word}[/]", *[""] * (len(columns) - 1))
+            console_notes.append(f"{escape(row.trial)}: [red]{escape(row.error)}[/]")
             continue
         cells = row.to_dict()
         table.add_row(row.trial, *(escape(column.cell(cells)) for column in columns))
@@ -340,3 +359,18 @@ def print_scenarios(scenarios: list[tuple[str, str]], folder: Path, console: Con
         f"run one: closebench run NAME (shipped in {escape(str(folder))})", highlight=False
     )
     console.print("start your own from one: closebench scenarios NAME > mine.toml", highlight=False)
+
+
+def print_capabilities(findings: dict[str, Finding], kernel: str, console: Console) -> None:
+    """`closebench probe --kernel`: each capability, whether this kernel has it, who needs it."""
+    table = Table(title=f"what this kernel ({escape(kernel)}) can run")
+    _add_columns(
+        table,
+        ("capability", "available", "needed by", "why not"),
+        ("capability", "needed by", "why not"),
+    )
+    for finding in findings.values():
+        available = "[green]yes[/]" if finding.available else "[red]no[/]"
+        needed = escape(", ".join(needed_by(finding.name)))
+        table.add_row(finding.name, available, needed, escape(finding.detail))
+    console.print(table)

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import enum
 import errno
+import math
 from dataclasses import asdict, dataclass, fields
 
 from closebench.core.addresses import canonical
 
 LEGIT_CLIENT = "legit"  # the legitimate client's name in attempt records (attacker)
+# A client of closebench's own that closes after this share of its timeout closed because of it:
+# it gave up (docs/explanation/outcomes.md). The one definition: every reader imports it.
+GAVE_UP_SHARE = 0.9
+
+
+def gave_up(waited_s: float, client_timeout: float) -> bool:
+    """Whether a client that closed `waited_s` after its request (or its connection, without
+    one) closed because its timeout ran out. A timeout closebench does not know (inf: another
+    program's) never does: such a client's close is its own."""
+    return math.isfinite(client_timeout) and waited_s >= GAVE_UP_SHARE * client_timeout
 
 
 class Outcome(enum.StrEnum):
@@ -37,6 +48,22 @@ _EXPLANATIONS = {
     Outcome.SILENT: "nothing came back: the client hung until its own timeout (or until its own "
     "keepalive, retransmission or FIN drew the RST of a socket that no longer exists)",
 }
+
+
+class ClosedBy(enum.StrEnum):
+    """Whose packet (or whose decision) ended an attempt."""
+
+    SERVER = "server"  # its FIN, its RST, the RST of its kernel, an ICMP error on the way
+    CLIENT = "client"  # the client's own FIN or RST, or its own timeout
+    CLOSEBENCH = "closebench"  # still open when closebench stopped the client: outlasted
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> ClosedBy:
+        """Who ended an attempt of this class, when nothing more is known: the client's own
+        timeout ends `silent` and `syn-timeout`, the server (or the way to it) the rest. A silent
+        connection ended by the RST that the client's retransmission or keepalive drew is the
+        server's: whoever knows it says so."""
+        return cls.CLIENT if outcome in (Outcome.SILENT, Outcome.SYN_TIMEOUT) else cls.SERVER
 
 
 @dataclass
@@ -69,9 +96,22 @@ class Attempt:
     run_exit_status: int | None = None
     run_duration_s: float | None = None
     run_error: str = ""  # the last line the command wrote on stderr
+    # A ClosedBy value; "" until the reader that classified it says: ClosedBy.of(outcome) then.
+    closed_by: str = ""
 
     def __post_init__(self) -> None:
         self.src, self.dst = canonical(self.src), canonical(self.dst)
+
+    @property
+    def closer(self) -> ClosedBy:
+        """Who ended it: closed_by as given, or as its class implies."""
+        return ClosedBy(self.closed_by) if self.closed_by else ClosedBy.of(self.outcome)
+
+    @property
+    def outlasted(self) -> bool:
+        """Still open when closebench stopped its client: its times are closebench's, not the
+        client's, and stay out of the hang figures."""
+        return self.closer is ClosedBy.CLOSEBENCH
 
     @property
     def hang_s(self) -> float | None:
@@ -98,6 +138,7 @@ class Attempt:
     def to_dict(self) -> dict:
         record = asdict(self)
         record["outcome"] = self.outcome.value
+        record["closed_by"] = self.closer.value
         record["hang_s"] = self.hang_s
         record["connect_wait_s"] = self.connect_wait_s
         record["slot_s"] = self.slot_s

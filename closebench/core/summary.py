@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from closebench.core.outcomes import Attempt, Outcome
+from closebench.core.outcomes import Attempt, ClosedBy, Outcome
 
 
 def percentile(values, q: float) -> float | None:
@@ -22,7 +22,13 @@ def percentile(values, q: float) -> float | None:
 
 # The columns of attempts summarize() reads: numpy arrays, times as float (NaN: did not happen).
 SUMMARY_COLUMNS = ["t_syn", "t_established", "t_request", "t_end", "outcome"]
-SUMMARY_COLUMNS += ["data_first", "bytes_received"]
+SUMMARY_COLUMNS += ["data_first", "bytes_received", "closed_by"]
+
+
+def median(values) -> float | None:
+    """The median (the mean of the middle two of an even count); None for no values."""
+    present = np.asarray(values, dtype=float)
+    return float(np.median(present)) if len(present) else None
 
 
 def columns_of(attempts: list[Attempt]) -> dict[str, np.ndarray]:
@@ -34,7 +40,38 @@ def columns_of(attempts: list[Attempt]) -> dict[str, np.ndarray]:
     columns["outcome"] = np.array([a.outcome.value for a in attempts], dtype=object)
     columns["data_first"] = np.array([a.data_first for a in attempts], dtype=bool)
     columns["bytes_received"] = np.array([a.bytes_received for a in attempts], dtype=np.int64)
+    columns["closed_by"] = np.array([a.closer.value for a in attempts], dtype=object)
     return columns
+
+
+def closers(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Who closed each attempt (ClosedBy values): its closed_by, or, where that is not known (an
+    older record), what its class implies (ClosedBy.of)."""
+    outcomes = columns["outcome"]
+    given = columns.get("closed_by")
+    if given is None:
+        given = np.full(len(outcomes), "", dtype=object)
+    classes, index = np.unique(outcomes.astype(str), return_inverse=True)  # a few: per class
+    implied = np.array([ClosedBy.of(Outcome(c)).value for c in classes], dtype=object)[index]
+    known = np.isin(given, [c.value for c in ClosedBy])
+    return np.where(known, given, implied)
+
+
+def busy_time(starts: np.ndarray, ends: np.ndarray) -> float:
+    """The length of the union of the intervals [start, end]: the time at least one of them was
+    open, concurrent ones counted once (NaN ends left out)."""
+    present = ~np.isnan(starts) & ~np.isnan(ends)
+    order = np.argsort(starts[present], kind="stable")
+    starts, ends = starts[present][order], np.maximum(ends[present][order], starts[present][order])
+    if not len(starts):
+        return 0.0
+    # An interval starts a new stretch where it begins after every earlier one has ended.
+    reach = np.maximum.accumulate(ends)
+    new = np.concatenate(([True], starts[1:] > reach[:-1]))
+    stretch = np.cumsum(new) - 1
+    first, last = starts[new], np.zeros(new.sum())
+    np.maximum.at(last, stretch, ends)
+    return float((last - first).sum())
 
 
 def derived_times(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,7 +95,7 @@ class AttackSummary:
     attempts: int  # connections
     duration_s: float
     attempts_per_s: float
-    hang_median_s: float | None
+    hang_median_s: float | None  # the median (of an even count: the mean of the middle two)
     hang_p95_s: float | None
     hang_max_s: float | None
     connect_wait_median_s: float | None  # first SYN to established (or to the end)
@@ -73,6 +110,15 @@ class AttackSummary:
     runs: int | None = None  # command attackers: runs of the command (each opens connections)
     runs_per_s: float | None = None
     attacker_cost: dict = field(default_factory=dict)
+    hang_q1_s: float | None = None  # quartiles of the hang figures: where attempts are few, the
+    hang_q3_s: float | None = None  # median of two kinds of attempt may be neither's
+    # The union of every attempt's slot: the time at least one connection was open, concurrent
+    # ones counted once (attacker_seconds_wasted sums them).
+    attacker_seconds_busy: float = 0.0
+    closed_by: dict[str, int] = field(default_factory=dict)  # ClosedBy value: attempts
+    # Attempts still open when closebench stopped their client (closed_by closebench): their
+    # times are closebench's, so they stay out of the hang, connect-wait and slot figures.
+    outlasted: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +138,9 @@ def summarize_columns(
     hang, connects, slots = derived_times(columns)
     waits = np.where(np.isnan(hang), connects, hang)  # outcomes.waited()
     count = len(columns["t_syn"])
+    closed_by = closers(columns)
+    outlasted = closed_by == ClosedBy.CLOSEBENCH.value
+    waits, connects, slots_own = (np.where(outlasted, np.nan, v) for v in (waits, connects, slots))
     counts = Counter(columns["outcome"].tolist())
     runs = (cost or {}).get("runs")  # a command attacker's (a run may open no connection)
     return AttackSummary(
@@ -99,13 +148,13 @@ def summarize_columns(
         attempts=count,
         duration_s=duration_s,
         attempts_per_s=_rate(count, duration_s),
-        hang_median_s=percentile(_present(waits), 50),
+        hang_median_s=median(_present(waits)),
         hang_p95_s=percentile(_present(waits), 95),
         hang_max_s=_max(waits),
-        connect_wait_median_s=percentile(_present(connects), 50),
+        connect_wait_median_s=median(_present(connects)),
         connect_wait_p95_s=percentile(_present(connects), 95),
-        slot_median_s=percentile(_present(slots), 50),
-        slot_p95_s=percentile(_present(slots), 95),
+        slot_median_s=median(_present(slots_own)),
+        slot_p95_s=percentile(_present(slots_own), 95),
         attacker_seconds_wasted=float(_present(slots).sum()),
         connect_waits=int(np.isnan(columns["t_request"]).sum()),
         outcomes={o.value: counts[o.value] for o in Outcome if counts[o.value]},
@@ -114,6 +163,11 @@ def summarize_columns(
         runs=runs,
         runs_per_s=None if runs is None else _rate(runs, duration_s),
         attacker_cost=cost or {},
+        hang_q1_s=percentile(_present(waits), 25),
+        hang_q3_s=percentile(_present(waits), 75),
+        attacker_seconds_busy=busy_time(columns["t_syn"], columns["t_end"]),
+        closed_by={c.value: int((closed_by == c.value).sum()) for c in ClosedBy},
+        outlasted=int(outlasted.sum()),
     )
 
 

@@ -4,6 +4,8 @@
     server.py      Defender: starting it, waiting for it to listen, stopping it, its output
     peers/         the peer strategies: HAProxy, nginx, endlessh with a generated config
     firewall.py    the ban table of the fw-* strategies
+    conn_cap.py    conn-cap's table: `ct count over N` per source address
+    capabilities.py  what the kernel can run, probed once per run; strategies it cannot, skipped
     steering.py    zero-window's table, keeping the trapped sources' packets from the kernel's TCP
     metrics.py     the defender sampler (process tree and socket table) and the costs derived
 

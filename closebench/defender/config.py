@@ -28,6 +28,7 @@ class ServerConfig:
     nofile: int | None = None
     backlog: int | None = None
     ban_netns: str | None = None  # fw-* with where=router: the router's namespace (firewall.py)
+    bpf_maps: str | None = None  # xdp-drop, tc-drop: where their ban maps are pinned (bpf_drop.py)
     files: str | None = None  # a peer's config and every process's output; None: a temporary dir
     sysctl: tuple[tuple[str, int], ...] = ()  # the defender host's TCP knobs (defender/sysctl.py)
 
@@ -74,4 +75,6 @@ class ServerConfig:
             argv += ["--backlog", str(self.backlog)]
         if self.ban_netns is not None:
             argv += ["--ban-netns", self.ban_netns]
+        if self.bpf_maps is not None:
+            argv += ["--bpf-maps", self.bpf_maps]
         return argv

@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass, replace
 
 from closebench.core.errors import LabError, UsageError
+from closebench.defender import conn_cap, synproxy
 from closebench.defender.config import ServerConfig
 from closebench.lab import Host, Lab
 from closebench.lab.privileges import require_tools
@@ -54,7 +55,14 @@ def install(host: Host, port: int) -> None:
 
 
 def prepare(lab: Lab, config: ServerConfig) -> ServerConfig:
-    """Install the ban table a fw-* server needs; return its config, told where the table is."""
+    """Install the ban table a fw-* server needs (or conn-cap's, or synproxy's table); return
+    its config, told where the table is."""
+    if config.spec is not None and config.spec.name == conn_cap.STRATEGY:
+        conn_cap.install(lab.defender, config.port, config.spec)
+        return config
+    if config.spec is not None and config.spec.name == synproxy.STRATEGY:
+        synproxy.install(lab.defender, config.port)
+        return config
     host = ban_host(lab, config.spec)
     if host is None:
         return config

@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 import psutil
 
 from closebench.core.errors import LabError
-from closebench.defender import firewall, peers, steering, sysctl
+from closebench.defender import bpf_drop, firewall, peers, steering, sysctl
 from closebench.defender.config import ServerConfig
 from closebench.defender.peers import Launch
 from closebench.lab import Host, Lab
 
 LISTEN_TIMEOUT = 10.0
+
+
+def _new_file(path: Path) -> IO[bytes]:
+    """A file for a server's output, never opened through a link."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, 0o644), "w+b")
 
 
 class ServerProcess:
@@ -30,8 +39,8 @@ class ServerProcess:
 
     def __init__(self, host: Host, launch: Launch, directory: Path) -> None:
         self.launch = launch
-        self._stdout = open(directory / f"{launch.name}.stdout", "w+b")  # noqa: SIM115 (close())
-        self._stderr = open(directory / f"{launch.name}.stderr", "w+b")  # noqa: SIM115
+        self._stdout = _new_file(directory / f"{launch.name}.stdout")
+        self._stderr = _new_file(directory / f"{launch.name}.stderr")
         self.process = host.spawn(launch.argv, stdout=self._stdout, stderr=self._stderr)
 
     @property
@@ -87,7 +96,11 @@ class Defender:
         self.directory = Path(config.files or self._scratch.name)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.processes: list[ServerProcess] = []
+        self.bpf: bpf_drop.Loaded | None = None  # xdp-drop, tc-drop: the program, pinned
         try:
+            if config.spec is not None and config.spec.name in bpf_drop.STRATEGIES:
+                self.bpf = bpf_drop.load(lab, config.spec, config.port)
+                config = self.config = replace(config, bpf_maps=self.bpf.maps)
             for launch in config.launches(self.directory):
                 self.processes.append(ServerProcess(lab.defender, launch, self.directory))
                 self._wait_until_listening(self.processes[-1])
@@ -169,6 +182,9 @@ class Defender:
     def close(self) -> None:
         for server in reversed(self.processes):
             server.close()
+        if self.bpf is not None:
+            bpf_drop.remove(self.bpf)
+            self.bpf = None
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None

@@ -2,8 +2,9 @@
 defender's network namespace only, never the machine's.
 
 Only knobs the kernel keeps per network namespace are allowed: on Linux 6.x net.ipv4.tcp_* of
-ipv4_net_table and net.core.somaxconn. tcp_max_orphans is machine-wide (a fresh namespace has no
-/proc/sys/net/ipv4/tcp_max_orphans), so setting it would change the host: it is refused.
+ipv4_net_table, net.core.somaxconn and conntrack's net.netfilter.nf_conntrack_tcp_loose.
+tcp_max_orphans is machine-wide (a fresh namespace has no /proc/sys/net/ipv4/tcp_max_orphans), so
+setting it would change the host: it is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ PER_NAMESPACE = {
     "tcp_fin_timeout": "net.ipv4.tcp_fin_timeout",
     "tcp_max_syn_backlog": "net.ipv4.tcp_max_syn_backlog",
     "somaxconn": "net.core.somaxconn",
+    # SYN cookies (0 off, 1 when the SYN queue overflows, 2 always) and whether conntrack picks
+    # up connections it did not see start (nftables synproxy needs 0).
+    "tcp_syncookies": "net.ipv4.tcp_syncookies",
+    "nf_conntrack_tcp_loose": "net.netfilter.nf_conntrack_tcp_loose",
 }
 # knobs that exist but cannot be set for the defender alone
 REFUSED = {

@@ -26,7 +26,9 @@ def main(args: list[str]) -> int:
     from scapy.sendrecv import AsyncSniffer
     from scapy.utils import PcapWriter
 
-    writer = PcapWriter(path, sync=True, snaplen=snaplen, linktype=1)
+    # "-": into standard output, a file the caller opened (closebench/lab/capture.py).
+    target = sys.stdout.buffer if path == "-" else path
+    writer = PcapWriter(target, sync=True, snaplen=snaplen, linktype=1)
 
     def started() -> None:
         print(f"listening on {interface}", file=sys.stderr, flush=True)

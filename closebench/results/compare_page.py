@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from closebench.core.errors import ClosebenchError
 from closebench.core.safe_files import SafeDirectory
 from closebench.results.compare import Comparison, FigureChange, GroupComparison, wire_state
 from closebench.results.pages import environment
@@ -272,11 +271,9 @@ def render_html(comparison: Comparison) -> str:
 
 
 def write_html(comparison: Comparison, path: Path) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ClosebenchError(f"cannot write the page {path}: {error.strerror}") from None
-    # Renamed into place: a link planted at the page's name (RUN_B came from elsewhere) is
-    # replaced, never followed.
-    with SafeDirectory(path.parent, "give --html FILE in a writable place") as directory:
+    # Its directory opened once (made when missing; refused where another user could change
+    # it), the page renamed into place through it: a link planted at the page's name (RUN_B came
+    # from elsewhere) is replaced, never followed.
+    fix = "give --html FILE in a writable place"
+    with SafeDirectory(path.parent, fix, create=True) as directory:
         return directory.write(path.name, render_html(comparison))

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GAVE_UP_SHARE = 0.9  # a client closing this late into its timeout closed because of it
+from closebench.core.outcomes import GAVE_UP_SHARE  # the rules' one constant, shared
+
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 SEQ_MOD = 1 << 32
 
@@ -26,6 +27,7 @@ class Packet:
     length: int  # TCP payload bytes (from the IP header: the capture cuts payloads)
     icmp: bool = False
     retransmitted: bool = False
+    window: int = -1  # the window it advertised (-1: an ICMP error)
 
 
 @dataclass(slots=True)
@@ -86,7 +88,7 @@ class ConnectionFollower:
                     yield from self.add(t, *decoded)
         yield from self.finish()
 
-    def add(self, t, src, dst, flags, seq, length, icmp) -> Iterator[WireConnection]:
+    def add(self, t, src, dst, flags, seq, length, icmp, window=-1) -> Iterator[WireConnection]:
         if icmp:  # about a segment src -> dst of ours: the error comes towards the client
             key, outgoing = (src, dst), False
         elif flags & SYN and not flags & ACK:
@@ -109,7 +111,7 @@ class ConnectionFollower:
             self.open[key] = connection
         if connection is None:
             return  # mid-stream: its SYN was before the capture (or it was let go)
-        packet = Packet(t, outgoing, flags, seq, length, icmp)
+        packet = Packet(t, outgoing, flags, seq, length, icmp, window=window)
         if outgoing:
             # A segment sent again (same sequence number, flags and length) is a retransmission.
             packet.retransmitted = (seq, flags, length) in connection.seen and bool(
@@ -162,8 +164,8 @@ class ConnectionFollower:
 
 
 def _decode(dpkt, frame: bytes):
-    """(src, dst, flags, seq, payload length, is_icmp_error) of a TCP segment or of the segment an
-    ICMP error quotes; None for anything else."""
+    """(src, dst, flags, seq, payload length, is_icmp_error, window) of a TCP segment or of the
+    segment an ICMP error quotes; None for anything else."""
     try:
         ethernet = dpkt.ethernet.Ethernet(frame)
     except dpkt.dpkt.UnpackError:
@@ -184,13 +186,13 @@ def _decode(dpkt, frame: bytes):
         if segment.type not in error_types:
             return None
         quoted = _quoted(bytes(segment.data)[4:])  # past the unused word
-        return None if quoted is None else (*quoted, 0, 0, 0, True)
+        return None if quoted is None else (*quoted, 0, 0, 0, True, -1)
     if not isinstance(segment, dpkt.tcp.TCP):
         return None
     src = (_address(ip.src), segment.sport)
     dst = (_address(ip.dst), segment.dport)
     length = payload_total - segment.off * 4
-    return src, dst, segment.flags, segment.seq, max(length, 0), False
+    return src, dst, segment.flags, segment.seq, max(length, 0), False, segment.win
 
 
 def _quoted(data: bytes):
@@ -224,19 +226,25 @@ def _address(packed: bytes) -> str:
 class WireReading:
     outcome: str
     end: float | None  # None: the wire shows no packet at the end (a client's own timeout)
+    closed_by: str = "server"  # "client": its FIN or RST, or its timeout, ended it
 
 
 @dataclass(slots=True)
 class Reading:
     """The rules, fed one packet at a time, for any client timeout: the reading stops at the
-    server's FIN, RST or ICMP error (`final`); the client's own FIN or RST before it ends the
-    connection as `silent` instead if it came late enough into that client's timeout, so each
-    is kept (elapsed since the request, time), the later ones only when longer."""
+    server's FIN, RST or ICMP error, or the client's RST (`final`). The client's FINs before it
+    end the connection as `silent` instead for a client whose timeout closebench does not know
+    (inf), or that closed late enough into its timeout, so each is kept (elapsed since the
+    request, time), the later ones only when longer."""
 
     established: float | None = None
-    requested: float | None = None
+    requested: float | None = None  # the client's first payload byte once established
+    zero_window: bool = False  # the SYN-ACK advertised no window
+    probed: bool = False  # the client probed a window: it had written something
     sent_to: int | None = None  # the client's next sequence number (after everything it sent)
     pending: Packet | None = None  # the client's latest segment since the server last spoke
+    first_fin: float | None = None  # the client's first FIN once established
+    data_since_fin: bool = False  # the server sent bytes after it
     gave_up: list[tuple[float, float]] = field(default_factory=list)
     final: WireReading | None = None
 
@@ -245,23 +253,31 @@ class Reading:
         if self.final is not None:
             return True
         if packet.outgoing:
-            self._from_client(packet)
-            return False
-        self.final = self._from_server(packet)
+            self.final = self._from_client(packet)
+        else:
+            self.final = self._from_server(packet)
         return self.final is not None
 
-    def _from_client(self, packet: Packet) -> None:
-        if self.established is not None and packet.length and self.requested is None:
-            self.requested = packet.t
-        if self.established is not None and packet.flags & (FIN | RST):
-            started = self.requested if self.requested is not None else self.established
-            elapsed = packet.t - started
-            if not self.gave_up or elapsed > self.gave_up[-1][0]:
-                self.gave_up.append((elapsed, packet.t))
+    def _from_client(self, packet: Packet) -> WireReading | None:
+        if self.established is not None:
+            if packet.length and self.requested is None:
+                self.requested = packet.t
+            probe = packet.flags == ACK and packet.length <= 1
+            if probe and self.sent_to is not None and packet.seq == (self.sent_to - 1) % SEQ_MOD:
+                self.probed = True
+            if packet.flags & RST:
+                return WireReading("silent", packet.t, "client")  # it aborted: nothing after counts
+            if packet.flags & FIN:
+                self.first_fin = packet.t if self.first_fin is None else self.first_fin
+                started = self.requested if self.requested is not None else self.established
+                elapsed = packet.t - started
+                if not self.gave_up or elapsed > self.gave_up[-1][0]:
+                    self.gave_up.append((elapsed, packet.t))
         end = (packet.seq + packet.length + bool(packet.flags & (SYN | FIN))) % SEQ_MOD
         if self.sent_to is None or 0 < (end - self.sent_to) % SEQ_MOD < SEQ_MOD // 2:
             self.sent_to = end
         self.pending = packet
+        return None
 
     def _from_server(self, packet: Packet) -> WireReading | None:
         answered, self.pending = self.pending, None
@@ -269,22 +285,39 @@ class Reading:
             return WireReading("icmp", packet.t)
         if packet.flags & SYN and packet.flags & ACK and self.established is None:
             self.established = packet.t
+            self.zero_window = packet.window == 0
+        if packet.length and not packet.retransmitted and self.first_fin is not None:
+            self.data_since_fin = True
+        if not packet.flags & (RST | FIN):
+            return None
+        if self.established is None:
+            return WireReading("refused", packet.t) if packet.flags & RST else None
+        if self.first_fin is not None and not self.data_since_fin:
+            return WireReading("silent", self.first_fin, "client")  # it answers the client's FIN
         if packet.flags & RST:
-            if self.established is None:
-                return WireReading("refused", packet.t)
-            reason = _answered(answered, self.sent_to)
-            if reason == "FIN":
-                return WireReading("silent", answered.t)
-            if reason:
-                return WireReading("silent", packet.t)
+            if _answered(answered, self.sent_to):
+                return WireReading("silent", packet.t)  # the server's kernel, to a late segment
             return WireReading("rst", packet.t)
-        if packet.flags & FIN:
-            return WireReading("fin", packet.t)
-        return None
+        return WireReading("fin", packet.t)
+
+    def request(self) -> tuple[float | None, bool]:
+        """(when the request left, on the wire; whether one may have been held back: the window
+        was zero from the SYN-ACK on, and none left)."""
+        return self.requested, self.requested is None and self.zero_window
+
+    def request_time(self) -> float | None:
+        """When the client wrote its request, by the rules: its first byte on the wire, or,
+        held by a zero window that the client probed (it had something to send), its
+        connection's time; None for a client that wrote nothing."""
+        if self.requested is None and self.zero_window and self.probed:
+            return self.established
+        return self.requested
 
     def unfinished(self) -> WireReading:
-        """What the wire shows of a connection the server never ended."""
-        return WireReading("silent" if self.established is not None else "syn-timeout", None)
+        """What the wire shows of a connection nothing ended on it."""
+        return WireReading(
+            "silent" if self.established is not None else "syn-timeout", None, "client"
+        )
 
     def outcome(self, client_timeout: float) -> WireReading:
         """The class and end for a client that gives up after client_timeout."""
@@ -294,10 +327,12 @@ class Reading:
 def outcome_for(
     gave_up: list[tuple[float, float]], otherwise: WireReading, client_timeout: float
 ) -> WireReading:
-    """A Reading's outcome from what it keeps: its client's FINs and RSTs, and how it ended."""
+    """A Reading's outcome from what it keeps: its client's FINs, and how it ended."""
     for elapsed, t in gave_up:
-        if elapsed >= GAVE_UP_SHARE * client_timeout:
-            return WireReading("silent", t)  # the client gave up
+        if otherwise.end is not None and t > otherwise.end:
+            break  # after the end: the server's, or the client's RST
+        if not math.isfinite(client_timeout) or elapsed >= GAVE_UP_SHARE * client_timeout:
+            return WireReading("silent", t, "client")  # the client closed, or gave up
     return otherwise
 
 
@@ -314,8 +349,6 @@ def read_outcome(connection: WireConnection, client_timeout: float) -> WireReadi
 def _answered(segment: Packet | None, sent_to: int | None) -> str | None:
     if segment is None:
         return None
-    if segment.flags & FIN:
-        return "FIN"
     keepalive = segment.flags == ACK and segment.length <= 1
     if keepalive and sent_to is not None and segment.seq == (sent_to - 1) % SEQ_MOD:
         return "keepalive"

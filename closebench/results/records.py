@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import json
 import math
+import os
 import threading
 import typing
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 from closebench.core import outcomes
 from closebench.core.errors import ClosebenchError
 from closebench.core.outcomes import Attempt
+from closebench.core.safe_files import shown
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter
 
@@ -61,7 +63,10 @@ SUFFIX = ".parquet"
 WRITE_ROWS = 16_384  # rows a writer buffers (about 25 MB as Python values), one row group each
 BATCH_ROWS = 65_536  # rows a reader takes at a time (about 5 MB of Arrow columns)
 COMPRESSION = "zstd"
-DERIVED = ("hang_s", "connect_wait_s", "slot_s")  # Attempt.to_dict() adds them; not stored
+DERIVED = ("hang_s", "connect_wait_s", "slot_s")
+# Fields added to the record since run directories were first written in Parquet: an older file
+# without them is read with them null.
+ADDED_LATER = ("closed_by",)  # Attempt.to_dict() adds them; not stored
 
 _ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
 
@@ -123,6 +128,7 @@ class AttemptWriter:
         self._lock = threading.Lock()
         self._pending: dict[str, list] = {name: [] for name in FIELD_NAMES}
         self._writer: pq.ParquetWriter | None = None
+        self._stream: IO[bytes] | None = None
         self._closed = False
 
     @property
@@ -133,6 +139,7 @@ class AttemptWriter:
         with self._lock:
             for name, values in self._pending.items():
                 values.append(getattr(attempt, name))
+            self._pending["closed_by"][-1] = attempt.closer.value  # "" filled in by its class
             if self.pending >= self.batch_rows:
                 self._flush()
 
@@ -160,9 +167,14 @@ class AttemptWriter:
             self.error = error
 
     def _open(self) -> pq.ParquetWriter:
+        # Opened here, never through a link (a run's files are reached through its directory's
+        # descriptor, closebench/core/safe_files.py); pyarrow writes to the stream.
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Unbuffered: a batch written is on disk (`written`), as with a path.
+        self._stream = os.fdopen(os.open(self.path, flags, 0o644), "wb", buffering=0)
         self._writer = pq.ParquetWriter(
-            self.path,
+            self._stream,
             ATTEMPT_SCHEMA,
             compression=COMPRESSION,
             # Timestamps compress far better split into their bytes (sign and exponent alike).
@@ -182,12 +194,14 @@ class AttemptWriter:
                 if self._writer is not None:
                     try:
                         self._writer.close()
+                        if self._stream is not None:
+                            self._stream.close()
                     except OSError as error:
                         self.error = self.error or error
                     self._writer = None
         if self.error is not None:
             raise ClosebenchError(
-                f"cannot write {self.path} ({self.error.strerror or self.error}): "
+                f"cannot write {shown(self.path)} ({self.error.strerror or self.error}): "
                 f"{self.written} attempts kept; free some space, then run it again"
             )
 
@@ -272,7 +286,7 @@ def open_file(path: Path) -> pq.ParquetFile:
             raise
         raise damaged(path, error) from None
     if not found.schema_arrow.equals(ATTEMPT_SCHEMA):
-        missing = set(ATTEMPT_SCHEMA.names) - set(found.schema_arrow.names)
+        missing = set(ATTEMPT_SCHEMA.names) - set(found.schema_arrow.names) - set(ADDED_LATER)
         if missing:
             raise damaged(path, ValueError(f"no column {', '.join(sorted(missing))}"))
     return found
@@ -284,8 +298,10 @@ def read_batches(
     """The records of `paths` (every column, or `columns`) a batch at a time."""
     for path in paths:
         found = open_file(path)
+        present, added = _present(found, columns)
         try:
-            yield from found.iter_batches(batch_size=batch_rows, columns=columns)
+            for batch in found.iter_batches(batch_size=batch_rows, columns=present):
+                yield _filled(batch, added)
         except (OSError, pa.ArrowException) as error:
             raise damaged(path, error) from None
 
@@ -293,10 +309,30 @@ def read_batches(
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     """One file's records, whole (a trial's, for its summary)."""
     found = open_file(path)
+    present, added = _present(found, columns)
     try:
-        return found.read(columns=columns)
+        return _filled(found.read(columns=present), added)
     except (OSError, pa.ArrowException) as error:
         raise damaged(path, error) from None
+
+
+def _present(found: pq.ParquetFile, columns: list[str] | None) -> tuple[list[str] | None, list]:
+    """The columns to read of a file, and those of ADDED_LATER it lacks (an older run's)."""
+    names = set(found.schema_arrow.names)
+    added = [n for n in (columns or ATTEMPT_SCHEMA.names) if n in ADDED_LATER and n not in names]
+    if columns is None:
+        return (
+            (None, added) if not added else ([n for n in ATTEMPT_SCHEMA.names if n in names], added)
+        )
+    return [n for n in columns if n in names], added
+
+
+def _filled(data, added: list[str]):
+    """`data` with the columns of ADDED_LATER an older file lacks ("": not known then; they
+    come last in the schema, so a whole record keeps its order)."""
+    for name in added:
+        data = data.append_column(ATTEMPT_SCHEMA.field(name), pa.array([""] * len(data)))
+    return data
 
 
 def read_attempts(path: Path) -> list[Attempt]:
@@ -383,7 +419,7 @@ def read_legacy_jsonl(path: Path) -> tuple[pa.Table, int]:
         if row["trial"] is None or row["t_syn"] is None:
             skipped += 1
             continue
-        for column in ("attacker", "src", "dst", "outcome", "detail", "run_error"):
+        for column in ("attacker", "src", "dst", "outcome", "detail", "run_error", "closed_by"):
             row[column] = row[column] or ""
         for column in ("family", "sport", "dport", "bytes_received"):
             row[column] = row[column] or 0

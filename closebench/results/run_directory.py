@@ -15,14 +15,17 @@ against its schema (closebench/results/schema.py), then, for the report, the raw
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import math
 import os
 import re
+import stat
 import sys
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -34,7 +37,7 @@ import pyarrow.compute as pc
 from closebench.core.errors import ClosebenchError, UsageError
 from closebench.core.file_names import safe_stem, unique_names
 from closebench.core.outcomes import LEGIT_CLIENT
-from closebench.core.safe_files import SafeDirectory, write_error
+from closebench.core.safe_files import SafeDirectory, shown, write_error
 from closebench.core.summary import derived_times
 from closebench.results.records import (
     ATTEMPTS_DIR,
@@ -248,7 +251,7 @@ def load_summary(path: str | Path, warn: Callable[[str], None] | None = None) ->
 def _read_summary(directory: Path) -> dict:
     def refuse(why: str) -> UsageError:
         return UsageError(
-            f"{directory} is not a closebench run directory ({why}); give one that "
+            f"{shown(directory)} is not a closebench run directory ({why}); give one that "
             "`closebench run` wrote, e.g. reports/latest"
         )
 
@@ -362,44 +365,86 @@ def _read_scenario(path: Path, problems: list[str]) -> tuple[str | None, dict]:
 # writing
 
 
-def new_run_directory(out: Path, scenario: str, started: datetime) -> Path:
-    """A new directory under --out, once --out has been checked: nothing starts on bad input."""
+@dataclass
+class NewRun:
+    """A run directory made under --out, both held open: every file of the run is written
+    through `run` (closebench/core/safe_files.py), `latest` through `out`."""
+
+    out: SafeDirectory
+    run: SafeDirectory
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    def point_latest(self) -> None:
+        self.out.symlink(self.run.path.name, LATEST)
+
+    def close(self) -> None:
+        self.run.close()
+        self.out.close()
+
+
+def new_run_directory(out: Path, scenario: str, started: datetime) -> NewRun:
+    """A new directory under --out, once --out has been checked: nothing starts on bad input.
+    --out is opened once (closebench/core/trusted_paths.py: refused where another user could
+    change it), the run directory made and opened through it."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory: give a directory for the runs")
-    latest = out / LATEST
-    if latest.exists() and not latest.is_symlink():
-        raise UsageError(
-            f"{latest} is a real {'directory' if latest.is_dir() else 'file'}, not the link "
-            "closebench keeps to the newest run: move it away, or give another --out"
-        )
-    base = f"{started.strftime('%Y%m%d-%H%M%S')}-{safe_stem(scenario, 'run')}"
+    parent = SafeDirectory(out, "give another --out", create=True)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        _check_latest(parent)
+        base = f"{started.strftime('%Y%m%d-%H%M%S')}-{safe_stem(scenario, 'run')}"
         for attempt in range(100):
-            directory = out / (base if attempt == 0 else f"{base}-{attempt}")
             try:
-                directory.mkdir()
-                return directory
+                run = parent.new_subdirectory(base if attempt == 0 else f"{base}-{attempt}")
             except FileExistsError:
-                continue
+                continue  # taken, by an earlier run or by anyone who can write to --out
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    continue  # replaced between mkdir and open: never followed, another name
+                raise
+            return NewRun(parent, run)
     except OSError as error:
+        parent.close()
         raise write_error(out, error, "give another --out") from None
-    raise ClosebenchError(f"cannot create a run directory under {out}")
+    except BaseException:
+        parent.close()
+        raise
+    parent.close()
+    raise ClosebenchError(
+        f"cannot create a run directory under {out}: every name was taken or replaced as it was "
+        "made; give another --out"
+    )
 
 
-def point_latest(directory: Path) -> None:
-    latest = directory.parent / LATEST
-    temporary = directory.parent / f".latest-{os.getpid()}"
-    if temporary.is_symlink():
-        temporary.unlink()
-    temporary.symlink_to(directory.name)
-    os.replace(temporary, latest)  # atomic: readers never see it missing
+def _check_latest(out: SafeDirectory) -> None:
+    latest = out.path / LATEST
+    try:
+        found = os.stat(LATEST, dir_fd=out.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISLNK(found.st_mode):
+        raise UsageError(
+            f"{latest} is a real {'directory' if stat.S_ISDIR(found.st_mode) else 'file'}, not "
+            "the link closebench keeps to the newest run: move it away, or give another --out"
+        )
 
 
-def write_summary(directory: Path, summary: dict) -> None:
+def write_summary(directory: Path | SafeDirectory, summary: dict) -> None:
     """summary.json, whole or not at all: readers never see half of it."""
-    with SafeDirectory(directory) as run:
+    with _opened(directory) as run:
         run.write(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _opened(directory: Path | SafeDirectory) -> Iterator[SafeDirectory]:
+    """The directory as a SafeDirectory: one given is used (and left open), a path opened."""
+    if isinstance(directory, SafeDirectory):
+        yield directory
+        return
+    with SafeDirectory(directory) as opened:
+        yield opened
 
 
 def export_attempts(directory: Path, out: str | None) -> tuple[Path | None, int]:
@@ -420,24 +465,18 @@ def export_attempts(directory: Path, out: str | None) -> tuple[Path | None, int]
     if out == "-":
         return None, export_jsonl(files, sys.stdout)
     target = Path(out) if out else run.directory / LEGACY_ATTEMPTS_FILE
-    temporary = target.with_name(f".{target.name}.{os.getpid()}")
-    try:
-        with open(temporary, "x", encoding="utf-8") as stream:
-            count = export_jsonl(files, stream)
-        os.replace(temporary, target)  # a link named like the target is replaced, not followed
-    except BaseException as error:  # a damaged file, a full disk, Ctrl-C: no half file left
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            fix = "give another --out, or --out - for standard output"
-            raise write_error(target, error, fix) from None
-        raise
+    fix = "give another --out, or --out - for standard output"
+    # Opened once and written through its descriptor; renamed into place, so a link named like
+    # the target is replaced, not followed, and a damaged file or Ctrl-C leaves no half file.
+    with SafeDirectory(target.parent, fix) as place, place.atomic(target.name) as stream:
+        count = export_jsonl(files, stream)
     return target, count
 
 
-def write_samples(directory: Path, trials: Iterable[tuple[str, list]]) -> None:
+def write_samples(directory: Path | SafeDirectory, trials: Iterable[tuple[str, list]]) -> None:
     """samples.csv: every trial's defender samples (closebench.defender.metrics.Sample), a
     line each."""
-    with open(directory / SAMPLES_FILE, "w", newline="", encoding="utf-8") as samples:
+    with _opened(directory) as run, run.atomic(SAMPLES_FILE) as samples:
         writer = None
         for trial, trial_samples in trials:
             writer = _write_samples(samples, writer, trial, trial_samples)

@@ -25,6 +25,7 @@ from functools import cache
 SUMMARY_SCHEMA = "closebench.summary/2"
 SUMMARY_SCHEMAS_READ = ("closebench.summary/1", SUMMARY_SCHEMA)
 PROBE_SCHEMA = "closebench.probe/1"  # closebench probe --json
+KERNEL_SCHEMA = "closebench.kernel/1"  # closebench probe --kernel --json
 ATTACK_SCHEMA = "closebench.attack/1"  # closebench attack --json
 VERIFY_SCHEMA = "closebench.verify/1"  # closebench verify --json
 
@@ -44,7 +45,7 @@ class TrialRow:
     duration_s: float | None
     attempts: int = 0
     attempts_per_s: float = 0.0
-    hang_median_s: float | None = None  # every attempt: hang, or its wait to connect
+    hang_median_s: float | None = None  # every attempt: hang, or its wait to connect (median)
     hang_p95_s: float | None = None
     hang_max_s: float | None = None
     connect_wait_median_s: float | None = None
@@ -110,6 +111,13 @@ class TrialRow:
     cpu_use: dict = field(default_factory=dict)
     cpu_foreign_reason: str | None = None
     sysctl: dict[str, int] = field(default_factory=dict)  # [defender.sysctl] as set
+    # Who ended the attempts (docs/explanation/outcomes.md): ClosedBy value -> attempts; those
+    # closebench outlasted (it stopped their client) are left out of the hang figures.
+    hang_q1_s: float | None = None  # the hang figures' quartiles (few attempts: see both)
+    hang_q3_s: float | None = None
+    attacker_seconds_busy: float = 0.0  # the union of the slots: concurrent ones counted once
+    closed_by: dict[str, int] = field(default_factory=dict)
+    outlasted: int = 0
     attackers: dict[str, dict] = field(default_factory=dict)
     server_stats: dict = field(default_factory=dict)
     # closebench verify: the trial's records against its pcap (results/verify.py); None: unchecked.

@@ -41,6 +41,7 @@ TAIL_S = 3.0
 SHOWN_MISMATCHES = 20  # mismatches kept per trial in the result
 # What the join reads of each record.
 RECORD_COLUMNS = ["trial", "src", "sport", "t_syn", "t_end", "outcome", "client_timeout"]
+RECORD_COLUMNS += ["t_request"]
 
 
 # joining records and connections
@@ -51,7 +52,7 @@ class Mismatch:
     src: str
     sport: int
     t_syn: float
-    what: str  # "class", "end", "missing on the wire", "missing in the records"
+    what: str  # "class", "end", "request", "missing on the wire", "missing in the records"
     record: str | None  # the record's outcome
     wire: str | None  # the wire's
     end_delta_s: float | None = None
@@ -62,6 +63,10 @@ class Mismatch:
             return f"{where}: record says {self.record}, wire says {self.wire}"
         if self.what == "end":
             return f"{where}: end {1000 * self.end_delta_s:+.1f} ms from the wire's"
+        if self.what == "request":
+            if self.end_delta_s is None:
+                return f"{where}: request {self.record}, wire {self.wire}"
+            return f"{where}: request {1000 * self.end_delta_s:+.1f} ms from the wire's"
         return f"{where}: {self.what}"
 
 
@@ -75,6 +80,8 @@ class TrialAgreement:
     missing_on_wire: int = 0  # records with no connection in the pcap
     missing_in_records: int = 0  # connections in the pcap with no record
     end_deltas: array = field(default_factory=lambda: array("d"))  # |record end - wire end|, s
+    request_deltas: array = field(default_factory=lambda: array("d"))  # the same, of t_request
+    request_mismatches: int = 0  # a request on one side only
     mismatches: list[Mismatch] = field(default_factory=list)
     error: str | None = None  # why the trial could not be checked
 
@@ -84,13 +91,15 @@ class TrialAgreement:
 
     @property
     def ok(self) -> bool:
-        p95 = self.end_delta_p95_s
+        p95, request_p95 = self.end_delta_p95_s, _percentile(self.request_deltas, 95)
         return (
             self.error is None
             and self.joined == self.records
             and self.class_agree == self.joined
             and self.missing_in_records == 0
             and (p95 is None or p95 <= END_TOLERANCE_P95_S)
+            and self.request_mismatches == 0
+            and (request_p95 is None or request_p95 <= END_TOLERANCE_P95_S)
         )
 
     def to_dict(self) -> dict:
@@ -104,6 +113,9 @@ class TrialAgreement:
             "end_delta_p95_s": self.end_delta_p95_s,
             "end_delta_max_s": max(self.end_deltas, default=None),
             "ends_not_on_wire": self.ends_not_on_wire,
+            "request_delta_p95_s": _percentile(self.request_deltas, 95),
+            "request_delta_max_s": max(self.request_deltas, default=None),
+            "request_mismatches": self.request_mismatches,
             "missing_on_wire": self.missing_on_wire,
             "missing_in_records": self.missing_in_records,
             "mismatches": [m.describe() for m in self.mismatches[:SHOWN_MISMATCHES]],
@@ -132,6 +144,7 @@ def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> 
             continue
         result.joined += 1
         reading = wire.reading(row, float(record.get("client_timeout") or math.inf))
+        _compare_request(result, record, *wire.request(row))
         if reading.outcome == record.get("outcome"):
             result.class_agree += 1
         else:
@@ -149,6 +162,31 @@ def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> 
     return result
 
 
+def _compare_request(
+    result: TrialAgreement, record: dict, on_wire: float | None, held: bool
+) -> None:
+    """The record's request against the wire's: where the wire shows one, at its time; where
+    it shows none, none in the record either, unless the window was zero from the SYN-ACK on
+    (a request written then never leaves the client)."""
+    t_request = record.get("t_request")
+    has = _number(t_request)
+    if on_wire is None:
+        if has and not held:
+            result.request_mismatches += 1
+            result.mismatches.append(_mismatch(record, "request", "none"))
+            result.mismatches[-1].record = "sent"
+        return
+    if not has:
+        result.request_mismatches += 1
+        result.mismatches.append(_mismatch(record, "request", "sent"))
+        result.mismatches[-1].record = "none"
+        return
+    delta = t_request - on_wire
+    result.request_deltas.append(abs(delta))  # judged as the ends are: by their p95
+    if abs(delta) > END_TOLERANCE_P95_S:
+        result.mismatches.append(_mismatch(record, "request", None, delta))
+
+
 class WireTable:
     """A pcap's connections as columns, a row each once its reading is final (dpkt_wire's
     stream_wire): about 50 bytes a connection where its packets took 2.4 KB. A row keeps its
@@ -163,6 +201,9 @@ class WireTable:
         self.syn_t = array("d")
         self.outcome = array("b")  # into names: how the server ended it (or did not)
         self.end = array("d")  # nan: no packet marks the end
+        self.closer = array("b")  # 1: the client's packet or its timeout ended it; 0: the server's
+        self.requested = array("d")  # the request's time on the wire; nan: none left
+        self.held = array("b")  # 1: none left, and the window was zero from the SYN-ACK on
         self.gave_up: dict[int, list[tuple[float, float]]] = {}  # rows with a client FIN/RST
         self.names: list[str] = []
 
@@ -189,6 +230,10 @@ class WireTable:
         self.syn_t.append(connection.syn_t)
         self.outcome.append(self.names.index(ended.outcome))
         self.end.append(math.nan if ended.end is None else ended.end)
+        self.closer.append(ended.closed_by == "client")
+        requested, held = reading.request()
+        self.requested.append(math.nan if requested is None else requested)
+        self.held.append(held)
 
     def _index(self) -> None:
         """Rows by client, then in capture order; whether each has joined a record."""
@@ -217,8 +262,15 @@ class WireTable:
 
     def reading(self, row: int, client_timeout: float) -> WireReading:
         end = self.end[row]
-        ended = WireReading(self.names[self.outcome[row]], None if math.isnan(end) else end)
+        closer = "client" if self.closer[row] else "server"
+        ended = WireReading(self.names[self.outcome[row]], None if math.isnan(end) else end, closer)
         return outcome_for(self.gave_up.get(row, []), ended, client_timeout)
+
+    def request(self, row: int) -> tuple[float | None, bool]:
+        """The row's request time on the wire (None: none left), and whether one may have been
+        held back by a zero window."""
+        requested = self.requested[row]
+        return (None if math.isnan(requested) else requested), bool(self.held[row])
 
     def unjoined(self) -> Iterator[tuple[tuple[str, int], float]]:
         """(client, first SYN time) of each connection no record joined, in capture order."""
@@ -295,6 +347,7 @@ class RunAgreement:
             "end_delta_p95_s": _percentile(deltas, 95),
             "end_delta_max_s": max(deltas, default=None),
             "ends_not_on_wire": sum(t.ends_not_on_wire for t in self.trials),
+            "request_mismatches": sum(t.request_mismatches for t in self.trials),
             "missing_on_wire": sum(t.missing_on_wire for t in self.trials),
             "missing_in_records": sum(t.missing_in_records for t in self.trials),
             "flagged": [t.trial for t in self.trials if not t.ok],
@@ -366,6 +419,8 @@ def agreement_text(figures: dict) -> str:
                 *(1000 * (figures.get(key) or 0.0) for key in _DELTAS)
             )
         )
+    if figures.get("request_mismatches"):
+        parts.append(f"{figures['request_mismatches']} request time(s) disagree")
     if figures.get("ends_not_on_wire"):
         parts.append(f"{figures['ends_not_on_wire']} end(s) no packet marks (a client's timeout)")
     missing = figures.get("missing_on_wire") or 0, figures.get("missing_in_records") or 0

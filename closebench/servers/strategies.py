@@ -8,7 +8,15 @@ abuser's further connections for a while, in the application (blacklist) or in a
 Peer strategies (kind "peer") run real software instead (HAProxy, nginx, endlessh) with a config the
 harness writes (closebench/defender/peers/). A packet strategy (kind "packet": zero-window) answers
 an abusive source's packets itself, before the kernel's TCP sees them, so it picks its abusers by
-address.
+address. A kill strategy (kind "kill": ss-kill) ends the connection from outside the server,
+as a detector would. A cap strategy (kind "cap": conn-cap, synproxy) keeps connections from the
+server in nftables (over a count per source; until the handshake completes), while the server
+closes the abusive requests that get through with `then`.
+
+Every reference-server strategy also takes the listening socket's TCP options `defer_accept`
+(TCP_DEFER_ACCEPT: a connection wakes the server only once data arrives) and `user_timeout`
+(TCP_USER_TIMEOUT: unacknowledged data ends the connection after that long, not after ~15 minutes
+of retransmissions); both are off (0) by default.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ class Strategy:
     name: str
     summary: str
     options: tuple[Option, ...] = ()
-    kind: str = "close"  # or "ban" (refuses the address's later connections), "peer", "packet"
+    # or "ban" (refuses the address's later connections), "peer", "packet", "cap"
+    kind: str = "close"
 
     @property
     def bans(self) -> bool:
@@ -76,6 +85,23 @@ READ_FIRST = Option(
 )
 DELAY = Option("delay", float, 3.0, "seconds to hold the socket before close()")
 INTERVAL = Option("interval", float, 2.0, "seconds between dripped bytes", positive=True)
+# The listening socket's TCP options, inherited by every accepted socket (0: off).
+DEFER_ACCEPT = Option(
+    "defer_accept",
+    int,
+    0,
+    "TCP_DEFER_ACCEPT seconds: accept() only once the client sends data (the kernel rounds it "
+    "up to its SYN-ACK retransmission times: 5 -> 7)",
+    maximum=3600,
+)
+USER_TIMEOUT = Option(
+    "user_timeout",
+    float,
+    0.0,
+    "TCP_USER_TIMEOUT seconds: data unacknowledged this long ends the connection (ETIMEDOUT)",
+    maximum=2**31 / 1000,
+)
+LISTEN_OPTIONS = (DEFER_ACCEPT, USER_TIMEOUT)
 
 CLOSE_NAMES = (
     "graceful",
@@ -92,15 +118,16 @@ CLOSE_NAMES = (
 # Ban bookkeeping as fail2ban does it (closebench/servers/bans.py): `maxretry` abusive requests
 # within `findtime` seconds ban the address for `bantime` seconds; its n-th ban lasts
 # bantime * factor**(n-1), at most `maxtime` (fail2ban's bantime.increment).
+THEN = Option(
+    "then",
+    str,
+    "rst",
+    "close strategy for abusive requests that got through (the one that triggers the ban)",
+    choices=CLOSE_NAMES,
+)
 BAN_OPTIONS = (
     READ_FIRST,
-    Option(
-        "then",
-        str,
-        "rst",
-        "close strategy for abusive requests that got through (the one that triggers the ban)",
-        choices=CLOSE_NAMES,
-    ),
+    THEN,
     DELAY,
     INTERVAL,
     Option("bantime", float, 30.0, "seconds the first ban lasts", minimum=0.01),
@@ -118,6 +145,15 @@ WHERE = Option(
     str,
     "local",
     "the nftables set: in the defender host (local) or on the router in front of it (router)",
+    choices=("local", "router"),
+)
+
+BPF_WHERE = Option(
+    "where",
+    str,
+    "local",
+    "the BPF program: on the defender host's interface (local) or the router's interface facing "
+    "the attackers (router)",
     choices=("local", "router"),
 )
 
@@ -185,27 +221,39 @@ PEERS = (
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("graceful", "close(): the kernel sends FIN", (READ_FIRST,)),
-        Strategy("rst", "SO_LINGER {1,0} then close(): the kernel sends RST", (READ_FIRST,)),
+        Strategy("graceful", "close(): the kernel sends FIN", (READ_FIRST, *LISTEN_OPTIONS)),
+        Strategy(
+            "rst",
+            "SO_LINGER {1,0} then close(): the kernel sends RST",
+            (READ_FIRST, *LISTEN_OPTIONS),
+        ),
         Strategy(
             "repair",
             "TCP_REPAIR on, then close(): nothing on the wire (needs CAP_NET_ADMIN)",
-            (READ_FIRST,),
+            (READ_FIRST, *LISTEN_OPTIONS),
         ),
-        Strategy("never", "keep the socket open for ever (fds run out)", (READ_FIRST,)),
-        Strategy("delayed-thread", "a thread per socket sleeps, then closes", (READ_FIRST, DELAY)),
         Strategy(
-            "delayed-reaper", "one timer structure closes sockets when due", (READ_FIRST, DELAY)
+            "never", "keep the socket open for ever (fds run out)", (READ_FIRST, *LISTEN_OPTIONS)
+        ),
+        Strategy(
+            "delayed-thread",
+            "a thread per socket sleeps, then closes",
+            (READ_FIRST, DELAY, *LISTEN_OPTIONS),
+        ),
+        Strategy(
+            "delayed-reaper",
+            "one timer structure closes sockets when due",
+            (READ_FIRST, DELAY, *LISTEN_OPTIONS),
         ),
         Strategy(
             "tarpit",
             "hold the connection and drip one byte every interval (endlessh-style)",
-            (READ_FIRST, INTERVAL),
+            (READ_FIRST, INTERVAL, *LISTEN_OPTIONS),
         ),
         Strategy(
             "ttl-drop",
             "IP_TTL/IPV6_UNICAST_HOPS 1 then close(): the FIN dies at the first router",
-            (READ_FIRST,),
+            (READ_FIRST, *LISTEN_OPTIONS),
         ),
         Strategy(
             "rst-ttl",
@@ -222,7 +270,15 @@ STRATEGIES: dict[str, Strategy] = {
                     minimum=1,
                     maximum=255,
                 ),
+                *LISTEN_OPTIONS,
             ),
+        ),
+        Strategy(
+            "ss-kill",
+            "a detector outside the server destroys the connection with `ss -K` (SOCK_DESTROY): "
+            "the kernel sends the abuser an RST, the server closes a dead socket",
+            (READ_FIRST, *LISTEN_OPTIONS),
+            kind="kill",
         ),
         Strategy(
             "zero-window",
@@ -241,20 +297,79 @@ STRATEGIES: dict[str, Strategy] = {
                     False,
                     "read a banned client's request before closing it (false: close at accept)",
                 ),
+                *LISTEN_OPTIONS,
             ),
             kind="ban",
         ),
         Strategy(
             "fw-drop",
             "ban the address in an nftables set with a timeout: its SYNs are dropped",
-            (*BAN_OPTIONS, WHERE),
+            (*BAN_OPTIONS, WHERE, *LISTEN_OPTIONS),
             kind="ban",
         ),
         Strategy(
             "fw-reject",
             "ban the address in an nftables set with a timeout: its SYNs are answered with RST",
-            (*BAN_OPTIONS, WHERE),
+            (*BAN_OPTIONS, WHERE, *LISTEN_OPTIONS),
             kind="ban",
+        ),
+        Strategy(
+            "xdp-drop",
+            "ban the address in a BPF map with an expiry: an XDP program (generic, on the "
+            "interface facing the attackers) drops its SYNs before the IP stack",
+            (*BAN_OPTIONS, BPF_WHERE, *LISTEN_OPTIONS),
+            kind="ban",
+        ),
+        Strategy(
+            "tc-drop",
+            "ban the address in a BPF map with an expiry: a tc ingress classifier "
+            "(direct-action) drops its SYNs",
+            (*BAN_OPTIONS, BPF_WHERE, *LISTEN_OPTIONS),
+            kind="ban",
+        ),
+        Strategy(
+            "synproxy",
+            "nftables synproxy in front of the server: the kernel answers SYNs with a cookie, "
+            "and only a completed handshake reaches the server; abusive requests meet `then`",
+            (
+                Option(
+                    "then",
+                    str,
+                    "rst",
+                    "close strategy for the abusive requests that reach the server",
+                    choices=CLOSE_NAMES,
+                ),
+                DELAY,
+                INTERVAL,
+                *LISTEN_OPTIONS,
+            ),
+            kind="cap",
+        ),
+        Strategy(
+            "conn-cap",
+            "nftables `ct count over N` per source address: its connections beyond `count` at "
+            "once are refused (reject: RST; drop: its SYNs vanish)",
+            (
+                Option("count", int, 2, "connections one address may have at once", minimum=1),
+                Option(
+                    "verdict",
+                    str,
+                    "reject",
+                    "what meets a connection over the cap: reject (RST) or drop",
+                    choices=("reject", "drop"),
+                ),
+                Option(
+                    "then",
+                    str,
+                    "rst",
+                    "close strategy for the abusive requests of connections within the cap",
+                    choices=CLOSE_NAMES,
+                ),
+                DELAY,
+                INTERVAL,
+                *LISTEN_OPTIONS,
+            ),
+            kind="cap",
         ),
         *PEERS,
     )

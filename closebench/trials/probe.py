@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from closebench.core.errors import ClosebenchError
 from closebench.core.file_names import unique_names
 from closebench.core.outcomes import Attempt, Outcome
+from closebench.core.safe_files import shown
 from closebench.defender import LISTEN_TIMEOUT, Defender, ServerConfig
 from closebench.defender.peers import peer_for
 from closebench.lab import Lab
@@ -153,7 +154,9 @@ class Probe:
         server = case.server.with_attacker_rule(lab.attacker_ip(case.family))
         if self.pcap_dir and peer_for(server.spec):  # its generated config beside the capture
             name = pcap_name or unique_names([_pcap_label(case)], ".pcap")[0]
-            server = replace(server, files=os.path.join(self.pcap_dir, name.removesuffix(".pcap")))
+            # The real path: its server may run as a user who cannot reach an anchor.
+            files = os.path.join(os.path.realpath(self.pcap_dir), name.removesuffix(".pcap"))
+            server = replace(server, files=files)
         defender = Defender(lab, server, self.listen_timeout)
         try:
             self.observe(lab, case, server.port, result, pcap_name)
@@ -182,7 +185,7 @@ class Probe:
             client = Endpoint(attempt.src, attempt.sport)
             result.timeline = connection_events(pcap, client, Endpoint(attempt.dst, attempt.dport))
             result.attempt = classify(result.timeline, attempt)
-            result.pcap = pcap if self.pcap_dir else None
+            result.pcap = shown(pcap) if self.pcap_dir else None
 
     def _attempt(self, lab: Lab, case: ProbeCase, port: int) -> tuple[Attempt, str, list[str]]:
         """One request from a kernel socket in the attacker host, as an ordinary client makes it;

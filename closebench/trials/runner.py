@@ -7,6 +7,7 @@ the newest run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -37,7 +38,6 @@ from closebench.results.run_directory import (
     SAMPLES_FILE,
     SUMMARY_FILE,
     new_run_directory,
-    point_latest,
     write_samples,
     write_summary,
 )
@@ -68,7 +68,8 @@ class TrialProgress:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A trial not run because its strategy's program is missing (peers.skip_missing)."""
+    """A trial not run because its strategy's program is missing (peers.skip_missing) or the
+    kernel cannot run it (capabilities.skip_unsupported)."""
 
     error: str
 
@@ -101,7 +102,8 @@ class Runner:
         # Each side's CPUs (lab/cpus.py); None: the scenario's [cpus] (the default split).
         self.placement = placement or resolve_placement(**scenario.cpus.model_dump())
         self.verify = verify  # check every record against the pcaps once the trials are done
-        # Strategies not run (a peer whose program is missing), with the error of their rows.
+        # Strategies not run (a peer whose program is missing, by name; a kernel that cannot,
+        # by str(spec)), with the error of their rows.
         self.skipped = skipped or {}
         self.text = text
         self.digest = digest
@@ -113,17 +115,30 @@ class Runner:
         self.started_at = datetime.now(UTC)
         # One capture file per trial, even for labels that clean up to one name (a/b, a_b).
         self.pcap_names = unique_names([t.name for t in self.trials], ".pcap")
-        self.directory = new_run_directory(out, scenario.name, self.started_at)
+        # Opened once: every file of the run is written through its descriptor (`files`), code
+        # that takes paths gets its anchor (closebench/core/safe_files.py), never its name.
+        self.opened = new_run_directory(out, scenario.name, self.started_at)
+        self.directory = self.opened.path  # for messages
+        self.files = self.opened.run.anchor
         self._log_lock = threading.Lock()
         try:
-            self._log = open(self.directory / "run.log", "a")  # noqa: SIM115 (closed in run())
-            (self.directory / "scenario.toml").write_text(text, encoding="utf-8")
-            (self.directory / "pcaps").mkdir()
-            self.disk = DiskGuard(self.directory)
+            self._log = self.opened.run.open("run.log", "a")
+            self.opened.run.write("scenario.toml", text)
+            os.mkdir("pcaps", 0o755, dir_fd=self.opened.run.fd)
+            self.disk = DiskGuard(self.files)
         except (OSError, ClosebenchError) as error:
             if hasattr(self, "_log"):
                 self._log.close()
-            shutil.rmtree(self.directory, ignore_errors=True)  # bad input leaves nothing behind
+            # Bad input leaves nothing behind: emptied through its descriptor, then removed
+            # (rmdir never follows a link put at its name).
+            run = self.opened.run.fd
+            for name in os.listdir(run):
+                shutil.rmtree(name, ignore_errors=True, dir_fd=run)
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=run)
+            with contextlib.suppress(OSError):
+                os.rmdir(self.directory.name, dir_fd=self.opened.out.fd)
+            self.opened.close()
             if isinstance(error, OSError):
                 raise write_error(self.directory, error, "give another --out") from None
             raise
@@ -178,8 +193,11 @@ class Runner:
             cpus.restore(pinned)
             cpus.use(None)
             self.disk.release()  # room for the results, whatever filled the disk
-            outcome = self._write(results)
-            self._log.close()
+            try:
+                outcome = self._write(results)
+            finally:
+                self._log.close()
+                self.opened.close()
         return outcome
 
     def _watch_disk(self, done: threading.Event) -> None:
@@ -210,7 +228,8 @@ class Runner:
             progress.state = "skipped"
             return
         spec = self.trials[index].server.spec
-        skipped = self.skipped.get(spec.name) if spec else None
+        # Peers are skipped by name (their program is missing), kernel needs by spec (options).
+        skipped = (self.skipped.get(str(spec)) or self.skipped.get(spec.name)) if spec else None
         if skipped:
             results[index] = Skipped(skipped)
             progress.state = "skipped"
@@ -220,16 +239,18 @@ class Runner:
         stem = Path(self.pcap_names[index]).stem
         config = replace(
             self.trials[index],
-            pcap=str(self.directory / pcap),
-            attempts_file=str(self.directory / ATTEMPTS_DIR / f"{stem}{SUFFIX}"),
+            pcap=str(self.files / pcap),
+            attempts_file=str(self.files / ATTEMPTS_DIR / f"{stem}{SUFFIX}"),
         )
         if peer_for(config.server.spec):  # its generated config and logs stay with the run
-            files = self.directory / "peers" / Path(self.pcap_names[index]).stem
+            # Its server may run as another user, who cannot reach the anchor: the real path.
+            files = self.opened.run.real / "peers" / Path(self.pcap_names[index]).stem
             config = replace(config, server=replace(config.server, files=str(files)))
         if any(spec.engine == "locust" for spec in config.attackers):  # Locust's own CSV files
-            (self.directory / "locust").mkdir(exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir("locust", 0o755, dir_fd=self.opened.run.fd)
             stem = Path(self.pcap_names[index]).stem
-            config = replace(config, locust_csv=str(self.directory / "locust" / stem))
+            config = replace(config, locust_csv=str(self.files / "locust" / stem))
         progress.state, progress.started = "running", time.monotonic()
         self.log(f"{progress.name}: started, capturing into {pcap}")
 
@@ -286,8 +307,8 @@ class Runner:
             summary.update(sweep_document(self.scenario.sweep, summary["rows"]))
         lost = []
         for name, write in (
-            (SUMMARY_FILE, lambda: write_summary(self.directory, summary)),
-            (SAMPLES_FILE, lambda: write_samples(self.directory, _samples(measured))),
+            (SUMMARY_FILE, lambda: write_summary(self.opened.run, summary)),
+            (SAMPLES_FILE, lambda: write_samples(self.opened.run, _samples(measured))),
         ):
             try:
                 write()
@@ -295,10 +316,14 @@ class Runner:
                 lost.append(name)
                 self.log(f"{name}: not written: {error}")
         try:
-            point_latest(self.directory)
+            self.opened.point_latest()
         except OSError as error:
             errors.append(f"cannot point {self.directory.parent / 'latest'} at this run: {error}")
-        report = build_run_report(self.directory, self.log) if SUMMARY_FILE not in lost else None
+        report = (
+            build_run_report(self.directory, self.log, self.opened.run)
+            if SUMMARY_FILE not in lost
+            else None
+        )
         if report is None:
             lost.append("index.html")
         if self.stopped:
@@ -324,7 +349,7 @@ class Runner:
         summary.json, and each trial's figures in its row. A failure to verify is recorded,
         never loses the run."""
         try:
-            agreement = verify_trials(self.directory, [row.trial for row in rows])
+            agreement = verify_trials(self.files, [row.trial for row in rows])
         except Exception as error:
             self.log(f"verify: failed: {type(error).__name__}: {error}")
             return {"ok": False, "error": f"{type(error).__name__}: {error}"}
@@ -377,8 +402,9 @@ class AttackRun:
     def __init__(self, out: Path, name: str, scenario_toml: str) -> None:
         self.name = name
         self.started_at = datetime.now(UTC)
-        self.directory = new_run_directory(out, name, self.started_at)
-        (self.directory / "scenario.toml").write_text(scenario_toml, encoding="utf-8")
+        self.opened = new_run_directory(out, name, self.started_at)
+        self.directory = self.opened.path  # for messages; written through self.opened
+        self.opened.run.write("scenario.toml", scenario_toml)
 
     def write(self, trial: TrialConfig, result: TrialResult, log: Callable[[str], None]) -> Path:
         """summary.json, the attempts file and the report; returns the directory."""
@@ -400,11 +426,15 @@ class AttackRun:
             "complete": result.complete,
             "rows": [trial_row(trial, result).to_dict()],
         }
-        write_summary(self.directory, summary)
-        path = self.directory / ATTEMPTS_DIR / unique_names([trial.name], SUFFIX)[0]
-        write_attempts_file(path, trial.name, result.attempts + result.legit_attempts)
-        point_latest(self.directory)
-        build_run_report(self.directory, log)
+        run = self.opened.run
+        try:
+            write_summary(run, summary)
+            path = run.anchor / ATTEMPTS_DIR / unique_names([trial.name], SUFFIX)[0]
+            write_attempts_file(path, trial.name, result.attempts + result.legit_attempts)
+            self.opened.point_latest()
+            build_run_report(self.directory, log, run)
+        finally:
+            self.opened.close()
         return self.directory
 
 

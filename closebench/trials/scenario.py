@@ -52,6 +52,8 @@ class StrategyEntry(Strict):
     strategy: str
     routed: bool = False
     label: str | None = None
+    # With CI set, a kernel that cannot run it fails the run instead of skipping its row.
+    required: bool = False
 
     @field_validator("strategy")
     @classmethod

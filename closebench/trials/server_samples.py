@@ -63,13 +63,11 @@ def run_sample_command(args, console) -> int:
     except psutil.NoSuchProcess:
         raise UsageError(f"--pid {args.pid}: no such process") from None
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        stream = (out / SAMPLES_FILE).open("w", newline="", encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"--out {out}: cannot write there ({error.strerror})") from None
+    # Opened once (refused where another user could change it), written through its descriptor.
+    directory = SafeDirectory(out, "give another --out", create=True)
+    stream = directory.open(SAMPLES_FILE, "w", replace=True)
     stop = threading.Event()
-    with stream, ctrl_c_sets(stop):
+    with directory, stream, ctrl_c_sets(stop):
         sampler = DefenderSampler(ProcessHost(args.pid), [args.pid], args.hz)  # type: ignore[arg-type]
         about = {
             "pid": args.pid,
@@ -78,7 +76,7 @@ def run_sample_command(args, console) -> int:
             "hz": args.hz,
             "started_unix": sampler.started_unix,
         }
-        (out / ABOUT).write_text(json.dumps(about, indent=2) + "\n", encoding="utf-8")
+        directory.write(ABOUT, json.dumps(about, indent=2) + "\n")
         console.print(
             f"sampling {name} (pid {args.pid}) at {args.hz:g}/s into {out / SAMPLES_FILE}; "
             "Ctrl-C to stop",

@@ -30,7 +30,7 @@ from closebench.core.summary import (
     summarize_bans,
     summarize_legit,
 )
-from closebench.defender import Defender, ServerConfig, firewall, peers
+from closebench.defender import Defender, ServerConfig, bpf_drop, conn_cap, firewall, peers
 from closebench.defender.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from closebench.lab import Lab, cpus
 from closebench.lab.capture import Capture
@@ -222,6 +222,8 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         writer = None
         capture = None
         syns_dropped = None
+        cap_refused = None  # conn-cap: SYNs its nftables rule refused
+        bpf_attach = defender.bpf.describe() if defender.bpf else None
         # Kernel-socket clients' records get the wire's classes and times: capture for them even
         # when no pcap is kept.
         own_clock = config.legit is not None or any(s.keeps_own_clock for s in config.attackers)
@@ -259,6 +261,10 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             samples = sampler.stop() if sampler else []
             if ban_host is not None:
                 syns_dropped = firewall.read(ban_host).syns_dropped
+            elif defender.bpf is not None:  # xdp-drop, tc-drop: the program's own counter
+                syns_dropped = bpf_drop.dropped(defender.bpf)
+            if server.spec is not None and server.spec.name == conn_cap.STRATEGY:
+                cap_refused = conn_cap.refused(lab.defender)
         finally:
             if capture:
                 capture.stop()
@@ -283,6 +289,10 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
     else:
         summaries, overall = memory_summaries(attempts, names, costs, duration), None
     server_stats = peers.account(server.spec, server_stats, attempts)
+    if cap_refused is not None:
+        server_stats["cap_refused_syns"] = cap_refused
+    if bpf_attach is not None:  # summary.json's meta has the kernel version
+        server_stats["bpf_attach"] = bpf_attach
     ban_log = server_stats.pop("ban_log", [])
     bans = None
     if banning:

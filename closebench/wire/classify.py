@@ -3,9 +3,11 @@ to a pcap (the attacker-side capture of a trial or a probe)."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from dataclasses import dataclass
 
-from closebench.core.outcomes import Attempt, Outcome, http_status
+from closebench.core.outcomes import Attempt, ClosedBy, Outcome, gave_up, http_status
 from closebench.wire.pcap import Endpoint, WireEvent, connections
 
 SEQ_SPACE = 1 << 32
@@ -16,19 +18,15 @@ JOIN_WINDOW = 5.0
 ZERO_WINDOW_NOTE = "the request never left the client: the server's window stayed zero"
 
 
-GAVE_UP = 0.9  # a client that closes after this share of its timeout closed because of it
-
-
 def split_at_client_end(
     events: list[WireEvent], client_timeout: float
 ) -> tuple[list[WireEvent], list[WireEvent]]:
-    """Split a connection's events where the client gave up: its own FIN or RST, once established,
-    sent at its timeout.
+    """Split a connection's events where the client ended it: its own RST once established, or
+    its FIN, unless a client of closebench's own sent that FIN before its timeout ran out
+    (core/outcomes.gave_up: a half-close, after which it still reads).
 
     What the server sends after that, such as the RST a silently closed socket's kernel answers to
-    the client's FIN, did not reach the client while it was still waiting. A client that closes
-    early (it had its whole response, or disliked it) did not give up: the server's answer to that
-    close still counts, save an RST (see prompting_segment).
+    the client's FIN, did not reach a client that was waiting.
     """
     established = requested = None
     for index, event in enumerate(events):
@@ -40,9 +38,16 @@ def split_at_client_end(
             requested = requested or event.t
         elif "F" in event.what or "R" in event.what:
             waited = event.t - (requested or established)  # the timeout runs from the request
-            if waited >= GAVE_UP * client_timeout:
+            if client_ends(event.what, waited, client_timeout):
                 return events[:index], events[index:]
     return events, []
+
+
+def client_ends(what: str, waited: float, client_timeout: float) -> bool:
+    """Whether a client's FIN or RST (flags `what`), `waited` s after its request, ends its
+    attempt: an RST always; a FIN unless the client is one of closebench's own (its timeout
+    known) that had not given up, which half-closes and reads on."""
+    return "R" in what or not math.isfinite(client_timeout) or gave_up(waited, client_timeout)
 
 
 def prompting_segment(last_out: WireEvent | None, sent_until: int | None) -> str | None:
@@ -57,86 +62,133 @@ def prompting_segment(last_out: WireEvent | None, sent_until: int | None) -> str
         return None
     if "F" in last_out.what:
         return "FIN"
-    # A keepalive probe repeats the last byte already sent: sequence number one below the next.
-    if (
-        last_out.what == "A"
-        and last_out.length <= 1
-        and sent_until is not None
-        and last_out.seq == (sent_until - 1) % SEQ_SPACE
-    ):
+    if is_window_probe(last_out, sent_until):
         return "keepalive"
     if last_out.retransmission:
         return "retransmission"
     return None
 
 
-def classify(events: list[WireEvent], attempt: Attempt) -> Attempt:
-    """Fill `attempt`'s outcome and times from the wire: the first thing the server did of its
-    own accord ends it; if nothing did, the client's own end (its timeout, its close) did."""
-    established = syn_seen = request_seen = zero_window = False
-    bytes_in = 0
-    ending: tuple[Outcome, float] | None = None
-    note = ""
+def is_window_probe(event: WireEvent, sent_until: int | None) -> bool:
+    """A keepalive or zero-window probe: an empty ACK (or one byte) repeating the last byte
+    already sent, its sequence number one below the next."""
+    return (
+        event.direction == "out"
+        and event.what == "A"
+        and event.length <= 1
+        and sent_until is not None
+        and event.seq == (sent_until - 1) % SEQ_SPACE
+    )
+
+
+@dataclass
+class _Reading:
+    """What classify() has read so far of one connection."""
+
+    established: bool = False
+    syn_seen: bool = False
+    request_seen: bool = False
+    zero_window: bool = False  # the SYN-ACK advertised no window
+    probed: bool = False  # the client probed a window: it had written something
+    bytes_in: int = 0
+    half_closed: WireEvent | None = None  # an own client's early FIN: it still reads
+    data_since_close: bool = False  # the server sent bytes after that FIN
     last_out: WireEvent | None = None  # the client's latest segment, until the server answers
     sent_until: int | None = None  # the sequence number after the last byte the client sent
+    note: str = ""
+
+
+def classify(
+    events: list[WireEvent], attempt: Attempt, unmarked: ClosedBy = ClosedBy.CLIENT
+) -> Attempt:
+    """Fill `attempt`'s outcome, times and closed_by from the wire: the first thing the server
+    did of its own accord ends it; if nothing did, the client's own end (its close, its timeout)
+    did. `unmarked`: who ended a connection no packet shows the end of (the client's own
+    timeout; closebench, for a client it stopped)."""
+    r = _Reading()
+    ending: tuple[Outcome, float, ClosedBy] | None = None
     timeline, after = split_at_client_end(events, attempt.client_timeout)
     for event in timeline:
         # Wire times replace the client's own clock readings where the wire has them.
         if event.direction == "out":
-            if event.what == "S" and not syn_seen:
-                syn_seen, attempt.t_syn = True, event.t
-            elif event.length and not request_seen:
-                request_seen, attempt.t_request = True, event.t
-            last_out = event
-            sent_until = _advance(sent_until, event)
+            _client_segment(r, event, attempt)
             continue
-        answered, last_out = last_out, None
-        prompt = prompting_segment(answered, sent_until)
-        if event.what.startswith("icmp"):
-            ending = (Outcome.ICMP, event.t)
+        ending = _server_segment(r, event, attempt)
+        if ending is not None:
             break
-        if "S" in event.what and "A" in event.what and not established:
-            established, attempt.t_established = True, event.t
-            zero_window = event.window == 0
-        if event.length and not event.retransmission:
-            if not bytes_in:
-                attempt.t_first_byte = event.t
-                attempt.http_status = http_status(event.head)
-            bytes_in += event.length
-        if "R" in event.what:
-            if established and answered is not None and prompt is not None:
-                note = _rst_note(prompt, event.t, attempt)
-                # The client learnt at the RST; one that had sent its FIN had stopped waiting.
-                ending = (Outcome.SILENT, answered.t if prompt == "FIN" else event.t)
-            else:
-                ending = (Outcome.RST if established else Outcome.REFUSED, event.t)
-            break
-        if "F" in event.what:
-            ending = (Outcome.FIN, event.t)
-            break
-    attempt.bytes_received = bytes_in
-    attempt.data_first = bytes_in > 0
-    if zero_window and not request_seen:
-        # A zero window from the SYN-ACK on (a zero-window tarpit): the request the client wrote
-        # never left its send buffer, so the wire has no time for it; the client wrote it as
-        # soon as it could, once connected.
+    attempt.bytes_received = r.bytes_in
+    attempt.data_first = r.bytes_in > 0
+    if r.zero_window and not r.request_seen and r.probed:
+        # A zero window from the SYN-ACK on (a zero-window tarpit), and a client probing it:
+        # the request it wrote never left its send buffer, so the wire has no time for it; it
+        # wrote it as soon as it could, once connected. A client that probes nothing wrote
+        # nothing: it has no request (a port scanner's connect).
         attempt.t_request = attempt.t_request or attempt.t_established
         if ZERO_WINDOW_NOTE not in attempt.detail:
             attempt.detail = "; ".join(filter(None, [attempt.detail, ZERO_WINDOW_NOTE]))
     if ending is not None:
-        attempt.outcome, attempt.t_end = ending
+        attempt.outcome, attempt.t_end, closed_by = ending
     else:
-        # Nothing the server did ended it: the client's own timeout did. Its FIN or RST then is
-        # the wire's time of that; without one (a SYN never answered) the client's clock stands.
-        attempt.outcome = Outcome.SILENT if established else Outcome.SYN_TIMEOUT
-        if after and established:
-            attempt.t_end = after[0].t
+        # Nothing the server did ended it: the client did, with its FIN or RST, or its own
+        # timeout, which no packet marks (a SYN never answered): the client's clock stands.
+        attempt.outcome = Outcome.SILENT if r.established else Outcome.SYN_TIMEOUT
+        closed_by = unmarked
+        if after and r.established:
+            attempt.t_end, closed_by = after[0].t, ClosedBy.CLIENT
             answer = next((e for e in after[1:] if e.direction == "in"), None)
             if answer is not None and "R" in answer.what and "F" in after[0].what:
-                note = _rst_note("FIN", answer.t, attempt)
-    if note:
-        attempt.detail = f"{attempt.detail}; {note}" if attempt.detail else note
+                r.note = _rst_note("FIN", answer.t, attempt)
+    attempt.closed_by = closed_by.value
+    if r.note:
+        attempt.detail = f"{attempt.detail}; {r.note}" if attempt.detail else r.note
     return attempt
+
+
+def _client_segment(r: _Reading, event: WireEvent, attempt: Attempt) -> None:
+    if event.what == "S" and not r.syn_seen:
+        r.syn_seen, attempt.t_syn = True, event.t
+    elif event.length and not r.request_seen:
+        r.request_seen, attempt.t_request = True, event.t
+    if r.established and is_window_probe(event, r.sent_until):
+        r.probed = True
+    if r.established and "F" in event.what and r.half_closed is None:
+        r.half_closed = event
+    r.last_out = event
+    r.sent_until = _advance(r.sent_until, event)
+
+
+def _server_segment(
+    r: _Reading, event: WireEvent, attempt: Attempt
+) -> tuple[Outcome, float, ClosedBy] | None:
+    """The attempt's end if this segment from the server (or ICMP error) ends it."""
+    answered, r.last_out = r.last_out, None
+    prompt = prompting_segment(answered, r.sent_until)
+    if event.what.startswith("icmp"):
+        return Outcome.ICMP, event.t, ClosedBy.SERVER
+    if "S" in event.what and "A" in event.what and not r.established:
+        r.established, attempt.t_established = True, event.t
+        r.zero_window = event.window == 0
+    if event.length and not event.retransmission:
+        if not r.bytes_in:
+            attempt.t_first_byte = event.t
+            attempt.http_status = http_status(event.head)
+        r.bytes_in += event.length
+        r.data_since_close = r.half_closed is not None
+    if not ("R" in event.what or "F" in event.what):
+        return None
+    if r.established and r.half_closed is not None and not r.data_since_close:
+        # It only answers the client's own close: the client ended it, at its FIN.
+        if "R" in event.what:
+            r.note = _rst_note("FIN", event.t, attempt)
+        return Outcome.SILENT, r.half_closed.t, ClosedBy.CLIENT
+    if "R" in event.what:
+        if r.established and prompt is not None:
+            # The server's kernel answered the client's keepalive or retransmission: the
+            # client learnt only then that its socket had been dropped without a word.
+            r.note = _rst_note(prompt, event.t, attempt)
+            return Outcome.SILENT, event.t, ClosedBy.SERVER
+        return (Outcome.RST if r.established else Outcome.REFUSED), event.t, ClosedBy.SERVER
+    return Outcome.FIN, event.t, ClosedBy.SERVER
 
 
 def _advance(sent_until: int | None, event: WireEvent) -> int | None:

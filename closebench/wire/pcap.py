@@ -213,17 +213,20 @@ def _decode(t: float, frame: bytes, server: Endpoint) -> tuple[Endpoint, WireEve
         client, direction = Endpoint(ip.dst, tcp.dport), "in"
     else:
         return None
-    # The capture's snap length cuts payloads: the IP header says how long the segment was.
+    # The IP header says how long the segment was: the capture's snap length cuts payloads, and
+    # Ethernet pads a short frame (a bare RST in 60 bytes) with bytes that are not payload.
     length = _tcp_payload_length(ip, tcp, len(payload))
-    head = payload[:HEAD_BYTES] if length else b""
+    head = payload[: min(length, HEAD_BYTES)]
     return client, WireEvent(
         t, direction, str(tcp.flags), length, ttl, head=head, seq=tcp.seq, window=tcp.window
     )
 
 
 def _tcp_payload_length(ip, tcp, captured: int) -> int:
+    """The TCP payload's length by the IP header (IPv6: no extension headers in the lab's
+    traffic), whatever the frame carried after it; what was captured only where the header
+    says 0 (a segment captured before the NIC split it: TSO)."""
     from scapy.layers.inet import IP
 
-    # (IPv6: no extension headers in the lab's traffic.)
     total = ip.len - 4 * ip.ihl if isinstance(ip, IP) else ip.plen
-    return max(captured, total - 4 * tcp.dataofs) if total else captured
+    return max(0, total - 4 * tcp.dataofs) if total else captured

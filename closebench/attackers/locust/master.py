@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gevent
 import locust  # before the rest of closebench: it patches the standard library for gevent
@@ -46,6 +47,8 @@ from closebench.attackers.locust.settings import (
 )
 from closebench.attackers.locust.user import SpamScript
 from closebench.attackers.policy import Policy
+from closebench.core.errors import ClosebenchError
+from closebench.core.safe_files import SafeDirectory
 
 POLL = 0.1  # seconds between looks at the workers
 STOP_GRACE = 5.0  # seconds past duration + timeout before the users are stopped regardless
@@ -211,13 +214,20 @@ def _write_csv(environment: Environment, prefix: str) -> None:
     import csv
 
     stats = StatsCSV(environment, PERCENTILES_TO_REPORT)
-    for suffix, write in (
-        ("stats", stats.requests_csv),
-        ("failures", stats.failures_csv),
-        ("exceptions", stats.exceptions_csv),
-    ):
-        with open(f"{prefix}_{suffix}.csv", "w", newline="") as stream:
-            write(csv.writer(stream))
+    # Opened once, written through its descriptor, refused where another user could change it
+    # (closebench/core/safe_files.py); a run gives its directory's anchor.
+    place, stem = Path(prefix).parent, Path(prefix).name
+    try:
+        with SafeDirectory(place, "give another --locust-csv", create=True) as directory:
+            for suffix, write in (
+                ("stats", stats.requests_csv),
+                ("failures", stats.failures_csv),
+                ("exceptions", stats.exceptions_csv),
+            ):
+                with directory.atomic(f"{stem}_{suffix}.csv") as stream:
+                    write(csv.writer(stream))
+    except ClosebenchError as error:
+        print(f"closebench: Locust's CSV files not written: {error}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:

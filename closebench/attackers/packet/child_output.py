@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from closebench.attackers.packet.child_config import ChildConfig
 from closebench.attackers.packet.connection import Conn
-from closebench.core.outcomes import Attempt, Outcome
+from closebench.core.outcomes import Attempt, ClosedBy, Outcome
 
 READY = "R"
 
@@ -96,4 +96,16 @@ class Relay:
             data_first=int(received) > 0,
             http_status=int(status) or None,
             detail=detail,
+            closed_by=closed_by(Outcome(outcome), detail).value,
         )
+
+
+RETRANSMISSION_RST = "RST to the client's retransmission"  # the engine's note (actions.reset)
+
+
+def closed_by(outcome: Outcome, detail: str) -> ClosedBy:
+    """Who ended an engine's attempt: what its class says, save a silent one that the server's
+    kernel ended, resetting the request the engine sent again (its note says so)."""
+    if outcome is Outcome.SILENT and RETRANSMISSION_RST in detail:
+        return ClosedBy.SERVER
+    return ClosedBy.of(outcome)

@@ -6,7 +6,6 @@ engine is given, with what goes out counted.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Protocol
@@ -23,9 +22,14 @@ from closebench.attackers.packet.segments import (
     seq_add,
     seq_delta,
 )
+from closebench.attackers.packet.states import State
 from closebench.core.outcomes import Outcome, http_status
 
 SYN_RTO = 1.0  # Linux's initial retransmission timeout
+RTO_MIN = 0.2  # Linux's minimum retransmission timeout
+PROBE_MAX = 120.0  # Linux's longest interval between zero-window probes (TCP_RTO_MAX)
+FIN_RETRIES = 3  # our FIN is sent again this often at most, then the connection is forgotten
+WINDOW = 65535  # how far past rcv_nxt an RST may start and still be for this connection
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class Counters:
     duplicate_fins_seen: int = 0  # of which FINs already received
     out_of_order_seen: int = 0
     late_packets_seen: int = 0  # for attempts already over
+    unhandled_events: int = 0  # (state, event) pairs the engine's table lacks: a bug, not noise
     unknown_packets_seen: int = 0  # for ports with no connection of ours
     bad_acks_seen: int = 0  # acknowledging something we never sent (an older attempt's)
     requests_held: int = 0  # written while the server's window was 0: kept, not sent
@@ -95,7 +100,7 @@ class Conn:
     port: int
     iss: int
     t_syn: float
-    state: int  # an engine.State (the engine's module imports this one, not the reverse)
+    state: State
     snd_una: int = 0
     snd_nxt: int = 0
     rcv_nxt: int = 0
@@ -155,7 +160,8 @@ class Conn:
 
 
 class InitialSequence:
-    """ISNs as SYN cookies make them: a keyed offset per (source, port) plus a microsecond clock.
+    """ISNs as SYN cookies make them: a keyed offset per (source, port) plus a microsecond clock
+    (the time of the SYN, from the engine's clock, as Linux reads the real-time clock for its ISNs).
 
     A port's next SYN is then always ahead of its last connection, even one of an earlier run
     or of the other packet attacker (the child keys it with the boot's id, not the run's), so a
@@ -166,12 +172,12 @@ class InitialSequence:
         self.key = key[:64]
         self._offsets: dict[tuple[str, int], int] = {}
 
-    def __call__(self, source: str, port: int) -> int:
+    def __call__(self, source: str, port: int, t: float) -> int:
         offset = self._offsets.get((source, port))
         if offset is None:
             digest = blake2b(f"{source} {port}".encode(), key=self.key, digest_size=4).digest()
             offset = self._offsets[source, port] = int.from_bytes(digest, "big")
-        return (offset + time.monotonic_ns() // 1000) & SEQ_MASK
+        return (offset + int(t * 1_000_000)) & SEQ_MASK
 
 
 class Outbox:

@@ -83,9 +83,11 @@ def run(
     cancel: threading.Event,
     flush: Callable[[], None],
     settle: bool = True,
+    clock: Callable[[], float] = time.monotonic,
 ) -> LoopReport:
-    """Run the policy to its end or until `cancel`; `settle`: wait a little for our FINs' ACKs."""
-    started = time.monotonic()
+    """Run the policy to its end or until `cancel`; `settle`: wait a little for our FINs' ACKs.
+    `clock` paces the starts and measures the run (the engine keeps its own, Unix time)."""
+    started = clock()
     pacer = Pacer(policy, started)
     poller = select.poll()
     poller.register(wire.fileno(), select.POLLIN)
@@ -98,7 +100,7 @@ def run(
             for item in wire.receive():
                 engine.receive(item)
         engine.fire_timers()
-        now = time.monotonic()
+        now = clock()
         starting = pacer.starting(now)
         if starting:
             for _ in range(pacer.due(now, engine.in_flight)):
@@ -115,11 +117,11 @@ def run(
         wake = min(last_flush + FLUSH_EVERY, now + engine.next_timer() - engine.clock())
         if starting:
             wake = min(wake, pacer.wake(engine.in_flight))
-        timeout_ms = max(0, math.ceil((wake - time.monotonic()) * 1000))
+        timeout_ms = max(0, math.ceil((wake - clock()) * 1000))
         readable = bool(poller.poll(timeout_ms))
     if cancel.is_set():
         engine.abandon()
-    ended = time.monotonic()
+    ended = clock()
     flush()
     return LoopReport(
         elapsed_s=round(ended - started, 3),

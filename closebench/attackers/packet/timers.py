@@ -18,8 +18,9 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 
 from closebench.attackers.packet.connection import Conn
+from closebench.attackers.packet.states import Event
 
-Entry = tuple[float, float, int, int, int]  # (when to look, due, token, slot, event)
+Entry = tuple[float, float, int, int, Event]  # (when to look, due, token, slot, event)
 
 
 class Timers:
@@ -28,10 +29,10 @@ class Timers:
         self.queues: dict[float, deque[Entry]] = {d: deque() for d in fixed}
         self.queues.setdefault(first, deque())
         self.first = first
-        self.heap: list[tuple[float, int, int, int]] = []  # (due, token, slot, event)
+        self.heap: list[tuple[float, int, int, Event]] = []  # (due, token, slot, event)
         self.tokens = itertools.count(1)
 
-    def add(self, now: float, delay: float, slot: int, event: int) -> int:
+    def add(self, now: float, delay: float, slot: int, event: Event) -> int:
         """Arm a timer for the connection in `slot`; its token."""
         token = next(self.tokens)
         due = now + delay
@@ -44,7 +45,7 @@ class Timers:
             heapq.heappush(self.heap, (due, token, slot, event))
         return token
 
-    def due(self, now: float) -> Iterator[tuple[Conn, int]]:
+    def due(self, now: float) -> Iterator[tuple[Conn, Event]]:
         """(connection, event) of each armed timer due by `now`."""
         conns, heap = self.conns, self.heap
         for queue in self.queues.values():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from closebench.core.outcomes import Attempt
+from closebench.core.safe_files import SafeDirectory
 from closebench.servers.strategies import STRATEGIES, StrategySpec
 
 NEVER_MATCHES = "(?!)"  # the backend's abuse path: it is the application, abuse is the peer's job
@@ -82,9 +83,10 @@ class Peer:
 
     def launches(self, setup: PeerSetup, directory: Path) -> list[Launch]:
         """Write the config into `directory`; the processes to start, in order."""
-        directory.mkdir(parents=True, exist_ok=True)
         config = directory / self.config_name
-        config.write_text(self.config(setup, directory), encoding="utf-8")
+        # Never through a link (closebench/core/safe_files.py): root writes it.
+        with SafeDirectory(directory, "give another place for the run", create=True) as place:
+            place.write(self.config_name, self.config(setup, directory))
         peer = Launch(self.binary, self.argv(setup, config, directory), setup.port)
         return [backend_launch(setup), peer] if self.uses_backend else [peer]
 

@@ -37,6 +37,7 @@ class FigureFile:
     caption: str  # how to read it, shown under the figure in the HTML
     png: Path
     svg: Path
+    svg_text: bytes = b""  # as written: the page embeds it without reading svg back by name
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ def render_all(run: RunData, out: SafeDirectory) -> list[FigureFile]:
             figure.savefig(svg, format="svg", metadata={"Date": None})
         png_path = out.write(f"{spec.name}.png", png.getvalue())
         svg_path = out.write(f"{spec.name}.svg", svg.getvalue())
-        files.append(FigureFile(spec.name, spec.title, spec.caption, png_path, svg_path))
+        files.append(
+            FigureFile(spec.name, spec.title, spec.caption, png_path, svg_path, svg.getvalue())
+        )
     return files
 
 

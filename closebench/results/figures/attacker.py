@@ -72,6 +72,8 @@ def hang_cdf(run: RunData, palette: Palette) -> Figure:
         no_data(ax)
     timeouts = [t.attacks.client_timeout for _, _, t in drawn]
     for timeout in np.unique(np.concatenate(timeouts)) if timeouts else ():
+        if not np.isfinite(timeout):
+            continue  # another program's timeout, which closebench does not know
         ax.axvline(timeout, color="0.3", linestyle=":", linewidth=1)
         ax.annotate(
             f"client timeout {timeout:g} s",
@@ -161,8 +163,9 @@ def attempt_rate(run: RunData, palette: Palette) -> Figure:
 def rate_bin_width(run: RunData) -> float:
     """One bin per client timeout: a silent strategy then shows its real rate (one attempt per
     timeout per connection) instead of isolated one-attempt spikes; at least two bins."""
-    timeouts = [t.attacks.client_timeout.max() for t in run.trials if len(t.attacks)]
-    width = float(max(timeouts, default=1.0))
+    timeouts = [t.attacks.client_timeout for t in run.trials if len(t.attacks)]
+    known = [float(c[np.isfinite(c)].max()) for c in timeouts if np.isfinite(c).any()]
+    width = max(known, default=1.0)
     span = attack_span(run)
     return max(1.0, min(width, span / 2) if span else width)
 

@@ -30,7 +30,7 @@ def millis(value: float) -> str:
 
 
 def outcome_counts(value: dict) -> str:
-    return ", ".join(f"{name} {count}" for name, count in value.items()) or "none"
+    return ", ".join(f"{name} {count}" for name, count in value.items() if count) or "none"
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,19 @@ class Column:
     group: str
     show: Callable[[object], str]
     missing: str = "-"  # shown for null
+    note: Callable[[dict], str] | None = None  # added after the value, from the whole row
 
     def cell(self, row: dict) -> str:
         value = row.get(self.key)
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             return self.missing
-        return self.show(value)
+        return self.show(value) + (self.note(row) if self.note else "")
+
+
+def outlasted_note(row: dict) -> str:
+    """The attempts closebench outlasted, beside the outcome counts they are part of."""
+    count = row.get("outlasted")
+    return f" (outlasted {count})" if is_number(count) and count else ""
 
 
 COLUMNS = (
@@ -56,8 +63,10 @@ COLUMNS = (
     Column("hang_max_s", "hang max (s)", "attacker", fixed(3)),
     Column("connect_wait_median_s", "connect wait median (s)", "attacker", fixed(3)),
     Column("slot_median_s", "slot median (s)", "attacker", fixed(3)),
-    Column("outcomes", "outcomes", "attacker", outcome_counts),
+    Column("outcomes", "outcomes", "attacker", outcome_counts, note=outlasted_note),
+    Column("closed_by", "closed by", "attacker", outcome_counts),
     Column("attacker_seconds_wasted", "seconds wasted", "attacker", fixed(1)),
+    Column("attacker_seconds_busy", "seconds busy (union)", "attacker", fixed(1)),
     Column("legit_requests", "requests", "legitimate clients", whole),
     Column("legit_success_rate", "answered", "legitimate clients", percent),
     Column("legit_latency_median_s", "latency median (ms)", "legitimate clients", millis),

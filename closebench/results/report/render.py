@@ -26,7 +26,7 @@ from closebench.results.report.prose import (
     wire_agreement,
 )
 from closebench.results.report.ranking import axis_results, best_silencer, undominated
-from closebench.results.run_directory import RAW_FILES, RunData, load_run
+from closebench.results.run_directory import RAW_FILES, SUMMARY_FILE, RunData, load_run
 
 
 @dataclass(frozen=True)
@@ -37,21 +37,31 @@ class ReportFiles:
     problems: list[str]  # raw files missing or partly unreadable: shown on the page too
 
 
-def build_report(directory: Path) -> ReportFiles:
+def build_report(directory: Path, opened: SafeDirectory | None = None) -> ReportFiles:
     """Rebuild figures/, index.html and summary.md of a run directory from its raw files.
 
     Written without following any link in the run directory (closebench/core/safe_files.py): a run
     directory from elsewhere may have `index.html` or `figures` pointing outside it.
     """
-    run = load_run(Path(directory))
     fix = "copy the run directory somewhere writable and run `closebench report` on the copy"
-    with SafeDirectory(run.directory, fix) as out:
+    # Opened once (refused where another user could change it), read and written through it.
+    directory = Path(directory)
+    if directory.name == SUMMARY_FILE and directory.is_file():
+        directory = directory.parent
+    if opened is None and not directory.is_dir():
+        load_run(directory)  # its one line: not a run directory
+    out = opened or SafeDirectory(directory, fix)
+    try:
+        run = load_run(out.anchor)
         with out.subdirectory("figures") as figure_directory:
             figures = render_all(run, figure_directory)
         context = _context(run, figures)
         page = environment().get_template("report.html.j2").render(context)
         html = out.write("index.html", page)
         markdown = out.write("summary.md", summary_markdown(context))
+    finally:
+        if opened is None:
+            out.close()
     return ReportFiles(html, markdown, figures, run.problems)
 
 
@@ -93,7 +103,7 @@ def _context(run: RunData, figures: list) -> dict:
 
 
 def _embedded(figure) -> dict:
-    svg = figure.svg.read_bytes()
+    svg = figure.svg_text
     return {
         "name": figure.name,
         "title": figure.title,
@@ -190,11 +200,14 @@ def run_report_command(directory: str, warn: Callable[[str], None]) -> Path:
     return files.html
 
 
-def build_run_report(directory: Path, log: Callable[[str], None]) -> Path | None:
-    """For `closebench run`: build the report; a failure is logged and never loses the run,
-    whose raw files are already written (`closebench report` can retry)."""
+def build_run_report(
+    directory: Path, log: Callable[[str], None], opened: SafeDirectory | None = None
+) -> Path | None:
+    """For `closebench run`: build the report (into `opened`, the run directory as the run
+    opened it); a failure is logged and never loses the run, whose raw files are already
+    written (`closebench report` can retry)."""
     try:
-        html = build_report(directory).html
+        html = build_report(directory, opened).html
     except Exception as error:
         log(f"report: failed: {type(error).__name__}: {error}")
         return None

@@ -21,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from closebench.servers.bans import BanBook, BanPolicy, NftBanner
+from closebench.servers.bpf_maps import BpfBanner
 from closebench.servers.reference.deadlines import Timer, Timers
 from closebench.servers.reference.log import log
 from closebench.servers.reference.protocol import (
@@ -38,6 +39,7 @@ from closebench.servers.reference.sockets import (
     close_with_rst,
     drain_input,
     format_address,
+    kill_with_ss,
     open_reserve,
     set_hop_limit,
 )
@@ -65,10 +67,12 @@ class Config:
     rules: AbuseRules
     backlog: int
     ban_netns: str | None = None  # fw-*: enforce bans in this network namespace (a router's)
+    bpf_maps: str | None = None  # xdp-drop, tc-drop: where the ban maps are pinned
 
 
 @dataclass
 class Counters:
+    accepted: int = 0  # connections admitted from accept(): each one woke the server
     served: int = 0
     abusive: int = 0
     refused_emfile: int = 0
@@ -92,16 +96,17 @@ class Server:
         self.spec = config.spec
         self.read_first = bool(self.spec.options.get("read_first", True))
         bans = STRATEGIES[self.spec.name].bans
-        # A ban strategy closes abusive connections with its `then` close strategy; zero-window
-        # closes those it did not trap (another source) with RST.
-        self.close_name = str(self.spec.options["then"]) if bans else self.spec.name
+        # A ban or cap strategy closes abusive connections with its `then` close strategy;
+        # zero-window closes those it did not trap (another source) with RST.
+        then = self.spec.options.get("then")
+        self.close_name = str(then) if then else self.spec.name
         if self.spec.name == "zero-window":
             self.close_name = "rst"
         self.tarpit: ZeroWindowTarpit | None = None  # zero-window: see attach_tarpit()
         self.book = BanBook(BanPolicy.from_options(self.spec.options)) if bans else None
         self.blacklist = self.spec.name == "blacklist"
         self.turned_away = 0  # blacklist: connections of banned addresses closed at once
-        self.banner: NftBanner | None = None  # fw-*: see start_banner()
+        self.banner: NftBanner | BpfBanner | None = None  # see start_banner()
         self._done: queue.SimpleQueue[Action] = queue.SimpleQueue()
         self.listeners = list(listeners)
         self.sel = selectors.DefaultSelector()
@@ -128,6 +133,7 @@ class Server:
             "tarpit": self._tarpit,
             "ttl-drop": self._ttl_drop,
             "rst-ttl": self._rst_ttl,
+            "ss-kill": kill_with_ss,
         }
         missing = set(CLOSE_NAMES) - self.strategies.keys()
         if missing:
@@ -136,9 +142,13 @@ class Server:
     # loop
 
     def start_banner(self) -> None:
-        """fw-*: start the thread that adds bans to the nftables set; BanError if it cannot."""
-        verdict = "drop" if self.spec.name == "fw-drop" else "reject"
-        self.banner = NftBanner(verdict, self._call_soon)
+        """fw-*: start the thread that adds bans to the nftables set (xdp-drop, tc-drop: open
+        the BPF ban maps); BanError or BpfError if it cannot."""
+        if self.config.bpf_maps is not None:
+            self.banner = BpfBanner(self.config.bpf_maps)
+        else:
+            verdict = "drop" if self.spec.name == "fw-drop" else "reject"
+            self.banner = NftBanner(verdict, self._call_soon)
         self.banner.start(self.config.ban_netns)
 
     def attach_tarpit(self, tarpit: ZeroWindowTarpit) -> None:
@@ -281,6 +291,7 @@ class Server:
         close_with_fin(sock)
 
     def _admit(self, sock: socket.socket, host: str) -> None:
+        self.counters.accepted += 1
         sock.setblocking(False)  # accept() hands back a blocking socket
         conn = Conn(sock, flagged=self.config.rules.source_matches(host), host=host)
         if self.blacklist and self.book is not None and self.book.banned(host):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from closebench.servers.bans import BanError
+from closebench.servers.bpf_maps import BpfError
 from closebench.servers.reference.event_loop import Config, Server
 from closebench.servers.reference.log import PROG, log
 from closebench.servers.reference.protocol import AbuseRules
@@ -23,6 +24,7 @@ from closebench.servers.reference.startup import (
 )
 from closebench.servers.strategies import STRATEGIES, Option, StrategySpec, parse_spec
 
+BPF_STRATEGIES = ("xdp-drop", "tc-drop")
 MIN_NOFILE = 16  # stdio, two listeners, epoll, the signal wakeup pair, the reserve, headroom
 
 
@@ -123,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fw-drop/fw-reject: add bans to the nftables sets of this network namespace (e.g. "
         "/proc/PID/ns/net of a router) instead of the server's own",
     )
+    add(
+        "--bpf-maps",
+        metavar="DIR",
+        help="xdp-drop/tc-drop: the directory where the program's ban maps are pinned",
+    )
     return parser
 
 
@@ -137,6 +144,13 @@ def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Co
     firewall = spec.name in ("fw-drop", "fw-reject")
     if args.ban_netns and not firewall:
         parser.error("--ban-netns goes with fw-drop or fw-reject")
+    bpf = spec.name in BPF_STRATEGIES
+    if bool(args.bpf_maps) != bpf:
+        parser.error(
+            "xdp-drop and tc-drop need --bpf-maps DIR (closebench gives it)"
+            if bpf
+            else "--bpf-maps goes with xdp-drop or tc-drop"
+        )
     if firewall and spec.options["where"] == "router" and not args.ban_netns:
         parser.error(
             "where=router bans on the router: give its network namespace with --ban-netns PATH "
@@ -150,6 +164,7 @@ def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Co
         rules=AbuseRules(args.abuse_path, tuple(args.abuse_source)),
         backlog=args.backlog,
         ban_netns=args.ban_netns,
+        bpf_maps=args.bpf_maps,
     )
 
 
@@ -175,10 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = Server(config, listeners)
     if tarpit is not None:
         server.attach_tarpit(tarpit)
-    if config.spec.name in ("fw-drop", "fw-reject"):
+    if config.spec.name in ("fw-drop", "fw-reject", *BPF_STRATEGIES):
         try:
             server.start_banner()
-        except BanError as exc:
+        except (BanError, BpfError) as exc:
             log(f"error: {exc}")
             return 2
     summary = server.run()

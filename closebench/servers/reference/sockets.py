@@ -3,9 +3,11 @@ packets, the sockets a strategy holds, a reserve descriptor for when the others 
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
+import subprocess
 import threading
 
 from closebench.servers.reference.log import log
@@ -33,6 +35,26 @@ def close_with_fin(sock: socket.socket) -> None:
 
 def close_with_rst(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def kill_with_ss(sock: socket.socket) -> None:
+    """ss-kill: another process (`ss -K`, SOCK_DESTROY through inet_diag) destroys the
+    connection, as a detector outside the server would; the kernel sends the peer an RST and the
+    server's socket is left dead (ECONNABORTED), to be closed without another packet. If that
+    did not happen (no ss, a kernel without CONFIG_INET_DIAG_DESTROY), an RST close instead."""
+    try:
+        local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
+        where = ["src", format_address(*local), "dst", format_address(*remote)]
+        subprocess.run(["ss", "-K", "-t", *where], capture_output=True, timeout=5)
+        killed = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNABORTED
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log(f"!!! ss -K failed ({exc})")
+        killed = False
+    if not killed:
+        log("!!! ss -K left the connection alive; closing with RST instead")
+        close_with_rst(sock)
+        return
     sock.close()
 
 

@@ -19,7 +19,25 @@ class StartupError(Exception):
     """A problem the user can fix; reported as one line, exit status 2."""
 
 
-def listen_on(family: socket.AddressFamily, host: str, port: int, backlog: int) -> socket.socket:
+def tcp_options(config: Config) -> list[tuple[int, int]]:
+    """The listener's TCP options from the strategy (accepted sockets inherit them)."""
+    options = config.spec.options
+    found = []
+    if int(options.get("defer_accept", 0)):  # type: ignore[call-overload]
+        found.append((socket.TCP_DEFER_ACCEPT, int(options["defer_accept"])))  # type: ignore[call-overload]
+    if float(options.get("user_timeout", 0.0)):  # type: ignore[arg-type]
+        milliseconds = max(1, round(float(options["user_timeout"]) * 1000))  # type: ignore[arg-type]
+        found.append((socket.TCP_USER_TIMEOUT, milliseconds))
+    return found
+
+
+def listen_on(
+    family: socket.AddressFamily,
+    host: str,
+    port: int,
+    backlog: int,
+    options: list[tuple[int, int]] | None = None,
+) -> socket.socket:
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
@@ -29,6 +47,8 @@ def listen_on(family: socket.AddressFamily, host: str, port: int, backlog: int) 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # v4 has its own socket
+        for option, value in options or ():
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
@@ -51,11 +71,14 @@ def bind_error(exc: OSError, host: str, port: int) -> str:
 
 
 def bind_listeners(config: Config) -> list[socket.socket]:
-    listeners = [listen_on(socket.AF_INET, config.bind4, config.port, config.backlog)]
+    options = tcp_options(config)
+    listeners = [listen_on(socket.AF_INET, config.bind4, config.port, config.backlog, options)]
     if config.bind6 is not None:
         port = listeners[0].getsockname()[1]  # with --port 0, v6 takes the port v4 got
         try:
-            listeners.append(listen_on(socket.AF_INET6, config.bind6, port, config.backlog))
+            listeners.append(
+                listen_on(socket.AF_INET6, config.bind6, port, config.backlog, options)
+            )
         except StartupError:
             listeners[0].close()
             raise
