@@ -70,7 +70,7 @@ def test_seed_run_directory(seed):
     outcome, rows = seed
     directory = outcome.directory
     summary = json.loads((directory / "summary.json").read_text())
-    assert summary["schema"] == "closebench.summary/1" and summary["complete"] is True
+    assert summary["schema"] == "closebench.summary/2" and summary["complete"] is True
     assert summary["meta"]["scenario_name"] == "seed"
     assert summary["meta"]["capabilities"]["CAP_NET_ADMIN"] is True
     assert [r["trial"] for r in summary["rows"]] == list(rows)

@@ -34,6 +34,7 @@ from closebench.defender.peers import skip_missing
 from closebench.lab.confine import describe
 from closebench.lab.privileges import require_tools
 from closebench.results.schema import ATTACK_SCHEMA, KERNEL_SCHEMA, PROBE_SCHEMA, VERIFY_SCHEMA
+from closebench.trials.placement import resolve_placement
 
 ATTACK_SAMPLE_HZ = 10.0  # attack --out: the defender's samples, as a scenario's default
 LAB_TOOLS = (
@@ -323,7 +324,17 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         lambda message: print_warning(errors, message),
     )
     out = Path(args.out)
-    runner = Runner(scenario, text, digest, path, out, verify=not args.no_verify, skipped=skipped)
+    placement = resolve_placement(**scenario.cpus.model_dump(), flag=args.cpus)
+    runner = Runner(
+        scenario,
+        text,
+        digest,
+        path,
+        out,
+        verify=not args.no_verify,
+        skipped=skipped,
+        placement=placement,
+    )
     told = False
     # Who each command of the file runs as.
     for line in command_lines(scenario.strategies, scenario.attackers):

@@ -18,6 +18,7 @@ from closebench.cli.results import (
 )
 from closebench.core.limits import MAX_SECONDS
 from closebench.servers.strategies import STRATEGIES, parse_spec
+from closebench.trials.placement import CPUS_FLAG_HELP
 
 
 def _port(text: str) -> int:
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", default="reports", metavar="DIR", help="where runs are written")
     run.add_argument("--jobs", type=_count, help="trials at once (default: the scenario's)")
+    run.add_argument("--cpus", metavar="D/A", help=CPUS_FLAG_HELP)
     run.add_argument(
         "--duration", type=_seconds, metavar="S", help="override the scenario's duration"
     )

@@ -11,6 +11,14 @@ from rich.table import Table
 from closebench.core.outcomes import Outcome
 from closebench.defender.capabilities import Finding, needed_by
 from closebench.defender.peers.notes import claim_text
+from closebench.results.breaking_points import (
+    BROKE,
+    HELD,
+    INCONCLUSIVE,
+    bracket_text,
+    status_of,
+)
+from closebench.results.placements import cpu_use_text
 from closebench.results.report.columns import COLUMN_BY_KEY
 from closebench.results.verify import RunAgreement, agreement_text
 from closebench.trials.probe import ProbeResult
@@ -261,6 +269,15 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     console.print(table)
     for note in console_notes:
         console.print(note, highlight=False)
+    measured = next((row.cpu_use for row in result.rows if row.cpu_use), None)
+    if cpu_text := cpu_use_text(measured):
+        console.print(f"CPUs: {escape(cpu_text.split('; ')[0])}", highlight=False)
+    for row in result.rows:
+        if row.cpu_foreign_reason:
+            reason = escape(row.cpu_foreign_reason)
+            console.print(
+                f"{escape(row.trial)}: [yellow]machine busy[/]: {reason}", highlight=False
+            )
     if result.breaking_points:
         print_breaking_points(result.breaking_points, console)
     state = "complete" if result.complete else "[yellow]incomplete[/]"
@@ -268,14 +285,11 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
 
 
 def print_breaking_points(points: dict[str, dict], console: Console) -> None:
-    """One line per sweep series: where it broke, and why (results/breaking_points.py)."""
+    """One line per sweep series: its bracket, and why (results/breaking_points.py)."""
+    colors = {BROKE: "bold red", HELD: "green", INCONCLUSIVE: "yellow"}
     for series, point in points.items():
-        if point["value"] is None and point.get("steps_judged") == 0:
-            where = "[yellow]not judged[/]"
-        elif point["value"] is None:
-            where = "[green]held[/]"
-        else:
-            where = f"[bold red]broke at {point['axis']} {point['value']:g}[/]"
+        color = colors[status_of(point)]
+        where = f"[{color}]{escape(bracket_text(point))}[/]"  # the reason says why
         console.print(f"breaking point: {escape(series)}: {where}: {escape(point['reason'])}")
 
 

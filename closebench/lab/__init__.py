@@ -9,6 +9,7 @@
     conntrack.py   the lab router's connection tracking
     capture.py     tcpdump on a host's interface (sniffer.py: its stand-in in a user namespace)
     cleanup.py     closebench lab clean
+    cpus.py        each side's CPUs (placement, RPS masks) and what they did (/proc/stat)
 
 Imports closebench.core only. Other stages import the names below from `closebench.lab`.
 """

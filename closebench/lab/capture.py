@@ -37,7 +37,10 @@ class Capture:
         # in the ring when tcpdump is stopped is lost.
         try:
             self._process = host.spawn(
-                capture_argv(interface, "-", bpf), stdout=output, stderr=subprocess.PIPE
+                capture_argv(interface, "-", bpf),
+                side="attackers",  # the capture is the harness's work, not the defender's
+                stdout=output,
+                stderr=subprocess.PIPE,
             )
         finally:
             os.close(output)  # tcpdump has its own copy

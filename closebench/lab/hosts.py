@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from closebench.core.errors import LabError
-from closebench.lab import netns
+from closebench.lab import cpus, netns
 from closebench.lab.socket_table import tcp_sockets
 
 
@@ -41,13 +41,18 @@ class Host:
             raise LabError(f"{self.role}: `{' '.join(argv)}` failed: {problem}")
         return result.stdout
 
-    def spawn(self, argv: list[str], **popen_kwargs) -> subprocess.Popen:
-        """Start a long-lived command as a member of this host (it dies with the lab)."""
+    def spawn(self, argv: list[str], side: str | None = None, **popen_kwargs) -> subprocess.Popen:
+        """Start a long-lived command as a member of this host (it dies with the lab), on the
+        CPUs of its side (cpus.py): the defender host's are the defender's, unless told."""
         popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
+        side = side or ("defender" if self.role == "defender" else "attackers")
+
+        def prepare() -> None:
+            netns.die_with_parent()
+            cpus.preexec(side)
+
         process = subprocess.Popen(
-            netns.nsexec_argv(self.pid, argv),
-            preexec_fn=netns.die_with_parent,
-            **popen_kwargs,
+            netns.nsexec_argv(self.pid, argv), preexec_fn=prepare, **popen_kwargs
         )
         self._spawned.append(process)
         return process

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 
 from closebench.core.errors import LabError
-from closebench.lab import netns
+from closebench.lab import cpus, netns
 from closebench.lab.hosts import Host
 from closebench.lab.privileges import require_tools
 
@@ -140,6 +140,7 @@ class Lab:
             self.router = self._host("router") if routed else None
             self.switch = self._host("switch") if self.more_attackers else None
             self._wire()
+            self._steer_to_defender()
         except BaseException:
             self.close()
             raise
@@ -220,6 +221,21 @@ class Lab:
         )
         require_tools("nft")
         self.router.run(["nft", "-f", "-"], stdin=ROUTER_RULESET)
+
+    def _steer_to_defender(self) -> None:
+        """RPS on the defender's eth0: on a veth the receiver's softirq runs on the sender's CPU,
+        so without it the defender's TCP work on the attack's packets runs (and is counted) on
+        the attackers' CPUs. The queue's rps_cpus is only visible in a sysfs mounted from the
+        defender's namespace: a private mount namespace of one short command."""
+        placement = cpus.current()
+        if placement is None or placement.shared:
+            return
+        mask = cpus.rps_mask(placement.defender)
+        script = (
+            "mount -t sysfs sysfs /sys && "
+            f"for q in /sys/class/net/eth0/queues/rx-*; do echo {mask} > $q/rps_cpus; done"
+        )
+        self.defender.run(["unshare", "--mount", "sh", "-c", script])
 
     def _switched(self, facing: Host, facing_ifname: str) -> None:
         """One segment: a bridge in the switch host, a port for each attacker and the facing host.

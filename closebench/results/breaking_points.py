@@ -1,16 +1,19 @@
-"""Breaking points of a sweep: for each series (a strategy's trials over the sweep's steps), the
-first step at which the service broke, and why.
+"""Breaking points of a sweep: for each series (a strategy's trials over the sweep's steps), a
+bracket: "held up to 100, broke by 400", "held up to 100, inconclusive from 400", or "held".
 
 A step breaks when the legitimate client's success falls below the threshold, its p95 latency
 exceeds one, or the server errs more often than allowed (EMFILE refusals, 5xx answers: the row's
-server_errors). A trial that failed or was interrupted says nothing about the server. A trial the
-harness itself limited (harness_limited: a saturated client starts attempts late and times answers
-late, so its legitimate success and latency may be its own) is never a breaking point on those;
-the server's own errors still count, since no client can make the server refuse for want of fds
-under a lighter load than the step's. Steps not judged are named in the reason.
+server_errors). A step is not judged when its trial failed or was interrupted, when the harness
+set its pace (harness_limited: trials/harness_load.py), or when something outside the run took a
+real share of either side's CPUs (cpu_foreign_reason: lab/cpus.py), whatever the server did: a
+late attacker holds a read-first server's fds, so even the server's own errors can be the
+harness's. The status is `broke` when a judged step broke, `inconclusive` when steps above the
+last one that held were not judged (or none was judged), `held` otherwise; the reason names the
+steps not judged and why.
 
 Computed from summary rows (dicts, as summary.json holds them) by the runner when it writes a
-run; the readers take summary.json's `breaking_points` as written.
+run; the readers take summary.json's `breaking_points` as written (summary/1 points, which have
+no status or bracket, are read through status_of and bracket_text).
 """
 
 from __future__ import annotations
@@ -29,12 +32,21 @@ class Thresholds:
     server_errors: int = 0
 
 
+BROKE, HELD, INCONCLUSIVE = "broke", "held", "inconclusive"
+
+
 @dataclass(frozen=True)
 class BreakingPoint:
+    """A bracket: the service held up to `held_up_to` and broke by `value` (status broke), held
+    at every step (held), or could not be told from `inconclusive_from` on (inconclusive)."""
+
     axis: str
-    value: float | None  # the first step that broke; None: held at every step judged
+    value: float | None  # the first step judged that broke; None unless status is broke
     reason: str
     steps_judged: int  # steps that measured the server (not failed, interrupted, or limited)
+    status: str = HELD
+    held_up_to: float | None = None  # the highest step judged, below `value`, that held
+    inconclusive_from: float | None = None  # the first step above held_up_to not judged
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,18 +81,19 @@ def server_problems(row: dict, thresholds: Thresholds) -> list[str]:
 
 
 def not_judged(row: dict) -> str | None:
-    """Why a trial cannot tell whether the server broke, or None when it can."""
+    """Why a trial cannot tell whether the server broke, or None when it can: it failed, was
+    interrupted, the harness set its pace (trials/harness_load.py), or something outside the run
+    took a real share of either side's CPUs (lab/cpus.py). Whatever the server did then: a slow
+    attacker that connects and sends its request late holds a read-first server's fds, so even
+    the server's own errors may be the harness's."""
     if row.get("error"):
         return f"failed ({row['error']})"
     if not row.get("complete", True):
         return "interrupted"
-    return None
-
-
-def limited(row: dict) -> str | None:
-    """Why the harness, not the server, may have set a trial's figures (None: it did not)."""
     if row.get("harness_limited"):
-        return row.get("harness_limited_reason") or "no reason recorded"
+        return f"harness-limited ({row.get('harness_limited_reason') or 'no reason recorded'})"
+    if row.get("cpu_foreign_reason"):
+        return f"machine busy ({row['cpu_foreign_reason']})"
     return None
 
 
@@ -99,35 +112,87 @@ def breaking_points(rows: list[dict], axis: str, thresholds: Thresholds) -> dict
 
 
 def series_breaking_point(rows: list[dict], axis: str, thresholds: Thresholds) -> BreakingPoint:
-    skipped: list[str] = []
-    judged = 0
+    """The bracket from the steps in ascending order: the first step judged that broke, the
+    highest one judged below it that held, and the first step between them not judged."""
+    unjudged: list[tuple[float, str]] = []
+    held: list[float] = []
+    broke: tuple[float, str] | None = None
     for row in rows:
         step = row["step"]
-        why_not = not_judged(row)
-        if why_not:
-            skipped.append(f"{axis} {step:g} {why_not}")
+        if (why_not := not_judged(row)) is not None:
+            unjudged.append((step, why_not))
             continue
-        problems = step_problems(row, thresholds)
-        if (why_limited := limited(row)) is not None:
-            # Only the server's own errors: the client's figures may be the harness's.
-            problems = server_problems(row, thresholds)
-            if not problems:
-                skipped.append(f"{axis} {step:g} harness-limited ({why_limited})")
-                continue
-            problems.append(f"harness-limited too: {why_limited}")
-        judged += 1
-        if problems:
-            reason = "; ".join(problems)
-            if skipped:
-                reason += f"; not counted: {'; '.join(skipped)}"
-            return BreakingPoint(axis, step, reason, judged)
-    steps = ", ".join(f"{row['step']:g}" for row in rows)
-    reason = f"held at every step ({axis} {steps})"
-    if skipped:
-        # Null either way; the reason says whether any step measured the server at all.
-        held = "held at every step measured" if judged else "no step measured the server"
-        reason = f"{held}; not counted: {'; '.join(skipped)}"
-    return BreakingPoint(axis, None, reason, judged)
+        if problems := step_problems(row, thresholds):
+            broke = (step, "; ".join(problems))
+            break
+        held.append(step)
+    judged = len(held) + (broke is not None)
+    held_up_to = max(held) if held else None
+    # Steps not judged that lie above the last step known to hold: there the bracket is blind.
+    blind = [(s, why) for s, why in unjudged if held_up_to is None or s > held_up_to]
+    inconclusive_from = blind[0][0] if blind else None
+    # The reason says why; the bracket itself is in the fields (bracket_text words them).
+    if broke is not None:
+        status, value = BROKE, broke[0]
+        reason = f"{axis} {value:g}: {broke[1]}"
+        if blind:
+            reason += f"; not judged: {_listed(axis, blind)}"
+    elif blind or not held:
+        status, value = INCONCLUSIVE, None
+        reason = _listed(axis, blind) if blind else "no steps"
+    else:
+        status, value = HELD, None
+        steps = ", ".join(f"{row['step']:g}" for row in rows)
+        reason = f"held at every step{' judged' if unjudged else ''} ({axis} {steps})"
+    below = [(s, why) for s, why in unjudged if (s, why) not in blind]
+    if below:
+        reason += f"; not counted below: {_listed(axis, below)}"
+    return BreakingPoint(axis, value, reason, judged, status, held_up_to, inconclusive_from)
+
+
+def _listed(axis: str, steps: list[tuple[float, str]]) -> str:
+    return "; ".join(f"{axis} {step:g} {why}" for step, why in steps)
+
+
+def status_of(point: dict) -> str:
+    """A breaking point's status; summary/1 points have none: read from value and steps_judged."""
+    if point.get("status") in (BROKE, HELD, INCONCLUSIVE):
+        return point["status"]
+    if point.get("value") is not None:
+        return BROKE
+    return INCONCLUSIVE if point.get("steps_judged") == 0 else HELD
+
+
+def bracket_text(point: dict) -> str:
+    """'held up to 100, broke by 400', 'held', 'held up to 100, inconclusive from 400'."""
+    status, axis = status_of(point), point.get("axis", "")
+    held_up_to = point.get("held_up_to")
+    if status == HELD:
+        return "held at every step"
+    prefix = "no step held" if held_up_to is None else f"held up to {held_up_to:g}"
+    if status == BROKE:
+        if held_up_to is None and "held_up_to" not in point:  # summary/1: no bracket kept
+            return f"broke at {axis} {point['value']:g}"
+        return f"{prefix}, broke by {axis} {point['value']:g}"
+    start = point.get("inconclusive_from")
+    return f"{prefix}, inconclusive" + (f" from {axis} {start:g}" if start is not None else "")
+
+
+def bracket_holds(point: dict, holds: bool) -> bool:
+    """check's `holds`: true passes on `held` only, false on `broke` only; an inconclusive
+    bracket passes neither (the run could not tell)."""
+    status = status_of(point)
+    return status != INCONCLUSIVE and (status == HELD) == holds
+
+
+def bracket_within(point: dict, limit: str, bound: float) -> bool:
+    """check's breaking_point_min / _max (limit "min" / "max"): a break at a step of at least /
+    at most `bound`; held throughout is above any step (every min passes, no max); an
+    inconclusive bracket passes neither."""
+    status = status_of(point)
+    if status == BROKE:
+        return point["value"] >= bound if limit == "min" else point["value"] <= bound
+    return status == HELD and limit == "min"
 
 
 def moved(before: float | None, after: float | None) -> str:
@@ -140,3 +205,11 @@ def moved(before: float | None, after: float | None) -> str:
     if before is None:
         return "worse"
     return "worse" if after < before else "better"
+
+
+def moved_points(before: dict, after: dict) -> str:
+    """As moved, on whole points: 'inconclusive' when either run could not tell."""
+    statuses = (status_of(before), status_of(after))
+    if INCONCLUSIVE in statuses:
+        return "same" if before.get("reason") == after.get("reason") else "inconclusive"
+    return moved(before.get("value"), after.get("value"))

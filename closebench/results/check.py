@@ -13,6 +13,7 @@
     breaking_point_max = 400         # it broke at a step of at most 400
     [repair]
     holds = true                     # it held at every step (breaking point null)
+                                     # an inconclusive bracket fails holds and breaking_point_*
 
 Figures are judged on the noise model `compare` shares (results/noise.py): a ratio under its
 floor is "not judged" (neither a pass nor a failure), a bound is not crossed by float error.
@@ -35,6 +36,7 @@ from closebench.core.input_files import parse_toml
 from closebench.core.outcomes import Outcome
 from closebench.core.safe_files import read_text
 from closebench.results import noise
+from closebench.results.breaking_points import bracket_holds, bracket_text, bracket_within
 from closebench.results.run_directory import RunData
 from closebench.results.summary_figures import (
     FIGURE_BY_NAME,
@@ -350,24 +352,17 @@ def check_breaking_points(run: RunData, table: TrialExpectation) -> list[Verdict
     verdicts = []
     for series in matching_series(run, table.name):
         point = run.breaking_points[series]
-        value = point["value"]
-        actual = "held (null)" if value is None else f"{point['axis']} {number(value)}"
-        actual += f": {point['reason']}"
+        actual = f"{bracket_text(point)}: {point['reason']}"  # an inconclusive one says why
         if table.holds is not None:
             expected = "holds at every step" if table.holds else "breaks at some step"
-            # Held means measured and held: a series no step of which measured the server fails.
-            ok = (value is None and point.get("steps_judged") != 0) == table.holds
-            verdicts.append(Verdict(series, "holds", expected, actual, ok))
+            verdicts.append(
+                Verdict(series, "holds", expected, actual, bracket_holds(point, table.holds))
+            )
         for bound in table.breaking_point:
             sign = ">=" if bound.limit == "min" else "<="
-            # Held at every step: above any step, so every minimum holds and no maximum does.
-            if value is None:
-                ok = bound.limit == "min"
-            else:
-                ok = value >= bound.value if bound.limit == "min" else value <= bound.value
-            verdicts.append(
-                Verdict(series, "breaking_point", f"{sign} {number(bound.value)}", actual, ok)
-            )
+            ok = bracket_within(point, bound.limit, bound.value)
+            expected = f"{sign} {number(bound.value)}"
+            verdicts.append(Verdict(series, "breaking_point", expected, actual, ok))
     return verdicts
 
 

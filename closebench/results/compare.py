@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from closebench.core.errors import UsageError
-from closebench.results.breaking_points import moved
+from closebench.results.breaking_points import bracket_text, moved_points
 from closebench.results.noise import NOT_THE_SERVERS, Judgement, judge, new_outcome_classes
 from closebench.results.run_directory import RunData
 from closebench.results.summary_figures import FIGURES, Figure
@@ -155,14 +155,13 @@ class BreakingPointMove:
 
     @property
     def verdict(self) -> str:
-        """'worse' (it broke at a lower step, or broke where it held), 'better', 'same'."""
-        return moved(self.before["value"], self.after["value"])
+        """'worse' (it broke at a lower step, or broke where it held), 'better', 'same', or
+        'inconclusive' (either run could not tell)."""
+        return moved_points(self.before, self.after)
 
     @staticmethod
     def text(point: dict) -> str:
-        if point["value"] is None:
-            return "not judged" if point.get("steps_judged") == 0 else "held"
-        return f"{point['axis']} {point['value']:g}"
+        return bracket_text(point)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from closebench.core.safe_files import SafeDirectory
 from closebench.results.compare import Comparison, FigureChange, GroupComparison, wire_state
 from closebench.results.noise import K_SPREAD
 from closebench.results.pages import environment
+from closebench.results.placements import placement_warning
 from closebench.results.summary_figures import number, outcomes_text
 
 
@@ -191,6 +192,8 @@ def comparison_notes(comparison: Comparison, every_row: bool = True) -> list[str
             notes.append(
                 f"{len(not_judged)} figure(s) not judged (under their floor): --all lists them"
             )
+    if (moved_cpus := placement_warning(a.placement, b.placement)) is not None:
+        notes.append(moved_cpus)
     if a.meta.get("scenario_name") != b.meta.get("scenario_name"):
         notes.append(
             f"note: different scenarios (A: {a.meta.get('scenario_name')}, "

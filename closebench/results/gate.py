@@ -34,6 +34,7 @@ from closebench.results.compare import (
     summed_outcomes,
     values,
 )
+from closebench.results.placements import placement_warning
 from closebench.results.run_directory import RunData, load_summary
 from closebench.results.summary_figures import FIGURE_BY_NAME, HIGHER, number, outcomes_text
 
@@ -176,6 +177,12 @@ def run_check(
             f"{expectations.source}: no expectations: add a table per trial or a baseline"
         )
     baseline = load_summary(expectations.baseline, warn) if expectations.baseline else None
+    # A: the baseline, B: the run checked. Other CPUs make other figures: say so.
+    moved_cpus = (
+        placement_warning(baseline.placement, run.placement) if baseline is not None else None
+    )
+    if moved_cpus is not None and warn is not None:
+        warn(moved_cpus)
     return check_run(run, expectations, baseline)
 
 

@@ -59,7 +59,11 @@ from closebench.results.records import (
     read_legacy_jsonl,
     table_columns,
 )
-from closebench.results.schema import SUMMARY_SCHEMA, check_breaking_points, check_rows
+from closebench.results.schema import (
+    SUMMARY_SCHEMAS_READ,
+    check_breaking_points,
+    check_rows,
+)
 
 SUMMARY_FILE = "summary.json"
 SAMPLES_FILE = "samples.csv"
@@ -196,6 +200,12 @@ class RunData:
         return self.summary.get("breaking_points") or {}
 
     @property
+    def placement(self) -> dict | None:
+        """Each side's CPUs as run (lab/cpus.py Placement.to_dict); None: not recorded (/1)."""
+        placement = self.summary.get("placement")
+        return placement if isinstance(placement, dict) else None
+
+    @property
     def sweep(self) -> dict | None:
         """The scenario's [sweep] as run (axis, steps, thresholds); None: not a sweep."""
         sweep = self.summary.get("sweep")
@@ -258,8 +268,9 @@ def _read_summary(directory: Path) -> dict:
         raise refuse("no such directory")
     summary = read_json(directory / SUMMARY_FILE, SUMMARY_FILE, SUMMARY_BYTES, refuse)
     schema = summary.get("schema") if isinstance(summary, dict) else None
-    if not isinstance(summary, dict) or schema != SUMMARY_SCHEMA:
-        raise refuse(f"{SUMMARY_FILE} has schema {schema!r}, expected {SUMMARY_SCHEMA!r}")
+    if not isinstance(summary, dict) or schema not in SUMMARY_SCHEMAS_READ:
+        known = " or ".join(map(repr, SUMMARY_SCHEMAS_READ))
+        raise refuse(f"{SUMMARY_FILE} has schema {schema!r}, expected {known}")
     if not isinstance(summary.get("rows"), list):
         raise refuse(f"the rows of {SUMMARY_FILE} are not a list")
     return summary

@@ -20,7 +20,10 @@ import typing
 from dataclasses import asdict, dataclass, field
 from functools import cache
 
-SUMMARY_SCHEMA = "closebench.summary/1"  # summary.json
+# summary.json. /2: breaking points are brackets (status, held_up_to, inconclusive_from), rows
+# carry cpu_use and cpu_foreign_reason, the document its `placement`. /1 runs still read.
+SUMMARY_SCHEMA = "closebench.summary/2"
+SUMMARY_SCHEMAS_READ = ("closebench.summary/1", SUMMARY_SCHEMA)
 PROBE_SCHEMA = "closebench.probe/1"  # closebench probe --json
 KERNEL_SCHEMA = "closebench.kernel/1"  # closebench probe --kernel --json
 ATTACK_SCHEMA = "closebench.attack/1"  # closebench attack --json
@@ -101,6 +104,12 @@ class TrialRow:
     harness_loop_lag_p95_s: float | None = None  # the kernel clients' event loops, worst p95
     harness_receive_drops: int | None = None  # packets the packet engine's ring dropped
     harness_local_errors: int | None = None  # the attackers' own failures (EMFILE, ENOBUFS...)
+    # Each side's CPUs over the attack (lab/cpus.py): {"placement": ..., "defender"/"attackers"
+    # (or "both" when they share): {cpus, busy_share, own_share, foreign_share, softirq_share}}.
+    # When something outside the run took a real share of a side's CPUs, why (the step is then
+    # inconclusive, as a harness-limited one).
+    cpu_use: dict = field(default_factory=dict)
+    cpu_foreign_reason: str | None = None
     sysctl: dict[str, int] = field(default_factory=dict)  # [defender.sysctl] as set
     # Who ended the attempts (docs/explanation/outcomes.md): ClosedBy value -> attempts; those
     # closebench outlasted (it stopped their client) are left out of the hang figures.
@@ -133,9 +142,10 @@ class TrialRow:
 
 
 def check_breaking_points(raw: object, source: str = "summary.json") -> tuple[dict, list[str]]:
-    """summary.json's `breaking_points` ({series: {axis, value, reason, steps_judged}}; absent
-    outside a sweep; steps_judged may be missing, as it was added later),
-    each entry that does not fit left out with one line saying so."""
+    """summary.json's `breaking_points` ({series: {axis, value, reason, steps_judged, status,
+    held_up_to, inconclusive_from}}; absent outside a sweep; steps_judged and the bracket's
+    fields may be missing, as they were added later), each entry that does not fit left out with
+    one line saying so."""
     if raw is None:
         return {}, []
     if not isinstance(raw, dict):
@@ -148,6 +158,9 @@ def check_breaking_points(raw: object, source: str = "summary.json") -> tuple[di
             and _fits(point.get("value"), float | None)
             and isinstance(point.get("reason"), str)
             and _fits(point.get("steps_judged"), int | None)
+            and point.get("status") in (None, "broke", "held", "inconclusive")
+            and _fits(point.get("held_up_to"), float | None)
+            and _fits(point.get("inconclusive_from"), float | None)
         )
         if fits:
             kept[name] = point

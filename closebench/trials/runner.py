@@ -28,6 +28,8 @@ from closebench.core.faults import Fault
 from closebench.core.file_names import unique_names
 from closebench.core.safe_files import write_error
 from closebench.defender.peers import peer_for
+from closebench.lab import cpus
+from closebench.lab.cpus import Placement
 from closebench.results.breaking_points import Thresholds, breaking_points
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX
 from closebench.results.report import build_run_report
@@ -42,6 +44,7 @@ from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.verify import verify_trials
 from closebench.trials.disk_space import DiskGuard, size_text
 from closebench.trials.machine import machine_metadata
+from closebench.trials.placement import resolve_placement
 from closebench.trials.rows import strategy_name, trial_row
 from closebench.trials.scenario import Scenario, SweepEntry
 from closebench.trials.trial import TrialConfig, TrialResult, run_trial
@@ -93,8 +96,11 @@ class Runner:
         out: Path,
         verify: bool = True,
         skipped: dict[str, str] | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.scenario = scenario
+        # Each side's CPUs (lab/cpus.py); None: the scenario's [cpus] (the default split).
+        self.placement = placement or resolve_placement(**scenario.cpus.model_dump())
         self.verify = verify  # check every record against the pcaps once the trials are done
         # Strategies not run (a peer whose program is missing, by name; a kernel that cannot,
         # by str(spec)), with the error of their rows.
@@ -168,8 +174,13 @@ class Runner:
         chains = trial_chains(self.trials)
         jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
+        self.log(f"CPUs: {self.placement.text()}")
         results: list[TrialResult | str | None] = [None] * len(self.trials)
         self._write_so_far(results)  # a run killed in its first trial still leaves a summary
+        cpus.use(self.placement)
+        # The runner's threads (kernel attackers, the legitimate client, samplers) are the
+        # attacking side's; threads started later inherit it from these.
+        pinned = {} if self.placement.shared else cpus.pin_this_process(self.placement.attackers)
         done = threading.Event()
         watch = threading.Thread(target=self._watch_disk, args=(done,), name="disk", daemon=True)
         watch.start()
@@ -181,6 +192,8 @@ class Runner:
         finally:
             done.set()
             watch.join()
+            cpus.restore(pinned)
+            cpus.use(None)
             self.disk.release()  # room for the results, whatever filled the disk
             try:
                 outcome = self._write(results)
@@ -327,6 +340,7 @@ class Runner:
             "meta": self.metadata(),
             "complete": complete,
             "wire_agreement": wire,
+            "placement": self.placement.to_dict(),
             "rows": [row.to_dict() for row in rows],
         }
         if self.scenario.sweep is not None:

@@ -43,6 +43,7 @@ from closebench.core.safe_files import read_text
 from closebench.defender import DEFAULT_ABUSE_PATH, ServerConfig, sysctl
 from closebench.defender.config import SERVER_PLACEHOLDERS
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
+from closebench.lab.cpus import parse_cpu_list
 from closebench.servers.strategies import StrategySpec, parse_spec
 from closebench.trials.scenario_checks import abuse_path_problem, trial_count
 from closebench.trials.scenario_commands import Commanded
@@ -271,6 +272,23 @@ class SweepEntry(Strict):
         return step if self.axis == "rate" else int(step)
 
 
+class CpusEntry(Strict):
+    """Which CPUs each side runs on (lab/cpus.py): CPU lists such as "0" or "0-1,3"; a side
+    left out takes the default split's (the lower half for the defender); split = false puts
+    both sides on every CPU, as a 1-CPU machine must."""
+
+    defender: str | None = None
+    attackers: str | None = None
+    split: bool = True
+
+    @field_validator("defender", "attackers")
+    @classmethod
+    def cpu_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cpu_list(value)  # ValueError: the line says what a CPU list looks like
+        return value
+
+
 class Scenario(Strict):
     name: Label
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION)] = ""
@@ -286,6 +304,7 @@ class Scenario(Strict):
     legit: LegitEntry | None = LegitEntry()
     defender: DefenderEntry = DefenderEntry()
     sweep: SweepEntry | None = None
+    cpus: CpusEntry = CpusEntry()
 
     @model_validator(mode="before")
     @classmethod
@@ -509,6 +528,7 @@ def _model_at(location: list[str]) -> type[BaseModel] | None:
             "server": ServerEntry,
             "defender": DefenderEntry,
             "sweep": SweepEntry,
+            "cpus": CpusEntry,
             "attackers": AttackerEntry,
             "legit": LegitEntry,
             "strategies": StrategyEntry,

@@ -32,7 +32,7 @@ from closebench.core.summary import (
 )
 from closebench.defender import Defender, ServerConfig, bpf_drop, conn_cap, firewall, peers
 from closebench.defender.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
-from closebench.lab import Lab
+from closebench.lab import Lab, cpus
 from closebench.lab.capture import Capture
 from closebench.lab.confine import Confinement
 from closebench.results.records import AttemptWriter, read_attempts
@@ -254,8 +254,12 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 )
             if config.attempts_file:
                 writer = AttemptWriter(config.attempts_file, config.name)
+            placement = cpus.current() or cpus.Placement(*[cpus.machine_cpus()] * 2)
+            before = cpus.snapshot(placement)
             try:
                 result = _attack(lab, config, cancel, on_attempt, writer, faults)
+                # Before anything stops: a reaped server's time would move to its parent's side.
+                cpu_use = cpus.use_between(placement, before, cpus.snapshot(placement))
             except BaseException:
                 if writer:  # what was written stays readable; the first error is the one told
                     with contextlib.suppress(ClosebenchError):
@@ -326,7 +330,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         faults=faults.all(),
         bans=bans,
         ban_log=ban_log,
-        harness=harness_load(_client_costs(costs, legit_cost)),
+        harness=harness_load(_client_costs(costs, legit_cost), cpu_use),
     )
 
 

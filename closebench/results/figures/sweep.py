@@ -1,7 +1,9 @@
 """A sweep's figures: each strategy's figures against the load (the sweep's steps), one line per
 series, its breaking point marked. Log x axes when the steps span two decades or more.
 
-A harness-limited step (trials/harness_load.py) is drawn hollow: it measured the harness."""
+A step not judged (harness-limited, trials/harness_load.py, or on CPUs something outside the run
+kept busy, lab/cpus.py) is drawn hollow: it is inconclusive. A series that broke has its first
+broken step crossed; one inconclusive from a step has a dotted line from that step on."""
 
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ def _panels(run: RunData, palette: Palette, panels, size, threshold_for=None) ->
             point = points.get(name, {})
             if point.get("value") is not None and column.startswith("legit"):
                 _mark_break(ax, rows, column, scale, point["value"], palette(name).color)
+            if point.get("inconclusive_from") is not None and column.startswith("legit"):
+                ax.axvline(point["inconclusive_from"], color=palette(name).color, ls=":", lw=1)
         if threshold_for and (limit := threshold_for(column)) is not None:
             ax.axhline(limit, color="0.3", linestyle=":", linewidth=1)
         if not series:
@@ -84,7 +88,7 @@ def _panels(run: RunData, palette: Palette, panels, size, threshold_for=None) ->
             marker="o",
             fillstyle="none",
             ls="none",
-            label="harness-limited step",
+            label="inconclusive step (harness-limited or machine busy)",
         )
     )
     if any(p.get("value") is not None for p in points.values()):
@@ -97,7 +101,11 @@ def _panels(run: RunData, palette: Palette, panels, size, threshold_for=None) ->
 
 def _line(ax: Axes, rows: list[dict], column: str, scale: float, style) -> None:
     measured = [
-        (r["step"], r[column] * scale, r.get("harness_limited"))
+        (
+            r["step"],
+            r[column] * scale,
+            bool(r.get("harness_limited") or r.get("cpu_foreign_reason")),
+        )
         for r in rows
         if is_num(r.get(column))
     ]

@@ -10,7 +10,9 @@ import itertools
 from dataclasses import dataclass
 
 from closebench.defender.peers.notes import peer_note
+from closebench.results.breaking_points import BROKE, bracket_text, status_of
 from closebench.results.figures.palette import Palette
+from closebench.results.placements import cpu_use_text
 from closebench.results.report.columns import millis, outcome_counts, percent, worker_rows
 from closebench.results.report.ranking import FD_NOISE, AxisResult
 from closebench.results.run_directory import RunData, TrialData, is_number
@@ -338,28 +340,47 @@ def run_notes(run: RunData) -> list[str]:
     limited = [t for t in run.trials if t.ok and t.row.get("harness_limited")]
     if limited:
         notes.append(
-            "Harness-limited (the attacking side, not the server, set the pace: never a breaking "
-            "point): "
+            "Harness-limited (the attacking side, not the server, set the pace: the step is "
+            "inconclusive): "
             + "; ".join(f"{t.name}: {t.row.get('harness_limited_reason')}" for t in limited)
+            + "."
+        )
+    notes += placement_notes(run)
+    busy = [t for t in run.trials if t.ok and t.row.get("cpu_foreign_reason")]
+    if busy:
+        notes.append(
+            "Machine busy (something outside the run took a real share of a side's CPUs: the "
+            "step is inconclusive): "
+            + "; ".join(f"{t.name}: {t.row.get('cpu_foreign_reason')}" for t in busy)
             + "."
         )
     return notes + run.problems
 
 
+def placement_notes(run: RunData) -> list[str]:
+    """Which CPUs each side had (summary.json `placement`), and what each trial used of them."""
+    if run.placement is None:
+        return ["CPUs: not recorded (a run from before closebench placed the sides)."]
+    notes = [f"CPUs: {run.placement.get('text')}."]
+    for trial in run.trials:
+        text = cpu_use_text(trial.row.get("cpu_use"))
+        if trial.ok and text:
+            notes.append(f"CPU use, {trial.name}: {text}.")
+    return notes
+
+
 def breaking_rows(run: RunData, palette: Palette) -> list[dict]:
-    """The breaking-point table of a sweep: one row per series."""
+    """The breaking-point table of a sweep: one row per series, its bracket and status."""
     rows = []
     for series, point in run.breaking_points.items():
-        broke = point["value"] is not None
-        where = f"{point['axis']} {point['value']:g}" if broke else "held"
-        if not broke and point.get("steps_judged") == 0:
-            where = "not judged"
+        status = status_of(point)
         rows.append(
             {
                 "series": series,
                 "color": palette.color(series) if series in palette.styles else "#999",
-                "where": where,
-                "broke": broke,
+                "where": bracket_text(point),
+                "status": status,
+                "broke": status == BROKE,
                 "reason": point["reason"],
             }
         )
@@ -385,5 +406,7 @@ def breaking_rule(run: RunData) -> str:
     return (
         f"Each strategy over {sweep['axis']} {steps}: the first step at which "
         + ", or ".join(parts)
-        + ". Harness-limited steps do not count."
+        + ". A step the harness limited, or on CPUs something outside the run kept busy, is "
+        "inconclusive whatever the server did: the bracket says up to where the strategy held "
+        "and from where it broke or could not be told."
     )

@@ -166,10 +166,10 @@ def summary_markdown(context: dict) -> str:
             cells = [_md(cell) for cell in (*worker.cells, worker.lost or "")]
             lines.append("| " + " | ".join(cells) + " |")
     if context["breaking"]:
-        lines += ["", _md(context["breaking_rule"]), "", "| strategy | broke at | why |"]
-        lines.append("| --- | ---: | :--- |")
+        lines += ["", _md(context["breaking_rule"]), "", "| strategy | status | bracket | why |"]
+        lines.append("| --- | --- | --- | :--- |")
         for point in context["breaking"]:
-            cells = (point["series"], point["where"], point["reason"])
+            cells = (point["series"], point["status"], point["where"], point["reason"])
             lines.append("| " + " | ".join(_md(cell) for cell in cells) + " |")
     lines.append("")
     for result in context["axes"]:
