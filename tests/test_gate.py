@@ -143,7 +143,7 @@ def test_check_baseline_fails_on_a_moved_breaking_point(capsys, tmp_path):
     assert closebench(capsys, "check", str(same), "--expect", gate)[0] == 0
     lower = sweep_run(tmp_path / "lower", 10.0)
     status, out, _ = closebench(capsys, "check", str(lower), "--expect", gate)
-    assert status == 1 and "worse: rate 10" in out
+    assert status == 1 and "worse: broke at rate 10" in out
 
 
 def test_tables_match_name_series_spec_then_base_name(capsys, tmp_path):

@@ -1,6 +1,6 @@
-"""A run directory: its files, written and read, in one place.
+"""A run directory: its files, and how they are read (written by results/run_writing.py).
 
-`closebench run` (closebench/trials/runner.py) and `closebench attack --target` write one; report,
+`closebench run` (closebench/trials/runner.py) and `closebench attack --out` write one; report,
 compare, check and verify read it. Every reader goes through load_run(): one check of summary.json
 against its schema (closebench/results/schema.py), then, for the report, the raw files beside it.
 
@@ -15,18 +15,13 @@ against its schema (closebench/results/schema.py), then, for the report, the raw
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
-import json
 import math
 import os
 import re
-import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TypeGuard
@@ -35,7 +30,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from closebench.core.errors import ClosebenchError, UsageError
-from closebench.core.file_names import safe_stem, unique_names
+from closebench.core.file_names import unique_names
 from closebench.core.input_files import (
     SCENARIO_BYTES,
     SUMMARY_BYTES,
@@ -46,7 +41,7 @@ from closebench.core.input_files import (
     read_json,
 )
 from closebench.core.outcomes import LEGIT_CLIENT
-from closebench.core.safe_files import SafeDirectory, shown, write_error
+from closebench.core.safe_files import SafeDirectory, shown
 from closebench.core.summary import derived_times
 from closebench.results.records import (
     ATTEMPTS_DIR,
@@ -374,91 +369,6 @@ def _read_scenario(path: Path, problems: list[str]) -> tuple[str | None, dict]:
         return text, {}
 
 
-# writing
-
-
-@dataclass
-class NewRun:
-    """A run directory made under --out, both held open: every file of the run is written
-    through `run` (closebench/core/safe_files.py), `latest` through `out`."""
-
-    out: SafeDirectory
-    run: SafeDirectory
-
-    @property
-    def path(self) -> Path:
-        return self.run.path
-
-    def point_latest(self) -> None:
-        self.out.symlink(self.run.path.name, LATEST)
-
-    def close(self) -> None:
-        self.run.close()
-        self.out.close()
-
-
-def new_run_directory(out: Path, scenario: str, started: datetime) -> NewRun:
-    """A new directory under --out, once --out has been checked: nothing starts on bad input.
-    --out is opened once (closebench/core/trusted_paths.py: refused where another user could
-    change it), the run directory made and opened through it."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a directory: give a directory for the runs")
-    parent = SafeDirectory(out, "give another --out", create=True)
-    try:
-        _check_latest(parent)
-        base = f"{started.strftime('%Y%m%d-%H%M%S')}-{safe_stem(scenario, 'run')}"
-        for attempt in range(100):
-            try:
-                run = parent.new_subdirectory(base if attempt == 0 else f"{base}-{attempt}")
-            except FileExistsError:
-                continue  # taken, by an earlier run or by anyone who can write to --out
-            except OSError as error:
-                if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                    continue  # replaced between mkdir and open: never followed, another name
-                raise
-            return NewRun(parent, run)
-    except OSError as error:
-        parent.close()
-        raise write_error(out, error, "give another --out") from None
-    except BaseException:
-        parent.close()
-        raise
-    parent.close()
-    raise ClosebenchError(
-        f"cannot create a run directory under {out}: every name was taken or replaced as it was "
-        "made; give another --out"
-    )
-
-
-def _check_latest(out: SafeDirectory) -> None:
-    latest = out.path / LATEST
-    try:
-        found = os.stat(LATEST, dir_fd=out.fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISLNK(found.st_mode):
-        raise UsageError(
-            f"{latest} is a real {'directory' if stat.S_ISDIR(found.st_mode) else 'file'}, not "
-            "the link closebench keeps to the newest run: move it away, or give another --out"
-        )
-
-
-def write_summary(directory: Path | SafeDirectory, summary: dict) -> None:
-    """summary.json, whole or not at all: readers never see half of it."""
-    with _opened(directory) as run:
-        run.write(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def _opened(directory: Path | SafeDirectory) -> Iterator[SafeDirectory]:
-    """The directory as a SafeDirectory: one given is used (and left open), a path opened."""
-    if isinstance(directory, SafeDirectory):
-        yield directory
-        return
-    with SafeDirectory(directory) as opened:
-        yield opened
-
-
 def export_attempts(directory: Path, out: str | None) -> tuple[Path | None, int]:
     """`closebench export RUN --jsonl`: the run's attempts as JSON lines (records.py's lines), in
     the run's trial order, into `out` ("-": standard output; None: attempts.jsonl in the run
@@ -483,22 +393,3 @@ def export_attempts(directory: Path, out: str | None) -> tuple[Path | None, int]
     with SafeDirectory(target.parent, fix) as place, place.atomic(target.name) as stream:
         count = export_jsonl(files, stream)
     return target, count
-
-
-def write_samples(directory: Path | SafeDirectory, trials: Iterable[tuple[str, list]]) -> None:
-    """samples.csv: every trial's defender samples (closebench.defender.metrics.Sample), a
-    line each."""
-    with _opened(directory) as run, run.atomic(SAMPLES_FILE) as samples:
-        writer = None
-        for trial, trial_samples in trials:
-            writer = _write_samples(samples, writer, trial, trial_samples)
-
-
-def _write_samples(stream, writer, trial: str, samples: list) -> csv.DictWriter | None:
-    for sample in samples:
-        row = {"trial": trial, **sample.row()}
-        if writer is None:
-            writer = csv.DictWriter(stream, fieldnames=list(row))
-            writer.writeheader()
-        writer.writerow(row)
-    return writer

@@ -12,7 +12,7 @@ from closebench import __version__
 from closebench.core.file_names import unique_names
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX, write_attempts_file
 from closebench.results.report import build_run_report
-from closebench.results.run_directory import new_run_directory, write_samples, write_summary
+from closebench.results.run_writing import new_run_directory, write_samples, write_summary
 from closebench.results.schema import SUMMARY_SCHEMA
 from closebench.results.verify import verify_trials
 from closebench.trials.machine import machine_metadata

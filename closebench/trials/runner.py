@@ -36,10 +36,8 @@ from closebench.results.report import build_run_report
 from closebench.results.run_directory import (
     SAMPLES_FILE,
     SUMMARY_FILE,
-    new_run_directory,
-    write_samples,
-    write_summary,
 )
+from closebench.results.run_writing import new_run_directory, write_samples, write_summary
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.verify import verify_trials
 from closebench.trials.disk_space import DiskGuard, size_text
