@@ -20,6 +20,13 @@ from closebench.results.run_directory import load_run
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.summary_figures import FIGURE_BY_NAME, FIGURES, KNOWN_FIGURES
 
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """`compare` writes its page into the working directory: keep it out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 SAMPLE = Path(__file__).parent / "data" / "20261129-215532-report-sample"
 
 # Figures of a quiet, healthy trial; tests change the ones they are about.

@@ -20,6 +20,13 @@ from closebench.results.summary_figures import FIGURE_BY_NAME, FIGURES
 from closebench.trials.scenario import EXPECT_DIR, find_scenario, load_scenario
 from tests.test_compare_check import HEALTHY, LOUD, closebench, expect, row, write_run
 
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """`compare` writes its page into the working directory: keep it out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 SILENT = {**HEALTHY, "attempts": 16, "outcomes": {"silent": 16}}
 
 
