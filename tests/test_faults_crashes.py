@@ -21,8 +21,8 @@ from closebench.attackers.policy import Policy
 from closebench.core.outcomes import Attempt, Outcome
 from closebench.core.summary import summarize
 from closebench.defender import ServerConfig
-from closebench.results.check import run_check
 from closebench.results.compare import compare_runs
+from closebench.results.gate import run_check
 from closebench.results.run_directory import load_run, load_summary
 from closebench.servers.strategies import parse_spec
 from closebench.trials.part_faults import idle_attackers
