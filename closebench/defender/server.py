@@ -24,7 +24,10 @@ from closebench.defender.config import ServerConfig
 from closebench.defender.peers import Launch
 from closebench.lab import Host, Lab
 
-LISTEN_TIMEOUT = 10.0
+# How long a server may take to listen: with the defender on CPUs of its own (lab/cpus.py) and a
+# busy CI runner, a server that imports scapy (zero-window) took over 10 s; one that exits fails
+# at once whatever this is.
+LISTEN_TIMEOUT = 30.0
 
 
 def _new_file(path: Path) -> IO[bytes]:
