@@ -26,10 +26,8 @@ missing from the run too), 2 on bad input (UsageError).
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeGuard
 
 from closebench.core.errors import UsageError
 from closebench.core.input_files import parse_toml
@@ -37,7 +35,7 @@ from closebench.core.outcomes import Outcome
 from closebench.core.safe_files import read_text
 from closebench.results import noise
 from closebench.results.breaking_points import bracket_holds, bracket_text, bracket_within
-from closebench.results.run_directory import RunData
+from closebench.results.run_directory import RunData, is_number
 from closebench.results.summary_figures import (
     FIGURE_BY_NAME,
     FIGURES,
@@ -210,7 +208,7 @@ def _table(name: str, table: dict, source: Path) -> TrialExpectation:
                 raise UsageError(f"{where} holds must be true or false, not {value!r}")
             expectation.holds = value
         elif key in ("breaking_point_min", "breaking_point_max"):
-            if not _is_number(value):
+            if not is_number(value):
                 raise UsageError(f"{where} {key} must be a number (a step), not {value!r}")
             expectation.breaking_point.append(Bound("breaking_point", key[-3:], float(value)))
         elif key == "max_regression_pct":
@@ -220,7 +218,7 @@ def _table(name: str, table: dict, source: Path) -> TrialExpectation:
                 value, f"table {name!r}: {key}", source
             )
         elif figure_key.endswith(("_min", "_max")) and figure_key[:-4] in FIGURE_BY_NAME:
-            if not _is_number(value):
+            if not is_number(value):
                 raise UsageError(f"{where} {key} must be a number, not {value!r}")
             expectation.bounds.append(Bound(figure_key[:-4], figure_key[-3:], float(value)))
         else:
@@ -243,7 +241,7 @@ def _outcome(value: object, where: str) -> str:
 
 
 def _percentage(value: object, key: str, source: Path) -> float:
-    if not _is_number(value) or value < 0:
+    if not is_number(value) or value < 0:
         raise UsageError(f"{source}: {key} must be a number of percent, 0 or more")
     return float(value)
 
@@ -255,10 +253,6 @@ def _directed_figures(value: object, key: str, source: Path) -> list[str]:
             f"{', '.join(DIRECTED)}"
         )
     return list(value)
-
-
-def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _suggest(key: str, allowed) -> str:
@@ -386,7 +380,7 @@ def check_bound(trial: str, value: object, bound: Bound, row: dict | None = None
     if value is None and figure.null_is_unbounded:
         # The defender paid nothing measurable: the ratio has no bound, so any minimum holds.
         return Verdict(trial, bound.figure, expected, "unbounded (null)", bound.limit == "min")
-    if not _is_number(value):
+    if not is_number(value):
         return Verdict(trial, bound.figure, expected, "not measured (null)", False)
     why = noise.not_judged_reason(figure, row or {})
     if why:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TypeGuard
 
+from closebench.results.run_directory import is_number
 from closebench.results.summary_figures import FIGURE_BY_NAME, HIGHER, Figure
 
 # The machine's TCP memory is every process's, other jobs on a CI runner included: a change there
@@ -67,10 +67,6 @@ RATIOS: dict[str, Ratio] = {
     ),
     "wasted_per_fd_second": Ratio("attacker_seconds_wasted", "fd_seconds", 1.0, 5.0, "5 fd-s"),
 }
-
-
-def is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # A share of a count: one of them more or less is its resolution (not judged under 10 of them).
