@@ -18,11 +18,20 @@ import pytest
 
 from closebench.attackers.policy import Policy
 from closebench.core.errors import EnvironmentProblem
-from closebench.defender import Defender, ServerConfig, bpf_drop, capabilities, conn_cap
+from closebench.defender import (
+    Defender,
+    ServerConfig,
+    bpf_drop,
+    capabilities,
+    conn_cap,
+    drop_layers,
+)
 from closebench.lab import Host, Lab
 from closebench.lab.cleanup import BPF_MOUNT_PREFIX, bpf_mounts, remove_orphaned_bpf_mounts
 from closebench.lab.socket_table import tcp_sockets
+from closebench.results.drop_check import drop_check
 from closebench.servers.strategies import STRATEGIES, parse_spec
+from closebench.trials.rows import trial_row
 from closebench.trials.trial import AttackerSpec, LegitClient, TrialConfig, run_trial
 from tests.conftest import wait_until
 
@@ -88,6 +97,7 @@ def test_conn_cap_refuses_the_n_plus_first_connection_of_one_source_only(family,
             assert isinstance(other_sock, socket.socket)
             held.append(other_sock)
             syns = conn_cap.refused(lab.defender)
+            layers = drop_layers.read(lab, PORT, spec, None)
             assert syns >= 1 if verdict == "reject" else syns >= 2  # drop: retransmissions too
             # A cap, not a ban: once the abuser closes one, it may connect again.
             reset(held.pop(0))
@@ -100,6 +110,9 @@ def test_conn_cap_refuses_the_n_plus_first_connection_of_one_source_only(family,
             stats = defender.stop()
             defender.close()
     assert stats["accepted"] == 4  # the refused connection never reached the server
+    assert layers.drops == {"conn-cap": syns}  # the layer's counter, as the summary row has it
+    assert layers.conntrack_entries is not None and layers.conntrack_entries >= 3  # those held
+    assert layers.conntrack_bytes == layers.conntrack_entries * drop_layers.slab_object_size()
 
 
 # defer_accept: a client that sends nothing never wakes the server
@@ -399,6 +412,19 @@ def test_bpf_drop_leaves_the_abuser_in_syn_timeout_and_counts_every_syn(strategy
     assert seen > 0 and abs(dropped - seen) <= max(1, 0.01 * seen), (dropped, seen)
     where = "xdpgeneric" if strategy == "xdp-drop" else "tc ingress bpf direct-action"
     assert result.server_stats["bpf_attach"] == f"{where} on defender eth0"
+    # The summary row: the layer's counter, and verify's check of it against the capture.
+    row = trial_row(config, result)
+    layer = bpf_drop.STRATEGIES[strategy]
+    assert row.drops_by_layer == {layer: dropped}
+    assert drop_check(row.to_dict(), Path(config.pcap)) == {
+        "layer": layer,
+        "counted": dropped,
+        "on_wire": seen,
+        "ok": True,
+    }
+    assert row.blocked_attempts == row.attempts_after_ban and row.blocked_attempts > 0
+    assert row.softirq_s is not None and row.softirq_s >= 0  # /proc/stat: 10 ms ticks
+    assert row.conntrack_entries == 0  # nothing in the defender uses conntrack
     assert not [p for p, _ in bpf_mounts() if str(os.getpid()) in p]  # unmounted
 
 
@@ -530,7 +556,7 @@ def test_synproxy_holds_nothing_for_a_syn_flood_and_still_serves(family):
     from closebench.defender import synproxy
     from tests.test_bans import probe
 
-    found = {}
+    found, layers = {}, {}
     for name in ("synproxy", "graceful"):
         with Lab() as lab:
             defender = Defender(lab, ServerConfig(PORT, parse_spec(name)))
@@ -541,6 +567,7 @@ def test_synproxy_holds_nothing_for_a_syn_flood_and_still_serves(family):
                 time.sleep(0.5)
                 proxied = synproxy.proxied(lab.defender) if name == "synproxy" else None
                 found[name] = (served.outcome.value, before, _half_open(lab), proxied)
+                layers[name] = drop_layers.read(lab, PORT, parse_spec(name), None)
             finally:
                 defender.stop()
                 defender.close()
@@ -551,3 +578,10 @@ def test_synproxy_holds_nothing_for_a_syn_flood_and_still_serves(family):
     assert proxied >= 100  # the proxy answered every SYN itself
     # Without it the same flood leaves request sockets in the server's kernel.
     assert found["graceful"][2][0] >= 50
+    # The summary row's layers: the proxy's counter, and conntrack as flat as above.
+    assert layers["synproxy"].drops == {"synproxy": proxied}
+    assert layers["synproxy"].conntrack_entries is not None
+    assert layers["synproxy"].conntrack_entries <= 1
+    assert layers["graceful"].drops == {}
+    graceful = found["graceful"][2]
+    print(f"IPv{family} 100 SYNs (SYN-RECV, conntrack): synproxy {after}, graceful {graceful}")

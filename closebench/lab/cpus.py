@@ -187,6 +187,7 @@ class SideUse:
     own_share: float  # this run's processes on them
     foreign_share: float  # the rest: something outside this run
     softirq_share: float  # network work (ours, mostly: the labs' packets)
+    softirq_s: float = 0.0  # the same in CPU seconds (10 ms ticks): the kernel's packet work
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -261,6 +262,7 @@ def use_between(placement: Placement, start: CpuSnapshot, end: CpuSnapshot) -> C
             _share(min(own, busy), capacity),
             _share(max(busy - own, 0.0), capacity),
             _share(softirq, capacity),
+            round(softirq, 3),
         )
     return result
 

@@ -133,6 +133,24 @@ class TrialRow:
     attempts_per_s_after_ban: float | None = None
     syns_dropped: int | None = None
     legit_wrongly_refused: int | None = None
+    # The layers in front of the server (defender/drop_layers.py), each from its own counter:
+    # packets it dropped (xdp, tc, nft-ban, conn-cap) or answered in the server's stead
+    # (synproxy). The defender's conntrack for the port at the attack's end, and the kernel
+    # memory of those entries at least (the slab's object size each); null: not tracked.
+    drops_by_layer: dict[str, int] = field(default_factory=dict)
+    conntrack_entries: int | None = None
+    conntrack_bytes: int | None = None
+    # The bans in force, {address, from, until} in Unix time: verify counts the SYNs the capture
+    # shows in them against the xdp/tc counters.
+    ban_windows: list[dict] = field(default_factory=list)
+    # The defender's kernel cost (lab/cpus.py, /proc/stat): softirq seconds on the defender's
+    # CPUs over the attack (machine-wide counters: every packet those CPUs handled); per packet a
+    # layer dropped (µs), and the defender's CPU (its processes and that softirq) per blocked
+    # attempt (ms): attempts after a ban, or refused / syn-timeout ones where a layer blocks.
+    softirq_s: float | None = None
+    cpu_us_per_drop: float | None = None
+    blocked_attempts: int | None = None
+    cpu_ms_per_blocked_attempt: float | None = None
     # The parts of the trial that crashed or made no attempt ({part, kind, message} each): the
     # row is then complete = false, its error says the first, and no figure of it is a measurement.
     faults: list[dict] = field(default_factory=list)

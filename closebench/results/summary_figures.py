@@ -120,6 +120,20 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("attempts_before_ban", None, 0, "attempts started before their address's first ban"),
     Figure("syns_dropped", None, 0, "SYNs the ban firewall dropped or rejected (fw-*)"),
     Figure("step", None, 0, "a sweep's step: the value of its axis in this trial"),
+    # The layers in front of the server and the defender's kernel cost (drops_by_layer: a dict).
+    Figure("conntrack_entries", HIGHER, 2, "defender's tracked connections at the attack's end"),
+    Figure("conntrack_bytes", HIGHER, 512, "their kernel memory at least, bytes"),
+    # softirq time counts in 10 ms ticks, and other labs' packets on the same CPUs add to it.
+    Figure("softirq_s", HIGHER, 0.05, "softirq s on the defender's CPUs over the attack"),
+    Figure("cpu_us_per_drop", HIGHER, 0.0, "softirq µs per packet a layer dropped", relative=0.5),
+    Figure("blocked_attempts", None, 0, "attempts blocked (after a ban, or refused/unanswered)"),
+    Figure(
+        "cpu_ms_per_blocked_attempt",
+        HIGHER,
+        0.0,
+        "defender CPU ms (processes and softirq) per blocked attempt",
+        relative=0.5,
+    ),
 )
 
 

@@ -33,6 +33,7 @@ from closebench.core.errors import ClosebenchError, UsageError
 from closebench.core.file_names import unique_names
 from closebench.core.input_files import SUMMARY_BYTES, TABLE_BYTES, check_regular, read_json
 from closebench.results.dpkt_wire import WireConnection, WireReading, outcome_for, stream_wire
+from closebench.results.drop_check import drop_check
 from closebench.results.records import ATTEMPTS_DIR, BATCH_ROWS, trial_tables
 from closebench.results.run_directory import PCAP_DIR
 
@@ -86,6 +87,7 @@ class TrialAgreement:
     request_mismatches: int = 0  # a request on one side only
     mismatches: list[Mismatch] = field(default_factory=list)
     error: str | None = None  # why the trial could not be checked
+    drops: dict | None = None  # xdp-drop, tc-drop: their counter against the capture (drop_check)
 
     @property
     def end_delta_p95_s(self) -> float | None:
@@ -102,6 +104,7 @@ class TrialAgreement:
             and (p95 is None or p95 <= END_TOLERANCE_P95_S)
             and self.request_mismatches == 0
             and (request_p95 is None or request_p95 <= END_TOLERANCE_P95_S)
+            and (self.drops is None or self.drops["ok"])
         )
 
     def to_dict(self) -> dict:
@@ -122,6 +125,7 @@ class TrialAgreement:
             "missing_in_records": self.missing_in_records,
             "mismatches": [m.describe() for m in self.mismatches[:SHOWN_MISMATCHES]],
             "error": self.error,
+            "drops": self.drops,
         }
 
 
@@ -356,6 +360,7 @@ class RunAgreement:
             "missing_on_wire": sum(t.missing_on_wire for t in self.trials),
             "missing_in_records": sum(t.missing_in_records for t in self.trials),
             "flagged": [t.trial for t in self.trials if not t.ok],
+            "drop_counters": [t.drops for t in self.trials if t.drops is not None],
         }
 
 
@@ -376,12 +381,17 @@ def verify_run(directory: Path) -> RunAgreement:
             raise TypeError("a trial name is not text")
     except (KeyError, TypeError) as error:
         raise refuse(f"summary.json has no rows of trials: {error}") from None
-    return verify_trials(directory, trials)
+    raw_rows: list = summary["rows"]  # type: ignore[index]
+    rows = {row["trial"]: row for row in raw_rows if isinstance(row, dict)}
+    return verify_trials(directory, trials, rows)
 
 
-def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
+def verify_trials(
+    directory: Path, trials: list[str], rows: dict[str, dict] | None = None
+) -> RunAgreement:
     """Check the named trials of a run directory (in the run's order: it names their pcaps)
-    against its pcaps/, one trial's records in memory at a time."""
+    against its pcaps/, one trial's records in memory at a time; with their summary `rows`, the
+    xdp-drop and tc-drop counters too (drop_check.py)."""
     pcaps = dict(zip(trials, unique_names(trials, ".pcap"), strict=True))
     checked: dict[str, TrialAgreement] = {}
     try:
@@ -394,6 +404,10 @@ def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
     for trial, name in pcaps.items():  # a capture without records: every connection missing
         if trial not in checked and (directory / PCAP_DIR / name).exists():
             checked[trial] = verify_trial(trial, [], directory / PCAP_DIR / name)
+    for trial, agreement in checked.items():
+        row = (rows or {}).get(trial)
+        if row is not None and agreement.error is None:
+            agreement.drops = drop_check(row, directory / PCAP_DIR / pcaps[trial])
     return RunAgreement([checked[trial] for trial in trials if trial in checked])
 
 
@@ -441,7 +455,19 @@ def agreement_text(figures: dict) -> str:
         )
     else:
         parts.append("no connection missing on either side")
+    drops = figures.get("drops")
+    for check in [drops] if isinstance(drops, dict) else figures.get("drop_counters") or []:
+        parts.append(drop_text(check))
     return "; ".join(parts)
+
+
+def drop_text(check: dict) -> str:
+    """One drop counter check (drop_check.py) in words."""
+    verdict = "agree" if check.get("ok") else "DISAGREE (beyond 1%)"
+    return (
+        f"the {check.get('layer')} program counted {check.get('counted')} SYNs dropped, the "
+        f"capture shows {check.get('on_wire')} sent while banned: {verdict}"
+    )
 
 
 _DELTAS = ("end_delta_median_s", "end_delta_p95_s", "end_delta_max_s")

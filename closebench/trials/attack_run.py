@@ -64,7 +64,7 @@ class AttackRun:
             wire = None
             if trial.pcap:  # the records against the capture, as `closebench run` does
                 try:
-                    agreement = verify_trials(run.anchor, [trial.name])
+                    agreement = verify_trials(run.anchor, [trial.name], {row.trial: row.to_dict()})
                     wire = agreement.to_dict()
                     row.wire_agreement = next((t.to_dict() for t in agreement.trials), None)
                 except Exception as error:  # recorded, never loses the run

@@ -60,7 +60,56 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
     if result.bans:
         for name, value in result.bans.to_dict().items():
             setattr(row, name, value)
+    for name, value in layer_figures(result, row).items():
+        setattr(row, name, value)
     return row
+
+
+def layer_figures(result: TrialResult, row: TrialRow) -> dict:
+    """What each layer in front of the server dropped, the bans' windows (for verify) and the
+    defender's kernel cost: softirq on its CPUs, per packet dropped and per blocked attempt."""
+    layers = result.layers
+    figures: dict = {
+        "drops_by_layer": dict(layers.drops),
+        "conntrack_entries": layers.conntrack_entries,
+        "conntrack_bytes": layers.conntrack_bytes,
+        "ban_windows": ban_windows(result.ban_log),
+    }
+    side = row.cpu_use.get("defender") or row.cpu_use.get("both") or {}
+    softirq = side.get("softirq_s") if isinstance(side, dict) else None
+    if not isinstance(softirq, int | float):
+        return figures
+    figures["softirq_s"] = softirq
+    figures["cpu_us_per_drop"] = ratio(1e6 * softirq, sum(layers.drops.values()))
+    blocked = blocked_attempts(row, bool(layers.drops))
+    figures["blocked_attempts"] = blocked
+    if blocked is not None:
+        spent = softirq + (row.cpu_seconds or 0.0)
+        figures["cpu_ms_per_blocked_attempt"] = ratio(1000 * spent, blocked)
+    return figures
+
+
+def blocked_attempts(row: TrialRow, layered: bool) -> int | None:
+    """Attempts a block met: those after their address's ban (a ban strategy), else, where a
+    layer stands in front of the server, those refused or never answered; None: no block."""
+    if row.attempts_after_ban is not None:
+        return row.attempts_after_ban
+    if layered:
+        return row.outcomes.get("refused", 0) + row.outcomes.get("syn-timeout", 0)
+    return None
+
+
+def ban_windows(ban_log: list[dict]) -> list[dict]:
+    """The bans put in force: {address, from, until} in Unix time."""
+    return [
+        {
+            "address": ban["address"],
+            "from": ban["t_effective"],
+            "until": ban["t_effective"] + ban["duration_s"],
+        }
+        for ban in ban_log
+        if ban.get("t_effective") is not None
+    ]
 
 
 def server_errors(result: TrialResult) -> int:

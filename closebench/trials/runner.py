@@ -391,7 +391,8 @@ class Runner:
         summary.json, and each trial's figures in its row. A failure to verify is recorded,
         never loses the run."""
         try:
-            agreement = verify_trials(self.files, [row.trial for row in rows])
+            by_name = {row.trial: row.to_dict() for row in rows}
+            agreement = verify_trials(self.files, list(by_name), by_name)
         except Exception as error:
             self.log(f"verify: failed: {type(error).__name__}: {error}")
             return {"ok": False, "error": f"{type(error).__name__}: {error}"}

@@ -30,7 +30,7 @@ from closebench.core.summary import (
     summarize_bans,
     summarize_legit,
 )
-from closebench.defender import Defender, ServerConfig, bpf_drop, conn_cap, firewall, peers
+from closebench.defender import Defender, ServerConfig, drop_layers, firewall, peers
 from closebench.defender.metrics import DefenderCost, DefenderSampler, Sample, defender_cost
 from closebench.lab import Lab, cpus
 from closebench.lab.capture import Capture
@@ -45,6 +45,7 @@ from closebench.wire.classify import reconcile
 from closebench.wire.pcap import Endpoint
 
 LEGIT_HORIZON = 86400.0  # legitimate clients stop with the attack; this only bounds the loop
+BAN_LAYERS = ("nft-ban", "xdp", "tc")  # the layers whose drops are a ban's (BanSummary)
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class TrialResult:
     # The parts that crashed (an attacker, the legitimate client, the server, a sampler) or made
     # no attempt: the trial measured nothing trustworthy, and fails.
     faults: list[Fault] = field(default_factory=list)
+    layers: drop_layers.LayerReading = field(default_factory=drop_layers.LayerReading)
 
     def __post_init__(self) -> None:
         if self.overall is None:
@@ -228,8 +230,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         defender = Defender(lab, server)
         writer = None
         capture = None
-        syns_dropped = None
-        cap_refused = None  # conn-cap: SYNs its nftables rule refused
+        layers = drop_layers.LayerReading()  # what each layer in front of the server dropped
         bpf_attach = defender.bpf.describe() if defender.bpf else None
         # Kernel-socket clients' records get the wire's classes and times: capture for them even
         # when no pcap is kept.
@@ -268,12 +269,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             samples = sampler.stop() if sampler else []
             if sampler is not None and sampler.error is not None:
                 faults.add(Fault.of("the defender sampler", sampler.error))
-            if ban_host is not None:
-                syns_dropped = firewall.read(ban_host).syns_dropped
-            elif defender.bpf is not None:  # xdp-drop, tc-drop: the program's own counter
-                syns_dropped = bpf_drop.dropped(defender.bpf)
-            if server.spec is not None and server.spec.name == conn_cap.STRATEGY:
-                cap_refused = conn_cap.refused(lab.defender)
+            layers = drop_layers.read(lab, server.port, server.spec, defender.bpf)
         finally:
             if capture:
                 capture.stop()
@@ -300,13 +296,14 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
     else:
         summaries, overall = memory_summaries(attempts, names, costs, duration), None
     server_stats = peers.account(server.spec, server_stats, attempts)
-    if cap_refused is not None:
-        server_stats["cap_refused_syns"] = cap_refused
+    if "conn-cap" in layers.drops:
+        server_stats["cap_refused_syns"] = layers.drops["conn-cap"]
     if bpf_attach is not None:  # summary.json's meta has the kernel version
         server_stats["bpf_attach"] = bpf_attach
     ban_log = server_stats.pop("ban_log", [])
     bans = None
     if banning:
+        syns_dropped = next((layers.drops[k] for k in BAN_LAYERS if k in layers.drops), None)
         bans = summarize_bans(ban_log, attempts, legit_attempts, attack_end, syns_dropped)
         if ban_host is None and sampler is not None:  # blacklist: its bans are the server's own
             _bans_over_time(samples, ban_log, sampler.started_unix)
@@ -330,6 +327,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         faults=faults.all(),
         bans=bans,
         ban_log=ban_log,
+        layers=layers,
         harness=harness_load(_client_costs(costs, legit_cost), cpu_use),
     )
 
