@@ -506,3 +506,57 @@ def test_the_volume_profile_holds_its_request_without_probing():
     [attempt] = play.attempts()
     assert attempt.outcome is Outcome.SILENT
     assert (play.counters.requests_held, play.counters.window_probes_sent) == (1, 0)
+
+
+# A SYN flood (Profile.syn_only): the syn-flood attacker
+
+FLOOD = Profile(give_up=Kind.FIN, retransmits=False, syn_only=True)
+
+
+def test_a_syn_flood_never_answers_the_syn_ack_and_is_silent_at_its_timeout():
+    play = Playbook(timeout=3.0, profile=FLOOD)
+    conn = play.connect()
+    play.sent(Kind.SYN, seq=conn.iss, ack=0)
+    assert conn.state is State.SYN_ONLY
+    play.t += 0.001
+    play.server(SYN | ACK, seq=SERVER_ISN)
+    play.quiet()  # no ACK, no request: the server keeps a half-open connection
+    assert conn.state is State.HALF_OPEN and play.counters.half_open == 1
+    play.later(1.0)
+    play.server(SYN | ACK, seq=SERVER_ISN)  # the server sends its SYN-ACK again
+    play.quiet()
+    play.later(2.0)  # our timeout, from the SYN: nothing goes out then either
+    play.quiet()
+    assert conn.state is State.GAVE_UP
+    [attempt] = play.attempts()
+    # As the wire reads it: the SYN was answered, and nobody ended the connection.
+    assert attempt.outcome is Outcome.SILENT and conn.retransmissions_seen == 1
+    assert attempt.t_established == pytest.approx(START + 0.001)
+    assert attempt.t_end == pytest.approx(START + 3.0)
+    assert play.counters.requests_sent == 0 and play.counters.connections_established == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [(None, Outcome.SYN_TIMEOUT), (RST | ACK, Outcome.REFUSED)],
+)
+def test_a_syn_flood_dropped_is_syn_timeout_and_refused_is_refused(answer, outcome):
+    play = Playbook(timeout=0.5, profile=FLOOD)  # under the SYN RTO: one SYN per attempt
+    conn = play.connect()
+    play.sent(Kind.SYN)
+    if answer is not None:
+        play.server(answer, seq=0)
+    play.later(0.5)
+    play.quiet()
+    [attempt] = play.attempts()
+    assert attempt.outcome is outcome and conn.state is State.ABORTED
+
+
+def test_a_syn_flood_is_stopped_without_a_reset():
+    play = Playbook(timeout=3.0, profile=FLOOD)
+    play.connect()
+    play.sent(Kind.SYN)
+    play.server(SYN | ACK, seq=SERVER_ISN)
+    play.engine.abandon()
+    play.quiet()
+    assert play.attempts() == [] and play.counters.connections_abandoned == 1

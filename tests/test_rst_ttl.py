@@ -46,7 +46,13 @@ def test_bad_ttl_is_refused(text, message):
 def test_ttl_option_and_its_default():
     options = parse_spec("rst-ttl").options
     # Its own options, and the listening socket's every reference strategy takes (off: 0).
-    assert options == {"read_first": True, "ttl": 1, "defer_accept": 0, "user_timeout": 0.0}
+    assert options == {
+        "read_first": True,
+        "ttl": 1,
+        "defer_accept": 0,
+        "user_timeout": 0.0,
+        "syncookies": "kernel",
+    }
     assert str(parse_spec("rst-ttl:ttl=1")) == "rst-ttl"
     assert str(parse_spec("rst-ttl:ttl=2,read_first=false")) == "rst-ttl:read_first=false,ttl=2"
     assert parse_spec("fw-drop:then=rst-ttl").options["then"] == "rst-ttl"  # a close strategy

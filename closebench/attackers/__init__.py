@@ -17,6 +17,7 @@ ATTACKERS = {
     "kernel": "asyncio kernel sockets: what an ordinary spam script experiences",
     "scapy": "crafted packets, no kernel socket: the truth packet by packet",
     "volume": "the same packet engine as a DoS tool: many addresses, no retransmission",
+    "syn-flood": "the volume attacker sending SYNs only, its SYN-ACKs never answered",
     "curl": "curl itself, or any command given with --attacker-command",
     "browser": "headless Chromium, one page load per attempt slot",
 }
@@ -42,7 +43,7 @@ def require_tools_for(kind: str, command: list[str] | None = None) -> None:
     naming the package to install)."""
     from closebench.lab.privileges import require_tools
 
-    if kind in ("scapy", "volume"):
+    if kind in ("scapy", "volume", "syn-flood"):
         require_tools("nft")
     elif kind == "curl":
         require_tools(command[0] if command else "curl")
@@ -104,6 +105,10 @@ def make_attacker(
         from closebench.attackers.volume import VolumeAttacker
 
         return VolumeAttacker()
+    if kind == "syn-flood":
+        from closebench.attackers.volume import SynFlood
+
+        return SynFlood()
     if kind == "curl":
         from closebench.attackers.command import CommandClient
 

@@ -87,3 +87,19 @@ class VolumeAttacker(PacketAttacker):
             spare_mark=MARK,
             replies_from=(target.address, target.port),
         )
+
+
+class SynFlood(VolumeAttacker):
+    """The volume attacker sending SYNs only: a SYN flood from the attacker host's real
+    addresses. It never answers the server's SYN-ACK (neither ACK nor RST: the nft rules keep
+    the attacker kernel from resetting it), so a server without SYN cookies holds a half-open
+    connection per SYN until its SYN-ACK retries run out; an attempt the server answered is
+    `silent` (the wire calls it established), one it never answered `syn-timeout`. It sends no
+    request, so a detector that bans on requests never bans it."""
+
+    name = "syn-flood"
+    who = "SYN flood"
+    profile = Profile(give_up=Kind.FIN, retransmits=False, syn_only=True)
+
+    def __init__(self, label: str = "syn-flood", sources: Sequence[str] | None = None) -> None:
+        super().__init__(label, sources)

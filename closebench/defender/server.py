@@ -94,7 +94,7 @@ class Defender:
         peers.require(config.spec)
         self.lab = lab
         # Before the server listens: somaxconn and tcp_max_syn_backlog bound its listen queue.
-        sysctl.apply(lab.defender, dict(config.sysctl))
+        sysctl.apply(lab.defender, sysctl.for_trial(config.sysctl, config.spec))
         # A fw-* strategy needs its nftables table (in this host or the router) before it starts.
         config = self.config = firewall.prepare(lab, config)
         steering.prepare(lab, config)  # zero-window: its packets kept from the kernel's TCP

@@ -9,8 +9,11 @@ setting it would change the host: it is refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from closebench.core.errors import LabError
 from closebench.lab import Host
+from closebench.servers.strategies import SYNCOOKIES_VALUES, StrategySpec
 
 # name in the scenario -> its sysctl key (per network namespace)
 PER_NAMESPACE = {
@@ -51,3 +54,12 @@ def apply(host: Host, settings: dict[str, int]) -> None:
         found = host.run(["sysctl", "-n", key]).strip()
         if found != str(value):
             raise LabError(f"{key}: set to {value} in the defender host, the kernel kept {found}")
+
+
+def for_trial(knobs: Iterable[tuple[str, int]], spec: StrategySpec | None) -> dict[str, int]:
+    """The knobs to set: the scenario's, with the strategy's `syncookies` option over them."""
+    settings = dict(knobs)
+    cookies = spec.options.get("syncookies") if spec is not None else None
+    if isinstance(cookies, str) and cookies in SYNCOOKIES_VALUES:
+        settings["tcp_syncookies"] = SYNCOOKIES_VALUES[cookies]
+    return settings

@@ -16,7 +16,8 @@ closes the abusive requests that get through with `then`.
 Every reference-server strategy also takes the listening socket's TCP options `defer_accept`
 (TCP_DEFER_ACCEPT: a connection wakes the server only once data arrives) and `user_timeout`
 (TCP_USER_TIMEOUT: unacknowledged data ends the connection after that long, not after ~15 minutes
-of retransmissions); both are off (0) by default.
+of retransmissions); both are off (0) by default. `syncookies` (off, on, always) sets SYN cookies
+in the defender host for the trial.
 """
 
 from __future__ import annotations
@@ -109,7 +110,19 @@ USER_TIMEOUT = Option(
     "TCP_USER_TIMEOUT seconds: data unacknowledged this long ends the connection (ETIMEDOUT)",
     maximum=2**31 / 1000,
 )
-LISTEN_OPTIONS = (DEFER_ACCEPT, USER_TIMEOUT)
+# SYN cookies in the defender's namespace for the trial (net.ipv4.tcp_syncookies 0, 1, 2), so that
+# one run compares them against a SYN flood; `kernel` leaves the knob as [defender.sysctl] or the
+# kernel has it.
+SYNCOOKIES_VALUES = {"off": 0, "on": 1, "always": 2}
+SYNCOOKIES = Option(
+    "syncookies",
+    str,
+    "kernel",
+    "SYN cookies in the defender host: off, on (once the SYN queue overflows), always, or kernel "
+    "(as [defender.sysctl] or the kernel has it)",
+    choices=("kernel", *SYNCOOKIES_VALUES),
+)
+LISTEN_OPTIONS = (DEFER_ACCEPT, USER_TIMEOUT, SYNCOOKIES)
 
 CLOSE_NAMES = (
     "graceful",

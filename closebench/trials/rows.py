@@ -3,6 +3,7 @@ legitimate clients', the defender's and the cost asymmetry."""
 
 from __future__ import annotations
 
+from closebench.defender.sysctl import for_trial
 from closebench.results.schema import TrialRow
 from closebench.trials.trial import TrialConfig, TrialResult
 
@@ -44,7 +45,7 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         server_errors=server_errors(result),
         step=trial.step,
         series=trial.series,
-        sysctl=dict(trial.server.sysctl),
+        sysctl=for_trial(trial.server.sysctl, trial.server.spec),  # syncookies=... included
         faults=[fault.to_dict() for fault in result.faults],
     )
     if result.legit:

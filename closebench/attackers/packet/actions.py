@@ -25,6 +25,7 @@ from closebench.attackers.packet.connection import (
 from closebench.attackers.packet.segments import (
     ACK,
     FIN,
+    SYN,
     IcmpError,
     Kind,
     Segment,
@@ -98,6 +99,29 @@ def establish(engine: Machine, conn: Conn, seg: Segment) -> Event | Ignore | Non
     engine.out.ack(conn)
     conn.retry = engine.timers.add(engine.now, delay, conn.slot, Event.REQUEST_DUE)
     return None
+
+
+def half_open(engine: Machine, conn: Conn, seg: Segment) -> Ignore | None:
+    """A SYN flood's attempt: the SYN-ACK to our SYN is noted and never answered (no ACK, no
+    RST), so the server holds a half-open connection, or its SYN proxy or a cookie holds
+    nothing; the attempt waits out our timeout (a SYN-ACK for an older attempt: reset)."""
+    if seg.ack != conn.snd_nxt:
+        reject_ack(engine, conn, seg)
+        return IGNORE
+    conn.rcv_nxt, conn.snd_una = seq_add(seg.seq, 1), seg.ack
+    conn.t_established = seg.t  # on the wire the handshake's answer came: as the wire reads it
+    conn.retry = 0  # no SYN again: the timeout alone is left
+    if not conn.deadline:
+        remaining = max(conn.t_syn + engine.settings.timeout - engine.now, 0.0)
+        conn.deadline = engine.timers.add(engine.now, remaining, conn.slot, Event.TIMEOUT)
+    engine.counters.half_open += 1
+    return None
+
+
+def unanswered(engine: Machine, conn: Conn, seg: Segment) -> None:
+    """A SYN flood answers nothing the server sends; its SYN-ACK again counts as resent."""
+    if seg.flags & SYN:
+        _seen_again(engine, conn)
 
 
 def reject_ack(engine: Machine, conn: Conn, seg: Segment) -> None:

@@ -35,6 +35,7 @@ class ChildConfig:
     retransmits: bool
     base_time: float  # record times are microseconds since this Unix time
     ifname: str = IFNAME
+    syn_only: bool = False  # a SYN flood (Profile.syn_only)
 
     @classmethod
     def build(
@@ -67,6 +68,7 @@ class ChildConfig:
             give_up=give_up,
             retransmits=profile.retransmits,
             base_time=base_time,
+            syn_only=profile.syn_only,
         )
 
     def to_json(self) -> str:
@@ -95,6 +97,6 @@ class ChildConfig:
             high=ports.high,
             sources=tuple(self.sources),
             request_delay=self.policy["request_delay"],
-            profile=Profile(GIVE_UP[self.give_up], self.retransmits),
+            profile=Profile(GIVE_UP[self.give_up], self.retransmits, self.syn_only),
             isn_key=isn_key,
         )

@@ -38,6 +38,7 @@ class Profile:
 
     give_up: Kind = Kind.RST_ACK  # sent at our timeout: RST (aborting client) or FIN (close())
     retransmits: bool = True  # send the request and our FIN again until acknowledged
+    syn_only: bool = False  # a SYN flood: SYNs only, the server's SYN-ACKs never answered
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Counters:
     bad_acks_seen: int = 0  # acknowledging something we never sent (an older attempt's)
     requests_held: int = 0  # written while the server's window was 0: kept, not sent
     window_probes_sent: int = 0  # persist-timer probes of a zero window
+    half_open: int = 0  # a SYN flood's SYN-ACKs, never answered (Profile.syn_only)
 
 
 class Wire(Protocol):

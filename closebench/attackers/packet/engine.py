@@ -31,6 +31,7 @@ from closebench.attackers.packet.actions import (
     fin_acknowledged,
     fin_again,
     give_up,
+    half_open,
     judge_reset,
     late,
     late_reset,
@@ -50,6 +51,7 @@ from closebench.attackers.packet.actions import (
     stop_reset,
     take_data,
     take_fin,
+    unanswered,
     unreachable,
     unreachable_reset,
 )
@@ -117,6 +119,31 @@ TRANSITIONS: dict[tuple[State, Event], Transition] = {
     (S.REQUESTED, E.PROBE): T(probe_window, S.REQUESTED),
     (S.REQUESTED, E.TIMEOUT): T(give_up, S.GAVE_UP, Outcome.SILENT),
     (S.REQUESTED, E.STOP): T(stop_reset, S.ABORTED),
+    # A SYN flood (Profile.syn_only): the SYN alone; a SYN-ACK is never answered.
+    (S.SYN_ONLY, E.START): T(send_syn, S.SYN_ONLY),
+    (S.SYN_ONLY, E.SYN_RTO): T(resend_syn, S.SYN_ONLY),
+    (S.SYN_ONLY, E.SEND_FAILED): T(end, S.ABORTED, Outcome.ICMP),
+    (S.SYN_ONLY, E.SYN_ACK): T(half_open, S.HALF_OPEN),
+    (S.SYN_ONLY, E.ACK): T(reject_ack, S.SYN_ONLY),
+    (S.SYN_ONLY, E.DATA): T(reject_ack, S.SYN_ONLY),
+    (S.SYN_ONLY, E.FIN): T(reject_ack, S.SYN_ONLY),
+    (S.SYN_ONLY, E.RST): T(check_refusal, S.ABORTED, Outcome.REFUSED),
+    (S.SYN_ONLY, E.ODD): T(note_odd, S.SYN_ONLY),
+    (S.SYN_ONLY, E.ICMP): T(unreachable, S.ABORTED, Outcome.ICMP),
+    (S.SYN_ONLY, E.TIMEOUT): T(end, S.ABORTED, Outcome.SYN_TIMEOUT),
+    (S.SYN_ONLY, E.STOP): T(stop, S.ABORTED),
+    # The server answered: as the wire reads it the connection is established, and nobody ends
+    # it before our timeout (silent); an RST from the server in our window resets it.
+    (S.HALF_OPEN, E.SYN_ACK): T(unanswered, S.HALF_OPEN),
+    (S.HALF_OPEN, E.ACK): T(unanswered, S.HALF_OPEN),
+    (S.HALF_OPEN, E.DATA): T(unanswered, S.HALF_OPEN),
+    (S.HALF_OPEN, E.FIN): T(unanswered, S.HALF_OPEN),
+    (S.HALF_OPEN, E.RST): T(judge_reset, S.HALF_OPEN),
+    (S.HALF_OPEN, E.RESET): T(end, S.ABORTED, Outcome.RST),
+    (S.HALF_OPEN, E.ODD): T(note_odd, S.HALF_OPEN),
+    (S.HALF_OPEN, E.ICMP): T(unreachable, S.ABORTED, Outcome.ICMP),
+    (S.HALF_OPEN, E.TIMEOUT): T(end, S.GAVE_UP, Outcome.SILENT),
+    (S.HALF_OPEN, E.STOP): T(stop, S.ABORTED),  # a flood resets nothing
     # The attempt is over; the connection lives on until the slot's reuse.
     (S.LAST_ACK, E.CLOSE): T(send_fin, S.LAST_ACK),
     (S.LAST_ACK, E.SYN_ACK): T(late, S.LAST_ACK),
@@ -202,7 +229,8 @@ class Engine:
         s = self.settings
         src, port = slot % self.sources, s.low + slot // self.sources
         iss = self._isn(s.sources[src], port, now)
-        conn = Conn(slot, src, port, iss, now, State.SYN_SENT, snd_una=iss, snd_nxt=seq_add(iss, 1))
+        first = State.SYN_ONLY if self.profile.syn_only else State.SYN_SENT
+        conn = Conn(slot, src, port, iss, now, first, snd_una=iss, snd_nxt=seq_add(iss, 1))
         self.conns[slot] = conn
         c = self.counters
         c.connections_started += 1

@@ -15,8 +15,11 @@ class State(enum.IntEnum):  # ints: the table is looked up per packet
     REQUESTED = 3  # the request is out: what comes next ends the attempt
     LAST_ACK = 4  # the server's FIN ended it; our FIN is not yet acknowledged
     CLOSED = 5  # our FIN was acknowledged too
-    GAVE_UP = 6  # our own timeout ended it; we sent RST or FIN (the profile's choice)
+    GAVE_UP = 6  # our own timeout ended it; we sent RST or FIN (the profile's; a flood: nothing)
     ABORTED = 7  # reset, refused, unreachable, never established, or stopped
+    # A SYN flood's attempt (Profile.syn_only): its SYN is out, and it never completes a handshake.
+    SYN_ONLY = 8
+    HALF_OPEN = 9  # the server (or its SYN proxy) answered with a SYN-ACK, which we never answer
 
 
 class Event(enum.IntEnum):
@@ -60,4 +63,7 @@ Step = Event | Ignore | None
 
 assert max(Event) < 32  # the engine indexes its table by state << 5 | event
 
-OPEN = frozenset({State.SYN_SENT, State.ESTABLISHED, State.REQUESTED})  # the attempt still runs
+# The attempt still runs.
+OPEN = frozenset(
+    {State.SYN_SENT, State.ESTABLISHED, State.REQUESTED, State.SYN_ONLY, State.HALF_OPEN}
+)

@@ -125,6 +125,17 @@ ROUTER_COLUMNS = (
     Column("peak_router_conntrack", "tracked at peak", "router", whole),
     Column("peak_router_established", "established at peak", "router", whole),
 )
+# Shown as a table of its own when some layer stood in front of the server (drops_by_layer):
+# what each dropped, conntrack, and the defender's kernel cost (drop_layers.py, lab/cpus.py).
+LAYER_COLUMNS = (
+    Column("drops_by_layer", "dropped, by layer", "layers", outcome_counts),
+    Column("conntrack_entries", "conntrack entries", "layers", whole),
+    Column("conntrack_bytes", "conntrack KiB", "layers", lambda v: f"{v / 1024:.1f}"),
+    Column("softirq_s", "softirq s (defender CPUs)", "layers", fixed(2)),
+    Column("cpu_us_per_drop", "softirq µs per drop", "layers", fixed(2)),
+    Column("blocked_attempts", "blocked attempts", "layers", whole),
+    Column("cpu_ms_per_blocked_attempt", "CPU ms per blocked attempt", "layers", fixed(3)),
+)
 # The HTML splits the table in two so that it fits a screen; summary.md keeps one.
 TABLES = (
     ("The attacker and the legitimate clients", ("attacker", "legitimate clients")),
@@ -152,7 +163,9 @@ def html_tables(trials: list[TrialData], palette) -> list[dict]:
         (("The router's connection tracking", ("router",)),) if routed else ()
     )
     extra += (("The defender's kernel", ("kernel",)),) if kernel else ()
-    every = COLUMNS + BAN_COLUMNS + ROUTER_COLUMNS + KERNEL_COLUMNS
+    layered = any(t.row.get("drops_by_layer") for t in trials)
+    extra += (("Layers in front of the server and their kernel cost", ("layers",)),) * layered
+    every = COLUMNS + BAN_COLUMNS + ROUTER_COLUMNS + KERNEL_COLUMNS + LAYER_COLUMNS
     for title, groups in TABLES + extra:
         columns = [c for c in every if c.group in groups]
         rows = [

@@ -141,6 +141,17 @@ def _plain(value: object) -> str:
     return str(value)
 
 
+def _markdown_table(table: dict) -> list[str]:
+    """One of the page's tables (columns.html_tables) as markdown lines."""
+    columns = table["columns"]
+    lines = ["| trial | " + " | ".join(_md(c.header) for c in columns) + " |"]
+    lines.append("| --- | " + " | ".join("---:" for _ in columns) + " |")
+    for row in table["rows"]:
+        cells = [_md(cell) for cell, _ in row["cells"]]
+        lines.append(f"| {_md(row['name'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary_markdown(context: dict) -> str:
     """The summary table and the winners, as GitHub markdown for a pull request."""
     meta = context["meta"]
@@ -159,6 +170,9 @@ def summary_markdown(context: dict) -> str:
         if not row["error"]:
             cells = [_md(cell) for cell in row["cells"]]
         lines.append(f"| {_md(row['name'])} | " + " | ".join(cells) + " |")
+    for table in context["tables"]:  # the layers in front of the server, where some stood
+        if table["columns"] and table["columns"][0].group == "layers":
+            lines += ["", *_markdown_table(table)]
     if context["workers"]:
         lines += ["", "| " + " | ".join(context["worker_headers"]) + " | lost |"]
         lines.append("| --- " * (len(context["worker_headers"]) + 1) + "|")
