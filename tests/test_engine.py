@@ -510,10 +510,10 @@ def test_the_volume_profile_holds_its_request_without_probing():
 
 # A SYN flood (Profile.syn_only): the syn-flood attacker
 
-FLOOD = Profile(give_up=Kind.FIN, retransmits=False, syn_only=True)
+FLOOD = Profile(give_up=Kind.RST, retransmits=False, syn_only=True)
 
 
-def test_a_syn_flood_never_answers_the_syn_ack_and_is_silent_at_its_timeout():
+def test_a_syn_flood_never_answers_the_syn_ack_and_resets_it_at_its_timeout():
     play = Playbook(timeout=3.0, profile=FLOOD)
     conn = play.connect()
     play.sent(Kind.SYN, seq=conn.iss, ack=0)
@@ -525,7 +525,8 @@ def test_a_syn_flood_never_answers_the_syn_ack_and_is_silent_at_its_timeout():
     play.later(1.0)
     play.server(SYN | ACK, seq=SERVER_ISN)  # the server sends its SYN-ACK again
     play.quiet()
-    play.later(2.0)  # our timeout, from the SYN: nothing goes out then either
+    play.later(2.0)  # our timeout, from the SYN: the half-open connection is reset
+    play.sent(Kind.RST, seq=seq_add(conn.iss, 1))  # no ACK: synproxy would take it as one
     play.quiet()
     assert conn.state is State.GAVE_UP
     [attempt] = play.attempts()
@@ -552,11 +553,12 @@ def test_a_syn_flood_dropped_is_syn_timeout_and_refused_is_refused(answer, outco
     assert attempt.outcome is outcome and conn.state is State.ABORTED
 
 
-def test_a_syn_flood_is_stopped_without_a_reset():
+def test_a_syn_flood_stopped_resets_what_the_server_answered():
     play = Playbook(timeout=3.0, profile=FLOOD)
-    play.connect()
+    conn = play.connect()
     play.sent(Kind.SYN)
     play.server(SYN | ACK, seq=SERVER_ISN)
     play.engine.abandon()
+    play.sent(Kind.RST, seq=seq_add(conn.iss, 1))
     play.quiet()
     assert play.attempts() == [] and play.counters.connections_abandoned == 1

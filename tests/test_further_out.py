@@ -516,7 +516,9 @@ def test_further_out_scenario_puts_every_new_block_side_by_side():
         "conn-cap",
         "synproxy",
         "ss-kill",
+        "graceful",  # SYN cookies off and always, against the SYN flood
     }
+    assert {spec.kind for spec in scenario.attackers} == {"kernel", "syn-flood"}
     assert scenario.duration * len(scenario.trials()) / (scenario.parallel or 1) <= 180
     assert text.startswith("# ")
 

@@ -91,15 +91,17 @@ class VolumeAttacker(PacketAttacker):
 
 class SynFlood(VolumeAttacker):
     """The volume attacker sending SYNs only: a SYN flood from the attacker host's real
-    addresses. It never answers the server's SYN-ACK (neither ACK nor RST: the nft rules keep
-    the attacker kernel from resetting it), so a server without SYN cookies holds a half-open
-    connection per SYN until its SYN-ACK retries run out; an attempt the server answered is
-    `silent` (the wire calls it established), one it never answered `syn-timeout`. It sends no
-    request, so a detector that bans on requests never bans it."""
+    addresses. It never answers the server's SYN-ACK (the nft rules keep the attacker kernel
+    from resetting it) until its timeout, when it resets the connection with a bare RST (with
+    ACK set, nftables' synproxy would take it for a completed handshake): a server without SYN
+    cookies holds a half-open connection per SYN for that long (set the timeout past the
+    server's SYN-ACK retries, ~63 s, to hold them as a spoofing flood does). An attempt the
+    server answered is `silent` (the wire calls it established), one it never answered
+    `syn-timeout`. It sends no request, so a detector that bans on requests never bans it."""
 
     name = "syn-flood"
     who = "SYN flood"
-    profile = Profile(give_up=Kind.FIN, retransmits=False, syn_only=True)
+    profile = Profile(give_up=Kind.RST, retransmits=False, syn_only=True)
 
     def __init__(self, label: str = "syn-flood", sources: Sequence[str] | None = None) -> None:
         super().__init__(label, sources)

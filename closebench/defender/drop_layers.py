@@ -5,8 +5,9 @@ Layers, as summary.json's `drops_by_layer` names them:
 - `xdp`, `tc`: SYNs the BPF program of xdp-drop or tc-drop dropped (its stats map);
 - `nft-ban`: SYNs the fw-* ban table dropped or rejected (its nftables counters);
 - `conn-cap`: SYNs over the `ct count` cap;
-- `synproxy`: packets nftables' SYN proxy answered in the server's stead (SYNs, and the ACKs that
-  complete a handshake).
+- `synproxy`: packets that reached nftables' SYN proxy rule instead of the server: untracked
+  SYNs (each answered with a cookie), the ACKs that complete a handshake, and invalid packets
+  (a flood's RSTs), dropped.
 
 Conntrack: the entries the defender's namespace tracks for the port, and the kernel memory they
 take at least, at the slab's object size (/proc/slabinfo `nf_conntrack`; an entry's extensions,

@@ -134,9 +134,10 @@ class TrialRow:
     syns_dropped: int | None = None
     legit_wrongly_refused: int | None = None
     # The layers in front of the server (defender/drop_layers.py), each from its own counter:
-    # packets it dropped (xdp, tc, nft-ban, conn-cap) or answered in the server's stead
-    # (synproxy). The defender's conntrack for the port at the attack's end, and the kernel
-    # memory of those entries at least (the slab's object size each); null: not tracked.
+    # packets it dropped (xdp, tc, nft-ban, conn-cap) or took in the server's stead (synproxy:
+    # SYNs it answered with a cookie, handshakes' ACKs, invalid packets). The defender's
+    # conntrack for the port at the attack's end, and the kernel memory of those entries at
+    # least (the slab's object size each); null: not tracked.
     drops_by_layer: dict[str, int] = field(default_factory=dict)
     conntrack_entries: int | None = None
     conntrack_bytes: int | None = None

@@ -69,6 +69,7 @@ def find_expectations(name_or_path: str) -> str:
 
 
 DEFAULT_SCENARIO = "seed"
+SPREADS = ("kernel", "volume", "syn-flood")  # the kinds that take `addresses`
 
 
 class StrategyEntry(Commanded):
@@ -133,7 +134,8 @@ class AttackerEntry(Commanded):
     request_delay: Wait = 0.0
     path: Annotated[str, Field(min_length=1, max_length=MAX_PATH)] = "/spam"
     command: list[str] | None = None
-    # A botnet: spread the connection slots over this many addresses of the attacker host.
+    # A botnet: spread the connection slots over this many addresses of the attacker host (the
+    # kernel kind, or a packet kind that sends from several: SPREADS).
     addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
     duration: Seconds | None = None  # this attacker stops sooner than the scenario
     engine: Literal[tuple(ENGINES)] = "local"  # type: ignore[valid-type]
@@ -151,8 +153,9 @@ class AttackerEntry(Commanded):
 
     @model_validator(mode="after")
     def addresses_need_kernel(self) -> AttackerEntry:
-        if self.addresses is not None and self.kind != "kernel":
-            raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
+        if self.addresses is not None and self.kind not in SPREADS:
+            kinds = " or ".join(f'"{kind}"' for kind in SPREADS)
+            raise ValueError(f"addresses goes with kind = {kinds}, not {self.kind!r}")
         if self.command is not None and self.kind != "curl":
             raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
         problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)

@@ -348,6 +348,12 @@ def stop_reset(engine: Machine, conn: Conn, _: None) -> None:
     stop(engine, conn, None)
 
 
+def stop_half_open(engine: Machine, conn: Conn, _: None) -> None:
+    """A SYN flood stopped: its half-open connection reset as at its timeout (give_up)."""
+    give_up(engine, conn, None)
+    stop(engine, conn, None)
+
+
 # --- helpers of the actions above
 
 

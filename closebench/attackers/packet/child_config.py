@@ -17,7 +17,8 @@ from closebench.attackers.packet.templates import Template
 from closebench.attackers.policy import Policy, Target
 from closebench.attackers.rst_filter import PortRange
 
-GIVE_UP = {"rst": Kind.RST_ACK, "fin": Kind.FIN}  # how the profile is written in the JSON
+# How the profile is written in the JSON (bare-rst: the SYN flood's RST without ACK).
+GIVE_UP = {"rst": Kind.RST_ACK, "fin": Kind.FIN, "bare-rst": Kind.RST}
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ChildConfig:
     request_len: int
     policy: dict  # the Policy's fields
     ports: str  # our source ports, LOW-HIGH
-    give_up: str  # "rst" or "fin": a key of GIVE_UP
+    give_up: str  # "rst", "fin" or "bare-rst": a key of GIVE_UP
     retransmits: bool
     base_time: float  # record times are microseconds since this Unix time
     ifname: str = IFNAME

@@ -48,6 +48,7 @@ from closebench.attackers.packet.actions import (
     send_request,
     send_syn,
     stop,
+    stop_half_open,
     stop_reset,
     take_data,
     take_fin,
@@ -133,7 +134,10 @@ TRANSITIONS: dict[tuple[State, Event], Transition] = {
     (S.SYN_ONLY, E.TIMEOUT): T(end, S.ABORTED, Outcome.SYN_TIMEOUT),
     (S.SYN_ONLY, E.STOP): T(stop, S.ABORTED),
     # The server answered: as the wire reads it the connection is established, and nobody ends
-    # it before our timeout (silent); an RST from the server in our window resets it.
+    # it before our timeout (silent), when we reset it with a bare RST (the profile's give_up:
+    # with ACK set, nftables' synproxy takes it for the handshake's last ACK and connects to the
+    # server): the server holds its half-open connection for as long as the flood's timeout,
+    # and the wire marks the end. An RST from the server in our window resets it.
     (S.HALF_OPEN, E.SYN_ACK): T(unanswered, S.HALF_OPEN),
     (S.HALF_OPEN, E.ACK): T(unanswered, S.HALF_OPEN),
     (S.HALF_OPEN, E.DATA): T(unanswered, S.HALF_OPEN),
@@ -142,8 +146,8 @@ TRANSITIONS: dict[tuple[State, Event], Transition] = {
     (S.HALF_OPEN, E.RESET): T(end, S.ABORTED, Outcome.RST),
     (S.HALF_OPEN, E.ODD): T(note_odd, S.HALF_OPEN),
     (S.HALF_OPEN, E.ICMP): T(unreachable, S.ABORTED, Outcome.ICMP),
-    (S.HALF_OPEN, E.TIMEOUT): T(end, S.GAVE_UP, Outcome.SILENT),
-    (S.HALF_OPEN, E.STOP): T(stop, S.ABORTED),  # a flood resets nothing
+    (S.HALF_OPEN, E.TIMEOUT): T(give_up, S.GAVE_UP, Outcome.SILENT),
+    (S.HALF_OPEN, E.STOP): T(stop_half_open, S.ABORTED),
     # The attempt is over; the connection lives on until the slot's reuse.
     (S.LAST_ACK, E.CLOSE): T(send_fin, S.LAST_ACK),
     (S.LAST_ACK, E.SYN_ACK): T(late, S.LAST_ACK),
