@@ -467,6 +467,46 @@ def test_lab_clean_unmounts_the_bpf_filesystem_of_a_dead_run(tmp_path):
         subprocess.run(["umount", str(mine)], capture_output=True)
 
 
+def _bpf_ids(kind: str) -> set[int]:
+    """The IDs of the machine's loaded BPF programs or maps (`bpftool prog|map show`)."""
+    text = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True).stdout
+    return {item["id"] for item in json.loads(text or "[]")}
+
+
+def _pinned_id(kind: str, path: Path) -> int:
+    command = ["bpftool", "-j", kind, "show", "pinned", str(path)]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)[
+        "id"
+    ]
+
+
+@pytest.mark.needs_lab
+def test_lab_clean_frees_the_programs_and_maps_a_dead_run_pinned(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a PID no process has now
+    point = tmp_path / f"{BPF_MOUNT_PREFIX}{dead.pid}-pinned"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(point)], check=True)
+    try:
+        obj = bpf_drop.compile_program(PORT, str(tmp_path))
+        (point / "maps").mkdir()
+        loadall = ["bpftool", "prog", "loadall", obj, str(point / "progs"), "pinmaps"]
+        subprocess.run([*loadall, str(point / "maps")], check=True, capture_output=True)
+        pinned_programs = {
+            _pinned_id("prog", point / "progs" / p) for p in bpf_drop.PROGRAMS.values()
+        }
+        pinned_maps = {_pinned_id("map", point / "maps" / m) for m in ("ban4", "ban6", "stats")}
+        assert pinned_programs <= _bpf_ids("prog") and pinned_maps <= _bpf_ids("map")
+        assert remove_orphaned_bpf_mounts() == [
+            f"unmounted {point} (BPF programs and maps pinned by a dead run)"
+        ]
+        # Nothing else held them: the kernel frees them (after an RCU grace period).
+        assert wait_until(lambda: not pinned_programs & _bpf_ids("prog"), timeout=10)
+        assert wait_until(lambda: not pinned_maps & _bpf_ids("map"), timeout=10)
+    finally:
+        subprocess.run(["umount", str(point)], capture_output=True)
+
+
 # ss-kill
 
 

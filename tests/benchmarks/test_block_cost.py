@@ -64,6 +64,7 @@ def test_defender_cpu_per_blocked_attempt(benchmark):
     figures = benchmark.pedantic(every_strategy, rounds=1, iterations=1)
     benchmark.extra_info["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     benchmark.extra_info["placement"] = placement.text()
+    print("load average", benchmark.extra_info["load_average"], placement.text())
     for strategy, found in figures.items():
         benchmark.extra_info[strategy] = found
         print(strategy, found)

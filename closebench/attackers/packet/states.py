@@ -17,9 +17,8 @@ class State(enum.IntEnum):  # ints: the table is looked up per packet
     CLOSED = 5  # our FIN was acknowledged too
     GAVE_UP = 6  # our own timeout ended it; we sent RST or FIN (the profile's; a flood: nothing)
     ABORTED = 7  # reset, refused, unreachable, never established, or stopped
-    # A SYN flood's attempt (Profile.syn_only): its SYN is out, and it never completes a handshake.
-    SYN_ONLY = 8
-    HALF_OPEN = 9  # the server (or its SYN proxy) answered with a SYN-ACK, which we never answer
+    SYN_ONLY = 8  # a SYN flood's SYN is out (Profile.syn_only): no handshake will be completed
+    HALF_OPEN = 9  # the server (or its SYN proxy) answered the flood's SYN; we never answer it
 
 
 class Event(enum.IntEnum):
