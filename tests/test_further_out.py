@@ -669,9 +669,10 @@ def test_a_syn_flood_holds_half_open_sockets_unless_synproxy_or_cookies_answer_i
         print(f"IPv{family} {name}: {outcomes}, SYN-RECV at peak {peak}, {row.drops_by_layer}")
         assert sum(outcomes.values()) >= 100, outcomes
         if name == "synproxy" and family == 6:
-            # Found on this kernel: over IPv6 the SYN proxy answers the kernel clients' SYNs
-            # but none of the packet engine's (checksums and options checked alike), so the
-            # flood's attempts end unanswered. Either way the server holds nothing.
+            # Found on this kernel: over IPv6 the SYN proxy answers no SYN whose checksum it
+            # must verify itself (the engine computes its own; a kernel client's is offloaded
+            # over the veth), so the flood's attempts end unanswered (docs: blocking further
+            # out). Either way the server holds nothing.
             assert set(outcomes) <= {"silent", "syn-timeout"}, outcomes
             continue
         # Every flood SYN was answered with a SYN-ACK that the flood never answered.
