@@ -128,8 +128,8 @@ def run(
         readable = bool(poller.poll(timeout_ms))
     if cancel.is_set():
         engine.abandon()
-        for lost in wire.flush():
-            engine.send_lost(lost)
+    for lost in wire.flush():  # what the last round (or abandon) sent: the RSTs of give-ups...
+        engine.send_lost(lost)
     ended = clock()
     flush()
     return LoopReport(
