@@ -273,7 +273,10 @@ class Engine:
         if lost.kind is not Kind.SYN or lost.error.errno not in ICMP_ERRNOS:
             return
         conn = self.conns[(lost.port - self.settings.low) * self.sources + lost.src]
-        if conn is not None and conn.state is State.SYN_SENT and conn.iss == lost.seq:
+        if conn is None or conn.iss != lost.seq:
+            return  # the SYN of an attempt already over
+        # In every state where the table says what a refused SYN means (the handshake's):
+        if self._table[conn.state << 5 | Event.SEND_FAILED] is not None:
             note_send_failed(conn, lost.error)
             self._fire(conn, Event.SEND_FAILED, None)
 
