@@ -91,6 +91,8 @@ def compare(lab: Lab, defender: Defender, wrk: str, placement: cpus.Placement) -
         wrk_us, volume_us = figures["wrk_cpu_us_per_conn"], figures["volume_cpu_us_per_conn"]
         figures["ratio"] = round(figures["volume_conn_per_s"] / figures["wrk_conn_per_s"], 2)
         figures["cpu_ratio"] = round(volume_us / wrk_us, 2) if wrk_us else None
+        running_us = figures["volume_running_cpu_us_per_conn"]
+        figures["running_cpu_ratio"] = round(running_us / wrk_us, 2) if wrk_us else None
         rounds.append(figures)
     merged: dict = {"cpus": os.cpu_count(), "placement": placement.text()}
     for key in rounds[0]:
@@ -148,12 +150,17 @@ def run_volume(lab: Lab) -> dict:
     )
     established = sum(a.t_established is not None for a in attempts)
     cpu_s = stats["cpu_user_s"] + stats["cpu_system_s"]  # the child's, its start included
+    running_s = cpu_s - stats["cpu_start_s"]  # without its start (imports, the ring): wrk's is nil
     return {
         "volume_attempts": len(attempts),
         "volume_established": established,
         "volume_conn_per_s": round(established / stats["starting_s"], 1),
         "volume_cpu_s": round(cpu_s, 2),
+        "volume_cpu_start_s": stats["cpu_start_s"],
         "volume_cpu_us_per_conn": round(cpu_s / established * 1e6, 1) if established else None,
+        "volume_running_cpu_us_per_conn": (
+            round(running_s / established * 1e6, 1) if established else None
+        ),
         "volume_receive_drops": stats["receive_drops"],
         "volume_send_errors": stats["send_errors"],
     }
