@@ -202,6 +202,18 @@ class TrialResult:
             )
 
 
+@dataclass
+class AttackRun:
+    """What the attack phase of a trial gives back, before the trial is summarised."""
+
+    attempts: list[Attempt]  # the attackers' records kept in memory (not the streamed ones)
+    legit_attempts: list[Attempt]
+    costs: dict[str, dict]  # each attacker's own cost (its run()'s), with its hosts' figures
+    duration: float  # seconds from the attackers' start to the last one's end
+    attack_end: float  # when the attackers ended (Unix time)
+    legit_cost: dict  # the legitimate client's own cost (empty when it did not run)
+
+
 def run_trial(
     config: TrialConfig,
     cancel: threading.Event | None = None,
@@ -257,7 +269,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             placement = cpus.current() or cpus.Placement(*[cpus.machine_cpus()] * 2)
             before = cpus.snapshot(placement)
             try:
-                result = _attack(lab, config, cancel, on_attempt, writer, faults)
+                ran = _attack(lab, config, cancel, on_attempt, writer, faults)
                 # Before anything stops: a reaped server's time would move to its parent's side.
                 cpu_use = cpus.use_between(placement, before, cpus.snapshot(placement))
             except BaseException:
@@ -283,22 +295,24 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 faults.add(fault)
             defender.close()
         target = Endpoint(lab.defender_ip(config.family), server.port)
-    attempts, legit_attempts, costs, duration, attack_end, legit_cost = result
+    attempts, legit_attempts = ran.attempts, ran.legit_attempts
+    costs, duration = ran.costs, ran.duration
     if own_clock and pcap:
         kernel = {spec.name for spec in config.attackers if spec.keeps_own_clock}
-        own = [a for a in attempts if a.attacker in kernel] + legit_attempts
-        reconcile(own, pcap, target)
+        timed = [a for a in attempts if a.attacker in kernel] + legit_attempts
+        reconcile(timed, pcap, target)
     banning = bool(server.spec and server.spec.name in BAN_STRATEGIES)
     names = [spec.name for spec in config.attackers]
     if writer:  # the records kept back for the wire's times join the streamed ones
         writer.add_all(attempts)  # the kernel attackers' (the others went as they came)
         writer.add_all(legit_attempts)
         writer.close()
-        summaries, overall = file_summaries(writer.path, names, costs, duration)
+        summarised = file_summaries(writer.path, names, costs, duration)
         if banning or peers.peer_for(server.spec):  # their accounting reads the records
             attempts = [a for a in read_attempts(writer.path) if a.attacker != LEGIT_CLIENT]
     else:
-        summaries, overall = memory_summaries(attempts, names, costs, duration), None
+        summarised = memory_summaries(attempts, names, costs, duration)
+    summaries = summarised.by_attacker
     server_stats = peers.account(server.spec, server_stats, attempts)
     if cap_refused is not None:
         server_stats["cap_refused_syns"] = cap_refused
@@ -307,7 +321,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
     ban_log = server_stats.pop("ban_log", [])
     bans = None
     if banning:
-        bans = summarize_bans(ban_log, attempts, legit_attempts, attack_end, syns_dropped)
+        bans = summarize_bans(ban_log, attempts, legit_attempts, ran.attack_end, syns_dropped)
         if ban_host is None and sampler is not None:  # blacklist: its bans are the server's own
             _bans_over_time(samples, ban_log, sampler.started_unix)
     if not cancel.is_set():
@@ -318,7 +332,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         attempts=[] if writer else attempts,
         legit_attempts=[] if writer else legit_attempts,
         summaries=summaries,
-        overall=overall,
+        overall=summarised.overall,
         legit=summarize_legit(legit_attempts) if config.legit else None,
         samples=samples,
         defender=defender_cost(samples),
@@ -330,7 +344,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         faults=faults.all(),
         bans=bans,
         ban_log=ban_log,
-        harness=harness_load(_client_costs(costs, legit_cost), cpu_use),
+        harness=harness_load(_client_costs(costs, ran.legit_cost), cpu_use),
     )
 
 
@@ -355,7 +369,7 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
 
 def _attack(
     lab: Lab, config: TrialConfig, cancel, on_attempt, writer: AttemptWriter | None, faults: Faults
-):
+) -> AttackRun:
     prepared: list = []  # Locust engines: started before the clock, their start-up not counted
     try:
         return _run_attackers(lab, config, cancel, on_attempt, prepared, writer, faults)
@@ -372,7 +386,7 @@ def _run_attackers(
     prepared: list,
     writer: AttemptWriter | None,
     faults: Faults,
-):
+) -> AttackRun:
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
     costs: dict[str, dict] = {}
@@ -431,7 +445,7 @@ def _run_attackers(
     host_cost = watcher.stop()
     for name in costs:
         costs[name] = {**costs[name], **host_cost}
-    return attempts, legit_attempts, costs, duration, attack_end, legit_cost
+    return AttackRun(attempts, legit_attempts, costs, duration, attack_end, legit_cost)
 
 
 def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config, cancel) -> None:
