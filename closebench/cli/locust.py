@@ -1,6 +1,5 @@
 """The command line of the Locust engine: `attack`'s Locust options and `--target`, and the
-commands `closebench locust-worker` (a worker on an attacking machine) and `closebench sample`
-(the server's side of a --target attack, on the server's machine).
+command `closebench locust-worker` (a worker on an attacking machine).
 
 Nothing here imports Locust: without the extra, `--engine locust` is one clear error.
 """
@@ -148,17 +147,6 @@ def add_locust_commands(commands) -> None:
         action="store_true",
         help="print the path of the shipped locustfile (for `locust -f PATH --worker`) and exit",
     )
-    sample = commands.add_parser(
-        "sample",
-        help="sample a server process on its own machine, for `closebench report --samples`",
-        description="Record what a server pays (fds, threads, memory, CPU, its kernel's TCP "
-        "sockets) at a steady rate into DIR/samples.csv, with Unix times, until Ctrl-C, "
-        "--duration or the process's end.",
-    )
-    sample.add_argument("--pid", type=int, required=True, help="the server's process id")
-    sample.add_argument("--out", required=True, metavar="DIR", help="where samples.csv goes")
-    sample.add_argument("--hz", type=float, default=10.0, help="samples per second (1-100)")
-    sample.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
 
 def _master(text: str) -> tuple[str, int]:
@@ -166,10 +154,6 @@ def _master(text: str) -> tuple[str, int]:
 
 
 def run_locust_command(args: argparse.Namespace, console) -> int:
-    if args.command == "sample":
-        from closebench.trials.server_samples import run_sample_command
-
-        return run_sample_command(args, console)
     require_locust()
     if args.locustfile:
         spec = find_spec("closebench.attackers.locust.locustfile")  # found, not imported
