@@ -203,7 +203,7 @@ class TrialResult:
 
 
 @dataclass
-class AttackRun:
+class AttackPhase:
     """What the attack phase of a trial gives back, before the trial is summarised."""
 
     attempts: list[Attempt]  # the attackers' records kept in memory (not the streamed ones)
@@ -369,7 +369,7 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
 
 def _attack(
     lab: Lab, config: TrialConfig, cancel, on_attempt, writer: AttemptWriter | None, faults: Faults
-) -> AttackRun:
+) -> AttackPhase:
     prepared: list = []  # Locust engines: started before the clock, their start-up not counted
     try:
         return _run_attackers(lab, config, cancel, on_attempt, prepared, writer, faults)
@@ -386,7 +386,7 @@ def _run_attackers(
     prepared: list,
     writer: AttemptWriter | None,
     faults: Faults,
-) -> AttackRun:
+) -> AttackPhase:
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
     costs: dict[str, dict] = {}
@@ -445,7 +445,7 @@ def _run_attackers(
     host_cost = watcher.stop()
     for name in costs:
         costs[name] = {**costs[name], **host_cost}
-    return AttackRun(attempts, legit_attempts, costs, duration, attack_end, legit_cost)
+    return AttackPhase(attempts, legit_attempts, costs, duration, attack_end, legit_cost)
 
 
 def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config, cancel) -> None:
