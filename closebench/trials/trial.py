@@ -269,7 +269,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             placement = cpus.current() or cpus.Placement(*[cpus.machine_cpus()] * 2)
             before = cpus.snapshot(placement)
             try:
-                ran = _attack(lab, config, cancel, on_attempt, writer, faults)
+                result = _attack(lab, config, cancel, on_attempt, writer, faults)
                 # Before anything stops: a reaped server's time would move to its parent's side.
                 cpu_use = cpus.use_between(placement, before, cpus.snapshot(placement))
             except BaseException:
@@ -295,8 +295,8 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 faults.add(fault)
             defender.close()
         target = Endpoint(lab.defender_ip(config.family), server.port)
-    attempts, legit_attempts = ran.attempts, ran.legit_attempts
-    costs, duration = ran.costs, ran.duration
+    attempts, legit_attempts, costs = result.attempts, result.legit_attempts, result.costs
+    duration, attack_end, legit_cost = result.duration, result.attack_end, result.legit_cost
     if own_clock and pcap:
         kernel = {spec.name for spec in config.attackers if spec.keeps_own_clock}
         timed = [a for a in attempts if a.attacker in kernel] + legit_attempts
@@ -312,7 +312,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             attempts = [a for a in read_attempts(writer.path) if a.attacker != LEGIT_CLIENT]
     else:
         summarised = memory_summaries(attempts, names, costs, duration)
-    summaries = summarised.by_attacker
+    summaries, overall = summarised.by_attacker, summarised.overall
     server_stats = peers.account(server.spec, server_stats, attempts)
     if cap_refused is not None:
         server_stats["cap_refused_syns"] = cap_refused
@@ -321,7 +321,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
     ban_log = server_stats.pop("ban_log", [])
     bans = None
     if banning:
-        bans = summarize_bans(ban_log, attempts, legit_attempts, ran.attack_end, syns_dropped)
+        bans = summarize_bans(ban_log, attempts, legit_attempts, attack_end, syns_dropped)
         if ban_host is None and sampler is not None:  # blacklist: its bans are the server's own
             _bans_over_time(samples, ban_log, sampler.started_unix)
     if not cancel.is_set():
@@ -332,7 +332,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         attempts=[] if writer else attempts,
         legit_attempts=[] if writer else legit_attempts,
         summaries=summaries,
-        overall=summarised.overall,
+        overall=overall,
         legit=summarize_legit(legit_attempts) if config.legit else None,
         samples=samples,
         defender=defender_cost(samples),
@@ -344,7 +344,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         faults=faults.all(),
         bans=bans,
         ban_log=ban_log,
-        harness=harness_load(_client_costs(costs, ran.legit_cost), cpu_use),
+        harness=harness_load(_client_costs(costs, legit_cost), cpu_use),
     )
 
 
