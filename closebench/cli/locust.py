@@ -13,12 +13,18 @@ import socket
 import sys
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from closebench.attackers import ENGINES
 from closebench.attackers.locust import require_locust
 from closebench.attackers.locust.settings import split_host_port
 from closebench.core.errors import UsageError
 from closebench.lab import MAX_ATTACKER_HOSTS
+
+if TYPE_CHECKING:  # imported where used: the command line starts without them
+    from closebench.trials.attack_run import AttackRun
+    from closebench.trials.remote import TargetAttack
+    from closebench.trials.trial import TrialConfig
 
 LOCUST_UI_PORT = 8089  # Locust's own default
 MAX_LAB_WORKERS = MAX_ATTACKER_HOSTS - 1  # the main attacker host runs the master
@@ -169,9 +175,17 @@ def run_locust_command(args: argparse.Namespace, console) -> int:
     os.execv(sys.executable, argv)  # Locust patches the standard library: a fresh process
 
 
-def target_attack(args: argparse.Namespace, spec, errors):
-    """The TrialConfig, the TargetAttack and the AttackRun of `attack --target` (bad input:
-    UsageError before anything starts)."""
+class TargetPlan(NamedTuple):
+    """What `attack --target` runs: its trial, the attack on the server elsewhere, and the run
+    directory it writes."""
+
+    config: TrialConfig
+    remote: TargetAttack
+    run: AttackRun
+
+
+def target_attack(args: argparse.Namespace, spec, errors) -> TargetPlan:
+    """The plan of `attack --target` (bad input: UsageError before anything starts)."""
     from closebench.attackers.locust.swarm import Placement
     from closebench.defender import ServerConfig
     from closebench.trials.attack_run import AttackRun
@@ -219,7 +233,7 @@ def target_attack(args: argparse.Namespace, spec, errors):
             f"worker(s): run `closebench locust-worker --master {_joined(bind)}` on each "
             "attacking machine"
         )
-    return config, TargetAttack(target, placement, args.locust_csv), run
+    return TargetPlan(config, TargetAttack(target, placement, args.locust_csv), run)
 
 
 def _joined(host_port: tuple[str, int]) -> str:
