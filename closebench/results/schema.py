@@ -104,6 +104,11 @@ class TrialRow:
     harness_loop_lag_p95_s: float | None = None  # the kernel clients' event loops, worst p95
     harness_receive_drops: int | None = None  # packets the packet engine's ring dropped
     harness_local_errors: int | None = None  # the attackers' own failures (EMFILE, ENOBUFS...)
+    # Each packet attacker's processes in this step, and why that many (the runner adds one and
+    # re-runs the step while one set the pace: trials/attacker_processes.py); None: no packet
+    # attacker.
+    attacker_processes: int | None = None
+    attacker_processes_reason: str | None = None
     # Each side's CPUs over the attack (lab/cpus.py): {"placement": ..., "defender"/"attackers"
     # (or "both" when they share): {cpus, busy_share, own_share, foreign_share, softirq_share}}.
     # When something outside the run took a real share of a side's CPUs, why (the step is then

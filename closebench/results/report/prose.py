@@ -345,6 +345,7 @@ def run_notes(run: RunData) -> list[str]:
             + "; ".join(f"{t.name}: {t.row.get('harness_limited_reason')}" for t in limited)
             + "."
         )
+    notes += processes_notes(run)
     notes += placement_notes(run)
     busy = [t for t in run.trials if t.ok and t.row.get("cpu_foreign_reason")]
     if busy:
@@ -355,6 +356,23 @@ def run_notes(run: RunData) -> list[str]:
             + "."
         )
     return notes + run.problems
+
+
+def processes_notes(run: RunData) -> list[str]:
+    """How many processes each packet attacker ran as in each step, and why (the runner re-runs
+    a step with one more while one set the pace: trials/attacker_processes.py)."""
+    steps = [
+        f"{t.name}: {t.row.get('attacker_processes_reason')}"
+        for t in run.trials
+        if t.ok and t.row.get("attacker_processes")
+    ]
+    if not steps:
+        return []
+    return [
+        "Packet attacker processes (each its own engine, on the attackers' CPUs): "
+        + "; ".join(steps)
+        + "."
+    ]
 
 
 def placement_notes(run: RunData) -> list[str]:
