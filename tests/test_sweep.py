@@ -360,7 +360,7 @@ strategies = ["never", "repair", "graceful"]
 [server]
 nofile = 256
 [[attackers]]
-kind = "kernel"
+# No kind: the cheapest that does the job, the packet engine (trials/attacker_kinds.py).
 timeout = 5
 rate = 200
 [legit]
@@ -377,6 +377,7 @@ def run_done_when(tmp_path):
 
     path = scenario_file(tmp_path, DONE_WHEN)
     scenario, text, digest = load_scenario(path)
+    load_before = os.getloadavg()
     outcome = Runner(scenario, text, digest, path, tmp_path / "reports").run()
     assert outcome.complete, outcome.errors
     assert [row.step for row in outcome.rows] == [20, 100, 400] * 3
@@ -384,6 +385,10 @@ def run_done_when(tmp_path):
     assert summary["breaking_points"] == outcome.breaking_points
     assert summary["placement"]["text"]  # which CPUs each side had
     assert all(row.cpu_use.get("placement") == summary["placement"] for row in outcome.rows)
+    # The packet engine, as many processes as kept up (or as the attackers' CPUs allowed).
+    assert {row.attackers["scapy"]["attacker_cost"]["sources"] for row in outcome.rows} == {1}
+    assert all(row.attacker_processes and row.attacker_processes_reason for row in outcome.rows)
+    print(f"load average before and after: {load_before} {os.getloadavg()}")
     return outcome
 
 
