@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from closebench.attackers.packet.supervisor import PacketAttacker
 from closebench.attackers.policy import Policy
@@ -26,11 +26,24 @@ from closebench.core.faults import Faults
 from closebench.core.outcomes import Attempt
 from closebench.lab import Lab
 from closebench.trials.attacker_kinds import PACKET_KINDS
-
-if TYPE_CHECKING:  # trial.py imports this module
-    from closebench.attackers.policy import Target
-    from closebench.trials.trial import AttackerSpec
 from closebench.trials.harness_load import CPU_LIMIT
+
+if TYPE_CHECKING:
+    from closebench.attackers.policy import Target
+
+
+class PacketSpec(Protocol):
+    """What of a trial's AttackerSpec (trial.py, which imports this module) the processes need."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def policy(self) -> Policy: ...
+    @property
+    def processes(self) -> int: ...
+
 
 # Counters of the packet engine's report that add up over processes; the rest is the first's.
 LONGEST = ("elapsed_s", "starting_s")  # the processes ran side by side: the longest
@@ -116,7 +129,7 @@ def each_process(name: str, cost: dict) -> dict[str, dict]:
 
 def process_threads(
     lab: Lab,
-    spec: AttackerSpec,
+    spec: PacketSpec,
     target: Target,
     own: list[str],
     sink: Callable[[Attempt], None],
