@@ -521,6 +521,10 @@ def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
     from closebench.results.report import build_report
 
     rows = [*SWEPT, step_row("graceful", 20, harness_limited=True, harness_limited_reason="busy")]
+    rows[0] = {**rows[0], "attacker_processes": 2}
+    rows[0]["attacker_processes_reason"] = (
+        "2 processes: with 1 process the scapy attacker set the pace"
+    )
     run = sweep_run(tmp_path / "run", rows)
     summary = json.loads((run / "summary.json").read_text())
     summary["sweep"].update(break_legit_success=0.99, break_latency_s=1.0, break_server_errors=0)
@@ -531,6 +535,11 @@ def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
     assert "held up to 20, broke by concurrency 100" in page
     assert "legitimate success 50.0% &lt; 99.0%" in page
     assert "Harness-limited" in page and "graceful @ concurrency 20: busy" in page
+    # How many engine processes each step ran with, and why: only steps that had a packet attacker.
+    assert (
+        "Packet attacker processes (each its own engine, on the attackers&#39; CPUs): "
+        "never @ concurrency 20: 2 processes: with 1 process the scapy attacker set the pace."
+    ) in page
     markdown = files.markdown.read_text()
     assert (
         "| never | broke | held up to 20, broke by concurrency 100 | concurrency 100: " in markdown
