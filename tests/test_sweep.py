@@ -521,6 +521,9 @@ def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
     from closebench.results.report import build_report
 
     rows = [*SWEPT, step_row("graceful", 20, harness_limited=True, harness_limited_reason="busy")]
+    for index in (1, 2):  # steps where one engine process kept up are counted, not listed
+        rows[index] = {**rows[index], "attacker_processes": 1}
+        rows[index]["attacker_processes_reason"] = "1 process: it kept up"
     rows[0] = {**rows[0], "attacker_processes": 2}
     rows[0]["attacker_processes_reason"] = (
         "2 processes: with 1 process the scapy attacker set the pace"
@@ -538,7 +541,8 @@ def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
     # How many engine processes each step ran with, and why: only steps that had a packet attacker.
     assert (
         "Packet attacker processes (each its own engine, on the attackers&#39; CPUs): "
-        "never @ concurrency 20: 2 processes: with 1 process the scapy attacker set the pace."
+        "never @ concurrency 20: 2 processes: with 1 process the scapy attacker set the pace; "
+        "2 of 3 steps: 1 process: it kept up."
     ) in page
     markdown = files.markdown.read_text()
     assert (

@@ -25,6 +25,7 @@ from closebench.attackers.volume import VolumeAttacker
 from closebench.core.faults import Faults
 from closebench.core.outcomes import Attempt
 from closebench.lab import Lab
+from closebench.results.schema import ATTACKER_KEPT_UP
 from closebench.trials.attacker_kinds import PACKET_KINDS
 from closebench.trials.harness_load import CPU_LIMIT
 
@@ -201,7 +202,7 @@ def scaling(processes: int, saturated: list[str], attacker_cpus: int, earlier: s
     `earlier`: why the step's earlier runs had too few ("" for its first run)."""
     count = f"{processes} process{'es' if processes != 1 else ''}"
     if not saturated:
-        return Scaling(processes, False, f"{count}: {earlier or 'it kept up'}")
+        return Scaling(processes, False, f"{count}: {earlier}" if earlier else ATTACKER_KEPT_UP)
     names = ", ".join(saturated)
     why = f"with {count} {names} set the pace"
     if processes < attacker_cpus:
