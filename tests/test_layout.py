@@ -174,7 +174,11 @@ def map_lines(path: Path) -> list[str]:
     docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
     own = {p.name for p in path.parent.iterdir() if p.suffix == ".py"}
     own |= {f"{p.name}/" for p in path.parent.iterdir() if p.is_dir()}
-    return [line for line in docstring.splitlines() if line.split()[:1] and line.split()[0] in own]
+    # A map's row: a module's name set apart as a column (indented, or two spaces after it);
+    # prose that wraps onto a line starting with a module's name is no map.
+    row = re.compile(r"(\s+(\S+)\s|(\S+)\s{2,})")
+    found = [(line, row.match(line)) for line in docstring.splitlines()]
+    return [line for line, m in found if m and (m.group(2) or m.group(3)) in own]
 
 
 def test_package_docstrings_leave_the_module_map_to_the_docs_site():
@@ -191,7 +195,7 @@ def test_a_module_map_in_a_package_docstring_is_found(tmp_path):
     init = tmp_path / "__init__.py"
     init.write_text('"""A package.\n\n    engine.py  the engine\npeers/  the peers\n"""\n')
     assert map_lines(init) == ["    engine.py  the engine", "peers/  the peers"]
-    init.write_text('"""A package: engine.py is its engine."""\n')
+    init.write_text('"""A package: its engine is\nengine.py (and its timers) at its heart."""\n')
     assert map_lines(init) == []
 
 

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from closebench.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
-from closebench.attackers.kernel import KernelSpammer
 from closebench.attackers.locust.swarm import lab_placement
 from closebench.attackers.policy import Policy, Target
 from closebench.core.errors import ClosebenchError, UsageError
@@ -42,11 +41,10 @@ from closebench.trials.attacker_kinds import PACKET_KINDS
 from closebench.trials.attacker_processes import client_costs, merged_cost, process_threads
 from closebench.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from closebench.trials.harness_load import HarnessLoad, harness_load
+from closebench.trials.legit_traffic import LegitClient, legit_source, legit_thread
 from closebench.trials.part_faults import idle_attackers, server_faults
 from closebench.wire.classify import reconcile
 from closebench.wire.pcap import Endpoint
-
-LEGIT_HORIZON = 86400.0  # legitimate clients stop with the attack; this only bounds the loop
 
 
 @dataclass(frozen=True)
@@ -95,24 +93,10 @@ class AttackerSpec:
 
 
 @dataclass(frozen=True)
-class LegitClient:
-    """A steady, low-rate client asking for `/` from its own address.
-
-    `source = "attacker"` gives it the attacker's main address instead (an address reassigned
-    from an abuser to someone else); `start` is when it starts, in seconds into the trial.
-    """
-
-    rate: float = 2.0
-    timeout: float = 5.0
-    start: float = 0.0
-    source: str = "own"  # "own" or "attacker"
-
-
-@dataclass(frozen=True)
 class TrialConfig:
     server: ServerConfig
     attackers: tuple[AttackerSpec, ...] = (AttackerSpec(),)
-    legit: LegitClient | None = LegitClient()
+    legit: LegitClient | None = LegitClient()  # noqa: RUF009 (frozen: one default is safe)
     family: int = 4
     routed: bool = False
     sample_hz: float | None = None  # sample the defender at this rate; None: not at all
@@ -261,7 +245,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 bpf = f"tcp port {server.port} or icmp or icmp6"
                 if not config.pcap and not any(s.keeps_own_clock for s in config.attackers):
                     # Only the legitimate client needs it: keep a flood out of the capture.
-                    bpf = f"host {_legit_source(lab, config)} and ({bpf})"
+                    bpf = f"host {legit_source(lab, config.legit, config.family)} and ({bpf})"
                 capture = Capture(*lab.attack_wire(), bpf, pcap)
             sampler = None
             if config.sample_hz:
@@ -435,7 +419,10 @@ def _run_attackers(
     # Attackers run in threads of this one; cancel reaches them through the shared event.
     legit_stop = threading.Event()
     legit_cost: dict = {}
-    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel, legit_cost, faults)
+    home = Target(address, config.server.port, config.family, "/")
+    legit = legit_thread(
+        lab, config.legit, home, legit_attempts.append, legit_stop, cancel, legit_cost, faults
+    )
     watcher = AttackerHostSampler(lab, faults)
     started = time.monotonic()
     for thread in threads:
@@ -467,30 +454,6 @@ def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config,
     engine.prepare(placement, target, spec.policy, cancel, csv)
 
 
-def _legit_thread(
-    lab: Lab, config: TrialConfig, records: list, stop, cancel, cost: dict, faults: Faults
-) -> threading.Thread | None:
-    """The legitimate client until `stop`; its requests in flight then still end, and count
-    (Ctrl-C, `cancel`, abandons them)."""
-    legit = config.legit
-    if not legit:
-        return None
-    target = Target(lab.defender_ip(config.family), config.server.port, config.family, "/")
-    policy = Policy(timeout=legit.timeout, rate=legit.rate, duration=LEGIT_HORIZON)
-    source = _legit_source(lab, config)
-
-    def run() -> None:
-        if not stop.wait(legit.start):
-            client = KernelSpammer(LEGIT_CLIENT)
-            cost.update(client.run(lab, target, policy, records.append, cancel, source, stop))
-
-    thread = threading.Thread(
-        target=faults.guarded("the legitimate client", run), name=LEGIT_CLIENT
-    )
-    thread.start()
-    return thread
-
-
 def _own_addresses(lab: Lab, config: TrialConfig) -> list[list[str]]:
     """Each attacker's addresses of its own (none: it sends from the main address), after the
     legitimate client's extra address 0, in the order of the address plan."""
@@ -501,9 +464,3 @@ def _own_addresses(lab: Lab, config: TrialConfig) -> list[list[str]]:
         )
         first += extra
     return found
-
-
-def _legit_source(lab: Lab, config: TrialConfig) -> str:
-    if config.legit is not None and config.legit.source == "attacker":
-        return lab.attacker_ip(config.family)
-    return lab.addressing.attacker_extra(config.family, 0)
