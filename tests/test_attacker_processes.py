@@ -239,29 +239,44 @@ def fake_result(config, cost: dict):
 
 
 @pytest.mark.needs_lab
-def test_a_volume_and_a_scapy_attacker_in_one_lab_agree_with_the_pcap(tmp_path):
-    """Both packet engines on the attacker's main address: each on its own ports, so every
-    record joins its own connection in the capture, with the wire's class (on one shared range
-    the records of one were joined to the other's connections: classes and ends disagreed)."""
+@pytest.mark.parametrize("second", ["scapy", "volume with addresses"])
+def test_two_packet_attackers_in_one_lab_agree_with_the_pcap(tmp_path, second):
+    """A volume attacker beside a scapy one on the attacker's main address: each on its own
+    ports, so every record joins its own connection in the capture, with the wire's class (on
+    one shared range the records of one were joined to the other's connections: classes and
+    ends disagreed). Beside another volume attacker with addresses of its own: both keep all
+    the ports, each its own nft table (they once shared one, and the second's removal failed)."""
     from closebench.defender import ServerConfig
     from closebench.results.verify import verify_trial
     from closebench.servers.strategies import parse_spec
     from closebench.trials.trial import AttackerSpec, TrialConfig, run_trial
 
     policy = Policy(timeout=1, concurrency=10, rate=100.0, duration=2)
-    specs = (AttackerSpec("volume", policy), AttackerSpec("scapy", policy))
+    other = (
+        AttackerSpec("scapy", policy)
+        if second == "scapy"
+        else AttackerSpec("volume", policy, label="botnet", addresses=2)
+    )
     pcap = tmp_path / "trial.pcap"
     config = TrialConfig(
-        ServerConfig(8080, parse_spec("repair")), specs, legit=None, pcap=str(pcap)
+        ServerConfig(8080, parse_spec("repair")),
+        (AttackerSpec("volume", policy), other),
+        legit=None,
+        pcap=str(pcap),
     )
     result = run_trial(config)
     assert result.complete, result.faults
     agreement = verify_trial("repair", [a.to_dict() for a in result.attempts], pcap)
     assert agreement.ok, agreement.to_dict()
-    volume, scapy = split_ports(SOURCE_PORTS, 2)
-    by_kind = {
-        kind: [a for a in result.attempts if a.attacker == kind] for kind in ("volume", "scapy")
+    first, then = (
+        split_ports(SOURCE_PORTS, 2) if second == "scapy" else (SOURCE_PORTS, SOURCE_PORTS)
+    )
+    mine = {
+        name: [a for a in result.attempts if a.attacker == name] for name in ("volume", other.name)
     }
-    assert all(by_kind.values()), {kind: len(found) for kind, found in by_kind.items()}
-    assert all(a.sport in volume for a in by_kind["volume"])
-    assert all(a.sport in scapy for a in by_kind["scapy"])
+    assert all(mine.values()), {name: len(found) for name, found in mine.items()}
+    assert all(a.sport in first for a in mine["volume"])
+    assert all(a.sport in then for a in mine[other.name])
+    assert {a.src for a in mine["volume"]}.isdisjoint(a.src for a in mine[other.name]) == (
+        second != "scapy"
+    )
