@@ -8,6 +8,10 @@ of the rate and of the attempts, and its own slice of the source ports, until th
 harness-limited or there is a process per attacker CPU (more would only share a CPU), which the
 step then states. The count and why are each row's `attacker_processes` and
 `attacker_processes_reason`.
+
+Packet attackers that send from one address share its source ports, each its own slice
+(source_port_ranges), which its processes split again: every connection on the wire is one
+attacker's.
 """
 
 from __future__ import annotations
