@@ -16,7 +16,7 @@ from closebench.results.records import run_records
 from closebench.servers.strategies import PEER_STRATEGIES, parse_spec
 from closebench.trials.runner import Runner
 from closebench.trials.scenario import find_scenario, load_scenario
-from tests.conftest import our_keepers, wait_until
+from tests.conftest import figures_not_drawn, our_keepers, wait_until
 from tests.test_peers import skip_missing_peer
 
 
@@ -43,7 +43,8 @@ def run(
 
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory):
-    return run("seed", tmp_path_factory.mktemp("reports"), duration=8)
+    with figures_not_drawn():  # its tests read the page's text, no figure
+        return run("seed", tmp_path_factory.mktemp("reports"), duration=8)
 
 
 @pytest.mark.needs_lab
@@ -146,7 +147,8 @@ def test_peers_configs_and_claims_stay_with_the_run(peers):
 def test_fd_exhaustion_only_never_stops_serving(tmp_path):
     # The strategies that hold sockets longest beside `never` and one that closes at once.
     held = ("graceful", "never", "delayed-thread", "tarpit")
-    _, rows = run("fd-exhaustion", tmp_path, duration=8, strategies=held, verify=False)
+    with figures_not_drawn():
+        _, rows = run("fd-exhaustion", tmp_path, duration=8, strategies=held, verify=False)
     assert rows["never"].peak_fds >= 1000
     assert rows["never"].legit_success_rate < 0.9
     assert rows["never"].server_stats["refused_emfile"] > 0
