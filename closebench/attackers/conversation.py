@@ -15,7 +15,14 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from closebench.attackers.policy import Target
-from closebench.core.outcomes import Attempt, ClosedBy, Outcome, http_status, outcome_of_error
+from closebench.core.outcomes import (
+    Attempt,
+    ClosedBy,
+    Outcome,
+    http_status,
+    outcome_of_error,
+    server_excerpt,
+)
 
 RECEIVE_SIZE = 65536
 HEAD_SIZE = 64  # bytes of the response kept for its status line
@@ -107,6 +114,7 @@ def conversation(
     attempt.closed_by = ClosedBy.of(attempt.outcome).value
     attempt.data_first = attempt.bytes_received > 0
     attempt.http_status = http_status(head)
+    attempt.excerpt = server_excerpt(head)
 
 
 def advance(steps: Conversation, result: bytes | None, error: OSError | None) -> Step | None:

@@ -169,6 +169,11 @@ def print_attack(result: TrialResult, console: Console) -> None:
     closers = ", ".join(f"{name} {count}" for name, count in summary.closed_by.items() if count)
     table.add_row("closed by", closers or "none")
     table.add_row("response data first", f"{summary.data_first} attempts")
+    if summary.common_excerpt:
+        table.add_row(
+            "the server said",
+            f"{escape(repr(summary.common_excerpt))} ({summary.common_excerpt_attempts} attempts)",
+        )
     cost = summary.attacker_cost
     if "peak_open_sockets" in cost:
         table.add_row("attacker peak open fds", str(cost["peak_open_sockets"]))
@@ -233,6 +238,7 @@ RUN_COLUMNS = (
     "attempts_per_s",
     "hang_median_s",
     "outcomes",
+    "received_share",
     "attacker_seconds_wasted",
     "legit_success_rate",
     "peak_fds",
