@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from closebench import __version__
-from closebench.attackers import require_tools_for
+from closebench.attackers import command_kind, require_tools_for
 from closebench.attackers.locust import require_locust
 from closebench.cli.locust import (
     LOCUST_UI_PORT,
@@ -142,17 +142,23 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     if not args.target:
         require_tools(*LAB_TOOLS)
         if bool(args.server_command) == bool(args.strategy):
-            raise UsageError("give one --strategy, or a server command after --")
+            raise UsageError(_one_server(args))
         require_peer(args.strategy)
         if args.strategy:
             from closebench.defender.capabilities import require as require_kernel
 
             require_kernel(args.strategy)
-    if args.attacker != "curl" or not args.attacker_command:  # a user's command: their business
-        require_tools_for(args.attacker)
-    if args.attacker_command and args.attacker != "curl":
-        raise UsageError("--attacker-command goes with --attacker curl")
+    command = shlex.split(args.attacker_command) if args.attacker_command else None
+    if command and args.attacker not in ("curl", "command"):
+        raise UsageError(f"--attacker-command goes with -a command, not -a {args.attacker}")
+    if args.attacker == "command" and not command:
+        raise UsageError("-a command runs the command given with --attacker-command CMD")
     _check_placeholders(args)
+    kind, note = command_kind(args.attacker, command)
+    if not command:  # a user's command: their business
+        require_tools_for(kind)
+    if note:
+        print_warning(errors, note)
     duration = args.duration if args.duration or args.attempts else 30.0
     policy = Policy(
         timeout=args.timeout,
@@ -164,10 +170,10 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         request_delay=args.request_delay,
     )
     attacker = AttackerSpec(
-        kind=args.attacker,
+        kind=kind,
         policy=policy,
         path=args.path,
-        command=shlex.split(args.attacker_command) if args.attacker_command else None,
+        command=command,
         engine=args.engine,
         workers=args.workers or 1,
     )
@@ -304,8 +310,10 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     if args.repeat:
         scenario = scenario.with_repetitions(args.repeat)
     require_tools(*LAB_TOOLS)
+    for note in scenario.deprecations:
+        print_warning(errors, f"{path}: {note}")
     for attacker in scenario.attackers:
-        if attacker.kind != "curl" or not attacker.command:
+        if not attacker.command:  # a user's command: their business
             require_tools_for(attacker.kind)
     if scenario.uses_locust:
         require_locust()
@@ -425,6 +433,19 @@ def run_report(args: argparse.Namespace, console: Console, errors: Console) -> i
     page = run_report_command(args.run_dir, lambda text: print_warning(errors, text))
     console.print(f"report: {page}", highlight=False)
     return 0
+
+
+def _one_server(args: argparse.Namespace) -> str:
+    """Why `attack` has no server, or two, and what to give; a command after -- beside
+    --strategy is most likely meant as the attacker."""
+
+    if not args.server_command:
+        return "give one --strategy, or a server command after --"
+    typed = " ".join(args.server_command)
+    return (
+        f"give one --strategy, or a server command after --, not both: the command after -- "
+        f"is the server; to attack with it, give -a command --attacker-command '{typed}'"
+    )
 
 
 def _check_placeholders(args: argparse.Namespace) -> None:

@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument(
         "--attacker-command",
         metavar="CMD",
-        help="with --attacker curl: run this instead of curl; placeholders {url} {address} {port} "
+        help="with -a command: the command to run; placeholders {url} {address} {port} "
         "{path} {timeout} {timeout_ms} {source} {scratch} (a fresh empty directory per run)",
     )
     attack.add_argument("--port", type=_port, default=8080, help="port the server listens on")

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES
+from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES, command_kind
 from closebench.attackers.policy import Policy
 from closebench.core.errors import UsageError
 from closebench.core.input_files import parse_toml
@@ -153,8 +153,10 @@ class AttackerEntry(Commanded):
     def addresses_need_kernel(self) -> AttackerEntry:
         if self.addresses is not None and self.kind != "kernel":
             raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
-        if self.command is not None and self.kind != "curl":
-            raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
+        if self.command is not None and self.kind not in ("command", "curl"):
+            raise ValueError(f'command goes with kind = "command", not {self.kind!r}')
+        if self.command is None and self.kind == "command":
+            raise ValueError('kind = "command" needs command = [...], the command to run')
         problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)
         if problem is not None:
             raise ValueError(problem)
@@ -181,7 +183,7 @@ class AttackerEntry(Commanded):
             request_delay=self.request_delay,
         )
         return AttackerSpec(
-            self.kind,
+            command_kind(self.kind, self.command)[0],
             policy,
             self.path,
             self.command,
@@ -222,6 +224,14 @@ class Scenario(Strict):
                     f"the scenario asks for {count:,} trials (strategies x repetitions x sweep "
                     f"steps); at most {MAX_TRIALS:,} a run: split it into several scenarios"
                 )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def legit_false_is_none(cls, data: object) -> object:
+        """`legit = false`: no legitimate client (the table omitted runs one, at its defaults)."""
+        if isinstance(data, dict) and data.get("legit") is False:
+            return {**data, "legit": None}
         return data
 
     @model_validator(mode="after")
@@ -298,6 +308,12 @@ class Scenario(Strict):
 
     def steps(self) -> list[float | None]:
         return list(self.sweep.steps) if self.sweep else [None]
+
+    @property
+    def deprecations(self) -> list[str]:
+        """One line for each old spelling the file uses (each said once)."""
+        notes = (command_kind(a.kind, a.command)[1] for a in self.attackers)
+        return list(dict.fromkeys(note for note in notes if note))
 
     @property
     def uses_locust(self) -> bool:

@@ -52,7 +52,7 @@ class AttackerSpec:
     kind: str = "kernel"
     policy: Policy = field(default_factory=Policy)
     path: str = "/spam"
-    command: list[str] | None = None  # for the curl kind: the command to run instead
+    command: list[str] | None = None  # for the command kind: the command to run
     label: str | None = None
     addresses: int = 0  # kernel kind: spread its connection slots over this many addresses
     engine: str = "local"  # "locust": the kernel kind's policy on Locust workers (ENGINES)
@@ -62,7 +62,12 @@ class AttackerSpec:
 
     @property
     def name(self) -> str:
-        return self.label or self.kind
+        """Its label, or what it runs: a command's program (hydra, not "command"), else its kind."""
+        if self.label:
+            return self.label
+        if self.kind in COMMAND_KINDS and self.command:
+            return os.path.basename(self.command[0]) or self.kind
+        return self.kind
 
     @property
     def binds_source(self) -> bool:
