@@ -20,6 +20,7 @@ ATTACKERS = {
     "curl": "curl itself: one request a run",
     "command": "any command (--attacker-command, `command = [...]`): each connection it opens",
     "browser": "headless Chromium, one page load per attempt slot",
+    "bot": "a bot's timers from its source (profile: mirai, degreaser), on kernel sockets",
 }
 # Kinds that run a command: each connection the command opens is an attempt (closebench/wire/pcap.py
 # reads them from the attacker host's wire), tied to its run.
@@ -94,6 +95,7 @@ def make_attacker(
     label: str | None = None,
     engine: str = "local",
     confine=None,
+    profile: str | None = None,
 ):
     """An attacker of `kind` (one of ATTACKERS); `command` is the command kind's (curl's own
     without one), confined (lab/confine.py) unless `confine` is None; `engine` "locust" runs
@@ -124,4 +126,8 @@ def make_attacker(
         from closebench.attackers.browser import BrowserClient
 
         return BrowserClient(label)
+    if kind == "bot":
+        from closebench.attackers.bots import BotAttacker
+
+        return BotAttacker(profile or "mirai", label)
     raise ValueError(f"unknown attacker {kind!r}; choose one of: {', '.join(ATTACKERS)}")

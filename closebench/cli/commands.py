@@ -19,8 +19,9 @@ from pathlib import Path
 from rich.console import Console
 
 from closebench import __version__
-from closebench.attackers import command_kind, require_tools_for
+from closebench.attackers import require_tools_for
 from closebench.attackers.locust import require_locust
+from closebench.cli.attack_input import attacker_input, default_slots, one_server
 from closebench.cli.locust import (
     LOCUST_UI_PORT,
     target_attack,
@@ -133,7 +134,6 @@ def print_kernel(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_attack_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
-    import shlex
 
     from closebench.attackers.policy import Policy
     from closebench.defender import ServerConfig
@@ -142,28 +142,18 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     if not args.target:
         require_tools(*LAB_TOOLS)
         if bool(args.server_command) == bool(args.strategy):
-            raise UsageError(_one_server(args))
+            raise UsageError(one_server(args))
         require_peer(args.strategy)
         if args.strategy:
             from closebench.defender.capabilities import require as require_kernel
 
             require_kernel(args.strategy)
-    command = shlex.split(args.attacker_command) if args.attacker_command else None
-    if command and args.attacker not in ("curl", "command"):
-        raise UsageError(f"--attacker-command goes with -a command, not -a {args.attacker}")
-    if args.attacker == "command" and not command:
-        raise UsageError("-a command runs the command given with --attacker-command CMD")
-    _check_placeholders(args)
-    kind, note = command_kind(args.attacker, command)
-    if not command:  # a user's command: their business
-        require_tools_for(kind)
-    if note:
-        print_warning(errors, note)
+    kind, command = attacker_input(args, lambda note: print_warning(errors, note))
     duration = args.duration if args.duration or args.attempts else 30.0
     policy = Policy(
         timeout=args.timeout,
         reconnect=not args.no_reconnect,
-        concurrency=args.concurrency,
+        concurrency=args.concurrency or default_slots(args),
         rate=args.rate,
         duration=duration,
         attempts=args.attempts,
@@ -176,6 +166,7 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         command=command,
         engine=args.engine,
         workers=args.workers or 1,
+        profile=args.profile,
     )
     # Written after the attack: opened (and so checked) before it starts.
     records = _output_directory(args.records, "--records") if args.records else None
@@ -433,37 +424,6 @@ def run_report(args: argparse.Namespace, console: Console, errors: Console) -> i
     page = run_report_command(args.run_dir, lambda text: print_warning(errors, text))
     console.print(f"report: {page}", highlight=False)
     return 0
-
-
-def _one_server(args: argparse.Namespace) -> str:
-    """Why `attack` has no server, or two, and what to give; a command after -- beside
-    --strategy is most likely meant as the attacker."""
-
-    if not args.server_command:
-        return "give one --strategy, or a server command after --"
-    typed = " ".join(args.server_command)
-    return (
-        f"give one --strategy, or a server command after --, not both: the command after -- "
-        f"is the server; to attack with it, give -a command --attacker-command '{typed}'"
-    )
-
-
-def _check_placeholders(args: argparse.Namespace) -> None:
-    """A misspelt placeholder in a typed command is an error before anything starts."""
-    import shlex
-
-    from closebench.attackers import COMMAND_PLACEHOLDERS
-    from closebench.core.placeholders import unknown_placeholder
-    from closebench.defender.config import SERVER_PLACEHOLDERS
-
-    if args.attacker_command:
-        argv = shlex.split(args.attacker_command)
-        if (problem := unknown_placeholder(argv, COMMAND_PLACEHOLDERS)) is not None:
-            raise UsageError(f"--attacker-command: {problem}")
-    if args.server_command:
-        problem = unknown_placeholder(args.server_command, SERVER_PLACEHOLDERS)
-        if problem is not None:
-            raise UsageError(f"-- CMD: {problem}")
 
 
 def _attack_run_directory(args: argparse.Namespace, config):

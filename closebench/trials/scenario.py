@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES, command_kind
+from closebench.attackers.bot_profiles import PROFILES as BOT_PROFILES
 from closebench.attackers.policy import Policy
 from closebench.core.errors import UsageError
 from closebench.core.input_files import parse_toml
@@ -138,6 +139,17 @@ class AttackerEntry(Commanded):
     duration: Seconds | None = None  # this attacker stops sooner than the scenario
     engine: Literal[tuple(ENGINES)] = "local"  # type: ignore[valid-type]
     workers: Annotated[int, Field(ge=1, le=MAX_ATTACKER_HOSTS - 1)] | None = None  # Locust's
+    profile: Literal[tuple(BOT_PROFILES)] | None = None  # type: ignore[valid-type]  # bot kind
+
+    @model_validator(mode="before")
+    @classmethod
+    def bot_slots(cls, data: object) -> object:
+        """A bot's connection slots are its profile's unless the file says (`concurrency`)."""
+        if isinstance(data, dict) and data.get("kind") == "bot" and "concurrency" not in data:
+            profile = BOT_PROFILES.get(str(data.get("profile")))
+            if profile is not None:
+                return {**data, "concurrency": profile.slots}
+        return data
 
     @field_validator("path")
     @classmethod
@@ -160,6 +172,14 @@ class AttackerEntry(Commanded):
         problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)
         if problem is not None:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def bots_have_a_profile(self) -> AttackerEntry:
+        if self.kind == "bot" and self.profile is None:
+            raise ValueError(f'kind = "bot" needs a profile: one of {", ".join(BOT_PROFILES)}')
+        if self.kind != "bot" and self.profile is not None:
+            raise ValueError(f'profile goes with kind = "bot", not {self.kind!r}')
         return self
 
     @model_validator(mode="after")
@@ -192,6 +212,7 @@ class AttackerEntry(Commanded):
             self.engine,
             self.workers or 1,
             self.confinement,
+            self.profile,
         )
 
 

@@ -59,6 +59,7 @@ class AttackerSpec:
     workers: int = 1  # Locust workers, each in an attacker host of its own
     # A command from a scenario file runs confined (lab/confine.py); None: as typed (the CLI's).
     confine: Confinement | None = None
+    profile: str | None = None  # the bot kind's (attackers/bot_profiles.py)
 
     @property
     def name(self) -> str:
@@ -67,7 +68,7 @@ class AttackerSpec:
             return self.label
         if self.kind in COMMAND_KINDS and self.command:
             return os.path.basename(self.command[0]) or self.kind
-        return self.kind
+        return self.profile if self.kind == "bot" and self.profile else self.kind
 
     @property
     def binds_source(self) -> bool:
@@ -86,7 +87,7 @@ class AttackerSpec:
     def keeps_own_clock(self) -> bool:
         """Its records come from a kernel socket's API: the trial's capture gives them wire
         classes and times. (Command attackers read the wire already; packet attackers are on it.)"""
-        return self.kind == "kernel"
+        return self.kind in ("kernel", "bot")
 
     @property
     def attacker_hosts(self) -> int:
@@ -404,7 +405,9 @@ def _run_attackers(
     more_hosts = iter(lab.more_attackers)
     for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
         target = Target(address, config.server.port, config.family, spec.path)
-        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine, spec.confine)
+        attacker = make_attacker(
+            spec.kind, spec.command, spec.label, spec.engine, spec.confine, spec.profile
+        )
         if spec.engine == "locust":
             prepared.append(attacker)
             hosts = [next(more_hosts) for _ in range(spec.workers)]
