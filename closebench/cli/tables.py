@@ -242,7 +242,6 @@ RUN_COLUMNS = (
     "attempts_per_s",
     "hang_median_s",
     "outcomes",
-    "received_share",
     "attacker_seconds_wasted",
     "legit_success_rate",
     "peak_fds",
