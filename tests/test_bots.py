@@ -11,7 +11,7 @@ import pytest
 
 from closebench.attackers import bot_profiles
 from closebench.attackers.bot_profiles import PROFILES
-from closebench.attackers.bots import DRIP, ZERO_WINDOW, bot_conversation
+from closebench.attackers.bots import DRIP, STOPPED, ZERO_WINDOW, bot_conversation
 from closebench.attackers.conversation import Abort, Connect, Receive, Send, Unsent, advance
 from closebench.attackers.policy import Policy, Target
 from closebench.core.outcomes import Attempt, ClosedBy, Outcome
@@ -39,12 +39,12 @@ class Clock:
         return self.now
 
 
-def _drive(profile, results):
+def _drive(profile, results, stop_at: float = float("inf")):
     """Run a bot's conversation on given results (a step's result, or an OSError to throw):
     the steps it asked for, and its record."""
     clock = Clock()
     attempt = Attempt("bot", 4, "198.18.0.1", 40000, TARGET.address, 8080, 1.5, Outcome.SILENT, 0)
-    steps = bot_conversation(attempt, TARGET, profile, clock, clock)
+    steps = bot_conversation(attempt, TARGET, profile, clock, clock, stop_at)
     asked = [advance(steps, None, None)]
     for advance_s, result in results:
         clock.now += advance_s
@@ -84,6 +84,19 @@ def test_mirai_waits_30_s_from_the_last_byte():
     assert [step.timeout for step in asked if isinstance(step, Receive)] == [30.0, 30.0]
     assert isinstance(asked[0], Connect) and asked[0].timeout == 5.0
     assert attempt.excerpt == "login: " and attempt.outcome is Outcome.SILENT
+
+
+def test_a_bot_that_outlives_the_attack_is_stopped_and_outlasted():
+    """A drip resets Mirai's 30 s for ever: at the attack's end (plus a timeout) closebench
+    stops it with an RST, and the attempt is closebench's (outlasted)."""
+    asked, attempt = _drive(
+        PROFILES["mirai"],
+        [(0, None), (0, None), (8.0, b"."), (2.0, TimeoutError()), (0, None)],
+        stop_at=10.0,
+    )
+    assert [step.timeout for step in asked if isinstance(step, Receive)] == [10.0, 2.0]
+    assert isinstance(asked[-2], Abort) and asked[-1] is None
+    assert attempt.detail == STOPPED and attempt.outlasted and attempt.t_end == 10.0
 
 
 def _bot_trial(tmp_path, strategy: str, profile: str, policy: Policy):

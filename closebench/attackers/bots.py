@@ -22,6 +22,7 @@ connection is an attempt of its own, read from the wire as the kernel attacker's
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,9 +39,12 @@ from closebench.attackers.conversation import (
 )
 from closebench.attackers.kernel import KernelSpammer
 from closebench.attackers.policy import Budget, Policy, Target
-from closebench.core.outcomes import Attempt, Outcome, outcome_of_error
+from closebench.core.outcomes import Attempt, ClosedBy, Outcome, outcome_of_error
 
 ZERO_WINDOW, DRIP = "zero window", "drip"  # a detector's verdicts
+
+
+STOPPED = "stopped by closebench at the attack's end"
 
 
 def bot_conversation(
@@ -49,14 +53,18 @@ def bot_conversation(
     profile: BotProfile,
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
+    stop_at: float = math.inf,
 ) -> Conversation:
     """One connection of a bot: connect within its connect timeout, send its try, then read
     until the server ends it, or no byte came for its idle timeout, or (a detector) it saw a
-    tarpit's mark at its probe time."""
+    tarpit's mark at its probe time. A bot's timers have no end of their own (a drip resets its
+    idle timeout for ever): at `stop_at` (monotonic) closebench stops it, with an RST, and the
+    attempt is closebench's to have ended (outlasted)."""
     established = False
     head = b""
     try:
-        yield Connect((target.address, target.port), profile.connect_timeout_s)
+        connect_s = min(profile.connect_timeout_s, max(0.0, stop_at - monotonic()))
+        yield Connect((target.address, target.port), connect_s)
         established = True
         attempt.t_established = clock()
         request = target.request()
@@ -64,12 +72,14 @@ def bot_conversation(
         attempt.t_request = clock()
         probe_at = None if profile.probe_s is None else monotonic() + profile.probe_s
         while True:
-            wait = profile.idle_timeout_s
+            wait = min(profile.idle_timeout_s, max(0.0, stop_at - monotonic()))
             if probe_at is not None:
                 wait = min(wait, max(0.0, probe_at - monotonic()))
             try:
                 chunk = yield Receive(wait)
             except TimeoutError:
+                if monotonic() >= stop_at:
+                    raise Stopped from None
                 if probe_at is None or monotonic() < probe_at:
                     raise
                 verdict = yield from _probe(attempt, profile)
@@ -88,11 +98,22 @@ def bot_conversation(
                 attempt.t_first_byte = clock()
             attempt.bytes_received += len(chunk)
             head = (head + chunk)[:64]
+    except Stopped:
+        yield Abort()
+        attempt.detail, attempt.outcome = STOPPED, Outcome.SILENT
     except OSError as error:
         attempt.outcome = outcome_of_error(error, established) or (
             Outcome.RST if established else Outcome.REFUSED
         )
+        if not established and monotonic() >= stop_at:
+            attempt.detail = STOPPED
     finish_attempt(attempt, head, clock)
+    if attempt.detail == STOPPED:
+        attempt.closed_by = ClosedBy.CLOSEBENCH.value
+
+
+class Stopped(Exception):
+    """The attack's end came before the bot's own timers did."""
 
 
 def _probe(attempt: Attempt, profile: BotProfile):
@@ -116,14 +137,18 @@ class BotAttacker(KernelSpammer):
         super().__init__(label or profile)
         self.profile = PROFILES[profile]
         self.targets: Counter[str] = Counter()  # how each target ended: dropped, done
+        self.stop_at = math.inf  # monotonic: when closebench stops what is still open
 
     def steps(self, attempt: Attempt, target: Target, policy: Policy) -> Conversation:
-        return bot_conversation(attempt, target, self.profile)
+        return bot_conversation(attempt, target, self.profile, stop_at=self.stop_at)
 
     def timeout_of(self, policy: Policy) -> float:
         return self.profile.client_timeout()
 
     async def _slot(self, budget: Budget, target, policy, sink, sources: list[str]) -> None:
+        # The bound every kernel attempt has: the attack's end plus one timeout.
+        if budget.deadline is not None:
+            self.stop_at = budget.deadline + policy.timeout
         tries = 0
         turn = _cycle(sources)
         while not self._cancel.is_set() and await budget.take():

@@ -235,8 +235,11 @@ def reconcile(attempts: list[Attempt], path: str, server: Endpoint) -> int:
             continue
         candidates.remove(events)  # one record per connection
         joined += 1
-        said = attempt.outcome
+        said, stopped = attempt.outcome, attempt.outlasted
         classify(events, attempt)
+        if stopped and attempt.closer is ClosedBy.CLIENT:
+            # The client's close was closebench stopping it (a bot past the attack's end).
+            attempt.closed_by = ClosedBy.CLOSEBENCH.value
         if attempt.outcome is not said:
             note = f"the client's socket reported {said.value}"
             attempt.detail = f"{attempt.detail}; {note}" if attempt.detail else note
