@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from closebench.attackers.bot_profiles import PROFILES, BotProfile
 from closebench.attackers.conversation import (
+    HEAD_SIZE,
     Abort,
     Connect,
     Conversation,
@@ -97,7 +98,7 @@ def bot_conversation(
             if not attempt.bytes_received:
                 attempt.t_first_byte = clock()
             attempt.bytes_received += len(chunk)
-            head = (head + chunk)[:64]
+            head = (head + chunk)[:HEAD_SIZE]
     except Stopped:
         yield Abort()
         attempt.detail, attempt.outcome = STOPPED, Outcome.SILENT
