@@ -40,6 +40,7 @@ from closebench.defender import ServerConfig
 from closebench.defender.config import SERVER_PLACEHOLDERS
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
 from closebench.servers.strategies import StrategySpec, parse_spec
+from closebench.trials.attacker_kinds import ADDRESSED_KINDS, default_kind
 from closebench.trials.scenario_checks import trial_count
 from closebench.trials.scenario_commands import Commanded
 from closebench.trials.scenario_tables import (
@@ -163,8 +164,10 @@ class AttackerEntry(Commanded):
 
     @model_validator(mode="after")
     def addresses_need_kernel(self) -> AttackerEntry:
-        if self.addresses is not None and self.kind != "kernel":
-            raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
+        if self.addresses is not None and self.kind not in ADDRESSED_KINDS:
+            raise ValueError(
+                f'addresses goes with kind = "kernel", "scapy" or "volume", not {self.kind!r}'
+            )
         if self.command is not None and self.kind not in ("command", "curl"):
             raise ValueError(f'command goes with kind = "command", not {self.kind!r}')
         if self.command is None and self.kind == "command":
@@ -212,7 +215,7 @@ class AttackerEntry(Commanded):
             self.engine,
             self.workers or 1,
             self.confinement,
-            self.profile,
+            profile=self.profile,
         )
 
 
@@ -232,6 +235,22 @@ class Scenario(Strict):
     defender: DefenderEntry = DefenderEntry()
     sweep: SweepEntry | None = None
     cpus: CpusEntry = CpusEntry()
+
+    @model_validator(mode="before")
+    @classmethod
+    def cheapest_attackers(cls, data: object) -> object:
+        """An attacker whose kind the file does not name gets the cheapest that does its job
+        (attacker_kinds.default_kind): the packet engine for a reconnecting spammer."""
+        if isinstance(data, dict) and isinstance(data.get("attackers"), list):
+            sweep = data.get("sweep")
+            data = {
+                **data,
+                "attackers": [
+                    default_kind(entry, sweep if isinstance(sweep, dict) else None)
+                    for entry in data["attackers"]
+                ],
+            }
+        return data
 
     @model_validator(mode="before")
     @classmethod
