@@ -69,11 +69,8 @@ class AttackerSpec:
     @property
     def name(self) -> str:
         """Its label, or what it runs: a command's program (hydra, not "command"), else its kind."""
-        if self.label:
-            return self.label
-        if self.kind in COMMAND_KINDS and self.command:
-            return os.path.basename(self.command[0]) or self.kind
-        return self.profile if self.kind == "bot" and self.profile else self.kind
+        program = os.path.basename(self.command[0]) if self.command else ""  # command kinds
+        return self.label or program or self.profile or self.kind
 
     @property
     def binds_source(self) -> bool:
