@@ -54,7 +54,7 @@ class AttackerSpec:
     kind: str = "kernel"
     policy: Policy = field(default_factory=Policy)
     path: str = "/spam"
-    command: list[str] | None = None  # for the curl kind: the command to run instead
+    command: list[str] | None = None  # for the command kind: the command to run
     label: str | None = None
     addresses: int = 0  # kernel kind: spread its connection slots over this many addresses
     engine: str = "local"  # "locust": the kernel kind's policy on Locust workers (ENGINES)
@@ -64,10 +64,13 @@ class AttackerSpec:
     # A packet attacker (scapy, volume): how many engines share its policy, each a process of its
     # own (trials/attacker_processes.py); the runner adds one when a step's engine set the pace.
     processes: int = 1
+    profile: str | None = None  # the bot kind's (attackers/bot_profiles.py)
 
     @property
     def name(self) -> str:
-        return self.label or self.kind
+        """Its label, or what it runs: a command's program (hydra, not "command"), else its kind."""
+        program = os.path.basename(self.command[0]) if self.command else ""  # command kinds
+        return self.label or program or self.profile or self.kind
 
     @property
     def binds_source(self) -> bool:
@@ -86,7 +89,7 @@ class AttackerSpec:
     def keeps_own_clock(self) -> bool:
         """Its records come from a kernel socket's API: the trial's capture gives them wire
         classes and times. (Command attackers read the wire already; packet attackers are on it.)"""
-        return self.kind == "kernel"
+        return self.kind in ("kernel", "bot")
 
     @property
     def attacker_hosts(self) -> int:
@@ -409,7 +412,9 @@ def _run_attackers(
                 lab, spec, target, own, sink_for(spec), cancel, reports, faults, mine
             )
             continue
-        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine, spec.confine)
+        attacker = make_attacker(
+            spec.kind, spec.command, spec.label, spec.engine, spec.confine, spec.profile
+        )
         if spec.engine == "locust":
             prepared.append(attacker)
             hosts = [next(more_hosts) for _ in range(spec.workers)]
