@@ -125,6 +125,11 @@ class TrialRow:
     attacker_seconds_busy: float = 0.0  # the union of the slots: concurrent ones counted once
     closed_by: dict[str, int] = field(default_factory=dict)
     outlasted: int = 0
+    # What the abuser learned: the share of attempts that got any byte before the server closed,
+    # the commonest first line they got (a banner, a status line) and how many got it.
+    received_share: float | None = None
+    common_excerpt: str | None = None
+    common_excerpt_attempts: int = 0
     attackers: dict[str, dict] = field(default_factory=dict)
     server_stats: dict = field(default_factory=dict)
     # closebench verify: the trial's records against its pcap (results/verify.py); None: unchecked.

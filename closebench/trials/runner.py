@@ -30,9 +30,9 @@ from closebench.core.safe_files import write_error
 from closebench.defender.peers import peer_for
 from closebench.lab import cpus
 from closebench.lab.cpus import Placement
+from closebench.results import report as run_report  # render.py (matplotlib) on first use
 from closebench.results.breaking_points import Thresholds, breaking_points
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX
-from closebench.results.report import build_run_report
 from closebench.results.run_directory import (
     SAMPLES_FILE,
     SUMMARY_FILE,
@@ -395,7 +395,7 @@ class Runner:
             )
             self.log("report: not built (SIGTERM)")
         elif SUMMARY_FILE not in lost:
-            report = build_run_report(self.directory, self.log, self.opened.run)
+            report = run_report.build_run_report(self.directory, self.log, self.opened.run)
         if report is None and not TERMINATED.is_set():
             lost.append("index.html")
         if self.stopped:
