@@ -129,7 +129,7 @@ def test_scenario_keys_for_bans(tmp_path):
     base = 'name = "t"\nstrategies = [STRATEGIES]\n[[attackers]]\nkind = "KIND"\naddresses = N\n'
     for strategies, kind, n, message in [
         ('"fw-drop:where=router"', "kernel", 2, "bans on the router: give it routed = true"),
-        ('"fw-drop"', "curl", 2, 'addresses goes with kind = \\"kernel\\", \\"scapy\\" or \\"volume\\"'),
+        ('"fw-drop"', "curl", 2, 'addresses goes with kind = \\"kernel\\", \\"scapy\\"'),
         ('"fw-drop"', "kernel", 240, "less than or equal to 239"),
     ]:
         path = tmp_path / "s.toml"
