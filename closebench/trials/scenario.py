@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -445,15 +445,7 @@ def shipped_scenarios() -> list[tuple[str, str]]:
     return found
 
 
-class LoadedScenario(NamedTuple):
-    """A scenario file as read: the runner records its text and digest beside the scenario."""
-
-    scenario: Scenario
-    text: str  # the file's text, saved into the run directory as scenario.toml
-    digest: str  # its sha256, in summary.json's meta
-
-
-def load_scenario(path: Path) -> LoadedScenario:
+def load_scenario(path: Path) -> tuple[Scenario, str, str]:
     """The validated scenario, its text and its sha256; UsageError on any problem."""
     text = read_text(path, "scenario")
     data = parse_toml(text, path)
@@ -465,7 +457,7 @@ def load_scenario(path: Path) -> LoadedScenario:
         scenario.trials()  # what only a whole trial can check: attackers sharing an address
     except UsageError as error:
         raise UsageError(f"{path}: {error}") from None
-    return LoadedScenario(scenario, text, hashlib.sha256(text.encode()).hexdigest())
+    return scenario, text, hashlib.sha256(text.encode()).hexdigest()
 
 
 def _explain(error: ErrorDetails) -> str:
