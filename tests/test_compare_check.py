@@ -19,6 +19,7 @@ from closebench.results.compare import compare_runs
 from closebench.results.run_directory import load_run
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.summary_figures import FIGURE_BY_NAME, FIGURES, KNOWN_FIGURES
+from tests.conftest import figures_not_drawn
 
 
 @pytest.fixture(autouse=True)
@@ -523,7 +524,8 @@ def real_run(tmp_path_factory) -> Path:
     path = find_scenario("read-first")
     scenario, text, digest = load_scenario(path)
     scenario = scenario.model_copy(update={"duration": 3})
-    outcome = Runner(scenario, text, digest, path, tmp_path_factory.mktemp("reports")).run()
+    with figures_not_drawn():  # check and compare read summary.json, no figure
+        outcome = Runner(scenario, text, digest, path, tmp_path_factory.mktemp("reports")).run()
     assert outcome.complete, outcome.errors
     return outcome.directory
 
@@ -555,3 +557,15 @@ def test_real_run_checked_and_compared(capsys, tmp_path, real_run, monkeypatch):
     status, out, _ = closebench(capsys, "compare", str(real_run), str(real_run))
     assert status == 0 and "0 change(s) outside the noise" in out
     assert list(tmp_path.glob("compare-*.html")) and not list(real_run.glob("compare-*.html"))
+
+
+def test_a_figure_an_older_run_lacks_is_not_read_as_zero(tmp_path):
+    """A summary/1 run has no attacker_seconds_busy: compare leaves it unjudged, not 0 -> 30."""
+    old = row("repair")
+    del old["attacker_seconds_busy"]
+    before = load_run(write_run(tmp_path / "old", [old]))
+    after = load_run(write_run(tmp_path / "new", [row("repair", attacker_seconds_busy=30.0)]))
+    [group] = compare_runs(before, after).groups
+    [busy] = [c for c in group.changes if c.figure.name == "attacker_seconds_busy"]
+    assert not busy.measured and busy.judgement.verdict in ("same", "not judged")
+    assert busy.after == [30.0]

@@ -18,12 +18,14 @@ ATTACKERS = {
     "scapy": "crafted packets, no kernel socket: the truth packet by packet",
     "volume": "the same packet engine as a DoS tool: many addresses, no retransmission",
     "syn-flood": "the volume attacker sending SYNs only, its SYN-ACKs never answered",
-    "curl": "curl itself, or any command given with --attacker-command",
+    "curl": "curl itself: one request a run",
+    "command": "any command (--attacker-command, `command = [...]`): each connection it opens",
     "browser": "headless Chromium, one page load per attempt slot",
+    "bot": "a bot's timers from its source (profile: mirai, degreaser), on kernel sockets",
 }
 # Kinds that run a command: each connection the command opens is an attempt (closebench/wire/pcap.py
 # reads them from the attacker host's wire), tied to its run.
-COMMAND_KINDS = ("curl", "browser")
+COMMAND_KINDS = ("curl", "command", "browser")
 # What an attacker's command may name, filled in for each run (core/placeholders.py); {scratch} is
 # a fresh empty directory per run.
 COMMAND_PLACEHOLDERS = (
@@ -38,6 +40,17 @@ COMMAND_PLACEHOLDERS = (
 )
 
 
+def command_kind(kind: str, command: list[str] | None) -> tuple[str, str | None]:
+    """The kind that runs `command`, and one line to warn with where the old spelling was used:
+    the curl kind with a command of its own is the command kind now."""
+    if kind == "curl" and command:
+        return "command", (
+            'kind "curl" with a command is deprecated: it runs as kind "command" '
+            '(-a command --attacker-command CMD, or kind = "command" with command = [...])'
+        )
+    return kind, None
+
+
 def require_tools_for(kind: str, command: list[str] | None = None) -> None:
     """The programs an attacker kind runs, checked before any lab is built (EnvironmentProblem
     naming the package to install)."""
@@ -45,7 +58,7 @@ def require_tools_for(kind: str, command: list[str] | None = None) -> None:
 
     if kind in ("scapy", "volume", "syn-flood"):
         require_tools("nft")
-    elif kind == "curl":
+    elif kind in ("curl", "command"):
         require_tools(command[0] if command else "curl")
     elif kind == "browser":
         from closebench.attackers.browser import require_browser
@@ -83,10 +96,11 @@ def make_attacker(
     label: str | None = None,
     engine: str = "local",
     confine=None,
+    profile: str | None = None,
 ):
-    """An attacker of `kind` (one of ATTACKERS); `command` replaces curl for the curl kind,
-    confined (lab/confine.py) unless `confine` is None; `engine` "locust" runs the kernel kind on
-    Locust (it must be prepared: locust/swarm.py)."""
+    """An attacker of `kind` (one of ATTACKERS); `command` is the command kind's (curl's own
+    without one), confined (lab/confine.py) unless `confine` is None; `engine` "locust" runs
+    the kernel kind on Locust (it must be prepared: locust/swarm.py)."""
     if engine == "locust" and kind == "kernel":
         from closebench.attackers.locust.swarm import LocustEngine
 
@@ -109,7 +123,7 @@ def make_attacker(
         from closebench.attackers.volume import SynFlood
 
         return SynFlood()
-    if kind == "curl":
+    if kind in ("curl", "command"):
         from closebench.attackers.command import CommandClient
 
         return CommandClient(command, label, confine)
@@ -117,4 +131,8 @@ def make_attacker(
         from closebench.attackers.browser import BrowserClient
 
         return BrowserClient(label)
+    if kind == "bot":
+        from closebench.attackers.bots import BotAttacker
+
+        return BotAttacker(profile or "mirai", label)
     raise ValueError(f"unknown attacker {kind!r}; choose one of: {', '.join(ATTACKERS)}")

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ CURL = [
 GRACE = 5.0  # seconds past the timeout before a command that ignores it is stopped
 STOP_GRACE = 2.0  # seconds a stopped command has to exit after SIGTERM before SIGKILL
 SETTLE = 0.1  # seconds for the last packets of a run to reach the capture file
+SHOWN_ERRORS = 3  # distinct lines kept of what runs without a connection said
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,18 @@ class CommandClient:
                         future.result()
             finally:
                 capture.stop()
+        silent = [run for run in runs if run.number not in connected]
         return {
             "runs": len(runs),
             "runs_failed": sum(run.status != 0 for run in runs),
-            "runs_without_connection": len(runs) - len(connected),
+            "runs_without_connection": len(silent),
+            # What the runs that opened no connection said (no record carries it): the
+            # commonest lines, each with its count.
+            "errors_without_connection": dict(
+                Counter(run.error or f"exit status {run.status}" for run in silent).most_common(
+                    SHOWN_ERRORS
+                )
+            ),
         }
 
     def _slot_sources(self, lab: Lab, target: Target, policy: Policy, source) -> list[str]:
@@ -270,8 +280,10 @@ def _text(stream) -> str:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()  # nsexec forwards it to the command
+    """SIGTERM to the command's whole process group (its session, start_new_session): a tool's
+    own children (a wrapper's, a scanner's workers) are told to stop too, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(STOP_GRACE)
     except subprocess.TimeoutExpired:

@@ -20,6 +20,8 @@ the ranges overlap).
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -35,7 +37,8 @@ from closebench.core.errors import LabError, UsageError
 if TYPE_CHECKING:
     from closebench.lab import Host
 
-NFT_TABLE = "closebench_volume"
+NFT_TABLE = "closebench_volume"  # the prefix of each engine's table
+_table_numbers = itertools.count()
 EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"  # also governs IPv6
 
 
@@ -71,9 +74,9 @@ class VolumeAttacker(PacketAttacker):
             )
 
     def table_name(self, host: Host) -> str:
-        if rst_filter.present(host, NFT_TABLE):
-            raise LabError(f"a volume attacker already runs in this lab (nft table {NFT_TABLE})")
-        return NFT_TABLE
+        # Several engines may run in one host, each on its own ports or addresses (a trial
+        # gives them: trials/attacker_processes.py): each its own table, removed by its own end.
+        return f"{NFT_TABLE}_{os.getpid()}_{next(_table_numbers)}"
 
     def rules(self, table: str, target: Target, sources: list[str]) -> str:
         # The target's segments to our ports are dropped before the attacker kernel's TCP sees

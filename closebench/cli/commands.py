@@ -21,6 +21,7 @@ from rich.console import Console
 from closebench import __version__
 from closebench.attackers import require_tools_for
 from closebench.attackers.locust import require_locust
+from closebench.cli.attack_input import attacker_input, default_slots, one_server
 from closebench.cli.locust import (
     LOCUST_UI_PORT,
     target_attack,
@@ -133,7 +134,6 @@ def print_kernel(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_attack_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
-    import shlex
 
     from closebench.attackers.policy import Policy
     from closebench.defender import ServerConfig
@@ -142,34 +142,31 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     if not args.target:
         require_tools(*LAB_TOOLS)
         if bool(args.server_command) == bool(args.strategy):
-            raise UsageError("give one --strategy, or a server command after --")
+            raise UsageError(one_server(args))
         require_peer(args.strategy)
         if args.strategy:
             from closebench.defender.capabilities import require as require_kernel
 
             require_kernel(args.strategy)
-    if args.attacker != "curl" or not args.attacker_command:  # a user's command: their business
-        require_tools_for(args.attacker)
-    if args.attacker_command and args.attacker != "curl":
-        raise UsageError("--attacker-command goes with --attacker curl")
-    _check_placeholders(args)
+    kind, command = attacker_input(args, lambda note: print_warning(errors, note))
     duration = args.duration if args.duration or args.attempts else 30.0
     policy = Policy(
         timeout=args.timeout,
         reconnect=not args.no_reconnect,
-        concurrency=args.concurrency,
+        concurrency=args.concurrency or default_slots(args),
         rate=args.rate,
         duration=duration,
         attempts=args.attempts,
         request_delay=args.request_delay,
     )
     attacker = AttackerSpec(
-        kind=args.attacker,
+        kind=kind,
         policy=policy,
         path=args.path,
-        command=shlex.split(args.attacker_command) if args.attacker_command else None,
+        command=command,
         engine=args.engine,
         workers=args.workers or 1,
+        profile=args.profile,
     )
     # Written after the attack: opened (and so checked) before it starts.
     records = _output_directory(args.records, "--records") if args.records else None
@@ -304,8 +301,10 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     if args.repeat:
         scenario = scenario.with_repetitions(args.repeat)
     require_tools(*LAB_TOOLS)
+    for note in scenario.deprecations:
+        print_warning(errors, f"{path}: {note}")
     for attacker in scenario.attackers:
-        if attacker.kind != "curl" or not attacker.command:
+        if not attacker.command:  # a user's command: their business
             require_tools_for(attacker.kind)
     if scenario.uses_locust:
         require_locust()
@@ -425,24 +424,6 @@ def run_report(args: argparse.Namespace, console: Console, errors: Console) -> i
     page = run_report_command(args.run_dir, lambda text: print_warning(errors, text))
     console.print(f"report: {page}", highlight=False)
     return 0
-
-
-def _check_placeholders(args: argparse.Namespace) -> None:
-    """A misspelt placeholder in a typed command is an error before anything starts."""
-    import shlex
-
-    from closebench.attackers import COMMAND_PLACEHOLDERS
-    from closebench.core.placeholders import unknown_placeholder
-    from closebench.defender.config import SERVER_PLACEHOLDERS
-
-    if args.attacker_command:
-        argv = shlex.split(args.attacker_command)
-        if (problem := unknown_placeholder(argv, COMMAND_PLACEHOLDERS)) is not None:
-            raise UsageError(f"--attacker-command: {problem}")
-    if args.server_command:
-        problem = unknown_placeholder(args.server_command, SERVER_PLACEHOLDERS)
-        if problem is not None:
-            raise UsageError(f"-- CMD: {problem}")
 
 
 def _attack_run_directory(args: argparse.Namespace, config):

@@ -141,6 +141,10 @@ def print_attack(result: TrialResult, console: Console) -> None:
             "command runs",
             f"{summary.runs} ({summary.runs_per_s:.2f}/s), {per_run:.1f} connections per run",
         )
+    if errors := summary.attacker_cost.get("errors_without_connection"):
+        without = summary.attacker_cost.get("runs_without_connection", 0)
+        said = "; ".join(f"{escape(line)} ({count}x)" for line, count in errors.items())
+        table.add_row("runs without a connection", f"[red]{without}[/]: {said}")
     hangs = (summary.hang_median_s, summary.hang_p95_s, summary.hang_max_s)
     waits = f" ({summary.connect_waits} never sent a request: their wait to connect)"
     table.add_row(
@@ -169,6 +173,11 @@ def print_attack(result: TrialResult, console: Console) -> None:
     closers = ", ".join(f"{name} {count}" for name, count in summary.closed_by.items() if count)
     table.add_row("closed by", closers or "none")
     table.add_row("response data first", f"{summary.data_first} attempts")
+    if summary.common_excerpt:
+        table.add_row(
+            "the server said",
+            f"{escape(repr(summary.common_excerpt))} ({summary.common_excerpt_attempts} attempts)",
+        )
     cost = summary.attacker_cost
     if "peak_open_sockets" in cost:
         table.add_row("attacker peak open fds", str(cost["peak_open_sockets"]))
@@ -263,6 +272,9 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
             continue
         cells = row.to_dict()
         table.add_row(row.trial, *(escape(column.cell(cells)) for column in columns))
+        if (row.attacker_processes or 1) > 1:
+            why = escape(row.attacker_processes_reason or "")
+            console_notes.append(f"{escape(row.trial)}: packet attacker processes: {why}")
         if row.harness_limited:
             reason = escape(row.harness_limited_reason or "")
             console_notes.append(f"{escape(row.trial)}: [yellow]harness-limited[/]: {reason}")

@@ -60,6 +60,9 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("hang_q1_s", LOWER, 0.05, "first quartile of the hang"),
     Figure("hang_q3_s", LOWER, 0.05, "third quartile of the hang"),
     Figure("outlasted", None, 2, "attempts still open when closebench stopped their client"),
+    # What the abuser learned (no worse direction: a served abuser got what it asked).
+    Figure("received_share", None, 0.05, "share of attempts that got any byte before the end"),
+    Figure("common_excerpt_attempts", None, 2, "attempts that got the commonest first line"),
     Figure("connect_waits", None, 2, "attempts that never sent a request"),
     Figure("runs", HIGHER, 2, "command runs (curl, browser page loads)", relative=0.05),
     Figure("runs_per_s", HIGHER, 0.05, "command runs per second", relative=0.05),
@@ -106,6 +109,7 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("harness_loop_lag_p95_s", None, 0.01, "kernel clients' event-loop lag, p95 s"),
     Figure("harness_receive_drops", None, 0, "packets the packet engine's ring dropped"),
     Figure("harness_local_errors", None, 0, "attackers' own failures (EMFILE, ENOBUFS...)"),
+    Figure("attacker_processes", None, 0, "processes each packet attacker ran as"),
     # Ban strategies only (null for the others).
     Figure("peak_bans_active", HIGHER, 1, "bans in force at once"),
     Figure("time_to_ban_median_s", HIGHER, 0.05, "median s from first attempt to ban"),

@@ -39,6 +39,9 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         attacker_seconds_busy=everything.attacker_seconds_busy,
         closed_by=everything.closed_by,
         outlasted=everything.outlasted,
+        received_share=everything.received_share,
+        common_excerpt=everything.common_excerpt,
+        common_excerpt_attempts=everything.common_excerpt_attempts,
         sampler_overhead=result.sampler_overhead,
         attackers={name: s.to_dict() for name, s in result.summaries.items()},
         server_stats=result.server_stats,
@@ -47,6 +50,8 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         series=trial.series,
         sysctl=for_trial(trial.server.sysctl, trial.server.spec),  # syncookies=... included
         faults=[fault.to_dict() for fault in result.faults],
+        attacker_processes=result.attacker_processes,
+        attacker_processes_reason=result.attacker_processes_reason,
     )
     if result.legit:
         row.legit_requests = result.legit.requests

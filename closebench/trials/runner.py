@@ -30,9 +30,9 @@ from closebench.core.safe_files import write_error
 from closebench.defender.peers import peer_for
 from closebench.lab import cpus
 from closebench.lab.cpus import Placement
+from closebench.results import report as run_report  # render.py (matplotlib) on first use
 from closebench.results.breaking_points import Thresholds, breaking_points
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX
-from closebench.results.report import build_run_report
 from closebench.results.run_directory import (
     SAMPLES_FILE,
     SUMMARY_FILE,
@@ -40,6 +40,8 @@ from closebench.results.run_directory import (
 from closebench.results.run_writing import new_run_directory, write_samples, write_summary
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.verify import verify_trials
+from closebench.trials.attacker_kinds import PACKET_KINDS
+from closebench.trials.attacker_processes import saturated_packet_attackers, scaling
 from closebench.trials.disk_space import DiskGuard, size_text
 from closebench.trials.machine import machine_metadata
 from closebench.trials.placement import resolve_placement
@@ -48,6 +50,7 @@ from closebench.trials.scenario import Scenario, SweepEntry
 from closebench.trials.trial import TrialConfig, TrialResult, run_trial
 
 DISK_CHECK_EVERY = 0.25  # seconds between looks at the free space while trials run
+TRIAL = "the trial"  # the part a trial that raised names in its fault
 
 
 @dataclass
@@ -173,7 +176,7 @@ class Runner:
         jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
         self.log(f"CPUs: {self.placement.text()}")
-        results: list[TrialResult | str | None] = [None] * len(self.trials)
+        results: list[TrialResult | Skipped | Fault | None] = [None] * len(self.trials)
         self._write_so_far(results)  # a run killed in its first trial still leaves a summary
         cpus.use(self.placement)
         # The runner's threads (kernel attackers, the legitimate client, samplers) are the
@@ -258,25 +261,49 @@ class Runner:
             progress.attempts += 1
 
         try:
-            result = run_trial(config, self.cancel, counted)
+            result = self._run_step(config, progress, counted)
             results[index] = result
             self._write_so_far(results)
             progress.state = "done"
             self.log(f"{progress.name}: done, {progress.attempts} attempts")
             for line in result.server_log.splitlines():
                 self.log(f"{progress.name}: server: {line}")
-        except ClosebenchError as error:
-            results[index] = str(error)
-            progress.state = "error"
-            self.log(f"{progress.name}: error: {error}")
         except Exception as error:  # a crash fails its trial, never the run's other trials
-            results[index] = str(Fault.of("the trial", error))
+            # closebench's own errors are one line for the user already; anything else a crash
+            fault = (
+                Fault.told(TRIAL, error)
+                if isinstance(error, ClosebenchError)
+                else Fault.of(TRIAL, error)
+            )
+            results[index] = fault
             progress.state = "error"
-            self.log(f"{progress.name}: error: {results[index]}")
+            self.log(f"{progress.name}: error: {fault}")
         else:
             for fault in result.faults:
                 progress.state = "error"
                 self.log(f"{progress.name}: error: {fault}")
+
+    def _run_step(self, config: TrialConfig, progress: TrialProgress, counted) -> TrialResult:
+        """The trial, run again with one more process a packet attacker while one set the pace
+        and the attackers have a CPU for it (trials/attacker_processes.py): the last run is the
+        step's."""
+        kinds = {spec.name: spec.kind for spec in config.attackers}
+        processes, earlier = 1, ""
+        while True:
+            result = run_trial(with_processes(config, processes), self.cancel, counted)
+            if not any(kind in PACKET_KINDS for kind in kinds.values()):
+                return result
+            costs = {name: s.attacker_cost for name, s in result.summaries.items()}
+            saturated = saturated_packet_attackers(kinds, costs)
+            step = scaling(processes, saturated, len(self.placement.attackers), earlier)
+            result.attacker_processes, result.attacker_processes_reason = processes, step.reason
+            if step.spent:  # the step stays limited, and says no more processes would help
+                result.harness.reasons.append(step.spent)
+            if not step.again or self.cancel.is_set() or result.faults:
+                return result
+            self.log(f"{progress.name}: run again with {processes + 1} processes: {step.reason}")
+            processes, earlier = processes + 1, step.reason
+            progress.attempts, progress.started = 0, time.monotonic()
 
     def _write_so_far(self, results: list) -> None:
         """summary.json of the trials finished so far, written as each ends (the others' rows say
@@ -298,7 +325,7 @@ class Runner:
                 self.log(f"{SUMMARY_FILE}: not written so far: {error}")
 
     def _rows(
-        self, results: Sequence[TrialResult | Skipped | str | None], not_run: str
+        self, results: Sequence[TrialResult | Skipped | Fault | None], not_run: str
     ) -> tuple[list[TrialRow], list[str]]:
         """Each trial's row (a measurement, or why there is none) and the run's errors."""
         rows, errors = [], []
@@ -307,18 +334,21 @@ class Runner:
                 rows.append(trial_row(trial, result))
                 errors += [f"{trial.name}: {fault}" for fault in result.faults]
                 continue
+            faults = []
             if isinstance(result, Skipped):  # its warning was printed before the run began
                 error = result.error
+            elif isinstance(result, Fault):  # the trial raised: its row and the run say so
+                error = str(result)
+                errors.append(f"{trial.name}: {error}")
+                faults.append(result.to_dict())
             else:
-                if result:
-                    errors.append(f"{trial.name}: {result}")
-                error = result or not_run
+                error = not_run
             failed = TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
-            failed.step, failed.series = trial.step, trial.series
+            failed.step, failed.series, failed.faults = trial.step, trial.series, faults
             rows.append(failed)
         return rows, errors
 
-    def _write(self, results: Sequence[TrialResult | Skipped | str | None]) -> RunOutcome:
+    def _write(self, results: Sequence[TrialResult | Skipped | Fault | None]) -> RunOutcome:
         """Write the results, summary.json first: if the disk is full, the rest may not fit."""
         not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
         with self._summary_lock:  # no trial's summary so far may land after the final one
@@ -365,7 +395,7 @@ class Runner:
             )
             self.log("report: not built (SIGTERM)")
         elif SUMMARY_FILE not in lost:
-            report = build_run_report(self.directory, self.log, self.opened.run)
+            report = run_report.build_run_report(self.directory, self.log, self.opened.run)
         if report is None and not TERMINATED.is_set():
             lost.append("index.html")
         if self.stopped:
@@ -429,6 +459,17 @@ def sweep_document(sweep: SweepEntry, rows: list[dict]) -> dict:
         "sweep": sweep.model_dump(),
         "breaking_points": breaking_points(rows, sweep.axis, thresholds),
     }
+
+
+def with_processes(config: TrialConfig, processes: int) -> TrialConfig:
+    """The trial with each packet attacker run as `processes` engines."""
+    if processes == 1:
+        return config
+    attackers = tuple(
+        replace(spec, processes=processes) if spec.kind in PACKET_KINDS else spec
+        for spec in config.attackers
+    )
+    return replace(config, attackers=attackers)
 
 
 def trial_chains(trials: list[TrialConfig]) -> list[list[int]]:

@@ -21,7 +21,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES
+from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES, command_kind
+from closebench.attackers.bot_profiles import PROFILES as BOT_PROFILES
 from closebench.attackers.policy import Policy
 from closebench.core.errors import UsageError
 from closebench.core.input_files import parse_toml
@@ -39,6 +40,7 @@ from closebench.defender import ServerConfig
 from closebench.defender.config import SERVER_PLACEHOLDERS
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
 from closebench.servers.strategies import StrategySpec, parse_spec
+from closebench.trials.attacker_kinds import ADDRESSED_KINDS, default_kind
 from closebench.trials.scenario_checks import trial_count
 from closebench.trials.scenario_commands import Commanded
 from closebench.trials.scenario_tables import (
@@ -69,7 +71,6 @@ def find_expectations(name_or_path: str) -> str:
 
 
 DEFAULT_SCENARIO = "seed"
-SPREADS = ("kernel", "volume", "syn-flood")  # the kinds that take `addresses`
 
 
 class StrategyEntry(Commanded):
@@ -134,12 +135,22 @@ class AttackerEntry(Commanded):
     request_delay: Wait = 0.0
     path: Annotated[str, Field(min_length=1, max_length=MAX_PATH)] = "/spam"
     command: list[str] | None = None
-    # A botnet: spread the connection slots over this many addresses of the attacker host (the
-    # kernel kind, or a packet kind that sends from several: SPREADS).
+    # A botnet: spread the connection slots over this many addresses of the attacker host.
     addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
     duration: Seconds | None = None  # this attacker stops sooner than the scenario
     engine: Literal[tuple(ENGINES)] = "local"  # type: ignore[valid-type]
     workers: Annotated[int, Field(ge=1, le=MAX_ATTACKER_HOSTS - 1)] | None = None  # Locust's
+    profile: Literal[tuple(BOT_PROFILES)] | None = None  # type: ignore[valid-type]  # bot kind
+
+    @model_validator(mode="before")
+    @classmethod
+    def bot_slots(cls, data: object) -> object:
+        """A bot's connection slots are its profile's unless the file says (`concurrency`)."""
+        if isinstance(data, dict) and data.get("kind") == "bot" and "concurrency" not in data:
+            profile = BOT_PROFILES.get(str(data.get("profile")))
+            if profile is not None:
+                return {**data, "concurrency": profile.slots}
+        return data
 
     @field_validator("path")
     @classmethod
@@ -153,14 +164,24 @@ class AttackerEntry(Commanded):
 
     @model_validator(mode="after")
     def addresses_need_kernel(self) -> AttackerEntry:
-        if self.addresses is not None and self.kind not in SPREADS:
-            kinds = " or ".join(f'"{kind}"' for kind in SPREADS)
+        if self.addresses is not None and self.kind not in ADDRESSED_KINDS:
+            kinds = ", ".join(f'"{kind}"' for kind in ADDRESSED_KINDS)
             raise ValueError(f"addresses goes with kind = {kinds}, not {self.kind!r}")
-        if self.command is not None and self.kind != "curl":
-            raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
+        if self.command is not None and self.kind not in ("command", "curl"):
+            raise ValueError(f'command goes with kind = "command", not {self.kind!r}')
+        if self.command is None and self.kind == "command":
+            raise ValueError('kind = "command" needs command = [...], the command to run')
         problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)
         if problem is not None:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def bots_have_a_profile(self) -> AttackerEntry:
+        if self.kind == "bot" and self.profile is None:
+            raise ValueError(f'kind = "bot" needs a profile: one of {", ".join(BOT_PROFILES)}')
+        if self.kind != "bot" and self.profile is not None:
+            raise ValueError(f'profile goes with kind = "bot", not {self.kind!r}')
         return self
 
     @model_validator(mode="after")
@@ -184,7 +205,7 @@ class AttackerEntry(Commanded):
             request_delay=self.request_delay,
         )
         return AttackerSpec(
-            self.kind,
+            command_kind(self.kind, self.command)[0],
             policy,
             self.path,
             self.command,
@@ -193,6 +214,7 @@ class AttackerEntry(Commanded):
             self.engine,
             self.workers or 1,
             self.confinement,
+            profile=self.profile,
         )
 
 
@@ -215,6 +237,22 @@ class Scenario(Strict):
 
     @model_validator(mode="before")
     @classmethod
+    def cheapest_attackers(cls, data: object) -> object:
+        """An attacker whose kind the file does not name gets the cheapest that does its job
+        (attacker_kinds.default_kind): the packet engine for a reconnecting spammer."""
+        if isinstance(data, dict) and isinstance(data.get("attackers"), list):
+            sweep = data.get("sweep")
+            data = {
+                **data,
+                "attackers": [
+                    default_kind(entry, sweep if isinstance(sweep, dict) else None)
+                    for entry in data["attackers"]
+                ],
+            }
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def trials_fit(cls, data: object) -> object:
         """The number of trials, counted from the raw file before anything is built: a small
         file must not ask for 60,000 labs."""
@@ -225,6 +263,14 @@ class Scenario(Strict):
                     f"the scenario asks for {count:,} trials (strategies x repetitions x sweep "
                     f"steps); at most {MAX_TRIALS:,} a run: split it into several scenarios"
                 )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def legit_false_is_none(cls, data: object) -> object:
+        """`legit = false`: no legitimate client (the table omitted runs one, at its defaults)."""
+        if isinstance(data, dict) and data.get("legit") is False:
+            return {**data, "legit": None}
         return data
 
     @model_validator(mode="after")
@@ -301,6 +347,12 @@ class Scenario(Strict):
 
     def steps(self) -> list[float | None]:
         return list(self.sweep.steps) if self.sweep else [None]
+
+    @property
+    def deprecations(self) -> list[str]:
+        """One line for each old spelling the file uses (each said once)."""
+        notes = (command_kind(a.kind, a.command)[1] for a in self.attackers)
+        return list(dict.fromkeys(note for note in notes if note))
 
     @property
     def uses_locust(self) -> bool:

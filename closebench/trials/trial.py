@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from closebench.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
-from closebench.attackers.kernel import KernelSpammer
 from closebench.attackers.locust.swarm import lab_placement
 from closebench.attackers.policy import Policy, Target
 from closebench.core.errors import ClosebenchError, UsageError
@@ -37,14 +36,16 @@ from closebench.lab.capture import Capture
 from closebench.lab.confine import Confinement
 from closebench.results.records import AttemptWriter, read_attempts
 from closebench.servers.strategies import BAN_STRATEGIES
+from closebench.trials import attacker_processes as engines
 from closebench.trials.attacker_hosts import AttackerHostSampler
+from closebench.trials.attacker_kinds import PACKET_KINDS
 from closebench.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from closebench.trials.harness_load import HarnessLoad, harness_load
+from closebench.trials.legit_traffic import LegitClient, legit_source, legit_thread
 from closebench.trials.part_faults import idle_attackers, server_faults
 from closebench.wire.classify import reconcile
 from closebench.wire.pcap import Endpoint
 
-LEGIT_HORIZON = 86400.0  # legitimate clients stop with the attack; this only bounds the loop
 BAN_LAYERS = ("nft-ban", "xdp", "tc")  # the layers whose drops are a ban's (BanSummary)
 
 
@@ -53,17 +54,23 @@ class AttackerSpec:
     kind: str = "kernel"
     policy: Policy = field(default_factory=Policy)
     path: str = "/spam"
-    command: list[str] | None = None  # for the curl kind: the command to run instead
+    command: list[str] | None = None  # for the command kind: the command to run
     label: str | None = None
     addresses: int = 0  # kernel kind: spread its connection slots over this many addresses
     engine: str = "local"  # "locust": the kernel kind's policy on Locust workers (ENGINES)
     workers: int = 1  # Locust workers, each in an attacker host of its own
     # A command from a scenario file runs confined (lab/confine.py); None: as typed (the CLI's).
     confine: Confinement | None = None
+    # A packet attacker (scapy, volume): how many engines share its policy, each a process of its
+    # own (trials/attacker_processes.py); the runner adds one when a step's engine set the pace.
+    processes: int = 1
+    profile: str | None = None  # the bot kind's (attackers/bot_profiles.py)
 
     @property
     def name(self) -> str:
-        return self.label or self.kind
+        """Its label, or what it runs: a command's program (hydra, not "command"), else its kind."""
+        program = os.path.basename(self.command[0]) if self.command else ""  # command kinds
+        return self.label or program or self.profile or self.kind
 
     @property
     def binds_source(self) -> bool:
@@ -82,7 +89,7 @@ class AttackerSpec:
     def keeps_own_clock(self) -> bool:
         """Its records come from a kernel socket's API: the trial's capture gives them wire
         classes and times. (Command attackers read the wire already; packet attackers are on it.)"""
-        return self.kind == "kernel"
+        return self.kind in ("kernel", "bot")
 
     @property
     def attacker_hosts(self) -> int:
@@ -91,24 +98,10 @@ class AttackerSpec:
 
 
 @dataclass(frozen=True)
-class LegitClient:
-    """A steady, low-rate client asking for `/` from its own address.
-
-    `source = "attacker"` gives it the attacker's main address instead (an address reassigned
-    from an abuser to someone else); `start` is when it starts, in seconds into the trial.
-    """
-
-    rate: float = 2.0
-    timeout: float = 5.0
-    start: float = 0.0
-    source: str = "own"  # "own" or "attacker"
-
-
-@dataclass(frozen=True)
 class TrialConfig:
     server: ServerConfig
     attackers: tuple[AttackerSpec, ...] = (AttackerSpec(),)
-    legit: LegitClient | None = LegitClient()
+    legit: LegitClient | None = LegitClient()  # noqa: RUF009 (frozen: one default is safe)
     family: int = 4
     routed: bool = False
     sample_hz: float | None = None  # sample the defender at this rate; None: not at all
@@ -127,6 +120,7 @@ class TrialConfig:
         # A command that cannot choose its source address (a browser) is told apart on the wire
         # by the attacker's main address alone: nothing else may send from it.
         plan = self.address_plan()
+        engines.source_port_ranges(self.attackers, plan)  # packet attackers sharing ports: refused
         on_main = [spec.name for spec, extra in zip(self.attackers, plan, strict=True) if not extra]
         if self.legit is not None and self.legit.source == "attacker":
             on_main.append("the legitimate client (source = attacker)")
@@ -196,12 +190,28 @@ class TrialResult:
     # no attempt: the trial measured nothing trustworthy, and fails.
     faults: list[Fault] = field(default_factory=list)
     layers: drop_layers.LayerReading = field(default_factory=drop_layers.LayerReading)
+    # The packet attackers' processes each, and why that many (the runner's scaling); None: the
+    # trial had no packet attacker.
+    attacker_processes: int | None = None
+    attacker_processes_reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.overall is None:
             self.overall = overall_summary(
                 self.summaries, columns_of(self.attempts), self.duration_s
             )
+
+
+@dataclass
+class AttackPhase:
+    """What the attack phase of a trial gives back, before the trial is summarised."""
+
+    attempts: list[Attempt]  # the attackers' records kept in memory (not the streamed ones)
+    legit_attempts: list[Attempt]
+    costs: dict[str, dict]  # each attacker's own cost (its run()'s), with its hosts' figures
+    duration: float  # seconds from the attackers' start to the last one's end
+    attack_end: float  # when the attackers ended (Unix time)
+    legit_cost: dict  # the legitimate client's own cost (empty when it did not run)
 
 
 def run_trial(
@@ -241,7 +251,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 bpf = f"tcp port {server.port} or icmp or icmp6"
                 if not config.pcap and not any(s.keeps_own_clock for s in config.attackers):
                     # Only the legitimate client needs it: keep a flood out of the capture.
-                    bpf = f"host {_legit_source(lab, config)} and ({bpf})"
+                    bpf = f"host {legit_source(lab, config.legit, config.family)} and ({bpf})"
                 capture = Capture(*lab.attack_wire(), bpf, pcap)
             sampler = None
             if config.sample_hz:
@@ -279,22 +289,24 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 faults.add(fault)
             defender.close()
         target = Endpoint(lab.defender_ip(config.family), server.port)
-    attempts, legit_attempts, costs, duration, attack_end, legit_cost = result
+    attempts, legit_attempts, costs = result.attempts, result.legit_attempts, result.costs
+    duration, attack_end, legit_cost = result.duration, result.attack_end, result.legit_cost
     if own_clock and pcap:
         kernel = {spec.name for spec in config.attackers if spec.keeps_own_clock}
-        own = [a for a in attempts if a.attacker in kernel] + legit_attempts
-        reconcile(own, pcap, target)
+        timed = [a for a in attempts if a.attacker in kernel] + legit_attempts
+        reconcile(timed, pcap, target)
     banning = bool(server.spec and server.spec.name in BAN_STRATEGIES)
     names = [spec.name for spec in config.attackers]
     if writer:  # the records kept back for the wire's times join the streamed ones
         writer.add_all(attempts)  # the kernel attackers' (the others went as they came)
         writer.add_all(legit_attempts)
         writer.close()
-        summaries, overall = file_summaries(writer.path, names, costs, duration)
+        summarised = file_summaries(writer.path, names, costs, duration)
         if banning or peers.peer_for(server.spec):  # their accounting reads the records
             attempts = [a for a in read_attempts(writer.path) if a.attacker != LEGIT_CLIENT]
     else:
-        summaries, overall = memory_summaries(attempts, names, costs, duration), None
+        summarised = memory_summaries(attempts, names, costs, duration)
+    summaries, overall = summarised.by_attacker, summarised.overall
     server_stats = peers.account(server.spec, server_stats, attempts)
     if "conn-cap" in layers.drops:
         server_stats["cap_refused_syns"] = layers.drops["conn-cap"]
@@ -328,16 +340,8 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         bans=bans,
         ban_log=ban_log,
         layers=layers,
-        harness=harness_load(_client_costs(costs, legit_cost), cpu_use),
+        harness=harness_load(engines.client_costs(costs, legit_cost), cpu_use),
     )
-
-
-def _client_costs(costs: dict[str, dict], legit_cost: dict) -> dict[str, dict]:
-    """Each client's own cost, named as a reader would name it."""
-    named = {f"the {name} attacker": cost for name, cost in costs.items()}
-    if legit_cost:
-        named["the legitimate client"] = legit_cost
-    return named
 
 
 def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: float) -> None:
@@ -353,7 +357,7 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
 
 def _attack(
     lab: Lab, config: TrialConfig, cancel, on_attempt, writer: AttemptWriter | None, faults: Faults
-):
+) -> AttackPhase:
     prepared: list = []  # Locust engines: started before the clock, their start-up not counted
     try:
         return _run_attackers(lab, config, cancel, on_attempt, prepared, writer, faults)
@@ -370,10 +374,11 @@ def _run_attackers(
     prepared: list,
     writer: AttemptWriter | None,
     faults: Faults,
-):
+) -> AttackPhase:
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
     costs: dict[str, dict] = {}
+    processes: dict[str, list[dict]] = {}  # a packet attacker run as several: each one's report
     lock = threading.Lock()
 
     def sink_for(spec: AttackerSpec) -> Callable[[Attempt], None]:
@@ -395,9 +400,18 @@ def _run_attackers(
     address = lab.defender_ip(config.family)
     threads = []
     more_hosts = iter(lab.more_attackers)
-    for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
+    ports = engines.source_port_ranges(config.attackers, config.address_plan())
+    for spec, own, mine in zip(config.attackers, _own_addresses(lab, config), ports, strict=True):
         target = Target(address, config.server.port, config.family, spec.path)
-        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine, spec.confine)
+        if spec.kind in PACKET_KINDS:  # on its own source ports, in one process or several
+            reports = processes.setdefault(spec.name, [])
+            threads += engines.process_threads(
+                lab, spec, target, own, sink_for(spec), cancel, reports, faults, mine
+            )
+            continue
+        attacker = make_attacker(
+            spec.kind, spec.command, spec.label, spec.engine, spec.confine, spec.profile
+        )
         if spec.engine == "locust":
             prepared.append(attacker)
             hosts = [next(more_hosts) for _ in range(spec.workers)]
@@ -412,7 +426,10 @@ def _run_attackers(
     # Attackers run in threads of this one; cancel reaches them through the shared event.
     legit_stop = threading.Event()
     legit_cost: dict = {}
-    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel, legit_cost, faults)
+    home = Target(address, config.server.port, config.family, "/")
+    legit = legit_thread(
+        lab, config.legit, home, legit_attempts.append, legit_stop, cancel, legit_cost, faults
+    )
     watcher = AttackerHostSampler(lab, faults)
     started = time.monotonic()
     for thread in threads:
@@ -420,6 +437,9 @@ def _run_attackers(
     for thread in threads:
         thread.join()
     duration = time.monotonic() - started
+    for name, reports in processes.items():
+        if reports:
+            costs[name] = engines.merged_cost(reports)
     attack_end = time.time()
     if legit and config.duration:  # attackers that stopped early: the legitimate client goes on
         cancel.wait(max(0.0, started + config.duration - time.monotonic()))
@@ -429,7 +449,7 @@ def _run_attackers(
     host_cost = watcher.stop()
     for name in costs:
         costs[name] = {**costs[name], **host_cost}
-    return attempts, legit_attempts, costs, duration, attack_end, legit_cost
+    return AttackPhase(attempts, legit_attempts, costs, duration, attack_end, legit_cost)
 
 
 def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config, cancel) -> None:
@@ -439,30 +459,6 @@ def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config,
         csv = f"{csv}-{safe_stem(spec.name, 'locust')}"
     placement = lab_placement(lab, hosts, config.family, config.locust_ui)
     engine.prepare(placement, target, spec.policy, cancel, csv)
-
-
-def _legit_thread(
-    lab: Lab, config: TrialConfig, records: list, stop, cancel, cost: dict, faults: Faults
-) -> threading.Thread | None:
-    """The legitimate client until `stop`; its requests in flight then still end, and count
-    (Ctrl-C, `cancel`, abandons them)."""
-    legit = config.legit
-    if not legit:
-        return None
-    target = Target(lab.defender_ip(config.family), config.server.port, config.family, "/")
-    policy = Policy(timeout=legit.timeout, rate=legit.rate, duration=LEGIT_HORIZON)
-    source = _legit_source(lab, config)
-
-    def run() -> None:
-        if not stop.wait(legit.start):
-            client = KernelSpammer(LEGIT_CLIENT)
-            cost.update(client.run(lab, target, policy, records.append, cancel, source, stop))
-
-    thread = threading.Thread(
-        target=faults.guarded("the legitimate client", run), name=LEGIT_CLIENT
-    )
-    thread.start()
-    return thread
 
 
 def _own_addresses(lab: Lab, config: TrialConfig) -> list[list[str]]:
@@ -475,9 +471,3 @@ def _own_addresses(lab: Lab, config: TrialConfig) -> list[list[str]]:
         )
         first += extra
     return found
-
-
-def _legit_source(lab: Lab, config: TrialConfig) -> str:
-    if config.legit is not None and config.legit.source == "attacker":
-        return lab.attacker_ip(config.family)
-    return lab.addressing.attacker_extra(config.family, 0)
