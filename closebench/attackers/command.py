@@ -75,6 +75,11 @@ class Run:
 
 class CommandClient:
     name = "command"
+    # A tool's run goes on until the attack ends (closebench stops it then); a command's is
+    # bounded by closebench's timeout (policy.timeout + GRACE).
+    runs_until_attack_ends = False
+    run_in_scratch = False  # its working directory: the run's scratch (files it leaves go there)
+    stop_group = False  # SIGTERM goes to its whole process group (a tool's forked workers too)
 
     def __init__(
         self,
@@ -115,7 +120,10 @@ class CommandClient:
 
                 def slot(index: int) -> None:
                     while budget.take_blocking(cancel):
-                        run = self._run_once(lab, target, policy, sources[index], cancel)
+                        limit = policy.timeout + GRACE
+                        if self.runs_until_attack_ends:
+                            limit = budget.remaining()
+                        run = self._run_once(lab, target, policy, sources[index], cancel, limit)
                         time.sleep(SETTLE)
                         with lock:
                             runs.append(run)
@@ -136,6 +144,10 @@ class CommandClient:
                         future.result()
             finally:
                 capture.stop()
+        return self.cost(runs, connected)
+
+    def cost(self, runs: list[Run], connected: set[int]) -> dict:
+        """What the runs cost the attacker, from the runs themselves (its attacker_cost)."""
         return {
             "runs": len(runs),
             "runs_failed": sum(run.status != 0 for run in runs),
@@ -163,8 +175,12 @@ class CommandClient:
         return given[: policy.concurrency]
 
     def _argv(self, target: Target, policy: Policy, source: str, scratch: str) -> list[str]:
+        return fill(self.argv, self.values(target, policy, source, scratch))
+
+    def values(self, target: Target, policy: Policy, source: str, scratch: str) -> dict[str, str]:
+        """What each placeholder of its command stands for in this run."""
         host = f"[{target.address}]" if target.family == 6 else target.address
-        values = {
+        return {
             "url": f"http://{host}:{target.port}{target.path}",
             "address": target.address,
             "port": str(target.port),
@@ -174,9 +190,10 @@ class CommandClient:
             "source": source,
             "scratch": scratch,
         }
-        return fill(self.argv, values)
 
-    def _run_once(self, lab, target, policy, source: str, cancel: threading.Event) -> Run:
+    def _run_once(
+        self, lab, target, policy, source: str, cancel: threading.Event, limit: float
+    ) -> Run:
         number = next(self._numbers)
         # A fresh empty directory per run ({scratch}): a browser's profile, say. Output goes to
         # files, not pipes: a child the command leaves behind cannot keep us reading.
@@ -191,8 +208,9 @@ class CommandClient:
                     stdout=out,
                     stderr=err,
                     start_new_session=True,  # its own children go with it when it is stopped
+                    cwd=scratch if self.run_in_scratch else None,
                 )
-                note, stopped_at = _wait(process, policy.timeout + GRACE, cancel)
+                note, stopped_at = _wait(process, limit, cancel, self.stop_group)
                 ended = time.time()
                 stdout, stderr = _text(out), _text(err) + note
         finally:
@@ -245,7 +263,7 @@ class CommandClient:
 
 
 def _wait(
-    process: subprocess.Popen, limit: float, cancel: threading.Event
+    process: subprocess.Popen, limit: float, cancel: threading.Event, group: bool = False
 ) -> tuple[str, float | None]:
     """Wait for the command to exit; stop it past `limit` seconds or on cancel, and say so (and
     when it was stopped)."""
@@ -258,7 +276,7 @@ def _wait(
             pass
         if cancel.is_set() or time.monotonic() > deadline:
             stopped_at = time.time()
-            _stop(process)
+            _stop(process, group)
             if cancel.is_set():
                 return "\n(stopped: the attack was cancelled)", stopped_at
             return f"\n(stopped: still running {limit:g} s after it started)", stopped_at
@@ -269,9 +287,12 @@ def _text(stream) -> str:
     return stream.read().decode(errors="replace")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()  # nsexec forwards it to the command
+def _stop(process: subprocess.Popen, group: bool = False) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:  # nsexec, the command and whatever it forked: one session, one group
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()  # nsexec forwards it to the command
     try:
         process.wait(STOP_GRACE)
     except subprocess.TimeoutExpired:

@@ -14,13 +14,15 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
 
 from closebench import __version__
-from closebench.attackers import require_tools_for
+from closebench.attackers import Request, require_tools_for
 from closebench.attackers.locust import require_locust
+from closebench.attackers.tool_profiles import skip_missing as skip_missing_tools
 from closebench.cli.locust import (
     LOCUST_UI_PORT,
     target_attack,
@@ -148,10 +150,14 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
             from closebench.defender.capabilities import require as require_kernel
 
             require_kernel(args.strategy)
-    if args.attacker != "curl" or not args.attacker_command:  # a user's command: their business
-        require_tools_for(args.attacker)
-    if args.attacker_command and args.attacker != "curl":
+    kind, _, tool = args.attacker.partition(":")
+    tool_args = shlex.split(args.tool_args) if args.tool_args else None
+    if args.attacker_command and kind != "curl":
         raise UsageError("--attacker-command goes with --attacker curl")
+    if args.tool_args and kind != "tool":
+        raise UsageError("--tool-args goes with --attacker tool:NAME")
+    command = shlex.split(args.attacker_command) if args.attacker_command else None
+    require_tools_for(kind, Request(command=command, tool=tool or None, args=tool_args))
     _check_placeholders(args)
     duration = args.duration if args.duration or args.attempts else 30.0
     policy = Policy(
@@ -164,10 +170,12 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         request_delay=args.request_delay,
     )
     attacker = AttackerSpec(
-        kind=args.attacker,
+        kind=kind,
+        tool=tool or None,
+        args=tool_args,
         policy=policy,
         path=args.path,
-        command=shlex.split(args.attacker_command) if args.attacker_command else None,
+        command=command,
         engine=args.engine,
         workers=args.workers or 1,
     )
@@ -249,6 +257,7 @@ def attack_document(result) -> dict:
         "strategy": str(config.server.spec) if config.server.spec else None,
         "command": config.server.command or None,
         "attacker": spec.kind,
+        "tool": spec.tool,
         "engine": spec.engine,
         "policy": asdict(spec.policy),
         "path": spec.path,
@@ -305,8 +314,8 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         scenario = scenario.with_repetitions(args.repeat)
     require_tools(*LAB_TOOLS)
     for attacker in scenario.attackers:
-        if attacker.kind != "curl" or not attacker.command:
-            require_tools_for(attacker.kind)
+        if attacker.kind != "tool":  # a missing tool skips its trials (Scenario.tools_missing)
+            require_tools_for(attacker.kind, attacker.spec(1.0).request)
     if scenario.uses_locust:
         require_locust()
     skipped = skip_missing(
@@ -323,6 +332,8 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         ],
         lambda message: print_warning(errors, message),
     )
+    warn = partial(print_warning, errors)
+    skipped |= skip_missing_tools(scenario.tools_missing(), len(scenario.trials()), warn)
     out = Path(args.out)
     placement = resolve_placement(**scenario.cpus.model_dump(), flag=args.cpus)
     runner = Runner(
@@ -483,4 +494,6 @@ def _attack_toml(args: argparse.Namespace, config) -> str:
     ]
     if spec.command:
         lines.append(f"command = {json.dumps(spec.command)}")
+    tool = (("tool", spec.tool), ("args", spec.args))
+    lines += [f"{key} = {json.dumps(value)}" for key, value in tool if value is not None]
     return "\n".join(lines) + "\n"

@@ -230,6 +230,7 @@ class Runner:
         spec = self.trials[index].server.spec
         # Peers are skipped by name (their program is missing), kernel needs by spec (options).
         skipped = (self.skipped.get(str(spec)) or self.skipped.get(spec.name)) if spec else None
+        skipped = skipped or self.skipped.get(self.trials[index].name)  # a tool not installed
         if skipped:
             results[index] = Skipped(skipped)
             progress.state = "skipped"

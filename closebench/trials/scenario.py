@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 
 from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES
 from closebench.attackers.policy import Policy
+from closebench.attackers.tool_profiles import PROFILES, TOOL_PLACEHOLDERS, profile
 from closebench.core.errors import UsageError
 from closebench.core.input_files import parse_toml
 from closebench.core.limits import (
@@ -38,6 +39,7 @@ from closebench.core.safe_files import read_text
 from closebench.defender import ServerConfig
 from closebench.defender.config import SERVER_PLACEHOLDERS
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
+from closebench.lab.confine import Confinement
 from closebench.servers.strategies import StrategySpec, parse_spec
 from closebench.trials.scenario_checks import trial_count
 from closebench.trials.scenario_commands import Commanded
@@ -122,6 +124,9 @@ class StrategyEntry(Commanded):
         return self.label or str(self.strategy) + (" (via router)" if self.routed else "")
 
 
+TOOL_ARG_PLACEHOLDERS = (*COMMAND_PLACEHOLDERS, *TOOL_PLACEHOLDERS)
+
+
 class AttackerEntry(Commanded):
     kind: Literal[tuple(ATTACKERS)] = "kernel"  # type: ignore[valid-type]
     label: Label | None = None
@@ -133,6 +138,8 @@ class AttackerEntry(Commanded):
     request_delay: Wait = 0.0
     path: Annotated[str, Field(min_length=1, max_length=MAX_PATH)] = "/spam"
     command: list[str] | None = None
+    tool: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # kind = "tool"
+    args: Annotated[list[str], Field(max_length=256)] | None = None  # the tool's own options
     # A botnet: spread the connection slots over this many addresses of the attacker host.
     addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
     duration: Seconds | None = None  # this attacker stops sooner than the scenario
@@ -155,6 +162,15 @@ class AttackerEntry(Commanded):
             raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
         if self.command is not None and self.kind != "curl":
             raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
+        if (self.tool is not None or self.args is not None) and self.kind != "tool":
+            raise ValueError(f'tool and args go with kind = "tool", not {self.kind!r}')
+        if self.kind == "tool":
+            if self.tool is None:
+                raise ValueError(f'kind = "tool" needs tool = one of {", ".join(PROFILES)}')
+            if self.tool not in PROFILES:
+                raise ValueError(f"unknown tool {self.tool!r}; known: {', '.join(PROFILES)}")
+            if (problem := unknown_placeholder(self.args or [], TOOL_ARG_PLACEHOLDERS)) is not None:
+                raise ValueError(problem)
         problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)
         if problem is not None:
             raise ValueError(problem)
@@ -169,6 +185,17 @@ class AttackerEntry(Commanded):
         if self.workers is not None and self.engine != "locust":
             raise ValueError('workers goes with engine = "locust"')
         return self
+
+    @property
+    def confinement(self) -> Confinement | None:
+        """A tool from the file runs confined too, with what its profile needs (tools.py)."""
+        if self.kind == "tool":
+            return Confinement(tuple(self.capabilities), self.privileged)
+        return super().confinement
+
+    @property
+    def name(self) -> str:
+        return self.label or (self.tool if self.kind == "tool" and self.tool else self.kind)
 
     def spec(self, duration: float) -> AttackerSpec:
         policy = Policy(
@@ -190,6 +217,8 @@ class AttackerEntry(Commanded):
             self.engine,
             self.workers or 1,
             self.confinement,
+            self.tool,
+            self.args,
         )
 
 
@@ -209,6 +238,10 @@ class Scenario(Strict):
     defender: DefenderEntry = DefenderEntry()
     sweep: SweepEntry | None = None
     cpus: CpusEntry = CpusEntry()
+    # Each attacker in trials of its own: one trial per strategy and attacker ("STRATEGY /
+    # ATTACKER"), e.g. one abuse tool at a time, as tools that cannot choose their source address
+    # need the attacker's address to themselves.
+    attackers_apart: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -325,14 +358,35 @@ class Scenario(Strict):
         trials = []
         for repetition in range(self.repetitions):
             for entry in self.strategies:
-                for step in self.steps():
-                    trials.append(self._trial(entry, repetition, step))
+                for alone in self.attacker_groups():
+                    for step in self.steps():
+                        trials.append(self._trial(entry, repetition, step, alone))
         return trials
 
-    def _trial(self, entry: StrategyEntry, repetition: int, step: float | None) -> TrialConfig:
+    def attacker_groups(self) -> list[int | None]:
+        """Which attacker each trial of a strategy runs (its index), or None: all of them."""
+        return list(range(len(self.attackers))) if self.attackers_apart else [None]
+
+    def tools_missing(self) -> dict[str, str]:
+        """The trials whose tool is not installed, each with the line that says which package
+        brings it: they keep their rows, skipped."""
+        missing: dict[str, str] = {}
+        for trial in self.trials():
+            for spec in trial.attackers:
+                if spec.kind == "tool" and spec.tool and not profile(spec.tool).installed():
+                    missing[trial.name] = profile(spec.tool).missing()
+        return missing
+
+    def _trial(
+        self, entry: StrategyEntry, repetition: int, step: float | None, alone: int | None = None
+    ) -> TrialConfig:
         again = f" #{repetition + 1}" if self.repetitions > 1 else ""
-        series = entry.name if self.sweep else None
         label = entry.name
+        attackers = self.attackers_at(step)
+        if alone is not None:
+            attackers = [attackers[alone]]
+            label += f" / {attackers[0].name}"
+        series = label if self.sweep else None
         if self.sweep and step is not None:
             label += f" @ {self.sweep.axis} {step:g}"
         server = ServerConfig(
@@ -348,7 +402,7 @@ class Scenario(Strict):
         )
         return TrialConfig(
             server=server,
-            attackers=tuple(a.spec(self.duration) for a in self.attackers_at(step)),
+            attackers=tuple(a.spec(self.duration) for a in attackers),
             legit=LegitClient(
                 self.legit.rate, self.legit.timeout, self.legit.start, self.legit.source
             )

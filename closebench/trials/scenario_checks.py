@@ -9,8 +9,8 @@ from closebench.core.limits import MAX_ABUSE_PATH
 
 
 def trial_count(data: dict) -> int:
-    """strategies x repetitions x sweep steps, of a scenario's raw data (1 for what is missing
-    or not yet valid: the fields' own checks tell those)."""
+    """strategies x repetitions x sweep steps (x attackers, when apart), of a scenario's raw
+    data (1 for what is missing or not yet valid: the fields' own checks tell those)."""
 
     def size(value: object) -> int:
         return len(value) if isinstance(value, list) and value else 1
@@ -19,7 +19,8 @@ def trial_count(data: dict) -> int:
     repetitions = repetitions if isinstance(repetitions, int) and repetitions > 0 else 1
     sweep = data.get("sweep")
     steps = size(sweep.get("steps")) if isinstance(sweep, dict) else 1
-    return size(data.get("strategies")) * repetitions * steps
+    apart = size(data.get("attackers")) if data.get("attackers_apart") is True else 1
+    return size(data.get("strategies")) * repetitions * steps * apart
 
 
 def abuse_path_problem(value: str) -> str | None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from closebench.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
+from closebench.attackers import Request, kind_of, make_attacker, make_attacker_argv
 from closebench.attackers.kernel import KernelSpammer
 from closebench.attackers.locust.swarm import lab_placement
 from closebench.attackers.policy import Policy, Target
@@ -59,17 +59,27 @@ class AttackerSpec:
     workers: int = 1  # Locust workers, each in an attacker host of its own
     # A command from a scenario file runs confined (lab/confine.py); None: as typed (the CLI's).
     confine: Confinement | None = None
+    tool: str | None = None  # the tool kind: its profile (attackers/tools.py)
+    args: list[str] | None = None  # the tool kind: its arguments (None: the profile's)
 
     @property
     def name(self) -> str:
-        return self.label or self.kind
+        return self.label or (self.tool if self.kind == "tool" and self.tool else self.kind)
+
+    @property
+    def request(self) -> Request:
+        return Request(self.command, self.label, self.confine, self.tool, self.args)
+
+    @property
+    def runs_command(self) -> bool:
+        return kind_of(self.kind).runs_command
 
     @property
     def binds_source(self) -> bool:
         """A command that takes the address to leave from ({source}, as curl --interface)."""
-        if self.kind not in COMMAND_KINDS:
+        if not self.runs_command:
             return False
-        argv = make_attacker_argv(self.kind, self.command)
+        argv = make_attacker_argv(self.kind, self.request)
         return any("{source}" in part for part in argv)
 
     @property
@@ -130,7 +140,7 @@ class TrialConfig:
         if self.legit is not None and self.legit.source == "attacker":
             on_main.append("the legitimate client (source = attacker)")
         for spec in self.attackers:
-            if spec.kind not in COMMAND_KINDS or spec.binds_source:
+            if not spec.runs_command or spec.binds_source:
                 continue
             if spec.policy.concurrency > 1:
                 raise UsageError(
@@ -222,7 +232,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             lab.add_attacker_addresses(1 + sum(plan))
         server = config.server.with_attacker_rule(lab.attacker_ip(config.family))
         for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
-            for address in own if spec.kind in COMMAND_KINDS else ():  # the attacker, by address
+            for address in own if spec.runs_command else ():  # the attacker, by address
                 server = server.with_attacker_rule(address)
         ban_host = firewall.ban_host(lab, server.spec)
         defender = Defender(lab, server)
@@ -399,7 +409,7 @@ def _run_attackers(
     more_hosts = iter(lab.more_attackers)
     for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
         target = Target(address, config.server.port, config.family, spec.path)
-        attacker = make_attacker(spec.kind, spec.command, spec.label, spec.engine, spec.confine)
+        attacker = make_attacker(spec.kind, spec.request, spec.engine)
         if spec.engine == "locust":
             prepared.append(attacker)
             hosts = [next(more_hosts) for _ in range(spec.workers)]
