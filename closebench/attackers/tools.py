@@ -68,12 +68,14 @@ class ToolClient(CommandClient):
 
     def error_text(self, status: int, stdout: str, stderr: str) -> str:
         reading = self.profile.read(stdout, stderr, status)
-        if reading.gave_up:
-            return reading.gave_up
-        return f"{reading.tries} {self.profile.tries_are} tried, {reading.successes} found"
+        done = f"{reading.tries} {self.profile.tries_are} tried, {reading.successes} found"
+        said = stderr.strip().splitlines()[-1:] or [""]
+        if said[0].startswith("(stopped:"):  # closebench's note (command.py): not its give-up
+            return f"{said[0].strip('()')}; {done}"
+        return reading.gave_up or done
 
     def ended(self, run: Run) -> str:
-        if run.stopped_at is not None:
+        if run.stopped_at is not None:  # its exit status then is the signal's
             return STOPPED
         reading = self.profile.read(run.stdout, run.stderr, run.status)
         return GAVE_UP if reading.gave_up else FINISHED

@@ -243,12 +243,19 @@ RUN_COLUMNS = (
 )
 
 
+# Added when some trial ran a tool attacker: its own time, progress and how its runs ended.
+RUN_TOOL_COLUMNS = ("tool_wall_s", "tool_tries_per_s", "tool_ended", "attacker_seconds_busy")
+
+
 def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     table = Table(title=f"{scenario.name}: {scenario.description}")
-    columns = [COLUMN_BY_KEY[key] for key in RUN_COLUMNS]
+    keys: tuple[str, ...] = RUN_COLUMNS
+    if any(row.tool_wall_s is not None for row in result.rows):
+        keys += RUN_TOOL_COLUMNS
+    columns = [COLUMN_BY_KEY[key] for key in keys]
     table.add_column("strategy", no_wrap=True)
     for column in columns:
-        words = column.key == "outcomes"
+        words = column.key in ("outcomes", "tool_ended")
         table.add_column(
             column.header,
             justify="left" if words else "right",

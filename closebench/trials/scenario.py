@@ -399,6 +399,7 @@ class Scenario(Strict):
             command=list(entry.command or []),
             confine=entry.confinement,
             name=entry.label if entry.command else None,
+            basic_auth=self.server.basic_auth,
         )
         return TrialConfig(
             server=server,

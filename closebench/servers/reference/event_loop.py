@@ -29,7 +29,9 @@ from closebench.servers.reference.protocol import (
     OK_200,
     REFUSED_503,
     TOO_LARGE_431,
+    UNAUTHORIZED_401,
     AbuseRules,
+    basic_credentials,
     request_target,
 )
 from closebench.servers.reference.sockets import (
@@ -331,8 +333,7 @@ class Server:
             self._detach(conn)
             self.strategies[self.close_name](conn.sock)
         elif conn.flagged or self.config.rules.path_matches(target):
-            self._detach(conn)
-            self._punish(conn.sock, conn.host)
+            self._on_abuse_path(conn)
         elif b"\r\n\r\n" not in conn.buf:
             self._respond(conn, TOO_LARGE_431)
         elif target is None:
@@ -340,6 +341,19 @@ class Server:
         else:
             self.counters.served += 1
             self._respond(conn, OK_200)
+
+    def _on_abuse_path(self, conn: Conn) -> None:
+        """The strategy, or with basic auth on the path: a wrong pair is the abuse."""
+        needed = self.config.rules.basic_auth
+        given = basic_credentials(conn.buf) if needed and not conn.flagged else ""
+        if given is None:  # no credentials yet: ask for them, as a real login page does
+            self._respond(conn, UNAUTHORIZED_401)
+        elif needed and given == needed:
+            self.counters.served += 1
+            self._respond(conn, OK_200)
+        else:
+            self._detach(conn)
+            self._punish(conn.sock, conn.host)
 
     def _on_idle(self, conn: Conn) -> None:
         conn.timer = None

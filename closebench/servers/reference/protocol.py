@@ -3,6 +3,8 @@ what counts as abuse (the request's path, or the client's address)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -23,12 +25,20 @@ OK_200 = http_response("200 OK", "ok\n")
 BAD_REQUEST_400 = http_response("400 Bad Request", "bad request\n")
 TOO_LARGE_431 = http_response("431 Request Header Fields Too Large", "request too large\n")
 REFUSED_503 = http_response("503 Service Unavailable", "out of file descriptors\n")
+# Asked of a client on the abuse path without credentials, when the path needs basic auth.
+UNAUTHORIZED_401 = http_response("401 Unauthorized", "credentials needed\n").replace(
+    b"\r\n\r\n", b'\r\nWWW-Authenticate: Basic realm="closebench"\r\n\r\n', 1
+)
+AUTHORIZATION = re.compile(rb"^authorization:[ \t]*basic[ \t]+(\S+)[ \t]*$", re.I | re.M)
 
 
 @dataclass(frozen=True)
 class AbuseRules:
     path: re.Pattern[str]
     sources: tuple[IPNetwork, ...]
+    # USER:PASSWORD: the abuse path asks for HTTP basic auth; a wrong pair is the abuse (a
+    # brute-forcer's try), none is asked for (401), the right one is served.
+    basic_auth: str | None = None
 
     def source_matches(self, host: str) -> bool:
         if not self.sources:
@@ -53,3 +63,15 @@ def request_target(head: bytes | bytearray) -> str | None:
     if not newline or len(parts) != 3 or not parts[1]:
         return None
     return parts[1].decode("latin-1")
+
+
+def basic_credentials(head: bytes | bytearray) -> str | None:
+    """The USER:PASSWORD of a request's `Authorization: Basic` header (None: none, or not
+    readable, which counts as a wrong pair)."""
+    match = AUTHORIZATION.search(bytes(head).replace(b"\r\n", b"\n"))
+    if match is None:
+        return None
+    try:
+        return base64.b64decode(match.group(1), validate=True).decode("latin-1")
+    except (binascii.Error, ValueError):
+        return ""
