@@ -30,9 +30,12 @@ FINISHED, GAVE_UP, STOPPED = "finished", "gave up", "stopped"
 class ToolReading:
     """What one run of a tool said of itself."""
 
-    tries: int  # credential pairs tried, or ports probed
+    tries: int  # credential pairs tried, or ports probed (the ones it began)
     successes: int  # credentials found, or open ports
     gave_up: str | None  # the line where it said it gave up (None: it did not)
+    # Tries it says it began that may still be waiting for their answer when it is stopped
+    # (hydra announces each try before sending it: one per task): not counted as made then.
+    in_flight: int = 0
 
 
 def _option(args: list[str], flag: str, default: float) -> float:
@@ -71,6 +74,7 @@ def _hydra(out: str, err: str, status: int) -> ToolReading:
         tries=_count(r"^\[ATTEMPT\] ", said),
         successes=_count(r"^\[\d+\]\[[\w-]+\] host: ", said),
         gave_up=gave_up,
+        in_flight=len(set(re.findall(r"^\[ATTEMPT\] .*\[child (\d+)\]", said, re.MULTILINE))),
     )
 
 
@@ -146,7 +150,7 @@ class ToolProfile:
     def missing(self) -> str:
         return (
             f"missing {self.program}: the {self.name} tool attacker runs it; install with "
-            f"`apt-get install {self.package}` (./setup.sh --tools does)"
+            f"`apt-get install {self.package}` (./setup.sh does)"
         )
 
     def require(self) -> None:
@@ -324,4 +328,4 @@ def skip_missing(
         raise EnvironmentProblem(next(iter(missing.values())))
     for message in sorted(set(missing.values())):
         warn(f"{message}; its trials skipped")
-    return missing
+    return {trial: f"skipped: {why}" for trial, why in missing.items()}

@@ -21,6 +21,7 @@ from closebench.attackers.tool_profiles import (
     GAVE_UP,
     STOPPED,
     WORDLISTS,
+    ToolReading,
     profile,
     version,
 )
@@ -80,9 +81,16 @@ class ToolClient(CommandClient):
         reading = self.profile.read(run.stdout, run.stderr, run.status)
         return GAVE_UP if reading.gave_up else FINISHED
 
+    def reading(self, run: Run) -> ToolReading:
+        """What the run said it did; a stopped run's tries still in flight are not made."""
+        said = self.profile.read(run.stdout, run.stderr, run.status)
+        if run.stopped_at is None:
+            return said
+        return replace(said, tries=max(0, said.tries - said.in_flight), in_flight=0)
+
     def cost(self, runs: list[Run], connected: set[int]) -> dict:
         """The command's cost, and the tool's own figures (summary.json's attacker_cost.tool)."""
-        readings = [self.profile.read(run.stdout, run.stderr, run.status) for run in runs]
+        readings = [self.reading(run) for run in runs]
         walls = [run.ended - run.started for run in runs]
         ends = [self.ended(run) for run in runs]
         wall, tries = sum(walls), sum(r.tries for r in readings)
