@@ -310,3 +310,25 @@ def test_a_missing_tool_keeps_its_row_skipped(tmp_path, monkeypatch):
     assert rows["rst / hydra"]["error"].startswith("skipped:")
     assert "apt-get install hydra" in rows["rst / hydra"]["error"]
     assert rows["rst / nmap"]["error"] is None and "nmap" in rows["rst / nmap"]["tool_versions"]
+
+
+def _row(tries: int, tries_are: str = "credential pairs", attackers: int = 1) -> dict:
+    tool = {"name": "hydra", "tries": tries, "wall_s": 10.0, "tries_are": tries_are}
+    cost = {"attacker_cost": {"tool": tool}}
+    return {"trial": "t", "attackers": {f"a{i}": cost for i in range(attackers)}}
+
+
+def test_verify_checks_a_tools_tries_against_the_wire():
+    """Quiet when the tool's count is the wire's (a brute-forcer's answered requests, a
+    scanner's connections); flags a count 15% off; no check for several attackers at once."""
+    from closebench.results.tool_check import check_tool, tool_figures
+
+    [tool] = tool_figures([_row(100)]).values()
+    assert check_tool(tool, connections=130, answered=100).agrees
+    assert check_tool(tool, connections=130, answered=95).agrees  # within 10%
+    assert not check_tool(tool, connections=130, answered=85).agrees
+    [scan] = tool_figures([_row(20, "port probes")]).values()
+    assert check_tool(scan, connections=20, answered=0).agrees
+    assert not check_tool(scan, connections=17, answered=0).agrees
+    assert check_tool(tool_figures([_row(0)])["t"], 3, 1).agrees  # within one try
+    assert tool_figures([_row(100, attackers=2)]) == {}

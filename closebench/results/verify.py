@@ -32,9 +32,11 @@ import pyarrow as pa
 from closebench.core.errors import ClosebenchError, UsageError
 from closebench.core.file_names import unique_names
 from closebench.core.input_files import SUMMARY_BYTES, TABLE_BYTES, check_regular, read_json
+from closebench.core.outcomes import LEGIT_CLIENT
 from closebench.results.dpkt_wire import WireConnection, WireReading, outcome_for, stream_wire
 from closebench.results.records import ATTEMPTS_DIR, BATCH_ROWS, trial_tables
 from closebench.results.run_directory import PCAP_DIR
+from closebench.results.tool_check import ToolProgress, check_tool, tool_figures
 
 END_TOLERANCE_P95_S = 0.002  # |Δ end| p95 beyond this is a disagreement
 JOIN_WINDOW_S = 5.0  # a record's t_syn and its connection's first SYN are at most this far apart
@@ -43,7 +45,7 @@ TAIL_S = 3.0
 SHOWN_MISMATCHES = 20  # mismatches kept per trial in the result
 # What the join reads of each record.
 RECORD_COLUMNS = ["trial", "src", "sport", "t_syn", "t_end", "outcome", "client_timeout"]
-RECORD_COLUMNS += ["t_request"]
+RECORD_COLUMNS += ["t_request", "attacker"]
 
 
 # joining records and connections
@@ -86,6 +88,11 @@ class TrialAgreement:
     request_mismatches: int = 0  # a request on one side only
     mismatches: list[Mismatch] = field(default_factory=list)
     error: str | None = None  # why the trial could not be checked
+    # The wire's count of what a tool counts as its tries: its connections (a scanner's
+    # probes), or its requests the server answered or closed on (a brute-forcer's pairs).
+    wire_connections: int = 0
+    wire_answered: int = 0
+    tool: ToolProgress | None = None  # the tool's own count against the wire's (tool_check.py)
 
     @property
     def end_delta_p95_s(self) -> float | None:
@@ -102,7 +109,7 @@ class TrialAgreement:
             and (p95 is None or p95 <= END_TOLERANCE_P95_S)
             and self.request_mismatches == 0
             and (request_p95 is None or request_p95 <= END_TOLERANCE_P95_S)
-        )
+        )  # a tool's own count (self.tool) is the tool's claim, not the records': told apart
 
     def to_dict(self) -> dict:
         return {
@@ -122,6 +129,7 @@ class TrialAgreement:
             "missing_in_records": self.missing_in_records,
             "mismatches": [m.describe() for m in self.mismatches[:SHOWN_MISMATCHES]],
             "error": self.error,
+            "tool_progress": None if self.tool is None else self.tool.to_dict(),
         }
 
 
@@ -140,7 +148,10 @@ def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> 
     except (OSError, ValueError, ClosebenchError) as error:
         result.error = f"{pcap.name} is unreadable: {error}"
         return result
+    attackers: set[str] = set()  # the attackers' addresses (not the legitimate client's)
     for record in _records(records):
+        if record.get("attacker") != LEGIT_CLIENT:
+            attackers.add(str(record.get("src")))
         row = wire.nearest(_client(record), record.get("t_syn"))
         if row is None:
             result.missing_on_wire += 1
@@ -160,6 +171,7 @@ def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> 
         result.end_deltas.append(abs(delta))
         if abs(delta) > END_TOLERANCE_P95_S:
             result.mismatches.append(_mismatch(record, "end", reading.outcome, delta))
+    result.wire_connections, result.wire_answered = wire.counts(attackers)
     for (address, port), t in wire.unjoined():
         result.missing_in_records += 1
         result.mismatches.append(Mismatch(address, port, t, "missing in the records", None, None))
@@ -276,11 +288,25 @@ class WireTable:
         requested = self.requested[row]
         return (None if math.isnan(requested) else requested), bool(self.held[row])
 
+    def counts(self, addresses: set[str]) -> tuple[int, int]:
+        """The connections from `addresses`, and those whose request the server answered or
+        closed on."""
+        named = [name[0] in addresses for name in self.client_names]
+        mine = np.array(named, bool)[np.frombuffer(self.client, np.int64)]
+        requested = ~np.isnan(np.frombuffer(self.requested, np.float64))
+        by_server = np.frombuffer(self.closer, np.int8) == 0
+        silent = np.frombuffer(self.outcome, np.int8) == _index_of(self.names, "silent")
+        return int(np.sum(mine)), int((mine & requested & by_server & ~silent).sum())
+
     def unjoined(self) -> Iterator[tuple[tuple[str, int], float]]:
         """(client, first SYN time) of each connection no record joined, in capture order."""
         rows = np.flatnonzero(~self.taken)
         for row in rows[np.argsort(np.frombuffer(self.index, np.int64)[rows], kind="stable")]:
             yield self.client_names[self.client[row]], self.syn_t[row]
+
+
+def _index_of(names: list[str], name: str) -> int:
+    return names.index(name) if name in names else -1
 
 
 def _records(records: Sequence[dict] | pa.Table) -> Iterator[dict]:
@@ -356,6 +382,9 @@ class RunAgreement:
             "missing_on_wire": sum(t.missing_on_wire for t in self.trials),
             "missing_in_records": sum(t.missing_in_records for t in self.trials),
             "flagged": [t.trial for t in self.trials if not t.ok],
+            "tool_disagreements": sum(
+                t.tool is not None and not t.tool.agrees for t in self.trials
+            ),
         }
 
 
@@ -376,7 +405,16 @@ def verify_run(directory: Path) -> RunAgreement:
             raise TypeError("a trial name is not text")
     except (KeyError, TypeError) as error:
         raise refuse(f"summary.json has no rows of trials: {error}") from None
-    return verify_trials(directory, trials)
+    return check_tools(verify_trials(directory, trials), summary["rows"])  # type: ignore[index]
+
+
+def check_tools(agreement: RunAgreement, rows: object) -> RunAgreement:
+    """Each trial that ran one tool: its own count of tries against the wire's (summary rows)."""
+    tools = tool_figures(rows)
+    for trial in agreement.trials:
+        if trial.trial in tools:
+            trial.tool = check_tool(tools[trial.trial], trial.wire_connections, trial.wire_answered)
+    return agreement
 
 
 def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
@@ -432,6 +470,15 @@ def agreement_text(figures: dict) -> str:
         )
     if figures.get("request_mismatches"):
         parts.append(f"{figures['request_mismatches']} request time(s) disagree")
+    if figures.get("tool_disagreements"):
+        parts.append(
+            f"{figures['tool_disagreements']} tool(s) counted tries the wire does not show"
+        )
+    progress = figures.get("tool_progress")
+    if isinstance(progress, dict) and not progress.get("agrees", True):
+        parts.append(
+            f"the tool counted {progress.get('tries')} tries, the wire shows {progress.get('wire')}"
+        )
     if figures.get("ends_not_on_wire"):
         parts.append(f"{figures['ends_not_on_wire']} end(s) no packet marks (a client's timeout)")
     missing = figures.get("missing_on_wire") or 0, figures.get("missing_in_records") or 0

@@ -39,7 +39,7 @@ from closebench.results.run_directory import (
 )
 from closebench.results.run_writing import new_run_directory, write_samples, write_summary
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
-from closebench.results.verify import verify_trials
+from closebench.results.verify import check_tools, verify_trials
 from closebench.trials.disk_space import DiskGuard, size_text
 from closebench.trials.machine import machine_metadata
 from closebench.trials.placement import resolve_placement
@@ -393,6 +393,7 @@ class Runner:
         never loses the run."""
         try:
             agreement = verify_trials(self.files, [row.trial for row in rows])
+            agreement = check_tools(agreement, [row.to_dict() for row in rows])
         except Exception as error:
             self.log(f"verify: failed: {type(error).__name__}: {error}")
             return {"ok": False, "error": f"{type(error).__name__}: {error}"}
