@@ -207,7 +207,7 @@ MEDUSA = ToolProfile(
     ),
     wait=lambda args: _option(args, "-g", 3.0),
     timeouts="-g: give up connecting after N s, default 3; -r: sleep between retries, default "
-    "3 s; -R: retries before giving up, default 2 (N + 1 tries)",
+    "3 s; -R: retries before giving up (N + 1 tries)",
     read=_medusa,
     version=("-V",),
 )
@@ -217,8 +217,9 @@ NCRACK = ToolProfile(
     package="ncrack",
     tries_are="credential pairs (its probes)",
     # Left to itself it opens thousands of connections a second against a server that answers
-    # nothing it understands: four at a time, 50 ms apart, keeps a trial's records small.
-    defaults=("-g", "CL=4,cd=50ms"),
+    # nothing it understands: four at a time, 50 ms apart, keeps a trial's records small; and
+    # it reports its tries only when it ends: to=4s ends each run (its whole cracking time).
+    defaults=("-g", "CL=4,cd=50ms,to=4s"),
     # --save: its restore file goes to the run's scratch directory, not ~/.ncrack.
     aim=(
         "-v",
