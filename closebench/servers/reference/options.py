@@ -12,9 +12,9 @@ from functools import partial
 
 from closebench.servers.bans import BanError
 from closebench.servers.bpf_maps import BpfError
-from closebench.servers.reference.event_loop import Config, Server
+from closebench.servers.reference.event_loop import Server
 from closebench.servers.reference.log import PROG, log
-from closebench.servers.reference.protocol import AbuseRules
+from closebench.servers.reference.protocol import AbuseRules, Config
 from closebench.servers.reference.startup import (
     StartupError,
     bind_listeners,

@@ -9,6 +9,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from closebench.servers.strategies import StrategySpec
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -54,6 +56,30 @@ class AbuseRules:
 
     def path_matches(self, target: str | None) -> bool:
         return target is not None and self.path.search(target) is not None
+
+    def auth_reply(self, head: bytes | bytearray, flagged: bool) -> bytes | None:
+        """With basic auth on the abuse path: 401 to a request without credentials, 200 to the
+        right pair; None: the request is the abuse (a wrong pair, or no basic auth at all)."""
+        if self.basic_auth is None or flagged:
+            return None
+        given = basic_credentials(head)
+        if given is None:
+            return UNAUTHORIZED_401
+        return OK_200 if given == self.basic_auth else None
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the server is told (options.py): its strategy, where it listens, what is abuse."""
+
+    spec: StrategySpec
+    port: int
+    bind4: str
+    bind6: str | None  # None: --no-ipv6
+    rules: AbuseRules
+    backlog: int
+    ban_netns: str | None = None  # fw-*: enforce bans in this network namespace (a router's)
+    bpf_maps: str | None = None  # xdp-drop, tc-drop: where the ban maps are pinned
 
 
 def request_target(head: bytes | bytearray) -> str | None:
