@@ -124,6 +124,15 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} s"
 
 
+def _tool_text(tool: dict) -> str:
+    rate = "-" if tool["tries_per_s"] is None else f"{tool['tries_per_s']:.2f}"
+    ended = ", ".join(f"{how} {count}" for how, count in tool["ended"].items()) or "no run"
+    return (
+        f"{tool['version'] or 'version unknown'}: {tool['tries']} {tool['tries_are']} tried in "
+        f"{tool['wall_s']:.1f} s ({rate}/s), {tool['successes']} found; runs: {ended}"
+    )
+
+
 def print_attack(result: TrialResult, console: Console) -> None:
     config = result.config
     [spec] = config.attackers
@@ -170,6 +179,10 @@ def print_attack(result: TrialResult, console: Console) -> None:
     table.add_row("closed by", closers or "none")
     table.add_row("response data first", f"{summary.data_first} attempts")
     cost = summary.attacker_cost
+    if "tool" in cost:  # the tool attacker's own figures (attackers/tools.py)
+        table.add_row(
+            f"{escape(cost['tool']['name'])} (the tool)", escape(_tool_text(cost["tool"]))
+        )
     if "peak_open_sockets" in cost:
         table.add_row("attacker peak open fds", str(cost["peak_open_sockets"]))
     table.add_row("attacker peak kernel sockets", str(cost.get("peak_kernel_sockets", "-")))
