@@ -25,6 +25,7 @@ from closebench.attackers.tool_profiles import (
     profile,
     version,
 )
+from closebench.core.errors import UsageError
 from closebench.lab import Lab
 from closebench.lab.confine import Confinement
 
@@ -52,6 +53,8 @@ class ToolClient(CommandClient):
         self._lab_values: dict[str, str] = {}
 
     def run(self, lab: Lab, target, policy, sink, cancel, source=None) -> dict:
+        if target.family == 6:  # nmap wants -6, hydra and masscan other target forms
+            raise UsageError(f"the {self.profile.name} tool attacker aims at IPv4 only")
         self._lab_values = {
             "users": str(WORDLISTS / "users.txt"),
             "passwords": str(WORDLISTS / "passwords.txt"),
