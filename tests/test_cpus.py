@@ -104,6 +104,34 @@ def test_own_cpu_seconds_count_a_busy_child_of_this_process():
     assert cpus.own_cpu_seconds(shared)["defender"] - before >= 0.4
 
 
+BUSY_HALF_SECOND = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+
+
+def test_parallel_trials_are_the_runs_own_load():
+    """Two trials at once (the runner's jobs: threads of this process), each with a process that
+    starts and ends inside the window through a launcher (as a lab's nsexec): both count as this
+    run's own CPU, none as something outside it."""
+    shared = Placement(cpus.machine_cpus(), cpus.machine_cpus())
+    start = cpus.snapshot(shared)
+
+    def trial() -> None:  # launcher -> busy grandchild, both reaped before the window ends
+        launcher = (
+            f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {BUSY_HALF_SECOND!r}])"
+        )
+        subprocess.run([sys.executable, "-c", launcher], check=True, timeout=120)
+
+    jobs = [threading.Thread(target=trial) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    end = cpus.snapshot(shared)
+    assert end.own_s["defender"] - start.own_s["defender"] >= 1.0  # both busy half-seconds
+    use = cpus.use_between(shared, start, end)
+    both = use.sides["both"]
+    assert both.own_share * use.elapsed_s * len(shared.defender) >= 0.9
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to split")
 def test_pinning_this_process_and_restoring_it():
     placement = cpus.default_placement()

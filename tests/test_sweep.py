@@ -360,7 +360,7 @@ strategies = ["never", "repair", "graceful"]
 [server]
 nofile = 256
 [[attackers]]
-kind = "kernel"
+# No kind: the cheapest that does the job, the packet engine (trials/attacker_kinds.py).
 timeout = 5
 rate = 200
 [legit]
@@ -377,6 +377,7 @@ def run_done_when(tmp_path):
 
     path = scenario_file(tmp_path, DONE_WHEN)
     scenario, text, digest = load_scenario(path)
+    load_before = os.getloadavg()
     outcome = Runner(scenario, text, digest, path, tmp_path / "reports").run()
     assert outcome.complete, outcome.errors
     assert [row.step for row in outcome.rows] == [20, 100, 400] * 3
@@ -384,6 +385,10 @@ def run_done_when(tmp_path):
     assert summary["breaking_points"] == outcome.breaking_points
     assert summary["placement"]["text"]  # which CPUs each side had
     assert all(row.cpu_use.get("placement") == summary["placement"] for row in outcome.rows)
+    # The packet engine, as many processes as kept up (or as the attackers' CPUs allowed).
+    assert {row.attackers["scapy"]["attacker_cost"]["sources"] for row in outcome.rows} == {1}
+    assert all(row.attacker_processes and row.attacker_processes_reason for row in outcome.rows)
+    print(f"load average before and after: {load_before} {os.getloadavg()}")
     return outcome
 
 
@@ -516,6 +521,13 @@ def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
     from closebench.results.report import build_report
 
     rows = [*SWEPT, step_row("graceful", 20, harness_limited=True, harness_limited_reason="busy")]
+    for index in (1, 2):  # steps where one engine process kept up are counted, not listed
+        rows[index] = {**rows[index], "attacker_processes": 1}
+        rows[index]["attacker_processes_reason"] = "1 process: it kept up"
+    rows[0] = {**rows[0], "attacker_processes": 2}
+    rows[0]["attacker_processes_reason"] = (
+        "2 processes: with 1 process the scapy attacker set the pace"
+    )
     run = sweep_run(tmp_path / "run", rows)
     summary = json.loads((run / "summary.json").read_text())
     summary["sweep"].update(break_legit_success=0.99, break_latency_s=1.0, break_server_errors=0)
@@ -526,6 +538,12 @@ def test_a_sweeps_report_has_the_breaking_point_table_and_figures(tmp_path):
     assert "held up to 20, broke by concurrency 100" in page
     assert "legitimate success 50.0% &lt; 99.0%" in page
     assert "Harness-limited" in page and "graceful @ concurrency 20: busy" in page
+    # How many engine processes each step ran with, and why: only steps that had a packet attacker.
+    assert (
+        "Packet attacker processes (each its own engine, on the attackers&#39; CPUs): "
+        "never @ concurrency 20: 2 processes: with 1 process the scapy attacker set the pace; "
+        "2 of 3 steps: 1 process: it kept up."
+    ) in page
     markdown = files.markdown.read_text()
     assert (
         "| never | broke | held up to 20, broke by concurrency 100 | concurrency 100: " in markdown

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import time
@@ -108,6 +107,8 @@ class Budget:
             return wait
 
     async def take(self) -> bool:
+        import asyncio  # here: the packet attacker's child imports this module, not asyncio
+
         wait = self.claim()
         if wait is None:
             return False

@@ -71,9 +71,12 @@ class VolumeAttacker(PacketAttacker):
             )
 
     def table_name(self, host: Host) -> str:
-        if rst_filter.present(host, NFT_TABLE):
-            raise LabError(f"a volume attacker already runs in this lab (nft table {NFT_TABLE})")
-        return NFT_TABLE
+        # One engine of several (trials/attacker_processes.py) has a slice of the ports: its own
+        # table, beside its siblings'.
+        table = NFT_TABLE if self.ports == SOURCE_PORTS else f"{NFT_TABLE}_{self.ports.low}"
+        if rst_filter.present(host, table):
+            raise LabError(f"a volume attacker already runs in this lab (nft table {table})")
+        return table
 
     def rules(self, table: str, target: Target, sources: list[str]) -> str:
         # The target's segments to our ports are dropped before the attacker kernel's TCP sees

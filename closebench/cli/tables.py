@@ -283,6 +283,9 @@ def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
             continue
         cells = row.to_dict()
         table.add_row(row.trial, *(escape(column.cell(cells)) for column in columns))
+        if (row.attacker_processes or 1) > 1:
+            why = escape(row.attacker_processes_reason or "")
+            console_notes.append(f"{escape(row.trial)}: packet attacker processes: {why}")
         if row.harness_limited:
             reason = escape(row.harness_limited_reason or "")
             console_notes.append(f"{escape(row.trial)}: [yellow]harness-limited[/]: {reason}")

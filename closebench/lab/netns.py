@@ -19,8 +19,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import psutil
-
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 KEEPER_PREFIX = "closebench-lab"
@@ -97,6 +95,8 @@ class Keeper:
 
     def _wait_for_init(self) -> int:
         """The PID (in our namespace) of the keeper's PID 1, once it has exec'd sleep."""
+        import psutil  # here: the packet attacker's child imports this module, not psutil
+
         deadline = time.monotonic() + 10
         parent = psutil.Process(self._unshare.pid)
         while time.monotonic() < deadline:

@@ -40,6 +40,7 @@ NOT_THE_SERVERS = MACHINE_WIDE | {
     "harness_loop_lag_p95_s",
     "harness_receive_drops",
     "harness_local_errors",
+    "attacker_processes",
     "duration_s",
 }
 K_SPREAD = 1.0  # the band is widened by K times the base's own spread (min..max)

@@ -22,6 +22,8 @@ from functools import cache
 
 # summary.json. /2: breaking points are brackets (status, held_up_to, inconclusive_from), rows
 # carry cpu_use and cpu_foreign_reason, the document its `placement`. /1 runs still read.
+# attacker_processes_reason of a step whose one packet engine process kept up.
+ATTACKER_KEPT_UP = "1 process: it kept up"
 SUMMARY_SCHEMA = "closebench.summary/2"
 SUMMARY_SCHEMAS_READ = ("closebench.summary/1", SUMMARY_SCHEMA)
 PROBE_SCHEMA = "closebench.probe/1"  # closebench probe --json
@@ -104,6 +106,11 @@ class TrialRow:
     harness_loop_lag_p95_s: float | None = None  # the kernel clients' event loops, worst p95
     harness_receive_drops: int | None = None  # packets the packet engine's ring dropped
     harness_local_errors: int | None = None  # the attackers' own failures (EMFILE, ENOBUFS...)
+    # Each packet attacker's processes in this step, and why that many (the runner adds one and
+    # re-runs the step while one set the pace: trials/attacker_processes.py); None: no packet
+    # attacker.
+    attacker_processes: int | None = None
+    attacker_processes_reason: str | None = None  # ATTACKER_KEPT_UP: one process was enough
     # Each side's CPUs over the attack (lab/cpus.py): {"placement": ..., "defender"/"attackers"
     # (or "both" when they share): {cpus, busy_share, own_share, foreign_share, softirq_share}}.
     # When something outside the run took a real share of a side's CPUs, why (the step is then

@@ -110,6 +110,7 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("harness_loop_lag_p95_s", None, 0.01, "kernel clients' event-loop lag, p95 s"),
     Figure("harness_receive_drops", None, 0, "packets the packet engine's ring dropped"),
     Figure("harness_local_errors", None, 0, "attackers' own failures (EMFILE, ENOBUFS...)"),
+    Figure("attacker_processes", None, 0, "processes each packet attacker ran as"),
     # Ban strategies only (null for the others).
     Figure("peak_bans_active", HIGHER, 1, "bans in force at once"),
     Figure("time_to_ban_median_s", HIGHER, 0.05, "median s from first attempt to ban"),

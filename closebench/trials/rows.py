@@ -46,6 +46,8 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
         series=trial.series,
         sysctl=dict(trial.server.sysctl),
         faults=[fault.to_dict() for fault in result.faults],
+        attacker_processes=result.attacker_processes,
+        attacker_processes_reason=result.attacker_processes_reason,
     )
     if result.legit:
         row.legit_requests = result.legit.requests

@@ -40,6 +40,8 @@ from closebench.results.run_directory import (
 from closebench.results.run_writing import new_run_directory, write_samples, write_summary
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.verify import check_tools, verify_trials
+from closebench.trials.attacker_kinds import PACKET_KINDS
+from closebench.trials.attacker_processes import saturated_packet_attackers, scaling
 from closebench.trials.disk_space import DiskGuard, size_text
 from closebench.trials.machine import machine_metadata
 from closebench.trials.placement import resolve_placement
@@ -259,7 +261,7 @@ class Runner:
             progress.attempts += 1
 
         try:
-            result = run_trial(config, self.cancel, counted)
+            result = self._run_step(config, progress, counted)
             results[index] = result
             self._write_so_far(results)
             progress.state = "done"
@@ -278,6 +280,28 @@ class Runner:
             for fault in result.faults:
                 progress.state = "error"
                 self.log(f"{progress.name}: error: {fault}")
+
+    def _run_step(self, config: TrialConfig, progress: TrialProgress, counted) -> TrialResult:
+        """The trial, run again with one more process a packet attacker while one set the pace
+        and the attackers have a CPU for it (trials/attacker_processes.py): the last run is the
+        step's."""
+        kinds = {spec.name: spec.kind for spec in config.attackers}
+        processes, earlier = 1, ""
+        while True:
+            result = run_trial(with_processes(config, processes), self.cancel, counted)
+            if not any(kind in PACKET_KINDS for kind in kinds.values()):
+                return result
+            costs = {name: s.attacker_cost for name, s in result.summaries.items()}
+            saturated = saturated_packet_attackers(kinds, costs)
+            step = scaling(processes, saturated, len(self.placement.attackers), earlier)
+            result.attacker_processes, result.attacker_processes_reason = processes, step.reason
+            if step.spent:  # the step stays limited, and says no more processes would help
+                result.harness.reasons.append(step.spent)
+            if not step.again or self.cancel.is_set() or result.faults:
+                return result
+            self.log(f"{progress.name}: run again with {processes + 1} processes: {step.reason}")
+            processes, earlier = processes + 1, step.reason
+            progress.attempts, progress.started = 0, time.monotonic()
 
     def _write_so_far(self, results: list) -> None:
         """summary.json of the trials finished so far, written as each ends (the others' rows say
@@ -430,6 +454,17 @@ def sweep_document(sweep: SweepEntry, rows: list[dict]) -> dict:
         "sweep": sweep.model_dump(),
         "breaking_points": breaking_points(rows, sweep.axis, thresholds),
     }
+
+
+def with_processes(config: TrialConfig, processes: int) -> TrialConfig:
+    """The trial with each packet attacker run as `processes` engines."""
+    if processes == 1:
+        return config
+    attackers = tuple(
+        replace(spec, processes=processes) if spec.kind in PACKET_KINDS else spec
+        for spec in config.attackers
+    )
+    return replace(config, attackers=attackers)
 
 
 def trial_chains(trials: list[TrialConfig]) -> list[list[int]]:

@@ -23,7 +23,6 @@ from pydantic_core import ErrorDetails
 
 from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES
 from closebench.attackers.policy import Policy
-from closebench.attackers.tool_profiles import PROFILES, TOOL_PLACEHOLDERS, profile
 from closebench.core.errors import UsageError
 from closebench.core.input_files import parse_toml
 from closebench.core.limits import (
@@ -41,7 +40,8 @@ from closebench.defender.config import SERVER_PLACEHOLDERS
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
 from closebench.lab.confine import Confinement
 from closebench.servers.strategies import StrategySpec, parse_spec
-from closebench.trials.scenario_checks import trial_count
+from closebench.trials.attacker_kinds import ADDRESSED_KINDS, default_kind
+from closebench.trials.scenario_checks import tool_entry_problem, tools_missing, trial_count
 from closebench.trials.scenario_commands import Commanded
 from closebench.trials.scenario_tables import (
     CpusEntry,
@@ -124,9 +124,6 @@ class StrategyEntry(Commanded):
         return self.label or str(self.strategy) + (" (via router)" if self.routed else "")
 
 
-TOOL_ARG_PLACEHOLDERS = (*COMMAND_PLACEHOLDERS, *TOOL_PLACEHOLDERS)
-
-
 class AttackerEntry(Commanded):
     kind: Literal[tuple(ATTACKERS)] = "kernel"  # type: ignore[valid-type]
     label: Label | None = None
@@ -158,19 +155,14 @@ class AttackerEntry(Commanded):
 
     @model_validator(mode="after")
     def addresses_need_kernel(self) -> AttackerEntry:
-        if self.addresses is not None and self.kind != "kernel":
-            raise ValueError(f'addresses goes with kind = "kernel", not {self.kind!r}')
+        if self.addresses is not None and self.kind not in ADDRESSED_KINDS:
+            raise ValueError(
+                f'addresses goes with kind = "kernel", "scapy" or "volume", not {self.kind!r}'
+            )
         if self.command is not None and self.kind != "curl":
             raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
-        if (self.tool is not None or self.args is not None) and self.kind != "tool":
-            raise ValueError(f'tool and args go with kind = "tool", not {self.kind!r}')
-        if self.kind == "tool":
-            if self.tool is None:
-                raise ValueError(f'kind = "tool" needs tool = one of {", ".join(PROFILES)}')
-            if self.tool not in PROFILES:
-                raise ValueError(f"unknown tool {self.tool!r}; known: {', '.join(PROFILES)}")
-            if (problem := unknown_placeholder(self.args or [], TOOL_ARG_PLACEHOLDERS)) is not None:
-                raise ValueError(problem)
+        if (problem := tool_entry_problem(self.kind, self.tool, self.args)) is not None:
+            raise ValueError(problem)
         problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)
         if problem is not None:
             raise ValueError(problem)
@@ -192,10 +184,6 @@ class AttackerEntry(Commanded):
         if self.kind == "tool":
             return Confinement(tuple(self.capabilities), self.privileged)
         return super().confinement
-
-    @property
-    def name(self) -> str:
-        return self.label or (self.tool if self.kind == "tool" and self.tool else self.kind)
 
     def spec(self, duration: float) -> AttackerSpec:
         policy = Policy(
@@ -242,6 +230,22 @@ class Scenario(Strict):
     # ATTACKER"), e.g. one abuse tool at a time, as tools that cannot choose their source address
     # need the attacker's address to themselves.
     attackers_apart: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def cheapest_attackers(cls, data: object) -> object:
+        """An attacker whose kind the file does not name gets the cheapest that does its job
+        (attacker_kinds.default_kind): the packet engine for a reconnecting spammer."""
+        if isinstance(data, dict) and isinstance(data.get("attackers"), list):
+            sweep = data.get("sweep")
+            data = {
+                **data,
+                "attackers": [
+                    default_kind(entry, sweep if isinstance(sweep, dict) else None)
+                    for entry in data["attackers"]
+                ],
+            }
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -368,14 +372,8 @@ class Scenario(Strict):
         return list(range(len(self.attackers))) if self.attackers_apart else [None]
 
     def tools_missing(self) -> dict[str, str]:
-        """The trials whose tool is not installed, each with the line that says which package
-        brings it: they keep their rows, skipped."""
-        missing: dict[str, str] = {}
-        for trial in self.trials():
-            for spec in trial.attackers:
-                if spec.kind == "tool" and spec.tool and not profile(spec.tool).installed():
-                    missing[trial.name] = profile(spec.tool).missing()
-        return missing
+        """The trials whose tool is not installed (scenario_checks.tools_missing)."""
+        return tools_missing(self.trials())
 
     def _trial(
         self, entry: StrategyEntry, repetition: int, step: float | None, alone: int | None = None
@@ -385,7 +383,7 @@ class Scenario(Strict):
         attackers = self.attackers_at(step)
         if alone is not None:
             attackers = [attackers[alone]]
-            label += f" / {attackers[0].name}"
+            label += f" / {attackers[0].spec(self.duration).name}"
         series = label if self.sweep else None
         if self.sweep and step is not None:
             label += f" @ {self.sweep.axis} {step:g}"

@@ -38,6 +38,8 @@ from closebench.lab.confine import Confinement
 from closebench.results.records import AttemptWriter, read_attempts
 from closebench.servers.strategies import BAN_STRATEGIES
 from closebench.trials.attacker_hosts import AttackerHostSampler
+from closebench.trials.attacker_kinds import PACKET_KINDS
+from closebench.trials.attacker_processes import client_costs, merged_cost, process_threads
 from closebench.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from closebench.trials.harness_load import HarnessLoad, harness_load
 from closebench.trials.part_faults import idle_attackers, server_faults
@@ -61,6 +63,9 @@ class AttackerSpec:
     confine: Confinement | None = None
     tool: str | None = None  # the tool kind: its profile (attackers/tools.py)
     args: list[str] | None = None  # the tool kind: its arguments (None: the profile's)
+    # A packet attacker (scapy, volume): how many engines share its policy, each a process of its
+    # own (trials/attacker_processes.py); the runner adds one when a step's engine set the pace.
+    processes: int = 1
 
     @property
     def name(self) -> str:
@@ -71,16 +76,9 @@ class AttackerSpec:
         return Request(self.command, self.label, self.confine, self.tool, self.args)
 
     @property
-    def runs_command(self) -> bool:
-        return kind_of(self.kind).runs_command
-
-    @property
     def binds_source(self) -> bool:
         """A command that takes the address to leave from ({source}, as curl --interface)."""
-        if not self.runs_command:
-            return False
-        argv = make_attacker_argv(self.kind, self.request)
-        return any("{source}" in part for part in argv)
+        return any("{source}" in part for part in make_attacker_argv(self.kind, self.request))
 
     @property
     def most_addresses(self) -> int:
@@ -140,7 +138,7 @@ class TrialConfig:
         if self.legit is not None and self.legit.source == "attacker":
             on_main.append("the legitimate client (source = attacker)")
         for spec in self.attackers:
-            if not spec.runs_command or spec.binds_source:
+            if not kind_of(spec.kind).runs_command or spec.binds_source:
                 continue
             if spec.policy.concurrency > 1:
                 raise UsageError(
@@ -204,6 +202,10 @@ class TrialResult:
     # The parts that crashed (an attacker, the legitimate client, the server, a sampler) or made
     # no attempt: the trial measured nothing trustworthy, and fails.
     faults: list[Fault] = field(default_factory=list)
+    # The packet attackers' processes each, and why that many (the runner's scaling); None: the
+    # trial had no packet attacker.
+    attacker_processes: int | None = None
+    attacker_processes_reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.overall is None:
@@ -232,7 +234,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             lab.add_attacker_addresses(1 + sum(plan))
         server = config.server.with_attacker_rule(lab.attacker_ip(config.family))
         for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
-            for address in own if spec.runs_command else ():  # the attacker, by address
+            for address in own if kind_of(spec.kind).runs_command else ():  # by its address
                 server = server.with_attacker_rule(address)
         ban_host = firewall.ban_host(lab, server.spec)
         defender = Defender(lab, server)
@@ -340,16 +342,8 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         faults=faults.all(),
         bans=bans,
         ban_log=ban_log,
-        harness=harness_load(_client_costs(costs, legit_cost), cpu_use),
+        harness=harness_load(client_costs(costs, legit_cost), cpu_use),
     )
-
-
-def _client_costs(costs: dict[str, dict], legit_cost: dict) -> dict[str, dict]:
-    """Each client's own cost, named as a reader would name it."""
-    named = {f"the {name} attacker": cost for name, cost in costs.items()}
-    if legit_cost:
-        named["the legitimate client"] = legit_cost
-    return named
 
 
 def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: float) -> None:
@@ -386,6 +380,7 @@ def _run_attackers(
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
     costs: dict[str, dict] = {}
+    processes: dict[str, list[dict]] = {}  # a packet attacker run as several: each one's report
     lock = threading.Lock()
 
     def sink_for(spec: AttackerSpec) -> Callable[[Attempt], None]:
@@ -409,6 +404,11 @@ def _run_attackers(
     more_hosts = iter(lab.more_attackers)
     for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
         target = Target(address, config.server.port, config.family, spec.path)
+        if spec.kind in PACKET_KINDS and spec.processes > 1:
+            reports = processes.setdefault(spec.name, [])
+            sink = sink_for(spec)
+            threads += process_threads(lab, spec, target, own, sink, cancel, reports, faults)
+            continue
         attacker = make_attacker(spec.kind, spec.request, spec.engine)
         if spec.engine == "locust":
             prepared.append(attacker)
@@ -432,6 +432,9 @@ def _run_attackers(
     for thread in threads:
         thread.join()
     duration = time.monotonic() - started
+    for name, reports in processes.items():  # in port order, as the processes were made
+        if reports:
+            costs[name] = merged_cost(sorted(reports, key=lambda r: str(r.get("source_ports"))))
     attack_end = time.time()
     if legit and config.duration:  # attackers that stopped early: the legitimate client goes on
         cancel.wait(max(0.0, started + config.duration - time.monotonic()))

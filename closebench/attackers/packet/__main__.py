@@ -55,9 +55,10 @@ def main() -> int:
             out.flush()
             lines.clear()
 
+    start = cpu_seconds()  # what starting cost: the imports, the ring
     try:
         ran = loop.run(engine, wire, config.the_policy(), cancel, flush, settle=config.retransmits)
-        out.write(last_line(report(engine, wire, ran, config)))
+        out.write(last_line(report(engine, wire, ran, config, start)))
     finally:
         wire.close()
     out.flush()
@@ -71,7 +72,14 @@ def open_wire(config: ChildConfig) -> RawWire:
     return RawWire(config.family, config.dst, templates, config.bpf, decoder, config.ifname)
 
 
-def report(engine: Engine, wire: RawWire, ran: loop.LoopReport, config: ChildConfig) -> dict:
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def report(
+    engine: Engine, wire: RawWire, ran: loop.LoopReport, config: ChildConfig, start_s: float
+) -> dict:
     """What the attack cost the attacker: the engine's counters, the wire's, the loop's."""
     c = engine.counters
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -90,6 +98,7 @@ def report(engine: Engine, wire: RawWire, ran: loop.LoopReport, config: ChildCon
         "source_ports": config.ports,
         "cpu_user_s": round(usage.ru_utime, 3),
         "cpu_system_s": round(usage.ru_stime, 3),
+        "cpu_start_s": round(start_s, 3),  # of which before the attack's first packet
     }
 
 

@@ -56,9 +56,14 @@ def send_syn(engine: Machine, conn: Conn, _: None) -> Event | None:
     engine.counters.syns_sent += 1
     error = engine.out.send(conn, Kind.SYN, conn.iss, 0)
     if error is not None and error.errno in ICMP_ERRNOS:  # no route: as connect() fails
-        conn.notes.append(f"send failed: {error.strerror}")
+        note_send_failed(conn, error)
         return Event.SEND_FAILED
     return None  # sent, or lost on the way (ENOBUFS...): the SYN timer will tell
+
+
+def note_send_failed(conn: Conn, error: OSError) -> None:
+    """Our SYN could not be sent: noted in the attempt's detail (Engine.send_lost too)."""
+    conn.notes.append(f"send failed: {error.strerror}")
 
 
 def resend_syn(engine: Machine, conn: Conn, _: None) -> Event | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from closebench.attackers.packet.segments import (
     ACK,
@@ -86,9 +86,20 @@ class Counters:
 
 
 class Wire(Protocol):
-    """What the engine sends through: one prebuilt packet of `kind`, patched."""
+    """What the engine sends through: one prebuilt packet of `kind`, patched. A wire may raise
+    OSError at once (a lost packet) or queue it and report it later (LostSend, send_batch.py)."""
 
     def send(self, kind: Kind, src: int, port: int, seq: int, ack: int) -> None: ...
+
+
+class LostSend(NamedTuple):
+    """A queued packet the kernel refused when it went out."""
+
+    kind: Kind
+    src: int  # index of our source address
+    port: int
+    seq: int
+    error: OSError
 
 
 @dataclass(slots=True, eq=False)

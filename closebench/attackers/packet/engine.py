@@ -36,6 +36,7 @@ from closebench.attackers.packet.actions import (
     late_reset,
     note_dropped_socket,
     note_odd,
+    note_send_failed,
     probe_window,
     reject_ack,
     request_again,
@@ -59,14 +60,23 @@ from closebench.attackers.packet.connection import (
     Conn,
     Counters,
     InitialSequence,
+    LostSend,
     Outbox,
     Settings,
     Wire,
 )
-from closebench.attackers.packet.segments import FIN, RST, SYN, IcmpError, Segment, seq_add
+from closebench.attackers.packet.segments import (
+    FIN,
+    RST,
+    SYN,
+    IcmpError,
+    Kind,
+    Segment,
+    seq_add,
+)
 from closebench.attackers.packet.states import IGNORE, OPEN, Event, State, Step
 from closebench.attackers.packet.timers import Timers
-from closebench.core.outcomes import Outcome
+from closebench.core.outcomes import ICMP_ERRNOS, Outcome
 
 __all__ = ["OPEN", "TRANSITIONS", "Engine", "Event", "MissingTransition", "State", "Transition"]
 
@@ -251,6 +261,24 @@ class Engine:
             self.out.answer_without_socket(item)
         else:
             self._fire(conn, event, item)
+
+    def send_lost(self, lost: LostSend) -> None:
+        """A packet the wire had queued was refused when it went out: lost, as a send that fails
+        at once is, and a SYN refused for want of a route ends its attempt as in send_syn."""
+        self.now = self.clock()
+        c = self.counters
+        c.send_errors += 1
+        if lost.kind >= Kind.RST:
+            c.rsts_sent -= 1  # counted when it was queued
+        if lost.kind is not Kind.SYN or lost.error.errno not in ICMP_ERRNOS:
+            return
+        conn = self.conns[(lost.port - self.settings.low) * self.sources + lost.src]
+        if conn is None or conn.iss != lost.seq:
+            return  # the SYN of an attempt already over
+        # In every state where the table says what a refused SYN means (the handshake's):
+        if self._table[conn.state << 5 | Event.SEND_FAILED] is not None:
+            note_send_failed(conn, lost.error)
+            self._fire(conn, Event.SEND_FAILED, None)
 
     def fire_timers(self) -> None:
         """Run every timer that is due."""

@@ -2,7 +2,9 @@
 
 One thread, one poll(): what arrived is handed to the engine before due timers run (a reply
 already in counts before our timeout does), then attempts start within the window, the rate and
-the bounds, then finished attempts are flushed to the runner every FLUSH_EVERY.
+the bounds, then what the engine sent meanwhile goes out (the wire batches it; the sends it
+could not make go back to the engine), then finished attempts are flushed to the runner every
+FLUSH_EVERY.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from closebench.attackers.packet.connection import LostSend
 from closebench.attackers.packet.engine import Engine
 from closebench.attackers.packet.segments import IcmpError, Segment
 from closebench.attackers.policy import Policy
@@ -28,6 +31,8 @@ class Receiver(Protocol):
     def fileno(self) -> int: ...
 
     def receive(self) -> list[Segment | IcmpError]: ...
+
+    def flush(self) -> list[LostSend]: ...
 
 
 class Pacer:
@@ -111,6 +116,8 @@ def run(
                 idle_since = idle_since or now
                 if not (settle and engine.settling() and now - idle_since < SETTLE):
                     break
+        for lost in wire.flush():
+            engine.send_lost(lost)
         if now - last_flush >= FLUSH_EVERY:
             flush()
             last_flush = now
@@ -121,6 +128,8 @@ def run(
         readable = bool(poller.poll(timeout_ms))
     if cancel.is_set():
         engine.abandon()
+    for lost in wire.flush():  # what the last round (or abandon) sent: the RSTs of give-ups...
+        engine.send_lost(lost)
     ended = clock()
     flush()
     return LoopReport(

@@ -1,12 +1,15 @@
 """The wire in production: a raw socket out, a packet socket with a BPF program in.
 
 Out, an IPPROTO_RAW socket: we write whole IP packets (the templates), marked with MARK so that
-the runner's nft rule lets our own RSTs pass. In, an AF_PACKET socket on the attacker's interface:
-it gets its copy of each packet before the host's firewall and TCP, and only what the BPF program
-(compiled by the runner, libpcap through scapy) lets through: the server's segments to our ports,
-and ICMP errors. The kernel writes them, each with its receive time, into a ring shared with us
-(TPACKET_V2), so reading one costs no system call: recvmsg() would cost two (Python asks the
-kernel for the interface's name to build the sender's address).
+the runner's nft rule lets our own RSTs pass, BATCH of them per system call (send_batch.py): the
+loop flushes what waits before it sleeps, and hands the engine the sends that failed.
+
+In, an AF_PACKET socket on the attacker's interface: it gets its copy of each packet before the
+host's firewall and TCP, and only what the BPF program (compiled by the runner, libpcap through
+scapy) lets through: the server's segments to our ports, and ICMP errors. The kernel writes
+them, each with its receive time, into a ring shared with us (TPACKET_V2), so reading one costs
+no system call: recvmsg() would cost two (Python asks the kernel for the interface's name to
+build the sender's address).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import mmap
 import socket
 import struct
 
+from closebench.attackers.packet.connection import LostSend
 from closebench.attackers.packet.decode import Decoder
 from closebench.attackers.packet.segments import IcmpError, Kind, Segment
+from closebench.attackers.packet.send_batch import BATCH, SendBatch
 from closebench.attackers.packet.templates import Template
 
 MARK = 0x5CA9  # fwmark on our packets: the runner's nft rule spares our RSTs
@@ -50,10 +55,11 @@ class RawWire:
         bpf: list[list[int]],
         decoder: Decoder,
         ifname: str = IFNAME,
+        batch: int = BATCH,
     ) -> None:
         self.templates = templates  # per source address, per Kind
         self.decode = decoder.decode
-        self.packets_sent = self.bytes_sent = self.packets_received = self.packets_ignored = 0
+        self.packets_received = self.packets_ignored = 0
         af = socket.AF_INET if family == 4 else socket.AF_INET6
         self.tx = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_RAW)
         try:
@@ -67,6 +73,9 @@ class RawWire:
         self.ring = mmap.mmap(self.rx.fileno(), FRAME_SIZE * FRAMES_PER_BLOCK * BLOCKS)
         self.frames = [n * FRAME_SIZE for n in range(FRAMES_PER_BLOCK * BLOCKS)]
         self.next_frame = 0
+        largest = max(t.size for per_source in templates for t in per_source)
+        self.batch = SendBatch(self.tx.fileno(), largest, batch)
+        self.lost: list[LostSend] = []  # failed sends of batches flushed because they were full
 
     def fileno(self) -> int:
         return self.rx.fileno()
@@ -77,10 +86,15 @@ class RawWire:
         self.rx.close()
 
     def send(self, kind: Kind, src: int, port: int, seq: int, ack: int) -> None:
-        packet = self.templates[src][kind].packet(port, seq, ack)
-        self.tx.send(packet)  # OSError (ENOBUFS, no route) goes to the engine: a lost packet
-        self.packets_sent += 1
-        self.bytes_sent += len(packet)
+        """Queued: it goes out at the next flush (at the latest when BATCH packets wait)."""
+        if self.batch.put(self.templates[src][kind], kind, src, port, seq, ack):
+            self.lost += self.batch.flush()
+
+    def flush(self) -> list[LostSend]:
+        """Send what waits; every send that failed since the last flush (a lost packet)."""
+        lost = self.lost + self.batch.flush() if self.lost else self.batch.flush()
+        self.lost = []
+        return lost
 
     def receive(self) -> list[Segment | IcmpError]:
         """What arrived since the last call (at most RECV_BATCH packets); never blocks."""
@@ -110,8 +124,8 @@ class RawWire:
         with contextlib.suppress(OSError):
             _, drops = struct.unpack("II", self.rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
         return {
-            "packets_sent": self.packets_sent,
-            "bytes_sent": self.bytes_sent,
+            "packets_sent": self.batch.packets_sent,
+            "bytes_sent": self.batch.bytes_sent,
             "packets_received": self.packets_received,
             "packets_ignored": self.packets_ignored,
             "receive_drops": drops,

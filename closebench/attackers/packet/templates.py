@@ -3,14 +3,15 @@
 A template keeps the IP header as is and the TCP header's constant part; sending one fills in
 the source port, the sequence and acknowledgement numbers and the checksum. The checksum is the
 one's-complement sum of the pseudo-header and segment with those fields at zero (`base`), plus
-the fields themselves: no byte of the rest is read again.
+the fields themselves: no byte of the rest is read again. `write_into` patches a packet straight
+into the sender's buffer (send_batch.py), so sending one makes no Python object of its own.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 from closebench.attackers.packet.segments import KIND_FLAGS, Kind, flag_names
 
@@ -27,16 +28,49 @@ class Template:
     offflags: int  # data offset and flags, the 16 bits after the acknowledgement number
     tail: bytes  # TCP options and payload
     base: int
+    # Derived from the above (not in the JSON): the packet with the patched fields at zero,
+    # where its TCP header starts, its length.
+    whole: bytes = field(init=False, repr=False, compare=False)
+    tcp_at: int = field(init=False, repr=False, compare=False)
+    size: int = field(init=False, repr=False, compare=False)
 
-    def packet(self, sport: int, seq: int, ack: int) -> bytes:
+    def __post_init__(self) -> None:
+        whole = self.head + bytes(TCP_HEADER.size) + self.tail
+        object.__setattr__(self, "whole", whole)
+        object.__setattr__(self, "tcp_at", len(self.head))
+        object.__setattr__(self, "size", len(whole))
+
+    def write_into(
+        self, buffer: bytearray | memoryview, offset: int, sport: int, seq: int, ack: int
+    ) -> int:
+        """The packet, patched, written into `buffer` at `offset`; its length."""
         s = self.base + sport + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
         s = (s & 0xFFFF) + (s >> 16)
         s = (s & 0xFFFF) + (s >> 16)
-        header = TCP_HEADER.pack(sport, self.dport, seq, ack, self.offflags, WINDOW, ~s & 0xFFFF, 0)
-        return self.head + header + self.tail
+        size = self.size
+        buffer[offset : offset + size] = self.whole
+        TCP_HEADER.pack_into(
+            buffer,
+            offset + self.tcp_at,
+            sport,
+            self.dport,
+            seq,
+            ack,
+            self.offflags,
+            WINDOW,
+            ~s & 0xFFFF,
+            0,
+        )
+        return size
+
+    def packet(self, sport: int, seq: int, ack: int) -> bytes:
+        buffer = bytearray(self.size)
+        self.write_into(buffer, 0, sport, seq, ack)
+        return bytes(buffer)
 
     def to_json(self) -> dict:
-        return {**asdict(self), "head": self.head.hex(), "tail": self.tail.hex()}
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return {**record, "head": self.head.hex(), "tail": self.tail.hex()}
 
     @classmethod
     def from_json(cls, record: dict) -> Template:

@@ -16,6 +16,7 @@ from closebench.results.placements import cpu_use_text
 from closebench.results.report.columns import millis, outcome_counts, percent, worker_rows
 from closebench.results.report.ranking import FD_NOISE, AxisResult
 from closebench.results.run_directory import RunData, TrialData, is_number
+from closebench.results.schema import ATTACKER_KEPT_UP
 from closebench.results.verify import agreement_text
 from closebench.servers.strategies import STRATEGIES, parse_spec
 
@@ -345,6 +346,7 @@ def run_notes(run: RunData) -> list[str]:
             + "; ".join(f"{t.name}: {t.row.get('harness_limited_reason')}" for t in limited)
             + "."
         )
+    notes += processes_notes(run)
     notes += placement_notes(run)
     busy = [t for t in run.trials if t.ok and t.row.get("cpu_foreign_reason")]
     if busy:
@@ -355,6 +357,30 @@ def run_notes(run: RunData) -> list[str]:
             + "."
         )
     return notes + run.problems
+
+
+def processes_notes(run: RunData) -> list[str]:
+    """How many processes each packet attacker ran as in each step, and why (the runner re-runs
+    a step with one more while one set the pace: trials/attacker_processes.py). Steps where one
+    kept up are counted, the others listed."""
+    with_packets = [t for t in run.trials if t.ok and t.row.get("attacker_processes")]
+    if not with_packets:
+        return []
+    kept_up = [
+        t for t in with_packets if t.row.get("attacker_processes_reason") == ATTACKER_KEPT_UP
+    ]
+    listed = [
+        f"{t.name}: {t.row.get('attacker_processes_reason')}"
+        for t in with_packets
+        if t not in kept_up
+    ]
+    if kept_up:
+        listed.append(f"{len(kept_up)} of {len(with_packets)} steps: {ATTACKER_KEPT_UP}")
+    return [
+        "Packet attacker processes (each its own engine, on the attackers' CPUs): "
+        + "; ".join(listed)
+        + "."
+    ]
 
 
 def placement_notes(run: RunData) -> list[str]:
