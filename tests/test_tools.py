@@ -200,7 +200,7 @@ def test_bad_tool_entries_are_one_line(tmp_path, entry, message):
     ("args", "message"),
     [
         (["-a", "tool:john"], "unknown tool 'john'"),
-        (["-a", "tool"], "or tool:NAME"),
+        (["-a", "tool"], "invalid choice: 'tool' (choose from kernel"),
         (["-a", "kernel", "--tool-args", "-t 4"], "--tool-args goes with --attacker tool:NAME"),
     ],
 )

@@ -86,7 +86,9 @@ def _attacker(text: str) -> str:
     kind, _, tool = text.partition(":")
     if kind not in ATTACKERS or (kind == "tool") != bool(tool):
         kinds = ", ".join(k for k in ATTACKERS if k != "tool")
-        raise argparse.ArgumentTypeError(f"{text!r}: give one of {kinds}, or tool:NAME")
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {kinds}, tool:NAME)"
+        )
     if tool:
         from closebench.attackers.tool_profiles import PROFILES
 
