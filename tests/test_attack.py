@@ -198,7 +198,8 @@ def test_attack_cli_json_and_records(tmp_path):
     ("args", "message"),
     [
         (["-s", "rst", "--concurrency", "0"], "must be at least 1"),
-        (["-s", "rst", "--attacker", "kernel", "--attacker-command", "x"], "goes with --attacker"),
+        (["-s", "rst", "-a", "kernel", "--attacker-command", "x"], "goes with -a command"),
+        (["-s", "rst", "-a", "command"], "-a command runs the command given with --attacker-c"),
         (["--duration", "1"], "give one --strategy"),
         (["-s", "rst", "--attacker", "laser"], "invalid choice: 'laser'"),
     ],

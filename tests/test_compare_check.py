@@ -19,6 +19,7 @@ from closebench.results.compare import compare_runs
 from closebench.results.run_directory import load_run
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
 from closebench.results.summary_figures import FIGURE_BY_NAME, FIGURES, KNOWN_FIGURES
+from tests.conftest import figures_not_drawn
 
 
 @pytest.fixture(autouse=True)
@@ -523,7 +524,8 @@ def real_run(tmp_path_factory) -> Path:
     path = find_scenario("read-first")
     scenario, text, digest = load_scenario(path)
     scenario = scenario.model_copy(update={"duration": 3})
-    outcome = Runner(scenario, text, digest, path, tmp_path_factory.mktemp("reports")).run()
+    with figures_not_drawn():  # check and compare read summary.json, no figure
+        outcome = Runner(scenario, text, digest, path, tmp_path_factory.mktemp("reports")).run()
     assert outcome.complete, outcome.errors
     return outcome.directory
 

@@ -258,6 +258,20 @@ def test_every_capability_probes_true_here_and_a_bad_expression_fails():
 
 
 @pytest.mark.needs_lab
+def test_each_capability_is_tried_once_per_process_and_only_when_needed(monkeypatch):
+    monkeypatch.delenv(capabilities.SIMULATE_ENV, raising=False)
+    assert capabilities.probe(capabilities.needs(parse_spec("graceful"))) == {}  # no namespace
+    first = capabilities.probe(["tcp-repair"])["tcp-repair"]
+    assert first.available
+    monkeypatch.setattr(capabilities, "Host", None)  # a second try would fail to build one
+    assert capabilities.probe(["tcp-repair"])["tcp-repair"] is first
+    # A simulated lack still counts after a real finding: it is applied on every call.
+    monkeypatch.setenv(capabilities.SIMULATE_ENV, "tcp-repair")
+    again = capabilities.probe(["tcp-repair"])["tcp-repair"]
+    assert not again.available and again.detail.startswith("simulated")
+
+
+@pytest.mark.needs_lab
 def test_a_simulated_missing_capability_skips_only_what_needs_it(monkeypatch):
     monkeypatch.setenv(capabilities.SIMULATE_ENV, "nft-ct-count,tcp-user-timeout")
     monkeypatch.delenv("CI", raising=False)

@@ -77,6 +77,10 @@ def test_own_server_from_attack_out(tmp_path):
     [
         (["--", "server", "{prot}"], "-- CMD: unknown placeholder {prot} in the command; allowed:"),
         (["-a", "curl", "--attacker-command", "curl {ulr}", "-s", "rst"], "unknown placeholder"),
+        (
+            ["-a", "command", "--attacker-command", "hydra {target}", "-s", "rst"],
+            "--attacker-command: unknown placeholder {target} in the command; allowed: {url}",
+        ),
     ],
 )
 def test_unknown_placeholders_in_typed_commands(tmp_path, args, message):

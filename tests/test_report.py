@@ -203,7 +203,10 @@ def test_every_second_the_attacker_spent_is_read(built):
 
 
 @pytest.mark.parametrize("state", ["agree", "disagree", "not verified"])
-def test_the_wire_check_is_on_the_page(tmp_path, state):
+def test_the_wire_check_is_on_the_page(tmp_path, monkeypatch, state):
+    # What the page and summary.md say of the wire check does not depend on the figures (the
+    # `built` fixture draws them, for the tests that read them): 20 s less per state on 2 cores.
+    monkeypatch.setattr("closebench.results.report.render.render_all", lambda run, out: [])
     directory = tmp_path / "run"
     shutil.copytree(RUN, directory)
     summary = json.loads((directory / "summary.json").read_text())

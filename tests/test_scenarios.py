@@ -120,7 +120,7 @@ def test_unknown_attacker_kind(tmp_path):
             "main address to itself, which scapy also use(s)",
         ),
         ('[[attackers]]\nkind = "browser"\nconcurrency = 2', "runs one command at a time"),
-        ('[[attackers]]\nkind = "browser"\ncommand = ["x"]', 'command goes with kind = "curl"'),
+        ('[[attackers]]\nkind = "browser"\ncommand = ["x"]', 'command goes with kind = "command"'),
     ],
 )
 def test_a_browser_needs_an_address_of_its_own(tmp_path, attackers, message):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from closebench.core.errors import LabError
@@ -98,30 +99,47 @@ def test_ttl_drop_across_a_router_leaves_an_orphan_retransmitting_its_fin(serve)
         assert wait_until(lambda: tcp_counters(lab.defender)["RetransSegs"] > retransmitted)
 
 
+def _accept_queue(lab: Lab) -> int:
+    """Connections waiting in the defender's listen queues: a LISTEN socket's rx_queue in the
+    kernel's socket table (/proc/net/tcp, tcp6)."""
+    waiting = 0
+    for table in ("tcp", "tcp6"):
+        for line in lab.defender.proc_net(table).splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
 @pytest.mark.needs_lab
 def test_never_survives_fd_exhaustion_and_still_answers(serve):
-    lab, defender = serve("never", nofile=64)
+    nofile, clients = 64, 100
+    lab, defender = serve("never", nofile=nofile)
+    server = psutil.Process(defender.server_pid)
+    spare = nofile - server.num_fds()  # what is left for clients once it listens
     held = []
     try:
-        for _ in range(100):
+        for _ in range(clients):
             sock = _client(lab)
             sock.sendall(b"GET /spam HTTP/1.1\r\nHost: lab\r\n\r\n")
             held.append(sock)
-        time.sleep(0.5)
-        reply = _get(lab, "/")
-        assert reply.startswith((b"HTTP/1.1 200", b"HTTP/1.1 503")), reply
+        # Events, not a sleep: the server said it ran out, and every connection left the
+        # kernel's listen queue (held, or refused with a 503).
+        assert wait_until(lambda: "out of file descriptors" in defender.log(), timeout=30)
+        assert wait_until(lambda: _accept_queue(lab) == 0, timeout=30)
+        assert server.num_fds() == nofile
+        assert _get(lab, "/").startswith(b"HTTP/1.1 503"), "a full server must still say 503"
         assert defender.alive()
         # Not spinning: a busy loop would burn a whole core while it cannot accept.
-        server = __import__("psutil").Process(defender.server_pid)
         before = sum(server.cpu_times()[:2])
         time.sleep(1.0)
         assert sum(server.cpu_times()[:2]) - before < 0.5
+        stats = defender.stop()  # while the clients are still there: `held` is then exact
     finally:
         for sock in held:
             sock.close()
-    stats = defender.stop()
-    assert stats["refused_emfile"] > 0
-    assert stats["held"] >= 40
+    assert stats["held"] == spare
+    assert stats["refused_emfile"] == clients - spare + 1  # the others, and the GET /
 
 
 @pytest.mark.needs_lab

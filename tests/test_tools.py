@@ -75,7 +75,7 @@ def _ask(port: int, credentials: str | None) -> bytes:
 def test_every_kind_is_one_record():
     """The registry is the one list: command kinds are the ones with a command line, and an
     unknown kind is an error naming the known ones."""
-    assert set(COMMAND_KINDS) == {"curl", "browser", "tool"}
+    assert set(COMMAND_KINDS) == {"curl", "command", "browser", "tool"}
     assert all(kind.description and kind.name == name for name, kind in KINDS.items())
     with pytest.raises(ValueError, match="choose one of: kernel, scapy"):
         make_attacker("nope")

@@ -47,6 +47,7 @@ class Request:
     confine: Confinement | None = None  # a command from a scenario file runs confined
     tool: str | None = None  # the tool kind: which profile (attackers/tools.py)
     args: list[str] | None = None  # the tool kind: its arguments (None: the profile's)
+    profile: str | None = None  # the bot kind: which bot (attackers/bot_profiles.py)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,12 @@ def _curl_require(request: Request) -> None:
         _require("curl")(request)
 
 
+def _bot(request: Request) -> Attacker:
+    from closebench.attackers.bots import BotAttacker
+
+    return BotAttacker(request.profile or "mirai", request.label)
+
+
 def _browser(request: Request) -> Attacker:
     from closebench.attackers.browser import BrowserClient
 
@@ -169,9 +176,10 @@ KINDS = {
             _volume,
             _require("nft"),
         ),
+        AttackerKind("curl", "curl itself: one request a run", _curl, _curl_require, _curl_argv),
         AttackerKind(
-            "curl",
-            "curl itself, or any command given with --attacker-command",
+            "command",
+            "any command (--attacker-command, `command = [...]`): each connection it opens",
             _curl,
             _curl_require,
             _curl_argv,
@@ -182,6 +190,12 @@ KINDS = {
             _browser,
             _browser_require,
             _browser_argv,
+        ),
+        AttackerKind(
+            "bot",
+            "a bot's timers from its source (profile: mirai, degreaser), on kernel sockets",
+            _bot,
+            lambda request: None,
         ),
         AttackerKind(
             "tool",
@@ -209,6 +223,18 @@ COMMAND_PLACEHOLDERS = (
     "source",
     "scratch",
 )
+
+
+def command_kind(kind: str, command: list[str] | None) -> tuple[str, str | None]:
+    """The kind that runs `command`, and one line to warn with where the old spelling was used:
+    the curl kind with a command of its own is the command kind now."""
+    if kind == "curl" and command:
+        return "command", (
+            'kind "curl" with a command is deprecated: it runs as kind "command" '
+            '(-a command --attacker-command CMD, or kind = "command" with command = [...])'
+        )
+    return kind, None
+
 
 # How the kernel attacker's policy runs: in closebench's own process, or on Locust's workers.
 ENGINES = {

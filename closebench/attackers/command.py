@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ CURL = [
 GRACE = 5.0  # seconds past the timeout before a command that ignores it is stopped
 STOP_GRACE = 2.0  # seconds a stopped command has to exit after SIGTERM before SIGKILL
 SETTLE = 0.1  # seconds for the last packets of a run to reach the capture file
+SHOWN_ERRORS = 3  # distinct lines kept of what runs without a connection said
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,6 @@ class CommandClient:
     # bounded by closebench's timeout (policy.timeout + GRACE).
     runs_until_attack_ends = False
     run_in_scratch = False  # its working directory: the run's scratch (files it leaves go there)
-    stop_group = False  # SIGTERM goes to its whole process group (a tool's forked workers too)
 
     def __init__(
         self,
@@ -148,10 +149,18 @@ class CommandClient:
 
     def cost(self, runs: list[Run], connected: set[int]) -> dict:
         """What the runs cost the attacker, from the runs themselves (its attacker_cost)."""
+        silent = [run for run in runs if run.number not in connected]
         return {
             "runs": len(runs),
             "runs_failed": sum(run.status != 0 for run in runs),
-            "runs_without_connection": len(runs) - len(connected),
+            "runs_without_connection": len(silent),
+            # What the runs that opened no connection said (no record carries it): the
+            # commonest lines, each with its count.
+            "errors_without_connection": dict(
+                Counter(run.error or f"exit status {run.status}" for run in silent).most_common(
+                    SHOWN_ERRORS
+                )
+            ),
         }
 
     def _slot_sources(self, lab: Lab, target: Target, policy: Policy, source) -> list[str]:
@@ -210,7 +219,7 @@ class CommandClient:
                     start_new_session=True,  # its own children go with it when it is stopped
                     cwd=scratch if self.run_in_scratch else None,
                 )
-                note, stopped_at = _wait(process, limit, cancel, self.stop_group)
+                note, stopped_at = _wait(process, limit, cancel)
                 ended = time.time()
                 stdout, stderr = _text(out), _text(err) + note
         finally:
@@ -263,7 +272,7 @@ class CommandClient:
 
 
 def _wait(
-    process: subprocess.Popen, limit: float, cancel: threading.Event, group: bool = False
+    process: subprocess.Popen, limit: float, cancel: threading.Event
 ) -> tuple[str, float | None]:
     """Wait for the command to exit; stop it past `limit` seconds or on cancel, and say so (and
     when it was stopped)."""
@@ -276,7 +285,7 @@ def _wait(
             pass
         if cancel.is_set() or time.monotonic() > deadline:
             stopped_at = time.time()
-            _stop(process, group)
+            _stop(process)
             if cancel.is_set():
                 return "\n(stopped: the attack was cancelled)", stopped_at
             return f"\n(stopped: still running {limit:g} s after it started)", stopped_at
@@ -287,12 +296,11 @@ def _text(stream) -> str:
     return stream.read().decode(errors="replace")
 
 
-def _stop(process: subprocess.Popen, group: bool = False) -> None:
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the command's whole process group (its session, start_new_session): a tool's
+    own children (a wrapper's, a scanner's workers) are told to stop too, then SIGKILL."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if group:  # nsexec, the command and whatever it forked: one session, one group
-            os.killpg(process.pid, signal.SIGTERM)
-        else:
-            process.terminate()  # nsexec forwards it to the command
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(STOP_GRACE)
     except subprocess.TimeoutExpired:

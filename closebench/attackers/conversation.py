@@ -9,13 +9,23 @@ blocking-style sockets through drive_blocking(). Both therefore record the same 
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from closebench.attackers.policy import Target
-from closebench.core.outcomes import Attempt, ClosedBy, Outcome, http_status, outcome_of_error
+from closebench.core.outcomes import (
+    Attempt,
+    ClosedBy,
+    Outcome,
+    http_status,
+    outcome_of_error,
+    server_excerpt,
+)
 
 RECEIVE_SIZE = 65536
 HEAD_SIZE = 64  # bytes of the response kept for its status line
@@ -42,8 +52,19 @@ class Receive:
     timeout: float  # what is left of the client's timeout
 
 
-Step = Connect | Pause | Send | Receive
-Conversation = Generator[Step, bytes | None, None]
+@dataclass(frozen=True)
+class Unsent:
+    """How many bytes written are not yet acknowledged (a bot's look for a zero window)."""
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Close with an RST (SO_LINGER 0) when the socket is closed: a FIN cannot leave behind
+    bytes a zero window holds."""
+
+
+Step = Connect | Pause | Send | Receive | Unsent | Abort
+Conversation = Generator[Step, bytes | int | None, None]
 
 
 def new_attempt(label: str, target: Target, sock: socket.socket, timeout: float) -> Attempt:
@@ -88,7 +109,7 @@ def conversation(
             if remaining <= 0:
                 raise TimeoutError
             chunk = yield Receive(remaining)
-            if not chunk:
+            if not isinstance(chunk, bytes) or not chunk:  # b"": the server's FIN
                 attempt.outcome = Outcome.FIN
                 break
             if not attempt.bytes_received:
@@ -102,14 +123,32 @@ def conversation(
             attempt.detail = f"{type(error).__name__}: {error}"
         else:
             attempt.outcome = outcome
+    finish_attempt(attempt, head, clock)
+
+
+def finish_attempt(attempt: Attempt, head: bytes, clock: Callable[[], float] = time.time) -> None:
+    """The end of an attempt's record: its time, who closed, what the server said (`head`: its
+    first bytes)."""
     attempt.t_end = clock()
     # Its own timeout ended it (silent, syn-timeout), or the server did: what the class says.
     attempt.closed_by = ClosedBy.of(attempt.outcome).value
     attempt.data_first = attempt.bytes_received > 0
     attempt.http_status = http_status(head)
+    attempt.excerpt = server_excerpt(head)
 
 
-def advance(steps: Conversation, result: bytes | None, error: OSError | None) -> Step | None:
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes written to the socket that the server has not acknowledged (SIOCOUTQ): all of a
+    request sent against a window that stayed zero."""
+    answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    return int.from_bytes(answer, "little", signed=True)
+
+
+def abort_on_close(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def advance(steps: Conversation, result: bytes | int | None, error: OSError | None) -> Step | None:
     """Hand a step's result (or its error) to the conversation: its next step, None at the end."""
     try:
         return steps.send(result) if error is None else steps.throw(error)
@@ -127,7 +166,7 @@ def drive_blocking(sock: socket.socket, steps: Conversation, sleep=time.sleep) -
             step = advance(steps, None, error)
 
 
-def _perform(sock: socket.socket, step: Step, sleep) -> bytes | None:
+def _perform(sock: socket.socket, step: Step, sleep) -> bytes | int | None:
     if isinstance(step, Connect):
         sock.settimeout(step.timeout)
         sock.connect(step.address)
@@ -135,6 +174,10 @@ def _perform(sock: socket.socket, step: Step, sleep) -> bytes | None:
         sleep(step.seconds)
     elif isinstance(step, Send):
         sock.sendall(step.data)
+    elif isinstance(step, Unsent):
+        return unsent_bytes(sock)
+    elif isinstance(step, Abort):
+        abort_on_close(sock)
     else:
         sock.settimeout(step.timeout)
         return sock.recv(RECEIVE_SIZE)

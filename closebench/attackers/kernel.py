@@ -20,14 +20,18 @@ from collections.abc import Callable
 
 from closebench.attackers.conversation import (
     RECEIVE_SIZE,
+    Abort,
     Connect,
     Conversation,
     Pause,
     Send,
     Step,
+    Unsent,
+    abort_on_close,
     advance,
     conversation,
     new_attempt,
+    unsent_bytes,
 )
 from closebench.attackers.policy import Budget, Policy, Target
 from closebench.core.outcomes import Attempt
@@ -131,12 +135,21 @@ class KernelSpammer:
             try:
                 attempt = await self.attempt(target, policy, next(turn), policy.timeout)
             except OSError as error:  # no socket, no port: nothing reached the wire
-                self.local_errors[errno.errorcode.get(error.errno or 0, str(error))] += 1
-                await asyncio.sleep(CANCEL_POLL)
+                await self.note_local_error(error)
                 continue
             sink(attempt)
             if not policy.reconnect:
                 return
+
+    async def note_local_error(self, error: OSError) -> None:
+        """A failure on its own side (no socket, no port: nothing reached the wire): counted,
+        and a pause before the next try."""
+        self.local_errors[errno.errorcode.get(error.errno or 0, str(error))] += 1
+        await asyncio.sleep(CANCEL_POLL)
+
+    def steps(self, attempt: Attempt, target: Target, policy: Policy) -> Conversation:
+        """The conversation each connection holds (a bot's: attackers/bots.py)."""
+        return conversation(attempt, target, policy.request_delay)
 
     async def attempt(self, target: Target, policy: Policy, source: str, timeout: float) -> Attempt:
         loop = asyncio.get_running_loop()
@@ -148,7 +161,7 @@ class KernelSpammer:
             sock.setblocking(False)
             sock.bind((source, 0))
             attempt = new_attempt(self.label, target, sock, timeout)
-            await _drive(loop, sock, conversation(attempt, target, policy.request_delay))
+            await _drive(loop, sock, self.steps(attempt, target, policy))
             return attempt
         finally:
             sock.close()
@@ -165,13 +178,17 @@ async def _drive(loop: asyncio.AbstractEventLoop, sock: socket.socket, steps: Co
             step = advance(steps, None, error)
 
 
-async def _perform(loop, sock: socket.socket, step: Step) -> bytes | None:
+async def _perform(loop, sock: socket.socket, step: Step) -> bytes | int | None:
     if isinstance(step, Connect):
         await asyncio.wait_for(loop.sock_connect(sock, step.address), step.timeout)
     elif isinstance(step, Pause):
         await asyncio.sleep(step.seconds)
     elif isinstance(step, Send):
         await loop.sock_sendall(sock, step.data)
+    elif isinstance(step, Unsent):
+        return unsent_bytes(sock)
+    elif isinstance(step, Abort):
+        abort_on_close(sock)
     else:
         return await asyncio.wait_for(loop.sock_recv(sock, RECEIVE_SIZE), step.timeout)
     return None

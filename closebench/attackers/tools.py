@@ -34,7 +34,6 @@ class ToolClient(CommandClient):
     name = "tool"
     runs_until_attack_ends = True
     run_in_scratch = True
-    stop_group = True
 
     def __init__(
         self,

@@ -20,6 +20,8 @@ the ranges overlap).
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -35,7 +37,8 @@ from closebench.core.errors import LabError, UsageError
 if TYPE_CHECKING:
     from closebench.lab import Host
 
-NFT_TABLE = "closebench_volume"
+NFT_TABLE = "closebench_volume"  # the prefix of each engine's table
+_table_numbers = itertools.count()
 EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"  # also governs IPv6
 
 
@@ -71,12 +74,9 @@ class VolumeAttacker(PacketAttacker):
             )
 
     def table_name(self, host: Host) -> str:
-        # One engine of several (trials/attacker_processes.py) has a slice of the ports: its own
-        # table, beside its siblings'.
-        table = NFT_TABLE if self.ports == SOURCE_PORTS else f"{NFT_TABLE}_{self.ports.low}"
-        if rst_filter.present(host, table):
-            raise LabError(f"a volume attacker already runs in this lab (nft table {table})")
-        return table
+        # Several engines may run in one host, each on its own ports or addresses (a trial
+        # gives them: trials/attacker_processes.py): each its own table, removed by its own end.
+        return f"{NFT_TABLE}_{os.getpid()}_{next(_table_numbers)}"
 
     def rules(self, table: str, target: Target, sources: list[str]) -> str:
         # The target's segments to our ports are dropped before the attacker kernel's TCP sees

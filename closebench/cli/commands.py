@@ -20,9 +20,10 @@ from pathlib import Path
 from rich.console import Console
 
 from closebench import __version__
-from closebench.attackers import Request, require_tools_for
+from closebench.attackers import require_tools_for
 from closebench.attackers.locust import require_locust
 from closebench.attackers.tool_profiles import skip_missing as skip_missing_tools
+from closebench.cli.attack_input import attacker_input, default_slots, one_server, tool_options
 from closebench.cli.locust import (
     LOCUST_UI_PORT,
     target_attack,
@@ -135,7 +136,6 @@ def print_kernel(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_attack_command(args: argparse.Namespace, console: Console, errors: Console) -> int:
-    import shlex
 
     from closebench.attackers.policy import Policy
     from closebench.defender import ServerConfig
@@ -144,26 +144,19 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     if not args.target:
         require_tools(*LAB_TOOLS)
         if bool(args.server_command) == bool(args.strategy):
-            raise UsageError("give one --strategy, or a server command after --")
+            raise UsageError(one_server(args))
         require_peer(args.strategy)
         if args.strategy:
             from closebench.defender.capabilities import require as require_kernel
 
             require_kernel(args.strategy)
-    kind, _, tool = args.attacker.partition(":")
-    tool_args = shlex.split(args.tool_args) if args.tool_args else None
-    if args.attacker_command and kind != "curl":
-        raise UsageError("--attacker-command goes with --attacker curl")
-    if args.tool_args and kind != "tool":
-        raise UsageError("--tool-args goes with --attacker tool:NAME")
-    command = shlex.split(args.attacker_command) if args.attacker_command else None
-    require_tools_for(kind, Request(command=command, tool=tool or None, args=tool_args))
-    _check_placeholders(args)
+    kind, command = attacker_input(args, lambda note: print_warning(errors, note))
+    tool, tool_args = args.attacker.partition(":")[2] or None, tool_options(args)
     duration = args.duration if args.duration or args.attempts else 30.0
     policy = Policy(
         timeout=args.timeout,
         reconnect=not args.no_reconnect,
-        concurrency=args.concurrency,
+        concurrency=args.concurrency or default_slots(args),
         rate=args.rate,
         duration=duration,
         attempts=args.attempts,
@@ -178,6 +171,7 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
         command=command,
         engine=args.engine,
         workers=args.workers or 1,
+        profile=args.profile,
     )
     # Written after the attack: opened (and so checked) before it starts.
     records = _output_directory(args.records, "--records") if args.records else None
@@ -313,9 +307,11 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     if args.repeat:
         scenario = scenario.with_repetitions(args.repeat)
     require_tools(*LAB_TOOLS)
+    for note in scenario.deprecations:
+        print_warning(errors, f"{path}: {note}")
     for attacker in scenario.attackers:
-        if attacker.kind != "tool":  # a missing tool skips its trials (Scenario.tools_missing)
-            require_tools_for(attacker.kind, attacker.spec(1.0).request)
+        if attacker.kind != "tool" and not attacker.command:  # tools: skipped when missing
+            require_tools_for(attacker.kind)
     if scenario.uses_locust:
         require_locust()
     skipped = skip_missing(
@@ -436,24 +432,6 @@ def run_report(args: argparse.Namespace, console: Console, errors: Console) -> i
     page = run_report_command(args.run_dir, lambda text: print_warning(errors, text))
     console.print(f"report: {page}", highlight=False)
     return 0
-
-
-def _check_placeholders(args: argparse.Namespace) -> None:
-    """A misspelt placeholder in a typed command is an error before anything starts."""
-    import shlex
-
-    from closebench.attackers import COMMAND_PLACEHOLDERS
-    from closebench.core.placeholders import unknown_placeholder
-    from closebench.defender.config import SERVER_PLACEHOLDERS
-
-    if args.attacker_command:
-        argv = shlex.split(args.attacker_command)
-        if (problem := unknown_placeholder(argv, COMMAND_PLACEHOLDERS)) is not None:
-            raise UsageError(f"--attacker-command: {problem}")
-    if args.server_command:
-        problem = unknown_placeholder(args.server_command, SERVER_PLACEHOLDERS)
-        if problem is not None:
-            raise UsageError(f"-- CMD: {problem}")
 
 
 def _attack_run_directory(args: argparse.Namespace, config):

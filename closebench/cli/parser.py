@@ -8,6 +8,7 @@ import math
 
 from closebench import __version__
 from closebench.attackers import ATTACKERS
+from closebench.attackers.bot_profiles import PROFILES as BOT_PROFILES
 from closebench.cli.locust import (
     add_locust_arguments,
     add_locust_commands,
@@ -185,14 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument(
         "--attacker-command",
         metavar="CMD",
-        help="with --attacker curl: run this instead of curl; placeholders {url} {address} {port} "
+        help="with -a command: the command to run; placeholders {url} {address} {port} "
         "{path} {timeout} {timeout_ms} {source} {scratch} (a fresh empty directory per run)",
     )
     attack.add_argument("--port", type=_port, default=8080, help="port the server listens on")
     attack.add_argument("--timeout", type=_seconds, default=10.0, help="attempt timeout T, s")
     attack.add_argument("--duration", type=_seconds, help="attack length, s (default 30)")
     attack.add_argument("--attempts", type=_count, help="stop after this many attempts")
-    attack.add_argument("--concurrency", type=_count, default=1, help="connections in flight")
+    attack.add_argument(
+        "--concurrency", type=_count, help="connections in flight (default 1; a bot: its slots)"
+    )
+    attack.add_argument(
+        "--profile",
+        choices=list(BOT_PROFILES),
+        help="with -a bot: the bot whose timers from its source to run",
+    )
     attack.add_argument("--rate", type=_positive, help="cap on attempts started per second")
     attack.add_argument(
         "--no-reconnect", action="store_true", help="one attempt per connection slot, then stop"

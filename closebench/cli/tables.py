@@ -150,6 +150,10 @@ def print_attack(result: TrialResult, console: Console) -> None:
             "command runs",
             f"{summary.runs} ({summary.runs_per_s:.2f}/s), {per_run:.1f} connections per run",
         )
+    if errors := summary.attacker_cost.get("errors_without_connection"):
+        without = summary.attacker_cost.get("runs_without_connection", 0)
+        said = "; ".join(f"{escape(line)} ({count}x)" for line, count in errors.items())
+        table.add_row("runs without a connection", f"[red]{without}[/]: {said}")
     hangs = (summary.hang_median_s, summary.hang_p95_s, summary.hang_max_s)
     waits = f" ({summary.connect_waits} never sent a request: their wait to connect)"
     table.add_row(
@@ -178,6 +182,11 @@ def print_attack(result: TrialResult, console: Console) -> None:
     closers = ", ".join(f"{name} {count}" for name, count in summary.closed_by.items() if count)
     table.add_row("closed by", closers or "none")
     table.add_row("response data first", f"{summary.data_first} attempts")
+    if summary.common_excerpt:
+        table.add_row(
+            "the server said",
+            f"{escape(repr(summary.common_excerpt))} ({summary.common_excerpt_attempts} attempts)",
+        )
     cost = summary.attacker_cost
     if "tool" in cost:  # the tool attacker's own figures (attackers/tools.py)
         table.add_row(

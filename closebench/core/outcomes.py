@@ -98,6 +98,10 @@ class Attempt:
     run_error: str = ""  # the last line the command wrote on stderr
     # A ClosedBy value; "" until the reader that classified it says: ClosedBy.of(outcome) then.
     closed_by: str = ""
+    # What the abuser learned: the first line the server sent before it closed (a banner, a
+    # status line), printable and cut (server_excerpt); "" when nothing came, None where it was
+    # not read (records of older versions).
+    excerpt: str | None = None
 
     def __post_init__(self) -> None:
         self.src, self.dst = canonical(self.src), canonical(self.dst)
@@ -177,6 +181,16 @@ def outcome_of_error(error: OSError, established: bool) -> Outcome | None:
     if error.errno in ICMP_ERRNOS:
         return Outcome.ICMP
     return None
+
+
+EXCERPT_BYTES = 64  # of the server's first payload: a banner or a status line fits
+
+
+def server_excerpt(head: bytes) -> str:
+    """The first line of what the server sent (`head`: its first payload bytes), at most
+    EXCERPT_BYTES of it, each byte outside printable ASCII shown as "."."""
+    line = head[:EXCERPT_BYTES].split(b"\n", 1)[0].rstrip(b"\r")
+    return "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in line)
 
 
 def http_status(head: bytes) -> int | None:

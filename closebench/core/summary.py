@@ -22,7 +22,7 @@ def percentile(values, q: float) -> float | None:
 
 # The columns of attempts summarize() reads: numpy arrays, times as float (NaN: did not happen).
 SUMMARY_COLUMNS = ["t_syn", "t_established", "t_request", "t_end", "outcome"]
-SUMMARY_COLUMNS += ["data_first", "bytes_received", "closed_by"]
+SUMMARY_COLUMNS += ["data_first", "bytes_received", "closed_by", "excerpt"]
 
 
 def median(values) -> float | None:
@@ -41,6 +41,7 @@ def columns_of(attempts: list[Attempt]) -> dict[str, np.ndarray]:
     columns["data_first"] = np.array([a.data_first for a in attempts], dtype=bool)
     columns["bytes_received"] = np.array([a.bytes_received for a in attempts], dtype=np.int64)
     columns["closed_by"] = np.array([a.closer.value for a in attempts], dtype=object)
+    columns["excerpt"] = np.array([a.excerpt for a in attempts], dtype=object)
     return columns
 
 
@@ -119,6 +120,11 @@ class AttackSummary:
     # Attempts still open when closebench stopped their client (closed_by closebench): their
     # times are closebench's, so they stay out of the hang, connect-wait and slot figures.
     outlasted: int = 0
+    # What the abuser learned: the share of attempts that got any byte from the server before
+    # it closed, and the commonest first line they got (a banner, a status line) and its count.
+    received_share: float | None = None
+    common_excerpt: str | None = None
+    common_excerpt_attempts: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,7 +174,21 @@ def summarize_columns(
         attacker_seconds_busy=busy_time(columns["t_syn"], columns["t_end"]),
         closed_by={c.value: int((closed_by == c.value).sum()) for c in ClosedBy},
         outlasted=int(outlasted.sum()),
+        received_share=float(columns["data_first"].sum()) / count if count else None,
+        **commonest_excerpt(columns.get("excerpt")),
     )
+
+
+def commonest_excerpt(excerpts: np.ndarray | None) -> dict:
+    """common_excerpt and common_excerpt_attempts of AttackSummary: the commonest non-empty
+    excerpt (the first seen of a tie), and how many attempts got it."""
+    if excerpts is None:
+        return {}
+    counts = Counter(e for e in excerpts.tolist() if e)
+    if not counts:
+        return {}
+    text, count = counts.most_common(1)[0]
+    return {"common_excerpt": text, "common_excerpt_attempts": count}
 
 
 def _present(values: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from closebench.core.outcomes import GAVE_UP_SHARE  # the rules' one constant, shared
+# The rules' one constant, and the one way of showing what the server said, shared.
+from closebench.core.outcomes import EXCERPT_BYTES, GAVE_UP_SHARE
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 SEQ_MOD = 1 << 32
@@ -28,6 +29,7 @@ class Packet:
     icmp: bool = False
     retransmitted: bool = False
     window: int = -1  # the window it advertised (-1: an ICMP error)
+    head: bytes = b""  # its payload's first EXCERPT_BYTES (kept of the server's segments)
 
 
 @dataclass(slots=True)
@@ -88,7 +90,9 @@ class ConnectionFollower:
                     yield from self.add(t, *decoded)
         yield from self.finish()
 
-    def add(self, t, src, dst, flags, seq, length, icmp, window=-1) -> Iterator[WireConnection]:
+    def add(
+        self, t, src, dst, flags, seq, length, icmp, window=-1, head=b""
+    ) -> Iterator[WireConnection]:
         if icmp:  # about a segment src -> dst of ours: the error comes towards the client
             key, outgoing = (src, dst), False
         elif flags & SYN and not flags & ACK:
@@ -112,6 +116,8 @@ class ConnectionFollower:
         if connection is None:
             return  # mid-stream: its SYN was before the capture (or it was let go)
         packet = Packet(t, outgoing, flags, seq, length, icmp, window=window)
+        if not outgoing:  # only what the server said is read
+            packet.head = head
         if outgoing:
             # A segment sent again (same sequence number, flags and length) is a retransmission.
             packet.retransmitted = (seq, flags, length) in connection.seen and bool(
@@ -164,8 +170,8 @@ class ConnectionFollower:
 
 
 def _decode(dpkt, frame: bytes):
-    """(src, dst, flags, seq, payload length, is_icmp_error, window) of a TCP segment or of the
-    segment an ICMP error quotes; None for anything else."""
+    """(src, dst, flags, seq, payload length, is_icmp_error, window, payload head) of a TCP
+    segment or of the segment an ICMP error quotes; None for anything else."""
     try:
         ethernet = dpkt.ethernet.Ethernet(frame)
     except dpkt.dpkt.UnpackError:
@@ -186,13 +192,15 @@ def _decode(dpkt, frame: bytes):
         if segment.type not in error_types:
             return None
         quoted = _quoted(bytes(segment.data)[4:])  # past the unused word
-        return None if quoted is None else (*quoted, 0, 0, 0, True, -1)
+        return None if quoted is None else (*quoted, 0, 0, 0, True, -1, b"")
     if not isinstance(segment, dpkt.tcp.TCP):
         return None
     src = (_address(ip.src), segment.sport)
     dst = (_address(ip.dst), segment.dport)
-    length = payload_total - segment.off * 4
-    return src, dst, segment.flags, segment.seq, max(length, 0), False, segment.win
+    # By the IP header: Ethernet pads a short frame with bytes that are not payload.
+    length = max(payload_total - segment.off * 4, 0)
+    head = bytes(segment.data[: min(length, EXCERPT_BYTES)])
+    return src, dst, segment.flags, segment.seq, length, False, segment.win, head
 
 
 def _quoted(data: bytes):
@@ -227,6 +235,13 @@ class WireReading:
     outcome: str
     end: float | None  # None: the wire shows no packet at the end (a client's own timeout)
     closed_by: str = "server"  # "client": its FIN or RST, or its timeout, ended it
+    received: int = 0  # payload bytes the server sent before the end
+    head: bytes = b""  # the first EXCERPT_BYTES of them
+
+
+# A client's FIN that may end its connection: (s since its request or connection, time, bytes
+# the server had sent by then, how many of them the head held).
+GaveUp = tuple[float, float, int, int]
 
 
 @dataclass(slots=True)
@@ -245,8 +260,11 @@ class Reading:
     pending: Packet | None = None  # the client's latest segment since the server last spoke
     first_fin: float | None = None  # the client's first FIN once established
     data_since_fin: bool = False  # the server sent bytes after it
-    gave_up: list[tuple[float, float]] = field(default_factory=list)
+    gave_up: list[GaveUp] = field(default_factory=list)
     final: WireReading | None = None
+    received: int = 0  # the server's payload bytes so far, each byte once
+    server_next: int | None = None  # the server's next sequence number after its bytes so far
+    head: bytes = b""  # the server's first EXCERPT_BYTES
 
     def add(self, packet: Packet) -> bool:
         """Take the next packet; True when the reading is final (later ones change nothing)."""
@@ -255,8 +273,31 @@ class Reading:
         if packet.outgoing:
             self.final = self._from_client(packet)
         else:
+            self._take_server_bytes(packet)
             self.final = self._from_server(packet)
+        if self.final is not None:
+            self.final.received, self.final.head = self.received, self.head
         return self.final is not None
+
+    def _take_server_bytes(self, packet: Packet) -> None:
+        """Count the bytes of the server's segment that it had not sent before (a segment sent
+        again counts once), and keep the first EXCERPT_BYTES of what it said."""
+        if packet.icmp:
+            return
+        syn = bool(packet.flags & SYN)
+        start = (packet.seq + syn) % SEQ_MOD
+        end = (start + packet.length) % SEQ_MOD
+        if self.server_next is None:
+            self.server_next = start
+        new = packet.length
+        behind = (self.server_next - start) % SEQ_MOD
+        if 0 < behind < SEQ_MOD // 2:  # it starts before the bytes already counted end
+            new = max(0, packet.length - behind)
+        if new:
+            if len(self.head) < EXCERPT_BYTES:
+                self.head = (self.head + packet.head[packet.length - new :])[:EXCERPT_BYTES]
+            self.received += new
+            self.server_next = end
 
     def _from_client(self, packet: Packet) -> WireReading | None:
         if self.established is not None:
@@ -272,7 +313,7 @@ class Reading:
                 started = self.requested if self.requested is not None else self.established
                 elapsed = packet.t - started
                 if not self.gave_up or elapsed > self.gave_up[-1][0]:
-                    self.gave_up.append((elapsed, packet.t))
+                    self.gave_up.append((elapsed, packet.t, self.received, len(self.head)))
         end = (packet.seq + packet.length + bool(packet.flags & (SYN | FIN))) % SEQ_MOD
         if self.sent_to is None or 0 < (end - self.sent_to) % SEQ_MOD < SEQ_MOD // 2:
             self.sent_to = end
@@ -316,7 +357,11 @@ class Reading:
     def unfinished(self) -> WireReading:
         """What the wire shows of a connection nothing ended on it."""
         return WireReading(
-            "silent" if self.established is not None else "syn-timeout", None, "client"
+            "silent" if self.established is not None else "syn-timeout",
+            None,
+            "client",
+            self.received,
+            self.head,
         )
 
     def outcome(self, client_timeout: float) -> WireReading:
@@ -325,14 +370,16 @@ class Reading:
 
 
 def outcome_for(
-    gave_up: list[tuple[float, float]], otherwise: WireReading, client_timeout: float
+    gave_up: list[GaveUp], otherwise: WireReading, client_timeout: float
 ) -> WireReading:
     """A Reading's outcome from what it keeps: its client's FINs, and how it ended."""
-    for elapsed, t in gave_up:
+    for elapsed, t, received, head_length in gave_up:
         if otherwise.end is not None and t > otherwise.end:
             break  # after the end: the server's, or the client's RST
         if not math.isfinite(client_timeout) or elapsed >= GAVE_UP_SHARE * client_timeout:
-            return WireReading("silent", t, "client")  # the client closed, or gave up
+            # the client closed, or gave up: what the server said by then is what it learned
+            head = otherwise.head[:head_length]
+            return WireReading("silent", t, "client", received, head)
     return otherwise
 
 

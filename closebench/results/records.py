@@ -68,7 +68,7 @@ COMPRESSION = "zstd"
 DERIVED = ("hang_s", "connect_wait_s", "slot_s")
 # Fields added to the record since run directories were first written in Parquet: an older file
 # without them is read with them null.
-ADDED_LATER = ("closed_by",)  # Attempt.to_dict() adds them; not stored
+ADDED_LATER = ("closed_by", "excerpt")
 
 _ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
 
@@ -338,10 +338,13 @@ def _present(found: pq.ParquetFile, columns: list[str] | None) -> tuple[list[str
 
 
 def _filled(data, added: list[str]):
-    """`data` with the columns of ADDED_LATER an older file lacks ("": not known then; they
-    come last in the schema, so a whole record keeps its order)."""
+    """`data` with the columns of ADDED_LATER an older file lacks (null, or "" where the column
+    takes no null: not known then; they come last in the schema, so a whole record keeps its
+    order)."""
     for name in added:
-        data = data.append_column(ATTEMPT_SCHEMA.field(name), pa.array([""] * len(data)))
+        column = ATTEMPT_SCHEMA.field(name)
+        filler = None if column.nullable else ""
+        data = data.append_column(column, pa.array([filler] * len(data), column.type))
     return data
 
 

@@ -134,6 +134,11 @@ class TrialRow:
     tool_tries: int | None = None
     tool_tries_per_s: float | None = None
     tool_ended: dict[str, int] = field(default_factory=dict)
+    # What the abuser learned: the share of attempts that got any byte before the server closed,
+    # the commonest first line they got (a banner, a status line) and how many got it.
+    received_share: float | None = None
+    common_excerpt: str | None = None
+    common_excerpt_attempts: int = 0
     attackers: dict[str, dict] = field(default_factory=dict)
     server_stats: dict = field(default_factory=dict)
     # closebench verify: the trial's records against its pcap (results/verify.py); None: unchecked.

@@ -60,6 +60,9 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("hang_q1_s", LOWER, 0.05, "first quartile of the hang"),
     Figure("hang_q3_s", LOWER, 0.05, "third quartile of the hang"),
     Figure("outlasted", None, 2, "attempts still open when closebench stopped their client"),
+    # What the abuser learned (no worse direction: a served abuser got what it asked).
+    Figure("received_share", None, 0.05, "share of attempts that got any byte before the end"),
+    Figure("common_excerpt_attempts", None, 2, "attempts that got the commonest first line"),
     Figure("connect_waits", None, 2, "attempts that never sent a request"),
     Figure("runs", HIGHER, 2, "command runs (curl, browser page loads)", relative=0.05),
     Figure("runs_per_s", HIGHER, 0.05, "command runs per second", relative=0.05),

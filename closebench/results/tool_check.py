@@ -57,3 +57,13 @@ def check_tool(tool: dict, connections: int, answered: int) -> ToolProgress | No
     wire = connections if ON_WIRE[tool["tries_are"]] == "connections" else answered
     agrees = abs(tries - wire) <= max(1.0, TOLERANCE * max(tries, wire))
     return ToolProgress(str(tool.get("name")), tries, wire, float(wall), agrees)
+
+
+def check_tools(agreement, rows: object):
+    """Each trial of a verify.RunAgreement that ran one tool: its own count of tries against
+    the wire's (from the summary `rows`); the agreement, checked."""
+    tools = tool_figures(rows)
+    for trial in agreement.trials:
+        if trial.trial in tools:
+            trial.tool = check_tool(tools[trial.trial], trial.wire_connections, trial.wire_answered)
+    return agreement

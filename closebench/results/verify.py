@@ -4,7 +4,10 @@ The records come from the attackers (a kernel socket's API, a packet engine,
 closebench/wire/pcap.py's scapy reading). This re-reads each trial's attacker-side pcap with another
 parser (dpkt) and its own reading of the outcome rules, joins each record to its connection on
 source address, port and SYN time, and reports how many joined, whether the classes agree, how far
-the end times are apart, and the connections found on only one side.
+the end times are apart, and the connections found on only one side. It compares, too, when each
+request left, who closed (the server, or the client: its own close or timeout, or closebench
+stopping it, which the wire shows as the client's), and what the abuser learned: the bytes the
+server sent before the end, and the first line of them (the record's excerpt).
 
 The rules, as the README states them: a connection starts with the client's SYN; a reset of the SYN
 is `refused`, an ICMP error `icmp`; once established, the server's FIN is `fin` and its RST `rst`,
@@ -33,10 +36,24 @@ from closebench.core.errors import ClosebenchError, UsageError
 from closebench.core.file_names import unique_names
 from closebench.core.input_files import SUMMARY_BYTES, TABLE_BYTES, check_regular, read_json
 from closebench.core.outcomes import LEGIT_CLIENT
-from closebench.results.dpkt_wire import WireConnection, WireReading, outcome_for, stream_wire
+from closebench.results.dpkt_wire import (
+    GaveUp,
+    WireConnection,
+    WireReading,
+    outcome_for,
+    stream_wire,
+)
 from closebench.results.records import ATTEMPTS_DIR, BATCH_ROWS, trial_tables
 from closebench.results.run_directory import PCAP_DIR
-from closebench.results.tool_check import ToolProgress, check_tool, tool_figures
+from closebench.results.tool_check import ToolProgress, check_tools
+from closebench.results.verify_fields import (
+    Mismatch,
+    closer_mismatch,
+    received_mismatch,
+)
+from closebench.results.verify_fields import (
+    mismatch as _mismatch,
+)
 
 END_TOLERANCE_P95_S = 0.002  # |Δ end| p95 beyond this is a disagreement
 JOIN_WINDOW_S = 5.0  # a record's t_syn and its connection's first SYN are at most this far apart
@@ -45,33 +62,10 @@ TAIL_S = 3.0
 SHOWN_MISMATCHES = 20  # mismatches kept per trial in the result
 # What the join reads of each record.
 RECORD_COLUMNS = ["trial", "src", "sport", "t_syn", "t_end", "outcome", "client_timeout"]
-RECORD_COLUMNS += ["t_request", "attacker"]
+RECORD_COLUMNS += ["t_request", "closed_by", "bytes_received", "excerpt", "attacker"]
 
 
 # joining records and connections
-
-
-@dataclass
-class Mismatch:
-    src: str
-    sport: int
-    t_syn: float
-    what: str  # "class", "end", "request", "missing on the wire", "missing in the records"
-    record: str | None  # the record's outcome
-    wire: str | None  # the wire's
-    end_delta_s: float | None = None
-
-    def describe(self) -> str:
-        where = f"[{self.src}]:{self.sport}" if ":" in self.src else f"{self.src}:{self.sport}"
-        if self.what == "class":
-            return f"{where}: record says {self.record}, wire says {self.wire}"
-        if self.what == "end" and self.end_delta_s is not None:
-            return f"{where}: end {1000 * self.end_delta_s:+.1f} ms from the wire's"
-        if self.what == "request":
-            if self.end_delta_s is None:
-                return f"{where}: request {self.record}, wire {self.wire}"
-            return f"{where}: request {1000 * self.end_delta_s:+.1f} ms from the wire's"
-        return f"{where}: {self.what}"
 
 
 @dataclass
@@ -86,6 +80,8 @@ class TrialAgreement:
     end_deltas: array = field(default_factory=lambda: array("d"))  # |record end - wire end|, s
     request_deltas: array = field(default_factory=lambda: array("d"))  # the same, of t_request
     request_mismatches: int = 0  # a request on one side only
+    closer_mismatches: int = 0  # the record's closed_by is not the wire's
+    received_mismatches: int = 0  # the server's bytes, or its first line, differ
     mismatches: list[Mismatch] = field(default_factory=list)
     error: str | None = None  # why the trial could not be checked
     # The wire's count of what a tool counts as its tries: its connections (a scanner's
@@ -108,6 +104,8 @@ class TrialAgreement:
             and self.missing_in_records == 0
             and (p95 is None or p95 <= END_TOLERANCE_P95_S)
             and self.request_mismatches == 0
+            and self.closer_mismatches == 0
+            and self.received_mismatches == 0
             and (request_p95 is None or request_p95 <= END_TOLERANCE_P95_S)
         )  # a tool's own count (self.tool) is the tool's claim, not the records': told apart
 
@@ -125,6 +123,8 @@ class TrialAgreement:
             "request_delta_p95_s": _percentile(self.request_deltas, 95),
             "request_delta_max_s": max(self.request_deltas, default=None),
             "request_mismatches": self.request_mismatches,
+            "closer_mismatches": self.closer_mismatches,
+            "received_mismatches": self.received_mismatches,
             "missing_on_wire": self.missing_on_wire,
             "missing_in_records": self.missing_in_records,
             "mismatches": [m.describe() for m in self.mismatches[:SHOWN_MISMATCHES]],
@@ -160,6 +160,12 @@ def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> 
         result.joined += 1
         reading = wire.reading(row, float(record.get("client_timeout") or math.inf))
         _compare_request(result, record, *wire.request(row))
+        if (wrong := closer_mismatch(record, reading)) is not None:
+            result.closer_mismatches += 1
+            result.mismatches.append(wrong)
+        if (wrong := received_mismatch(record, reading)) is not None:
+            result.received_mismatches += 1
+            result.mismatches.append(wrong)
         if reading.outcome == record.get("outcome"):
             result.class_agree += 1
         else:
@@ -220,7 +226,10 @@ class WireTable:
         self.closer = array("b")  # 1: the client's packet or its timeout ended it; 0: the server's
         self.requested = array("d")  # the request's time on the wire; nan: none left
         self.held = array("b")  # 1: none left, and the window was zero from the SYN-ACK on
-        self.gave_up: dict[int, list[tuple[float, float]]] = {}  # rows with a client FIN/RST
+        self.received = array("q")  # the server's payload bytes before the end
+        self.head = array("l")  # into heads: the server's first bytes (most rows share a few)
+        self.heads: dict[bytes, int] = {}
+        self.gave_up: dict[int, list[GaveUp]] = {}  # rows with a client FIN or RST
         self.names: list[str] = []
 
     @classmethod
@@ -250,6 +259,8 @@ class WireTable:
         requested, held = reading.request()
         self.requested.append(math.nan if requested is None else requested)
         self.held.append(held)
+        self.received.append(ended.received)
+        self.head.append(self.heads.setdefault(ended.head, len(self.heads)))
 
     def _index(self) -> None:
         """Rows by client, then in capture order; whether each has joined a record."""
@@ -258,6 +269,7 @@ class WireTable:
         self.sorted_clients = client[self.order]
         self.syn = np.frombuffer(self.syn_t, np.float64)
         self.taken = np.zeros(len(self.index), bool)
+        self.head_of = list(self.heads)  # dicts keep their order: index -> head
 
     def nearest(self, client: tuple[str, int], t_syn: object) -> int | None:
         """The row of the client's connection whose first SYN is nearest t_syn (within
@@ -279,7 +291,13 @@ class WireTable:
     def reading(self, row: int, client_timeout: float) -> WireReading:
         end = self.end[row]
         closer = "client" if self.closer[row] else "server"
-        ended = WireReading(self.names[self.outcome[row]], None if math.isnan(end) else end, closer)
+        ended = WireReading(
+            self.names[self.outcome[row]],
+            None if math.isnan(end) else end,
+            closer,
+            self.received[row],
+            self.head_of[self.head[row]],
+        )
         return outcome_for(self.gave_up.get(row, []), ended, client_timeout)
 
     def request(self, row: int) -> tuple[float | None, bool]:
@@ -336,18 +354,6 @@ def _client(record: dict) -> tuple[str, int]:
     return address, sport if isinstance(sport, int) else -1  # no port: it joins no connection
 
 
-def _mismatch(record: dict, what: str, wire: str | None, delta: float | None = None) -> Mismatch:
-    return Mismatch(
-        str(record.get("src")),
-        record.get("sport") or 0,
-        record.get("t_syn") or 0.0,
-        what,
-        record.get("outcome"),
-        wire,
-        delta,
-    )
-
-
 # a whole run
 
 
@@ -379,6 +385,8 @@ class RunAgreement:
             "end_delta_max_s": max(deltas, default=None),
             "ends_not_on_wire": sum(t.ends_not_on_wire for t in self.trials),
             "request_mismatches": sum(t.request_mismatches for t in self.trials),
+            "closer_mismatches": sum(t.closer_mismatches for t in self.trials),
+            "received_mismatches": sum(t.received_mismatches for t in self.trials),
             "missing_on_wire": sum(t.missing_on_wire for t in self.trials),
             "missing_in_records": sum(t.missing_in_records for t in self.trials),
             "flagged": [t.trial for t in self.trials if not t.ok],
@@ -406,15 +414,6 @@ def verify_run(directory: Path) -> RunAgreement:
     except (KeyError, TypeError) as error:
         raise refuse(f"summary.json has no rows of trials: {error}") from None
     return check_tools(verify_trials(directory, trials), summary["rows"])  # type: ignore[index]
-
-
-def check_tools(agreement: RunAgreement, rows: object) -> RunAgreement:
-    """Each trial that ran one tool: its own count of tries against the wire's (summary rows)."""
-    tools = tool_figures(rows)
-    for trial in agreement.trials:
-        if trial.trial in tools:
-            trial.tool = check_tool(tools[trial.trial], trial.wire_connections, trial.wire_answered)
-    return agreement
 
 
 def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
@@ -470,14 +469,15 @@ def agreement_text(figures: dict) -> str:
         )
     if figures.get("request_mismatches"):
         parts.append(f"{figures['request_mismatches']} request time(s) disagree")
+    if figures.get("closer_mismatches"):
+        parts.append(f"{figures['closer_mismatches']} closed-by(s) disagree")
+    if figures.get("received_mismatches"):
+        parts.append(
+            f"{figures['received_mismatches']} received byte count(s) or excerpt(s) disagree"
+        )
     if figures.get("tool_disagreements"):
         parts.append(
             f"{figures['tool_disagreements']} tool(s) counted tries the wire does not show"
-        )
-    progress = figures.get("tool_progress")
-    if isinstance(progress, dict) and not progress.get("agrees", True):
-        parts.append(
-            f"the tool counted {progress.get('tries')} tries, the wire shows {progress.get('wire')}"
         )
     if figures.get("ends_not_on_wire"):
         parts.append(f"{figures['ends_not_on_wire']} end(s) no packet marks (a client's timeout)")

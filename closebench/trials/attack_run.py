@@ -10,8 +10,8 @@ from pathlib import Path
 
 from closebench import __version__
 from closebench.core.file_names import unique_names
+from closebench.results import report as run_report  # render.py (matplotlib) on first use
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX, write_attempts_file
-from closebench.results.report import build_run_report
 from closebench.results.run_writing import new_run_directory, write_samples, write_summary
 from closebench.results.schema import SUMMARY_SCHEMA
 from closebench.results.verify import verify_trials
@@ -80,7 +80,7 @@ class AttackRun:
             if result.samples:
                 write_samples(run, [(trial.name, result.samples)])
             self.opened.point_latest()
-            build_run_report(self.directory, log, run)
+            run_report.build_run_report(self.directory, log, run)
         finally:
             self.opened.close()
         return self.directory

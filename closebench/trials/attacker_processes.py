@@ -8,12 +8,16 @@ of the rate and of the attempts, and its own slice of the source ports, until th
 harness-limited or there is a process per attacker CPU (more would only share a CPU), which the
 step then states. The count and why are each row's `attacker_processes` and
 `attacker_processes_reason`.
+
+Packet attackers that send from one address share its source ports, each its own slice
+(source_port_ranges), which its processes split again: every connection on the wire is one
+attacker's.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,6 +26,7 @@ from closebench.attackers.policy import Policy
 from closebench.attackers.rst_filter import SOURCE_PORTS, PortRange
 from closebench.attackers.scapy_spammer import ScapySpammer
 from closebench.attackers.volume import VolumeAttacker
+from closebench.core.errors import UsageError
 from closebench.core.faults import Faults
 from closebench.core.outcomes import Attempt
 from closebench.lab import Lab
@@ -86,6 +91,28 @@ def split_ports(ports: PortRange, processes: int) -> list[PortRange]:
     return slices
 
 
+def source_port_ranges(specs: Sequence[PacketSpec], plan: Sequence[int]) -> list[PortRange]:
+    """Each attacker's source ports (`plan`: its addresses of its own, 0 for none). The packet
+    attackers that send from the attacker's main address share SOURCE_PORTS, each its own
+    slice: the capture tells their connections apart by address and port, and no one's nft rule
+    drops the RSTs of another's. One with addresses of its own keeps them all. Raises
+    UsageError when a slice has fewer ports than its attacker's connections in flight."""
+    sharing = [i for i, spec in enumerate(specs) if spec.kind in PACKET_KINDS and not plan[i]]
+    ranges = [SOURCE_PORTS] * len(specs)
+    for index, ports in zip(sharing, split_ports(SOURCE_PORTS, max(1, len(sharing))), strict=False):
+        ranges[index] = ports
+        spec = specs[index]
+        if len(sharing) > 1 and spec.policy.concurrency > len(ports):
+            names = " and ".join(f"the {specs[i].name}" for i in sharing)
+            raise UsageError(
+                f"{names} attackers send from the attacker's main address, so each has its own "
+                f"share of its source ports {SOURCE_PORTS}: the {spec.name} attacker's "
+                f"concurrency {spec.policy.concurrency} needs more than its {len(ports)} "
+                f"({ports}); give one of them `addresses`, or lower its concurrency"
+            )
+    return ranges
+
+
 def packet_attacker(kind: str, ports: PortRange) -> PacketAttacker:
     """One engine of a packet attacker of `kind`, on its slice of the source ports."""
     if kind == "volume":
@@ -95,9 +122,11 @@ def packet_attacker(kind: str, ports: PortRange) -> PacketAttacker:
 
 def merged_cost(costs: list[dict]) -> dict:
     """One attacker's cost from its processes': counters summed, times the longest, and each
-    process's own report under `processes` (the harness judges each: harness_load.py)."""
+    process's own report under `processes` (the harness judges each: harness_load.py), in
+    port order, as the processes were made."""
     if len(costs) == 1:
         return costs[0]
+    costs = sorted(costs, key=lambda cost: str(cost.get("source_ports")))
     merged: dict = {}
     for cost in costs:
         for key, value in cost.items():
@@ -137,19 +166,22 @@ def process_threads(
     cancel: threading.Event,
     reports: list[dict],
     faults: Faults,
+    ports: PortRange = SOURCE_PORTS,
 ) -> list[threading.Thread]:
     """A packet attacker as spec.processes engines, each its own process with its part of the
-    policy and its slice of the source ports; each one's report appended to `reports`."""
+    policy and its slice of the attacker's `ports`; each one's report appended to `reports`."""
     parts = split_policy(spec.policy, spec.processes)
     threads = []
-    slices = split_ports(SOURCE_PORTS, len(parts))
+    slices = split_ports(ports, len(parts))
     for index, (policy, ports) in enumerate(zip(parts, slices, strict=True)):
         attacker = packet_attacker(spec.kind, ports)
 
         def work(attacker=attacker, policy=policy) -> None:
             reports.append(attacker.run(lab, target, policy, sink, cancel, own or None))
 
-        who = f"the {spec.name} attacker (process {index + 1} of {len(parts)})"
+        who = f"the {spec.name} attacker"
+        if len(parts) > 1:
+            who += f" (process {index + 1} of {len(parts)})"
         threads.append(threading.Thread(target=faults.guarded(who, work), name=f"attacker-{index}"))
     return threads
 

@@ -40,6 +40,9 @@ def idle_attackers(
             continue
         kinds = costs.get(name, {}).get("local_error_kinds") or {}
         why = ", ".join(f"{count} x {kind}" for kind, count in sorted(kinds.items()))
+        # A command's runs that connected nowhere: what they printed.
+        said = costs.get(name, {}).get("errors_without_connection") or {}
+        why = why or "; ".join(f"{count} x {line!r}" for line, count in said.items())
         reason = f"its own errors: {why}" if why else "see run.log and the server's log"
         found.append(
             Fault(part, "NoAttempts", f"made no attempt in {summary.duration_s:.1f} s ({reason})")

@@ -30,16 +30,17 @@ from closebench.core.safe_files import write_error
 from closebench.defender.peers import peer_for
 from closebench.lab import cpus
 from closebench.lab.cpus import Placement
+from closebench.results import report as run_report  # render.py (matplotlib) on first use
 from closebench.results.breaking_points import Thresholds, breaking_points
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX
-from closebench.results.report import build_run_report
 from closebench.results.run_directory import (
     SAMPLES_FILE,
     SUMMARY_FILE,
 )
 from closebench.results.run_writing import new_run_directory, write_samples, write_summary
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
-from closebench.results.verify import check_tools, verify_trials
+from closebench.results.tool_check import check_tools
+from closebench.results.verify import verify_trials
 from closebench.trials.attacker_kinds import PACKET_KINDS
 from closebench.trials.attacker_processes import saturated_packet_attackers, scaling
 from closebench.trials.disk_space import DiskGuard, size_text
@@ -390,7 +391,7 @@ class Runner:
             )
             self.log("report: not built (SIGTERM)")
         elif SUMMARY_FILE not in lost:
-            report = build_run_report(self.directory, self.log, self.opened.run)
+            report = run_report.build_run_report(self.directory, self.log, self.opened.run)
         if report is None and not TERMINATED.is_set():
             lost.append("index.html")
         if self.stopped:

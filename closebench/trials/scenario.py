@@ -2,7 +2,8 @@
 
 One schema (the pydantic models below) is the whole definition: an unknown key, a wrong type, an
 unknown strategy or an impossible value is an error naming the file, the key and what is allowed,
-and nothing starts.
+and nothing starts. It is over 500 lines: that one schema (every table's model, and how a scenario
+becomes its trials) reads as one definition; its checks on raw data live in scenario_checks.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES
+from closebench.attackers import ATTACKERS, COMMAND_PLACEHOLDERS, ENGINES, command_kind
+from closebench.attackers.bot_profiles import PROFILES as BOT_PROFILES
 from closebench.attackers.policy import Policy
 from closebench.core.errors import UsageError
 from closebench.core.input_files import parse_toml
@@ -142,6 +144,17 @@ class AttackerEntry(Commanded):
     duration: Seconds | None = None  # this attacker stops sooner than the scenario
     engine: Literal[tuple(ENGINES)] = "local"  # type: ignore[valid-type]
     workers: Annotated[int, Field(ge=1, le=MAX_ATTACKER_HOSTS - 1)] | None = None  # Locust's
+    profile: Literal[tuple(BOT_PROFILES)] | None = None  # type: ignore[valid-type]  # bot kind
+
+    @model_validator(mode="before")
+    @classmethod
+    def bot_slots(cls, data: object) -> object:
+        """A bot's connection slots are its profile's unless the file says (`concurrency`)."""
+        if isinstance(data, dict) and data.get("kind") == "bot" and "concurrency" not in data:
+            profile = BOT_PROFILES.get(str(data.get("profile")))
+            if profile is not None:
+                return {**data, "concurrency": profile.slots}
+        return data
 
     @field_validator("path")
     @classmethod
@@ -159,13 +172,23 @@ class AttackerEntry(Commanded):
             raise ValueError(
                 f'addresses goes with kind = "kernel", "scapy" or "volume", not {self.kind!r}'
             )
-        if self.command is not None and self.kind != "curl":
-            raise ValueError(f'command goes with kind = "curl", not {self.kind!r}')
+        if self.command is not None and self.kind not in ("command", "curl"):
+            raise ValueError(f'command goes with kind = "command", not {self.kind!r}')
+        if self.command is None and self.kind == "command":
+            raise ValueError('kind = "command" needs command = [...], the command to run')
         if (problem := tool_entry_problem(self.kind, self.tool, self.args)) is not None:
             raise ValueError(problem)
         problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)
         if problem is not None:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def bots_have_a_profile(self) -> AttackerEntry:
+        if self.kind == "bot" and self.profile is None:
+            raise ValueError(f'kind = "bot" needs a profile: one of {", ".join(BOT_PROFILES)}')
+        if self.kind != "bot" and self.profile is not None:
+            raise ValueError(f'profile goes with kind = "bot", not {self.kind!r}')
         return self
 
     @model_validator(mode="after")
@@ -196,7 +219,7 @@ class AttackerEntry(Commanded):
             request_delay=self.request_delay,
         )
         return AttackerSpec(
-            self.kind,
+            command_kind(self.kind, self.command)[0],
             policy,
             self.path,
             self.command,
@@ -205,8 +228,9 @@ class AttackerEntry(Commanded):
             self.engine,
             self.workers or 1,
             self.confinement,
-            self.tool,
-            self.args,
+            profile=self.profile,
+            tool=self.tool,
+            args=self.args,
         )
 
 
@@ -259,6 +283,14 @@ class Scenario(Strict):
                     f"the scenario asks for {count:,} trials (strategies x repetitions x sweep "
                     f"steps); at most {MAX_TRIALS:,} a run: split it into several scenarios"
                 )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def legit_false_is_none(cls, data: object) -> object:
+        """`legit = false`: no legitimate client (the table omitted runs one, at its defaults)."""
+        if isinstance(data, dict) and data.get("legit") is False:
+            return {**data, "legit": None}
         return data
 
     @model_validator(mode="after")
@@ -335,6 +367,12 @@ class Scenario(Strict):
 
     def steps(self) -> list[float | None]:
         return list(self.sweep.steps) if self.sweep else [None]
+
+    @property
+    def deprecations(self) -> list[str]:
+        """One line for each old spelling the file uses (each said once)."""
+        notes = (command_kind(a.kind, a.command)[1] for a in self.attackers)
+        return list(dict.fromkeys(note for note in notes if note))
 
     @property
     def uses_locust(self) -> bool:

@@ -1,8 +1,9 @@
-"""The commands a scenario file may name (a strategy entry's server, a curl attacker's command)
+"""The commands a scenario file may name (a strategy entry's server, a command attacker's)
 and the powers granted to them: none by default (closebench/lab/confine.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -59,7 +60,7 @@ def command_lines(strategies: Iterable, attackers: Iterable) -> list[str]:
             lines.append(f"server {entry.name} `{argv}` runs {describe(entry.confinement)}")
     for attacker in attackers:
         if attacker.command is not None:
-            name = attacker.label or attacker.kind
+            name = attacker.label or os.path.basename(attacker.command[0]) or attacker.kind
             argv = " ".join(attacker.command)
             lines.append(f"attacker {name} `{argv}` runs {describe(attacker.confinement)}")
     return lines

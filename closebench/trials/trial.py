@@ -2,6 +2,8 @@
 clients beside them, the defender sampled and the attacker's wire captured.
 
 `closebench attack` runs one trial; `closebench run` runs one per strategy of a scenario.
+It is over 500 lines: a trial's configuration and its run (lab, attackers, legitimate clients, the
+defender's figures) are one sequence, read top to bottom.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from closebench.lab.capture import Capture
 from closebench.lab.confine import Confinement
 from closebench.results.records import AttemptWriter, read_attempts
 from closebench.servers.strategies import BAN_STRATEGIES
+from closebench.trials import attacker_processes as engines
 from closebench.trials.attacker_hosts import AttackerHostSampler
 from closebench.trials.attacker_kinds import PACKET_KINDS
-from closebench.trials.attacker_processes import client_costs, merged_cost, process_threads
 from closebench.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from closebench.trials.harness_load import HarnessLoad, harness_load
 from closebench.trials.part_faults import idle_attackers, server_faults
@@ -54,7 +56,7 @@ class AttackerSpec:
     kind: str = "kernel"
     policy: Policy = field(default_factory=Policy)
     path: str = "/spam"
-    command: list[str] | None = None  # for the curl kind: the command to run instead
+    command: list[str] | None = None  # for the command kind: the command to run
     label: str | None = None
     addresses: int = 0  # kernel kind: spread its connection slots over this many addresses
     engine: str = "local"  # "locust": the kernel kind's policy on Locust workers (ENGINES)
@@ -66,14 +68,17 @@ class AttackerSpec:
     # A packet attacker (scapy, volume): how many engines share its policy, each a process of its
     # own (trials/attacker_processes.py); the runner adds one when a step's engine set the pace.
     processes: int = 1
+    profile: str | None = None  # the bot kind's (attackers/bot_profiles.py)
 
     @property
     def name(self) -> str:
-        return self.label or (self.tool if self.kind == "tool" and self.tool else self.kind)
+        """Its label, or what it runs: a command's program (hydra, not "command"), else its kind."""
+        program = os.path.basename(self.command[0]) if self.command else ""  # command kinds
+        return self.label or program or self.profile or self.tool or self.kind
 
     @property
     def request(self) -> Request:
-        return Request(self.command, self.label, self.confine, self.tool, self.args)
+        return Request(self.command, self.label, self.confine, self.tool, self.args, self.profile)
 
     @property
     def binds_source(self) -> bool:
@@ -89,7 +94,7 @@ class AttackerSpec:
     def keeps_own_clock(self) -> bool:
         """Its records come from a kernel socket's API: the trial's capture gives them wire
         classes and times. (Command attackers read the wire already; packet attackers are on it.)"""
-        return self.kind == "kernel"
+        return self.kind in ("kernel", "bot")
 
     @property
     def attacker_hosts(self) -> int:
@@ -134,6 +139,7 @@ class TrialConfig:
         # A command that cannot choose its source address (a browser) is told apart on the wire
         # by the attacker's main address alone: nothing else may send from it.
         plan = self.address_plan()
+        engines.source_port_ranges(self.attackers, plan)  # packet attackers sharing ports: refused
         on_main = [spec.name for spec, extra in zip(self.attackers, plan, strict=True) if not extra]
         if self.legit is not None and self.legit.source == "attacker":
             on_main.append("the legitimate client (source = attacker)")
@@ -342,7 +348,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
         faults=faults.all(),
         bans=bans,
         ban_log=ban_log,
-        harness=harness_load(client_costs(costs, legit_cost), cpu_use),
+        harness=harness_load(engines.client_costs(costs, legit_cost), cpu_use),
     )
 
 
@@ -402,12 +408,14 @@ def _run_attackers(
     address = lab.defender_ip(config.family)
     threads = []
     more_hosts = iter(lab.more_attackers)
-    for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
+    ports = engines.source_port_ranges(config.attackers, config.address_plan())
+    for spec, own, mine in zip(config.attackers, _own_addresses(lab, config), ports, strict=True):
         target = Target(address, config.server.port, config.family, spec.path)
-        if spec.kind in PACKET_KINDS and spec.processes > 1:
+        if spec.kind in PACKET_KINDS:  # on its own source ports, in one process or several
             reports = processes.setdefault(spec.name, [])
-            sink = sink_for(spec)
-            threads += process_threads(lab, spec, target, own, sink, cancel, reports, faults)
+            threads += engines.process_threads(
+                lab, spec, target, own, sink_for(spec), cancel, reports, faults, mine
+            )
             continue
         attacker = make_attacker(spec.kind, spec.request, spec.engine)
         if spec.engine == "locust":
@@ -432,9 +440,9 @@ def _run_attackers(
     for thread in threads:
         thread.join()
     duration = time.monotonic() - started
-    for name, reports in processes.items():  # in port order, as the processes were made
+    for name, reports in processes.items():
         if reports:
-            costs[name] = merged_cost(sorted(reports, key=lambda r: str(r.get("source_ports"))))
+            costs[name] = engines.merged_cost(reports)
     attack_end = time.time()
     if legit and config.duration:  # attackers that stopped early: the legitimate client goes on
         cancel.wait(max(0.0, started + config.duration - time.monotonic()))

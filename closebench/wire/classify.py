@@ -7,7 +7,15 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from closebench.core.outcomes import Attempt, ClosedBy, Outcome, gave_up, http_status
+from closebench.core.outcomes import (
+    EXCERPT_BYTES,
+    Attempt,
+    ClosedBy,
+    Outcome,
+    gave_up,
+    http_status,
+    server_excerpt,
+)
 from closebench.wire.pcap import Endpoint, WireEvent, connections
 
 SEQ_SPACE = 1 << 32
@@ -91,6 +99,7 @@ class _Reading:
     zero_window: bool = False  # the SYN-ACK advertised no window
     probed: bool = False  # the client probed a window: it had written something
     bytes_in: int = 0
+    head: bytes = b""  # the server's first payload bytes, up to EXCERPT_BYTES
     half_closed: WireEvent | None = None  # an own client's early FIN: it still reads
     data_since_close: bool = False  # the server sent bytes after that FIN
     last_out: WireEvent | None = None  # the client's latest segment, until the server answers
@@ -117,6 +126,7 @@ def classify(
         if ending is not None:
             break
     attempt.bytes_received = r.bytes_in
+    attempt.excerpt = server_excerpt(r.head)
     attempt.data_first = r.bytes_in > 0
     if r.zero_window and not r.request_seen and r.probed:
         # A zero window from the SYN-ACK on (a zero-window tarpit), and a client probing it:
@@ -173,6 +183,8 @@ def _server_segment(
             attempt.t_first_byte = event.t
             attempt.http_status = http_status(event.head)
         r.bytes_in += event.length
+        if len(r.head) < EXCERPT_BYTES:
+            r.head = (r.head + event.head)[:EXCERPT_BYTES]
         r.data_since_close = r.half_closed is not None
     if not ("R" in event.what or "F" in event.what):
         return None
@@ -223,8 +235,11 @@ def reconcile(attempts: list[Attempt], path: str, server: Endpoint) -> int:
             continue
         candidates.remove(events)  # one record per connection
         joined += 1
-        said = attempt.outcome
+        said, stopped = attempt.outcome, attempt.outlasted
         classify(events, attempt)
+        if stopped and attempt.closer is ClosedBy.CLIENT:
+            # The client's close was closebench stopping it (a bot past the attack's end).
+            attempt.closed_by = ClosedBy.CLOSEBENCH.value
         if attempt.outcome is not said:
             note = f"the client's socket reported {said.value}"
             attempt.detail = f"{attempt.detail}; {note}" if attempt.detail else note

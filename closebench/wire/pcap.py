@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from closebench.core.addresses import canonical
 from closebench.core.errors import LabError
 
-HEAD_BYTES = 32  # payload bytes kept per packet: enough for an HTTP status line
+HEAD_BYTES = 64  # payload bytes kept per packet: a status line or a banner (EXCERPT_BYTES)
 LINKTYPE_ETHERNET = 1
 
 

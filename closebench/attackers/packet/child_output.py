@@ -1,13 +1,14 @@
 """The child's output, one line each: ready, an attempt, its last word. Written here, read here.
 
     R                                              it now turns SIGTERM into an orderly stop
-    SRC PORT OUTCOME T_SYN EST REQ FIRST END BYTES STATUS DETAIL   one finished attempt
+    SRC PORT OUTCOME T_SYN EST REQ FIRST END BYTES STATUS HEAD DETAIL   one finished attempt
     S {"connections_started": ..., ...}            last: what the attack cost the attacker
     S {"error": "..."}                             or why it could not run (then exit 2)
 
 SRC is the index of the source address, T_SYN microseconds since the config's base_time, EST,
 REQ, FIRST and END microseconds since T_SYN ("-": it did not happen), STATUS the HTTP status
-(0: none), DETAIL the rest of the line. Compact, because there may be tens of thousands a second.
+(0: none), HEAD the response's first bytes in hex ("-": none), DETAIL the rest of the line.
+Compact, because there may be tens of thousands a second.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 from closebench.attackers.packet.child_config import ChildConfig
 from closebench.attackers.packet.connection import Conn
-from closebench.core.outcomes import Attempt, ClosedBy, Outcome
+from closebench.core.outcomes import Attempt, ClosedBy, Outcome, server_excerpt
 
 READY = "R"
 
@@ -29,7 +30,8 @@ def attempt_line(conn: Conn, base_time: float) -> str:
         f"{conn.src} {conn.port} {conn.outcome.value} {_micros(t_syn - base_time)} "
         f"{_since(conn.t_established, t_syn)} {_since(conn.t_request, t_syn)} "
         f"{_since(conn.t_first_byte, t_syn)} {_since(conn.t_end, t_syn)} "
-        f"{conn.bytes_received} {status} {conn.detail.replace(chr(10), ' ')}\n"
+        f"{conn.bytes_received} {status} {conn.head.hex() or '-'} "
+        f"{conn.detail.replace(chr(10), ' ')}\n"
     )
 
 
@@ -72,7 +74,9 @@ class Relay:
             self.sink(self.attempt(text))
 
     def attempt(self, text: str) -> Attempt:
-        src, port, outcome, t0, est, req, first, end, received, status, detail = text.split(" ", 10)
+        src, port, outcome, t0, est, req, first, end, received, status, head, detail = text.split(
+            " ", 11
+        )
         t_syn = self.config.base_time + int(t0) / 1e6
 
         def at(offset: str) -> float | None:
@@ -96,6 +100,7 @@ class Relay:
             data_first=int(received) > 0,
             http_status=int(status) or None,
             detail=detail,
+            excerpt=server_excerpt(b"" if head == "-" else bytes.fromhex(head)),
             closed_by=closed_by(Outcome(outcome), detail).value,
         )
 

@@ -56,6 +56,18 @@ def outlasted_note(row: dict) -> str:
     return f" (outlasted {count})" if is_number(count) and count else ""
 
 
+EXCERPT_SHOWN = 24  # characters of the commonest excerpt a table cell shows
+
+
+def excerpt_note(row: dict) -> str:
+    """The commonest first line the server sent, beside the share of attempts that got bytes."""
+    text = row.get("common_excerpt")
+    if not isinstance(text, str) or not text:
+        return ""
+    cut = text if len(text) <= EXCERPT_SHOWN else text[: EXCERPT_SHOWN - 1] + "…"
+    return f' "{cut}"'
+
+
 COLUMNS = (
     Column("attempts", "attempts", "attacker", whole),
     Column("attempts_per_s", "attempts/s", "attacker", fixed(2)),
@@ -68,6 +80,9 @@ COLUMNS = (
     Column("closed_by", "closed by", "attacker", outcome_counts),
     Column("attacker_seconds_wasted", "seconds wasted", "attacker", fixed(1)),
     Column("attacker_seconds_busy", "seconds busy (union)", "attacker", fixed(1)),
+    # What the abuser learned before the server closed: a strategy that closes fast can still
+    # tell it what it is (a banner, a status line).
+    Column("received_share", "got bytes", "attacker", percent, note=excerpt_note),
     Column("legit_requests", "requests", "legitimate clients", whole),
     Column("legit_success_rate", "answered", "legitimate clients", percent),
     Column("legit_latency_median_s", "latency median (ms)", "legitimate clients", millis),
