@@ -557,3 +557,15 @@ def test_real_run_checked_and_compared(capsys, tmp_path, real_run, monkeypatch):
     status, out, _ = closebench(capsys, "compare", str(real_run), str(real_run))
     assert status == 0 and "0 change(s) outside the noise" in out
     assert list(tmp_path.glob("compare-*.html")) and not list(real_run.glob("compare-*.html"))
+
+
+def test_a_figure_an_older_run_lacks_is_not_read_as_zero(tmp_path):
+    """A summary/1 run has no attacker_seconds_busy: compare leaves it unjudged, not 0 -> 30."""
+    old = row("repair")
+    del old["attacker_seconds_busy"]
+    before = load_run(write_run(tmp_path / "old", [old]))
+    after = load_run(write_run(tmp_path / "new", [row("repair", attacker_seconds_busy=30.0)]))
+    [group] = compare_runs(before, after).groups
+    [busy] = [c for c in group.changes if c.figure.name == "attacker_seconds_busy"]
+    assert not busy.measured and busy.judgement.verdict in ("same", "not judged")
+    assert busy.after == [30.0]

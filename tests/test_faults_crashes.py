@@ -147,6 +147,46 @@ def test_check_and_compare_fail_a_faulted_row(tmp_path):
     assert load_run(directory).trials  # the row reads as failed, the run still reads
 
 
+def test_a_trial_that_raises_keeps_its_fault_in_the_row_and_the_run(tmp_path, monkeypatch):
+    """A trial that raised reaches its row, summary.json and the run's errors as one typed Fault:
+    closebench's own error as its line, a crash with its part and type. No lab is built: the
+    trial itself stands in for one whose lab could not be built, and one that crashed."""
+    from closebench.core.errors import LabError
+    from closebench.trials import runner
+
+    def raising(config, cancel, on_attempt):
+        if config.name == "rst":
+            raise LabError("tcpdump did not start capturing: no such device")
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(runner, "run_trial", raising)
+    path = tmp_path / "raise.toml"
+    path.write_text(
+        'name = "raise"\nduration = 1\nstrategies = ["rst", "graceful"]\n'
+        '[[attackers]]\nkind = "kernel"\n'
+    )
+    scenario, text, digest = load_scenario(path)
+    outcome = Runner(scenario, text, digest, path, tmp_path / "out", verify=False).run(1)
+    assert outcome.complete is False
+    assert outcome.errors == [
+        "rst: tcpdump did not start capturing: no such device",
+        "graceful: the trial failed: KeyError: 'a bug'",
+    ]
+    rows = json.loads((outcome.directory / "summary.json").read_text())["rows"]
+    assert [row["error"] for row in rows] == [e.split(": ", 1)[1] for e in outcome.errors]
+    assert [row["faults"] for row in rows] == [
+        [
+            {
+                "part": "the trial",
+                "kind": "LabError",
+                "message": "tcpdump did not start capturing: no such device",
+            }
+        ],
+        [{"part": "the trial", "kind": "KeyError", "message": "'a bug'"}],
+    ]
+    assert [row["complete"] for row in rows] == [False, False]
+
+
 @pytest.mark.slow  # a run with its report, 20-40 s
 @pytest.mark.needs_lab
 def test_too_few_open_files_fail_the_trial_and_the_run(tmp_path):

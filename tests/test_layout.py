@@ -168,6 +168,37 @@ def test_long_modules_say_why():
     assert unexplained == []
 
 
+def map_lines(path: Path) -> list[str]:
+    """The lines of a package docstring that list one of its own modules, as a module map does
+    ("    engine.py   the TCP state machine")."""
+    docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+    own = {p.name for p in path.parent.iterdir() if p.suffix == ".py"}
+    own |= {f"{p.name}/" for p in path.parent.iterdir() if p.is_dir()}
+    # A map's row: a module's name set apart as a column (indented, or two spaces after it);
+    # prose that wraps onto a line starting with a module's name is no map.
+    row = re.compile(r"(\s+(\S+)\s|(\S+)\s{2,})")
+    found = [(line, row.match(line)) for line in docstring.splitlines()]
+    return [line for line, m in found if m and (m.group(2) or m.group(3)) in own]
+
+
+def test_package_docstrings_leave_the_module_map_to_the_docs_site():
+    """One module map: the docs site's, written from each module's docstring
+    (docs/reference_pages.py). A package says what it is, not what its modules are."""
+    packages = [path for path in modules().values() if path.name == "__init__.py"]
+    maps = {str(path.relative_to(ROOT)): map_lines(path) for path in packages}
+    assert {name: lines for name, lines in maps.items() if lines} == {}
+
+
+def test_a_module_map_in_a_package_docstring_is_found(tmp_path):
+    (tmp_path / "engine.py").write_text('"""The engine."""\n')
+    (tmp_path / "peers").mkdir()
+    init = tmp_path / "__init__.py"
+    init.write_text('"""A package.\n\n    engine.py  the engine\npeers/  the peers\n"""\n')
+    assert map_lines(init) == ["    engine.py  the engine", "peers/  the peers"]
+    init.write_text('"""A package: its engine is\nengine.py (and its timers) at its heart."""\n')
+    assert map_lines(init) == []
+
+
 def test_every_path_the_readme_names_exists():
     """The README's and the docs' prose point readers at files: a moved module must not leave
     them pointing at nothing."""

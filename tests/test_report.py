@@ -127,6 +127,13 @@ def split(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
+def test_report_leaves_a_stored_runs_summary_as_it_was(built):
+    """`closebench report` on a run made before the rename (summary/1, harness's days) reads it
+    and writes its pages beside it: summary.json stays byte for byte what the run wrote."""
+    assert (built / "summary.json").read_bytes() == (RUN / "summary.json").read_bytes()
+    assert json.loads((RUN / "summary.json").read_text())["schema"] == "closebench.summary/1"
+
+
 def test_every_figure_exists_as_png_and_svg(built):
     for figure in FIGURES:
         if figure not in RUN_FIGURES:

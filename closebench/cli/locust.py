@@ -1,6 +1,5 @@
 """The command line of the Locust engine: `attack`'s Locust options and `--target`, and the
-commands `closebench locust-worker` (a worker on an attacking machine) and `closebench sample`
-(the server's side of a --target attack, on the server's machine).
+command `closebench locust-worker` (a worker on an attacking machine).
 
 Nothing here imports Locust: without the extra, `--engine locust` is one clear error.
 """
@@ -14,12 +13,18 @@ import socket
 import sys
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from closebench.attackers import ENGINES
 from closebench.attackers.locust import require_locust
 from closebench.attackers.locust.settings import split_host_port
 from closebench.core.errors import UsageError
 from closebench.lab import MAX_ATTACKER_HOSTS
+
+if TYPE_CHECKING:  # imported where used: the command line starts without them
+    from closebench.trials.attack_run import AttackRun
+    from closebench.trials.remote import TargetAttack
+    from closebench.trials.trial import TrialConfig
 
 LOCUST_UI_PORT = 8089  # Locust's own default
 MAX_LAB_WORKERS = MAX_ATTACKER_HOSTS - 1  # the main attacker host runs the master
@@ -148,17 +153,6 @@ def add_locust_commands(commands) -> None:
         action="store_true",
         help="print the path of the shipped locustfile (for `locust -f PATH --worker`) and exit",
     )
-    sample = commands.add_parser(
-        "sample",
-        help="sample a server process on its own machine, for `closebench report --samples`",
-        description="Record what a server pays (fds, threads, memory, CPU, its kernel's TCP "
-        "sockets) at a steady rate into DIR/samples.csv, with Unix times, until Ctrl-C, "
-        "--duration or the process's end.",
-    )
-    sample.add_argument("--pid", type=int, required=True, help="the server's process id")
-    sample.add_argument("--out", required=True, metavar="DIR", help="where samples.csv goes")
-    sample.add_argument("--hz", type=float, default=10.0, help="samples per second (1-100)")
-    sample.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
 
 def _master(text: str) -> tuple[str, int]:
@@ -166,10 +160,6 @@ def _master(text: str) -> tuple[str, int]:
 
 
 def run_locust_command(args: argparse.Namespace, console) -> int:
-    if args.command == "sample":
-        from closebench.trials.server_samples import run_sample_command
-
-        return run_sample_command(args, console)
     require_locust()
     if args.locustfile:
         spec = find_spec("closebench.attackers.locust.locustfile")  # found, not imported
@@ -185,9 +175,17 @@ def run_locust_command(args: argparse.Namespace, console) -> int:
     os.execv(sys.executable, argv)  # Locust patches the standard library: a fresh process
 
 
-def target_attack(args: argparse.Namespace, spec, errors):
-    """The TrialConfig, the TargetAttack and the AttackRun of `attack --target` (bad input:
-    UsageError before anything starts)."""
+class TargetPlan(NamedTuple):
+    """What `attack --target` runs: its trial, the attack on the server elsewhere, and the run
+    directory it writes."""
+
+    config: TrialConfig
+    remote: TargetAttack
+    run: AttackRun
+
+
+def target_attack(args: argparse.Namespace, spec, errors) -> TargetPlan:
+    """The plan of `attack --target` (bad input: UsageError before anything starts)."""
     from closebench.attackers.locust.swarm import Placement
     from closebench.defender import ServerConfig
     from closebench.trials.attack_run import AttackRun
@@ -235,7 +233,7 @@ def target_attack(args: argparse.Namespace, spec, errors):
             f"worker(s): run `closebench locust-worker --master {_joined(bind)}` on each "
             "attacking machine"
         )
-    return config, TargetAttack(target, placement, args.locust_csv), run
+    return TargetPlan(config, TargetAttack(target, placement, args.locust_csv), run)
 
 
 def _joined(host_port: tuple[str, int]) -> str:

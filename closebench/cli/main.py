@@ -1,6 +1,7 @@
 """The `closebench` command: parses the command line (parser.py) and runs the command
-(commands.py; compare and check: results.py; the Locust ones: locust.py). Every error is one line
-(output.py) and an exit status: 2 bad input, 1 a failure, 130 interrupted."""
+(commands.py; compare and check: results.py; the Locust ones: locust.py; sample: sample.py).
+Every error is one line (output.py) and an exit status: 2 bad input, 1 a failure, 130
+interrupted."""
 
 from __future__ import annotations
 
@@ -54,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_report(args, console, errors)
         # Outside any lab: a worker or the sampler on their machines, an attack on a server
         # elsewhere. They must not re-execute in a namespace of their own (ensure_privileges).
-        if args.command in ("locust-worker", "sample"):
+        if args.command == "locust-worker":
             return run_locust_command(args, console)
+        if args.command == "sample":
+            from closebench.cli.sample import run_sample_command
+
+            return run_sample_command(args, console)
         if args.command == "attack":
             check_locust_arguments(args)  # bad input is told before privileges are sought
             if args.target:

@@ -312,8 +312,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(commands)
     add_check_parser(commands)
     add_locust_commands(commands)
+    _add_sample_command(commands)
 
     lab = commands.add_parser("lab", help="manage labs")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
     lab_commands.add_parser("clean", help="remove anything left by older closebench versions")
     return parser
+
+
+def _add_sample_command(commands) -> None:
+    """The `sample` command's arguments (`commands`: the parser's subparsers)."""
+    sample = commands.add_parser(
+        "sample",
+        help="sample a server process on its own machine, for `closebench report --samples`",
+        description="Record what a server pays (fds, threads, memory, CPU, its kernel's TCP "
+        "sockets) at a steady rate into DIR/samples.csv, with Unix times, until Ctrl-C, "
+        "--duration or the process's end.",
+    )
+    sample.add_argument("--pid", type=int, required=True, help="the server's process id")
+    sample.add_argument("--out", required=True, metavar="DIR", help="where samples.csv goes")
+    sample.add_argument("--hz", type=float, default=10.0, help="samples per second (1-100)")
+    sample.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")

@@ -1,4 +1,6 @@
-"""A part of a trial that crashed (an attacker, the legitimate client, the server, the sampler).
+"""A part of a trial that crashed (an attacker, the legitimate client, the server, the sampler),
+or a trial that raised: the one typed error value a trial's result, its summary.json row and the
+run's errors carry.
 
 A thread that dies of an exception must not leave a row that reads as a measurement: its trial
 keeps the fault (which part, the exception's type and message) and fails with it.
@@ -9,7 +11,9 @@ from __future__ import annotations
 import resource
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+
+from closebench.core.errors import ClosebenchError
 
 MESSAGE_LIMIT = 300  # characters of an exception's message kept in a row (a NUL path can be long)
 
@@ -19,12 +23,20 @@ class Fault:
     part: str  # "the curl attacker", "the legitimate client", "the server"...
     kind: str  # the exception's type, or what went wrong ("NoAttempts", "ThreadCrash")
     message: str
+    # A ClosebenchError's message is already the user's whole line (the problem and its fix).
+    whole: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.part} failed: {self.kind}: {self.message}"
+        return self.message if self.whole else f"{self.part} failed: {self.kind}: {self.message}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """summary.json's `faults` entry."""
+        return {"part": self.part, "kind": self.kind, "message": self.message}
+
+    @classmethod
+    def told(cls, part: str, error: ClosebenchError) -> Fault:
+        """An error closebench raised on purpose: told as its own message."""
+        return cls(part, type(error).__name__, str(error), whole=True)
 
     @classmethod
     def of(cls, part: str, error: BaseException) -> Fault:

@@ -1,17 +1,6 @@
-"""The defender's side: the server under test in the lab's defender host, and what it costs.
-
-    config.py      ServerConfig: what to start (a strategy, a peer or a command) and its limits
-    server.py      Defender: starting it, waiting for it to listen, stopping it, its output
-    peers/         the peer strategies: HAProxy, nginx, endlessh with a generated config
-    firewall.py    the ban table of the fw-* strategies
-    conn_cap.py    conn-cap's table: `ct count over N` per source address
-    capabilities.py  what the kernel can run, probed once per run; strategies it cannot, skipped
-    steering.py    zero-window's table, keeping the trapped sources' packets from the kernel's TCP
-    metrics.py     the defender sampler (process tree and socket table) and the costs derived
-
-Imports closebench.core and closebench.lab (and servers/, the strategies). Other stages import the
-names below from `closebench.defender`.
-"""
+"""The defender's side: the server under test in the lab's defender host (a strategy, a peer or
+a command), the kernel rules some strategies need, and what it costs. Imports closebench.core and
+closebench.lab; other stages import the names below from `closebench.defender`."""
 
 from __future__ import annotations
 

@@ -1,18 +1,6 @@
-"""The lab: network namespaces on this machine, the hosts in them, and what is read from them.
-
-    netns.py       namespaces owned by keeper processes; entering them from a thread
-    nsexec.py      runs a command as a member of a host (python -m closebench.lab.nsexec)
-    privileges.py  capabilities, user namespaces, required tools
-    hosts.py       a host: commands, spawned processes, its /proc/net
-    topology.py    the Lab: attacker, defender, router and switch hosts, veths, addresses
-    sockets.py     a host's kernel TCP sockets: states, orphans, counters
-    conntrack.py   the lab router's connection tracking
-    capture.py     tcpdump on a host's interface (sniffer.py: its stand-in in a user namespace)
-    cleanup.py     closebench lab clean
-    cpus.py        each side's CPUs (placement, RPS masks) and what they did (/proc/stat)
-
-Imports closebench.core only. Other stages import the names below from `closebench.lab`.
-"""
+"""The lab: network namespaces on this machine, the hosts in them and their wires, and what is
+read from them (sockets, conntrack, captures, CPUs). Imports closebench.core only; other stages
+import the names below from `closebench.lab`."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 class Host(Protocol):
     """What these readers need of a host: its /proc/net files (a lab Host, or a process's own
-    network namespace: trials/server_samples.py)."""
+    network namespace: cli/sample.py)."""
 
     def proc_net(self, name: str) -> str: ...
 

@@ -56,15 +56,17 @@ def trial_table(name: str, rows: list[dict]) -> list[str]:
     for figure in DIRECTED:
         if all(row.get(figure.name) is None for row in rows):
             continue  # not this kind of trial (routed, bans...)
-        value, margin, reason = noise.bound(figure, rows)
+        found = noise.bound(figure, rows)
         limit = "max" if figure.worse == HIGHER else "min"
-        if value is None:
-            lines.append(f"# {figure.name}: not bounded: {reason}")
+        if found.value is None:
+            lines.append(f"# {figure.name}: not bounded: {found.reason}")
             continue
-        if figure.worse != HIGHER and value <= 0:
+        if figure.worse != HIGHER and found.value <= 0:
             continue  # no figure here goes below zero: the bound would always hold
-        value = outward(value, figure.worse == HIGHER)
-        lines.append(f"{figure.name}_{limit} = {value!r}  # margin {margin:.4g}: {reason}")
+        value = outward(found.value, figure.worse == HIGHER)
+        lines.append(
+            f"{figure.name}_{limit} = {value!r}  # margin {found.margin:.4g}: {found.reason}"
+        )
     return lines
 
 

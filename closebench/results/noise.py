@@ -202,14 +202,22 @@ def judge(figure: Figure, base_rows: list[dict], other_rows: list[dict]) -> Judg
     return Judgement("worse" if higher == (figure.worse == HIGHER) else "better", band, gap)
 
 
-def bound(figure: Figure, rows: list[dict]) -> tuple[float | None, float, str]:
-    """An absolute bound on the figure's worse side from N runs' rows: (bound, margin, reason),
-    or (None, 0, why not) when it cannot be judged in those runs."""
+@dataclass(frozen=True)
+class Bound:
+    """An absolute bound on a figure's worse side, from N runs' rows (check --suggest-bounds)."""
+
+    value: float | None  # None: the figure cannot be judged in those runs
+    margin: float  # how far it lies beyond the runs' worst value
+    reason: str  # why that margin, or why no bound
+
+
+def bound(figure: Figure, rows: list[dict]) -> Bound:
+    """The bound on the figure's worse side those runs give, or why there is none."""
     found, why = side(figure, rows)
     if found is None:
-        return None, 0.0, why or "not measured"
+        return Bound(None, 0.0, why or "not measured")
     if len(found.values) < len(rows):
-        return None, 0.0, f"judged in {len(found.values)} of {len(rows)} runs only"
+        return Bound(None, 0.0, f"judged in {len(found.values)} of {len(rows)} runs only")
     # Two measurements' resolutions, as `judge` uses between a base and another run.
     resolution_part = 2 * found.resolution(figure)
     margin = max(resolution_part, K_SPREAD * found.spread)
@@ -219,7 +227,7 @@ def bound(figure: Figure, rows: list[dict]) -> tuple[float | None, float, str]:
         else f"twice the resolution {found.resolution(figure):.4g}"
     )
     value = found.high + margin if figure.worse == HIGHER else found.low - margin
-    return value, margin, reason
+    return Bound(value, margin, reason)
 
 
 def class_shares(rows: list[dict]) -> list[tuple[dict[str, float], int]]:

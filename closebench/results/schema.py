@@ -122,7 +122,8 @@ class TrialRow:
     # closebench outlasted (it stopped their client) are left out of the hang figures.
     hang_q1_s: float | None = None  # the hang figures' quartiles (few attempts: see both)
     hang_q3_s: float | None = None
-    attacker_seconds_busy: float = 0.0  # the union of the slots: concurrent ones counted once
+    # the union of the slots: concurrent ones counted once; None in runs from before the figure
+    attacker_seconds_busy: float | None = None
     closed_by: dict[str, int] = field(default_factory=dict)
     outlasted: int = 0
     # The tool attackers' own figures (attackers[name].attacker_cost.tool has them per run): the

@@ -4,6 +4,7 @@ were streamed there (`closebench run`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -11,6 +12,14 @@ import pyarrow.compute as pc
 from closebench.core.outcomes import LEGIT_CLIENT, Attempt
 from closebench.core.summary import SUMMARY_COLUMNS, AttackSummary, summarize, summarize_columns
 from closebench.results.records import read_table, table_columns
+
+
+@dataclass(frozen=True)
+class TrialSummaries:
+    """Each attacker's summary, by name in the scenario's order, and all of them together."""
+
+    by_attacker: dict[str, AttackSummary]
+    overall: AttackSummary | None  # None: made from the records in memory (TrialResult)
 
 
 def overall_summary(
@@ -23,20 +32,19 @@ def overall_summary(
 
 def memory_summaries(
     attempts: list[Attempt], names: list[str], costs: dict, duration: float
-) -> dict[str, AttackSummary]:
+) -> TrialSummaries:
     """Each attacker's summary (`names`: the attackers in the scenario's order)."""
     by_attacker: dict[str, list[Attempt]] = {name: [] for name in names}
     for attempt in attempts:
         by_attacker.setdefault(attempt.attacker, []).append(attempt)
-    return {
+    summaries = {
         name: summarize(name, records, duration, costs.get(name))
         for name, records in by_attacker.items()
     }
+    return TrialSummaries(summaries, None)
 
 
-def file_summaries(
-    path: Path, names: list[str], costs: dict, duration: float
-) -> tuple[dict[str, AttackSummary], AttackSummary]:
+def file_summaries(path: Path, names: list[str], costs: dict, duration: float) -> TrialSummaries:
     """Each attacker's summary and all of them together, from a trial's attempts file (the
     legitimate clients' records left out)."""
     table = read_table(path, ["attacker", *SUMMARY_COLUMNS])
@@ -47,4 +55,4 @@ def file_summaries(
             columns = table_columns(table.filter(pc.equal(table["attacker"], name)))
             summaries[name] = summarize_columns(name, columns, duration, costs.get(name))
     attacks = table.filter(pc.not_equal(table["attacker"], LEGIT_CLIENT))
-    return summaries, overall_summary(summaries, table_columns(attacks), duration)
+    return TrialSummaries(summaries, overall_summary(summaries, table_columns(attacks), duration))

@@ -51,6 +51,7 @@ from closebench.trials.scenario import Scenario, SweepEntry
 from closebench.trials.trial import TrialConfig, TrialResult, run_trial
 
 DISK_CHECK_EVERY = 0.25  # seconds between looks at the free space while trials run
+TRIAL = "the trial"  # the part a trial that raised names in its fault
 
 
 @dataclass
@@ -176,7 +177,7 @@ class Runner:
         jobs = jobs or self.scenario.parallel or min(len(chains), 2 * (os.cpu_count() or 1))
         self.log(f"run of {self.source} ({len(self.trials)} trials, {jobs} at once)")
         self.log(f"CPUs: {self.placement.text()}")
-        results: list[TrialResult | str | None] = [None] * len(self.trials)
+        results: list[TrialResult | Skipped | Fault | None] = [None] * len(self.trials)
         self._write_so_far(results)  # a run killed in its first trial still leaves a summary
         cpus.use(self.placement)
         # The runner's threads (kernel attackers, the legitimate client, samplers) are the
@@ -269,14 +270,16 @@ class Runner:
             self.log(f"{progress.name}: done, {progress.attempts} attempts")
             for line in result.server_log.splitlines():
                 self.log(f"{progress.name}: server: {line}")
-        except ClosebenchError as error:
-            results[index] = str(error)
-            progress.state = "error"
-            self.log(f"{progress.name}: error: {error}")
         except Exception as error:  # a crash fails its trial, never the run's other trials
-            results[index] = str(Fault.of("the trial", error))
+            # closebench's own errors are one line for the user already; anything else a crash
+            fault = (
+                Fault.told(TRIAL, error)
+                if isinstance(error, ClosebenchError)
+                else Fault.of(TRIAL, error)
+            )
+            results[index] = fault
             progress.state = "error"
-            self.log(f"{progress.name}: error: {results[index]}")
+            self.log(f"{progress.name}: error: {fault}")
         else:
             for fault in result.faults:
                 progress.state = "error"
@@ -324,7 +327,7 @@ class Runner:
                 self.log(f"{SUMMARY_FILE}: not written so far: {error}")
 
     def _rows(
-        self, results: Sequence[TrialResult | Skipped | str | None], not_run: str
+        self, results: Sequence[TrialResult | Skipped | Fault | None], not_run: str
     ) -> tuple[list[TrialRow], list[str]]:
         """Each trial's row (a measurement, or why there is none) and the run's errors."""
         rows, errors = [], []
@@ -333,18 +336,21 @@ class Runner:
                 rows.append(trial_row(trial, result))
                 errors += [f"{trial.name}: {fault}" for fault in result.faults]
                 continue
+            faults = []
             if isinstance(result, Skipped):  # its warning was printed before the run began
                 error = result.error
+            elif isinstance(result, Fault):  # the trial raised: its row and the run say so
+                error = str(result)
+                errors.append(f"{trial.name}: {error}")
+                faults.append(result.to_dict())
             else:
-                if result:
-                    errors.append(f"{trial.name}: {result}")
-                error = result or not_run
+                error = not_run
             failed = TrialRow(trial.name, strategy_name(trial), trial.routed, False, error, None)
-            failed.step, failed.series = trial.step, trial.series
+            failed.step, failed.series, failed.faults = trial.step, trial.series, faults
             rows.append(failed)
         return rows, errors
 
-    def _write(self, results: Sequence[TrialResult | Skipped | str | None]) -> RunOutcome:
+    def _write(self, results: Sequence[TrialResult | Skipped | Fault | None]) -> RunOutcome:
         """Write the results, summary.json first: if the disk is full, the rest may not fit."""
         not_run = "not run: the run " + ("stopped early" if self.stopped else "was interrupted")
         with self._summary_lock:  # no trial's summary so far may land after the final one

@@ -2,8 +2,6 @@
 clients beside them, the defender sampled and the attacker's wire captured.
 
 `closebench attack` runs one trial; `closebench run` runs one per strategy of a scenario.
-It is over 500 lines: a trial's configuration and its run (lab, attackers, legitimate clients, the
-defender's figures) are one sequence, read top to bottom.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from closebench.attackers import Request, kind_of, make_attacker, make_attacker_argv
-from closebench.attackers.kernel import KernelSpammer
 from closebench.attackers.locust.swarm import lab_placement
 from closebench.attackers.policy import Policy, Target
 from closebench.core.errors import ClosebenchError, UsageError
@@ -44,11 +41,10 @@ from closebench.trials.attacker_hosts import AttackerHostSampler
 from closebench.trials.attacker_kinds import PACKET_KINDS
 from closebench.trials.attempt_summaries import file_summaries, memory_summaries, overall_summary
 from closebench.trials.harness_load import HarnessLoad, harness_load
+from closebench.trials.legit_traffic import LegitClient, legit_source, legit_thread
 from closebench.trials.part_faults import idle_attackers, server_faults
 from closebench.wire.classify import reconcile
 from closebench.wire.pcap import Endpoint
-
-LEGIT_HORIZON = 86400.0  # legitimate clients stop with the attack; this only bounds the loop
 
 
 @dataclass(frozen=True)
@@ -103,24 +99,10 @@ class AttackerSpec:
 
 
 @dataclass(frozen=True)
-class LegitClient:
-    """A steady, low-rate client asking for `/` from its own address.
-
-    `source = "attacker"` gives it the attacker's main address instead (an address reassigned
-    from an abuser to someone else); `start` is when it starts, in seconds into the trial.
-    """
-
-    rate: float = 2.0
-    timeout: float = 5.0
-    start: float = 0.0
-    source: str = "own"  # "own" or "attacker"
-
-
-@dataclass(frozen=True)
 class TrialConfig:
     server: ServerConfig
     attackers: tuple[AttackerSpec, ...] = (AttackerSpec(),)
-    legit: LegitClient | None = LegitClient()
+    legit: LegitClient | None = LegitClient()  # noqa: RUF009 (frozen: one default is safe)
     family: int = 4
     routed: bool = False
     sample_hz: float | None = None  # sample the defender at this rate; None: not at all
@@ -220,6 +202,18 @@ class TrialResult:
             )
 
 
+@dataclass
+class AttackPhase:
+    """What the attack phase of a trial gives back, before the trial is summarised."""
+
+    attempts: list[Attempt]  # the attackers' records kept in memory (not the streamed ones)
+    legit_attempts: list[Attempt]
+    costs: dict[str, dict]  # each attacker's own cost (its run()'s), with its hosts' figures
+    duration: float  # seconds from the attackers' start to the last one's end
+    attack_end: float  # when the attackers ended (Unix time)
+    legit_cost: dict  # the legitimate client's own cost (empty when it did not run)
+
+
 def run_trial(
     config: TrialConfig,
     cancel: threading.Event | None = None,
@@ -258,7 +252,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 bpf = f"tcp port {server.port} or icmp or icmp6"
                 if not config.pcap and not any(s.keeps_own_clock for s in config.attackers):
                     # Only the legitimate client needs it: keep a flood out of the capture.
-                    bpf = f"host {_legit_source(lab, config)} and ({bpf})"
+                    bpf = f"host {legit_source(lab, config.legit, config.family)} and ({bpf})"
                 capture = Capture(*lab.attack_wire(), bpf, pcap)
             sampler = None
             if config.sample_hz:
@@ -301,22 +295,24 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
                 faults.add(fault)
             defender.close()
         target = Endpoint(lab.defender_ip(config.family), server.port)
-    attempts, legit_attempts, costs, duration, attack_end, legit_cost = result
+    attempts, legit_attempts, costs = result.attempts, result.legit_attempts, result.costs
+    duration, attack_end, legit_cost = result.duration, result.attack_end, result.legit_cost
     if own_clock and pcap:
         kernel = {spec.name for spec in config.attackers if spec.keeps_own_clock}
-        own = [a for a in attempts if a.attacker in kernel] + legit_attempts
-        reconcile(own, pcap, target)
+        timed = [a for a in attempts if a.attacker in kernel] + legit_attempts
+        reconcile(timed, pcap, target)
     banning = bool(server.spec and server.spec.name in BAN_STRATEGIES)
     names = [spec.name for spec in config.attackers]
     if writer:  # the records kept back for the wire's times join the streamed ones
         writer.add_all(attempts)  # the kernel attackers' (the others went as they came)
         writer.add_all(legit_attempts)
         writer.close()
-        summaries, overall = file_summaries(writer.path, names, costs, duration)
+        summarised = file_summaries(writer.path, names, costs, duration)
         if banning or peers.peer_for(server.spec):  # their accounting reads the records
             attempts = [a for a in read_attempts(writer.path) if a.attacker != LEGIT_CLIENT]
     else:
-        summaries, overall = memory_summaries(attempts, names, costs, duration), None
+        summarised = memory_summaries(attempts, names, costs, duration)
+    summaries, overall = summarised.by_attacker, summarised.overall
     server_stats = peers.account(server.spec, server_stats, attempts)
     if cap_refused is not None:
         server_stats["cap_refused_syns"] = cap_refused
@@ -365,7 +361,7 @@ def _bans_over_time(samples: list[Sample], ban_log: list[dict], started_unix: fl
 
 def _attack(
     lab: Lab, config: TrialConfig, cancel, on_attempt, writer: AttemptWriter | None, faults: Faults
-):
+) -> AttackPhase:
     prepared: list = []  # Locust engines: started before the clock, their start-up not counted
     try:
         return _run_attackers(lab, config, cancel, on_attempt, prepared, writer, faults)
@@ -382,7 +378,7 @@ def _run_attackers(
     prepared: list,
     writer: AttemptWriter | None,
     faults: Faults,
-):
+) -> AttackPhase:
     attempts: list[Attempt] = []
     legit_attempts: list[Attempt] = []
     costs: dict[str, dict] = {}
@@ -432,7 +428,10 @@ def _run_attackers(
     # Attackers run in threads of this one; cancel reaches them through the shared event.
     legit_stop = threading.Event()
     legit_cost: dict = {}
-    legit = _legit_thread(lab, config, legit_attempts, legit_stop, cancel, legit_cost, faults)
+    home = Target(address, config.server.port, config.family, "/")
+    legit = legit_thread(
+        lab, config.legit, home, legit_attempts.append, legit_stop, cancel, legit_cost, faults
+    )
     watcher = AttackerHostSampler(lab, faults)
     started = time.monotonic()
     for thread in threads:
@@ -452,7 +451,7 @@ def _run_attackers(
     host_cost = watcher.stop()
     for name in costs:
         costs[name] = {**costs[name], **host_cost}
-    return attempts, legit_attempts, costs, duration, attack_end, legit_cost
+    return AttackPhase(attempts, legit_attempts, costs, duration, attack_end, legit_cost)
 
 
 def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config, cancel) -> None:
@@ -462,30 +461,6 @@ def _prepare_locust(engine, lab: Lab, hosts: list, target: Target, spec, config,
         csv = f"{csv}-{safe_stem(spec.name, 'locust')}"
     placement = lab_placement(lab, hosts, config.family, config.locust_ui)
     engine.prepare(placement, target, spec.policy, cancel, csv)
-
-
-def _legit_thread(
-    lab: Lab, config: TrialConfig, records: list, stop, cancel, cost: dict, faults: Faults
-) -> threading.Thread | None:
-    """The legitimate client until `stop`; its requests in flight then still end, and count
-    (Ctrl-C, `cancel`, abandons them)."""
-    legit = config.legit
-    if not legit:
-        return None
-    target = Target(lab.defender_ip(config.family), config.server.port, config.family, "/")
-    policy = Policy(timeout=legit.timeout, rate=legit.rate, duration=LEGIT_HORIZON)
-    source = _legit_source(lab, config)
-
-    def run() -> None:
-        if not stop.wait(legit.start):
-            client = KernelSpammer(LEGIT_CLIENT)
-            cost.update(client.run(lab, target, policy, records.append, cancel, source, stop))
-
-    thread = threading.Thread(
-        target=faults.guarded("the legitimate client", run), name=LEGIT_CLIENT
-    )
-    thread.start()
-    return thread
 
 
 def _own_addresses(lab: Lab, config: TrialConfig) -> list[list[str]]:
@@ -498,9 +473,3 @@ def _own_addresses(lab: Lab, config: TrialConfig) -> list[list[str]]:
         )
         first += extra
     return found
-
-
-def _legit_source(lab: Lab, config: TrialConfig) -> str:
-    if config.legit is not None and config.legit.source == "attacker":
-        return lab.attacker_ip(config.family)
-    return lab.addressing.attacker_extra(config.family, 0)

@@ -1,15 +1,8 @@
-"""The report of a run: index.html (templates/report.html.j2), summary.md and figures/.
+"""The report of a run: index.html (templates/report.html.j2), summary.md and figures/, built
+from the run directory's files.
 
-    columns.py   the tables: which summary figures, under which headers, formatted how
-    ranking.py   which trial wins on each axis, within the noise
-    prose.py     the reading: sentences and caveats derived from the numbers
-    render.py    the page and summary.md, from the run directory's raw files
-
-Loading the run directory: closebench/results/run_directory.py; the figures:
-closebench/results/figures/.
-
-render.py (and with it matplotlib, about 1.5 s of CPU) is imported on first use: a command that
-only prints a table (`closebench probe`, cli/tables.py imports columns.py) does not pay for it.
+Its render module (and with it matplotlib, about 1.5 s of CPU) is imported on first use: a command
+that only prints a table (`closebench probe`, cli/tables.py imports columns.py) does not pay for it.
 """
 
 from __future__ import annotations

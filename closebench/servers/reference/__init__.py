@@ -11,13 +11,4 @@ source) is closed with RST.
 stdout: exactly one ``listening on ...`` line once ready, and one JSON line of counters after
 SIGTERM/SIGINT. stderr: short log lines prefixed ``closebench-server:``. Exit status 2 on bad
 options or a startup problem (busy port, no CAP_NET_ADMIN for repair), else 0.
-
-    __main__.py   python -m closebench.servers.reference
-    command.py    the command line: options, checks, the start
-    startup.py    listening sockets, the open-file limit, TCP_REPAIR and the tarpit checked first
-    server.py     the event loop and the close strategies
-    protocol.py   the request line, the answers, what counts as abuse
-    sockets.py    closing with FIN or RST, the hop limit, the reserve descriptor
-    timers.py     the loop's timers
-    log.py        log lines on stderr
 """
