@@ -273,10 +273,9 @@ def test_the_attack_and_probe_tables_are_drawn_from_their_definitions():
     out = io.StringIO()
     print_attack(result, Console(file=out, width=200))
     shown = {cells[0]: cells[1] for cells in table_cells(out.getvalue())}
-    expected = [
-        f.label for f in ATTACK_FIGURES if f.label not in ("command runs", "attacker peak open fds")
-    ]
-    assert list(shown) == expected
+    assert list(shown) == [f.label for f in ATTACK_FIGURES if f.label in shown]  # in its order
+    assert {"attempts", "attempts/s", "hang median / p95 / max", "outcomes"} <= set(shown)
+    assert "command runs" not in shown and "attacker peak open fds" not in shown
     assert shown["attempts/s"] == f"{6 / 30:.2f}" and shown["attempts"] == "6 in 30.0 s"
     assert shown["outcomes"] == "fin 5, silent 1"
     assert shown["hang median / p95 / max"].startswith("1.250 s / ")
