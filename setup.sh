@@ -31,6 +31,11 @@ endlessh     |                              | optional | the endlessh strategy i
 clang        |                              | optional | xdp-drop and tc-drop compile their BPF program with it; without it they are skipped
 libbpf-dev   |                              | optional | the headers of that BPF program (bpf_helpers.h); without them xdp-drop and tc-drop are skipped
 bpftool      | ubuntu=linux-tools-generic   | optional | loads and pins that BPF program; without it xdp-drop and tc-drop are skipped
+hydra        |                              | optional | the tool attacker hydra profile (-a tool:hydra); its trials are skipped
+medusa       |                              | optional | the tool attacker medusa profile; its trials are skipped
+ncrack       |                              | optional | the tool attacker ncrack profile; its trials are skipped
+nmap         |                              | optional | the tool attacker nmap and nmap-sV profiles; their trials and tests are skipped
+masscan      |                              | optional | the tool attacker masscan profile; its trials are skipped
 chromium     | ubuntu=-                     | browser  | the browser attacker (-a browser) stops with an error naming it; the report page test tests/test_report.py::test_page_renders_in_headless_chromium is skipped (it fails with CI=true)
 '
 SUPPORTED="Debian 12, Debian 13, Ubuntu 22.04, Ubuntu 24.04"

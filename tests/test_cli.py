@@ -16,11 +16,24 @@ import psutil
 import pytest
 from rich.console import Console
 
-from closebench.cli.tables import RUN_COLUMNS, print_run
+from closebench.cli.tables import (
+    ATTACK_FIGURES,
+    PROBE_COLUMNS,
+    RUN_COLUMNS,
+    print_attack,
+    print_run,
+    probe_table,
+)
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.core.summary import summarize
+from closebench.defender import ServerConfig
 from closebench.results.report.columns import COLUMN_BY_KEY
 from closebench.results.schema import TrialRow
+from closebench.servers.strategies import parse_spec
+from closebench.trials.probe import ProbeCase, ProbeResult
 from closebench.trials.runner import RunOutcome
 from closebench.trials.scenario import load_scenario
+from closebench.trials.trial import TrialConfig, TrialResult
 from tests.conftest import our_keepers, wait_until
 
 
@@ -232,3 +245,45 @@ def test_the_run_table_shows_each_figure_as_the_report_does():
         assert shown["attempts/s"] == f"{row.attempts_per_s:.2f}"
     assert by_trial[rows[0].trial]["wasted s per fd-s"] == "0.00"
     assert by_trial[rows[1].trial]["wasted s per fd-s"] == "no fd held"
+
+
+def table_cells(text: str) -> list[list[str]]:
+    lines = [line for line in text.splitlines() if line.startswith(("┃", "│"))]
+    return [[cell.strip() for cell in re.split("[┃│]", line)[1:-1]] for line in lines]
+
+
+def synthetic_attempt(outcome: Outcome, t0: float, hang: float, **fields) -> Attempt:
+    return Attempt(
+        "kernel", 4, "198.18.0.2", 40000 + int(t0), "198.19.0.2", 8080, 10.0, outcome,
+        t0, t0 + 0.001, t0 + 0.002, None, t0 + 0.002 + hang, **fields,
+    )  # fmt: skip
+
+
+def test_the_attack_and_probe_tables_are_drawn_from_their_definitions():
+    """`attack`'s rows and `probe`'s columns each come from one definition: every figure the
+    attacker's summary has, under its label and in order (one it lacks, command runs, left
+    out), attempts/s as the report writes it; a probe that could not run reads error."""
+    attempts = [synthetic_attempt(Outcome.FIN, 100.0 + i, 0.5 * i) for i in range(5)]
+    attempts.append(synthetic_attempt(Outcome.SILENT, 120.0, 10.0))
+    summary = summarize("kernel", attempts, 30.0, {"peak_kernel_sockets": 4})
+    config = TrialConfig(ServerConfig(spec=parse_spec("graceful")), legit=None)
+    result = TrialResult(
+        config, attempts, [], {"kernel": summary}, None, [], None, None, {}, "", 30.0, True
+    )
+    out = io.StringIO()
+    print_attack(result, Console(file=out, width=200))
+    shown = {cells[0]: cells[1] for cells in table_cells(out.getvalue())}
+    assert list(shown) == [f.label for f in ATTACK_FIGURES if f.label in shown]  # in its order
+    assert {"attempts", "attempts/s", "hang median / p95 / max", "outcomes"} <= set(shown)
+    assert "command runs" not in shown and "attacker peak open fds" not in shown
+    assert shown["attempts/s"] == f"{6 / 30:.2f}" and shown["attempts"] == "6 in 30.0 s"
+    assert shown["outcomes"] == "fin 5, silent 1"
+    assert shown["hang median / p95 / max"].startswith("1.250 s / ")
+    case = ProbeCase(ServerConfig(spec=parse_spec("repair")))
+    ran = ProbeResult(case, synthetic_attempt(Outcome.SILENT, 200.0, 10.0, data_first=True))
+    out = io.StringIO()
+    Console(file=out, width=200).print(probe_table([ran, ProbeResult(case, error="no")], 10.0))
+    header, good, failed = table_cells(out.getvalue())
+    assert header == ["strategy", *(column.header for column in PROBE_COLUMNS)]
+    assert good == ["repair", "silent", "yes", "10.00 s", "nothing", "no socket"]
+    assert failed == ["repair", "error", "", "", "see below", ""]

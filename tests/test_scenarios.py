@@ -23,6 +23,7 @@ SHIPPED = [
     "sweep",
     "ci",
     "further-out",
+    "tools",
 ]
 
 VALID = """

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OS_RELEASES = Path(__file__).parent / "data" / "os-release"
 LAB = ["iproute2", "util-linux", "procps", "nftables", "tcpdump", "curl"]
 BPF = ["clang", "libbpf-dev", "bpftool"]
-PEERS = ["haproxy", "nginx-light", "endlessh", *BPF]
-NEW_PEERS = ["haproxy", "nginx", "endlessh", *BPF]
+TOOLS = ["hydra", "medusa", "ncrack", "nmap", "masscan"]  # the tool attacker's
+PEERS = ["haproxy", "nginx-light", "endlessh", *BPF, *TOOLS]
+NEW_PEERS = ["haproxy", "nginx", "endlessh", *BPF, *TOOLS]
 UBUNTU_BPF = ["clang", "libbpf-dev", "linux-tools-generic"]
 BROWSER_TEST = "tests/test_report.py::test_page_renders_in_headless_chromium"
 
@@ -45,12 +46,12 @@ def setup_sh(*args: str, browser: str = "/nonexistent") -> subprocess.CompletedP
         # 22.04's python3 is 3.10; Ubuntu ships Chromium only as a snap.
         (
             "ubuntu-22.04",
-            [*LAB, "python3.11", "python3.11-venv", "wrk", *PEERS[:3], *UBUNTU_BPF],
+            [*LAB, "python3.11", "python3.11-venv", "wrk", *PEERS[:3], *UBUNTU_BPF, *TOOLS],
             "ubuntu 22.04",
         ),
         (
             "ubuntu-24.04",
-            [*LAB, "python3", "python3-venv", "wrk", *NEW_PEERS[:3], *UBUNTU_BPF],
+            [*LAB, "python3", "python3-venv", "wrk", *NEW_PEERS[:3], *UBUNTU_BPF, *TOOLS],
             "ubuntu 24.04",
         ),
     ],
@@ -144,7 +145,9 @@ def test_install_updates_first_and_never_asks(tmp_path):
     update, install_all = result.apt_calls
     assert update == "noninteractive update -qq"
     assert install_all.startswith("noninteractive install -y -qq --no-install-recommends iproute2")
-    assert install_all.endswith(" wrk haproxy nginx endlessh clang libbpf-dev bpftool chromium")
+    assert install_all.endswith(
+        " wrk haproxy nginx endlessh clang libbpf-dev bpftool " + " ".join(TOOLS) + " chromium"
+    )
 
 
 def test_what_could_not_be_installed_is_one_line(tmp_path):
@@ -156,7 +159,15 @@ def test_what_could_not_be_installed_is_one_line(tmp_path):
     assert "test_volume_rate.py is skipped" in line and BROWSER_TEST in line
     # The set failed, so each package was tried on its own.
     one_by_one = [call.split()[-1] for call in result.apt_calls[2:]]
-    assert one_by_one == [*LAB, "python3", "python3-venv", "wrk", *NEW_PEERS[:3], *UBUNTU_BPF]
+    assert one_by_one == [
+        *LAB,
+        "python3",
+        "python3-venv",
+        "wrk",
+        *NEW_PEERS[:3],
+        *UBUNTU_BPF,
+        *TOOLS,
+    ]
 
 
 def test_a_missing_peer_package_says_which_strategies_go(tmp_path):

@@ -77,6 +77,10 @@ class Run:
 
 class CommandClient:
     name = "command"
+    # A tool's run goes on until the attack ends (closebench stops it then); a command's is
+    # bounded by closebench's timeout (policy.timeout + GRACE).
+    runs_until_attack_ends = False
+    run_in_scratch = False  # its working directory: the run's scratch (files it leaves go there)
 
     def __init__(
         self,
@@ -117,7 +121,10 @@ class CommandClient:
 
                 def slot(index: int) -> None:
                     while budget.take_blocking(cancel):
-                        run = self._run_once(lab, target, policy, sources[index], cancel)
+                        limit = policy.timeout + GRACE
+                        if self.runs_until_attack_ends:
+                            limit = budget.remaining()
+                        run = self._run_once(lab, target, policy, sources[index], cancel, limit)
                         time.sleep(SETTLE)
                         with lock:
                             runs.append(run)
@@ -138,6 +145,10 @@ class CommandClient:
                         future.result()
             finally:
                 capture.stop()
+        return self.cost(runs, connected)
+
+    def cost(self, runs: list[Run], connected: set[int]) -> dict:
+        """What the runs cost the attacker, from the runs themselves (its attacker_cost)."""
         silent = [run for run in runs if run.number not in connected]
         return {
             "runs": len(runs),
@@ -173,8 +184,12 @@ class CommandClient:
         return given[: policy.concurrency]
 
     def _argv(self, target: Target, policy: Policy, source: str, scratch: str) -> list[str]:
+        return fill(self.argv, self.values(target, policy, source, scratch))
+
+    def values(self, target: Target, policy: Policy, source: str, scratch: str) -> dict[str, str]:
+        """What each placeholder of its command stands for in this run."""
         host = f"[{target.address}]" if target.family == 6 else target.address
-        values = {
+        return {
             "url": f"http://{host}:{target.port}{target.path}",
             "address": target.address,
             "port": str(target.port),
@@ -184,9 +199,10 @@ class CommandClient:
             "source": source,
             "scratch": scratch,
         }
-        return fill(self.argv, values)
 
-    def _run_once(self, lab, target, policy, source: str, cancel: threading.Event) -> Run:
+    def _run_once(
+        self, lab, target, policy, source: str, cancel: threading.Event, limit: float
+    ) -> Run:
         number = next(self._numbers)
         # A fresh empty directory per run ({scratch}): a browser's profile, say. Output goes to
         # files, not pipes: a child the command leaves behind cannot keep us reading.
@@ -201,8 +217,9 @@ class CommandClient:
                     stdout=out,
                     stderr=err,
                     start_new_session=True,  # its own children go with it when it is stopped
+                    cwd=scratch if self.run_in_scratch else None,
                 )
-                note, stopped_at = _wait(process, policy.timeout + GRACE, cancel)
+                note, stopped_at = _wait(process, limit, cancel)
                 ended = time.time()
                 stdout, stderr = _text(out), _text(err) + note
         finally:

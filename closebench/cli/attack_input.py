@@ -7,7 +7,7 @@ import argparse
 import shlex
 from collections.abc import Callable
 
-from closebench.attackers import command_kind, require_tools_for
+from closebench.attackers import Request, command_kind, require_tools_for
 from closebench.core.errors import UsageError
 
 
@@ -24,12 +24,20 @@ def attacker_input(
     if (args.attacker == "bot") != bool(args.profile):
         raise UsageError("--profile (mirai, degreaser) goes with -a bot, and -a bot needs it")
     check_placeholders(args)
-    kind, note = command_kind(args.attacker, command)
+    kind, _, tool = args.attacker.partition(":")  # tool:NAME, a tool's profile
+    kind, note = command_kind(kind, command)
     if not command:  # a user's command: their business
-        require_tools_for(kind)
+        require_tools_for(kind, Request(tool=tool or None))
     if note:
         warn(note)
     return kind, command
+
+
+def tool_options(args: argparse.Namespace) -> list[str] | None:
+    """--tool-args, split (None: the profile's own options)."""
+    if args.tool_args and not args.attacker.startswith("tool:"):
+        raise UsageError("--tool-args goes with --attacker tool:NAME")
+    return shlex.split(args.tool_args) if args.tool_args else None
 
 
 def default_slots(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +22,8 @@ from rich.console import Console
 from closebench import __version__
 from closebench.attackers import require_tools_for
 from closebench.attackers.locust import require_locust
-from closebench.cli.attack_input import attacker_input, default_slots, one_server
+from closebench.attackers.tool_profiles import skip_missing as skip_missing_tools
+from closebench.cli.attack_input import attacker_input, default_slots, one_server, tool_options
 from closebench.cli.locust import (
     LOCUST_UI_PORT,
     target_attack,
@@ -149,6 +151,7 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
 
             require_kernel(args.strategy)
     kind, command = attacker_input(args, lambda note: print_warning(errors, note))
+    tool, tool_args = args.attacker.partition(":")[2] or None, tool_options(args)
     duration = args.duration if args.duration or args.attempts else 30.0
     policy = Policy(
         timeout=args.timeout,
@@ -161,6 +164,8 @@ def run_attack_command(args: argparse.Namespace, console: Console, errors: Conso
     )
     attacker = AttackerSpec(
         kind=kind,
+        tool=tool or None,
+        args=tool_args,
         policy=policy,
         path=args.path,
         command=command,
@@ -246,6 +251,7 @@ def attack_document(result) -> dict:
         "strategy": str(config.server.spec) if config.server.spec else None,
         "command": config.server.command or None,
         "attacker": spec.kind,
+        "tool": spec.tool,
         "engine": spec.engine,
         "policy": asdict(spec.policy),
         "path": spec.path,
@@ -304,7 +310,7 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
     for note in scenario.deprecations:
         print_warning(errors, f"{path}: {note}")
     for attacker in scenario.attackers:
-        if not attacker.command:  # a user's command: their business
+        if attacker.kind != "tool" and not attacker.command:  # tools: skipped when missing
             require_tools_for(attacker.kind)
     if scenario.uses_locust:
         require_locust()
@@ -322,6 +328,8 @@ def run_scenario_command(args: argparse.Namespace, console: Console, errors: Con
         ],
         lambda message: print_warning(errors, message),
     )
+    warn = partial(print_warning, errors)
+    skipped |= skip_missing_tools(scenario.tools_missing(), len(scenario.trials()), warn)
     out = Path(args.out)
     placement = resolve_placement(**scenario.cpus.model_dump(), flag=args.cpus)
     runner = Runner(
@@ -464,4 +472,6 @@ def _attack_toml(args: argparse.Namespace, config) -> str:
     ]
     if spec.command:
         lines.append(f"command = {json.dumps(spec.command)}")
+    tool = (("tool", spec.tool), ("args", spec.args))
+    lines += [f"{key} = {json.dumps(value)}" for key, value in tool if value is not None]
     return "\n".join(lines) + "\n"

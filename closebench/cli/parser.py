@@ -82,6 +82,24 @@ def _count(text: str) -> int:
     return value
 
 
+def _attacker(text: str) -> str:
+    """An attacker kind, or tool:NAME for a tool's profile."""
+    kind, _, tool = text.partition(":")
+    if kind not in ATTACKERS or (kind == "tool") != bool(tool):
+        kinds = ", ".join(k for k in ATTACKERS if k != "tool")
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {kinds}, tool:NAME)"
+        )
+    if tool:
+        from closebench.attackers.tool_profiles import PROFILES
+
+        if tool not in PROFILES:
+            raise argparse.ArgumentTypeError(
+                f"unknown tool {tool!r}; the tool attacker knows: {', '.join(PROFILES)}"
+            )
+    return text
+
+
 def _strategy(text: str):
     try:
         return parse_spec(text)
@@ -151,7 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
         "-s", "--strategy", type=_strategy, metavar="NAME[:k=v,...]", help="strategy to attack"
     )
     attack.add_argument(
-        "-a", "--attacker", choices=list(ATTACKERS), default="kernel", help="attacker kind"
+        "-a",
+        "--attacker",
+        type=_attacker,
+        default="kernel",
+        metavar="KIND",
+        help=f"attacker kind: {', '.join(k for k in ATTACKERS if k != 'tool')}, or tool:NAME "
+        "(a real abuse tool: hydra, medusa, ncrack, nmap, nmap-sV, masscan)",
+    )
+    attack.add_argument(
+        "--tool-args",
+        metavar="ARGS",
+        help="with --attacker tool:NAME: the tool's own options instead of its profile's "
+        "(closebench adds the target, wordlists and output options)",
     )
     attack.add_argument(
         "--attacker-command",

@@ -1,14 +1,18 @@
-"""Human-readable views of results, for a terminal."""
+"""Human-readable views of results, for a terminal. Each table's columns (or, for the attack's,
+its rows) are defined once; the run table's come from the report's (results/report/columns.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
-from closebench.core.outcomes import Outcome
+from closebench.core.outcomes import Attempt, Outcome
+from closebench.core.summary import AttackSummary
 from closebench.defender.capabilities import Finding, needed_by
 from closebench.defender.peers.notes import claim_text
 from closebench.results.breaking_points import (
@@ -77,29 +81,48 @@ def wire_summary(timeline: list[WireEvent], since: float | None, client_timeout:
     return text + (f" [dim](after the client gave up: {', '.join(late)})[/]" if late else "")
 
 
+@dataclass(frozen=True)
+class ProbeColumn:
+    """A column of the probe table: its header, its cell for a probe that ran, and what it reads
+    for one that could not run (its error goes under the table)."""
+
+    header: str
+    cell: Callable[[ProbeResult, Attempt], str]
+    justify: JustifyMethod = "left"
+    failed: str = ""
+
+
+# The probe table's columns after the strategy's, defined once.
+PROBE_COLUMNS = (
+    ProbeColumn(
+        "outcome",
+        lambda r, a: f"[{OUTCOME_STYLE[a.outcome]}]{a.outcome}[/]",
+        failed="[bold red]error[/]",
+    ),
+    ProbeColumn("data first", lambda r, a: "yes" if a.data_first else "no"),
+    ProbeColumn(
+        "client waited", lambda r, a: "-" if a.hang_s is None else f"{a.hang_s:.2f} s", "right"
+    ),
+    ProbeColumn(
+        "after the request, from the server",
+        lambda r, a: wire_summary(r.timeline, a.t_request, a.client_timeout),
+        failed="[red]see below[/]",
+    ),
+    ProbeColumn("defender kept", lambda r, a: ", ".join(r.defender_sockets) or "no socket"),
+)
+
+
 def probe_table(results: list[ProbeResult], timeout: float) -> Table:
     table = Table(title=f"What the abuser's wire saw (client timeout {timeout:g} s)")
     table.add_column("strategy")
-    table.add_column("outcome")
-    table.add_column("data first")
-    table.add_column("client waited", justify="right")
-    table.add_column("after the request, from the server")
-    table.add_column("defender kept")
+    for column in PROBE_COLUMNS:
+        table.add_column(column.header, justify=column.justify)
     for result in results:
         attempt = result.attempt
         if result.error or attempt is None:
-            table.add_row(result.case.label, "[bold red]error[/]", "", "", "[red]see below[/]", "")
-            continue
-        style = OUTCOME_STYLE[attempt.outcome]
-        hang = f"{attempt.hang_s:.2f} s" if attempt.hang_s is not None else "-"
-        table.add_row(
-            result.case.label,
-            f"[{style}]{attempt.outcome}[/]",
-            "yes" if attempt.data_first else "no",
-            hang,
-            wire_summary(result.timeline, attempt.t_request, attempt.client_timeout),
-            ", ".join(result.defender_sockets) or "no socket",
-        )
+            table.add_row(result.case.label, *(column.failed for column in PROBE_COLUMNS))
+        else:
+            table.add_row(result.case.label, *(c.cell(result, attempt) for c in PROBE_COLUMNS))
     return table
 
 
@@ -124,6 +147,102 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} s"
 
 
+def _tool_text(tool: dict) -> str:
+    rate = "-" if tool["tries_per_s"] is None else f"{tool['tries_per_s']:.2f}"
+    ended = ", ".join(f"{how} {count}" for how, count in tool["ended"].items()) or "no run"
+    return (
+        f"{tool['version'] or 'version unknown'}: {tool['tries']} {tool['tries_are']} tried in "
+        f"{tool['wall_s']:.1f} s ({rate}/s), {tool['successes']} found; runs: {ended}"
+    )
+
+
+def _runs_text(s: AttackSummary) -> str | None:
+    if s.runs is None:
+        return None
+    per_run = s.attempts / s.runs if s.runs else 0.0
+    return f"{s.runs} ({s.runs_per_s:.2f}/s), {per_run:.1f} connections per run"
+
+
+def _hangs_text(s: AttackSummary) -> str:
+    hangs = (s.hang_median_s, s.hang_p95_s, s.hang_max_s)
+    waits = f" ({s.connect_waits} never sent a request: their wait to connect)"
+    return " / ".join(_seconds(h) for h in hangs) + (waits if s.connect_waits else "")
+
+
+def _outcomes_text(s: AttackSummary) -> str:
+    styled = (f"[{OUTCOME_STYLE[Outcome(name)]}]{name}[/] {n}" for name, n in s.outcomes.items())
+    return ", ".join(styled) or "none"
+
+
+def _runs_without_connection(s: AttackSummary) -> str | None:
+    errors = s.attacker_cost.get("errors_without_connection")
+    if not errors:
+        return None
+    without = s.attacker_cost.get("runs_without_connection", 0)
+    said = "; ".join(f"{escape(line)} ({count}x)" for line, count in errors.items())
+    return f"[red]{without}[/]: {said}"
+
+
+def _server_said(s: AttackSummary) -> str | None:
+    if not s.common_excerpt:
+        return None
+    return f"{escape(repr(s.common_excerpt))} ({s.common_excerpt_attempts} attempts)"
+
+
+def _peak_open_fds(s: AttackSummary) -> str | None:
+    cost = s.attacker_cost
+    return str(cost["peak_open_sockets"]) if "peak_open_sockets" in cost else None
+
+
+@dataclass(frozen=True)
+class AttackFigure:
+    """A row of the attack table: its label, and its value from the attacker's summary (None:
+    the row is not shown)."""
+
+    label: str
+    value: Callable[[AttackSummary], str | None]
+
+
+# The attack table's figures of the attacker, defined once; attempts/s as the report shows it.
+ATTACK_FIGURES = (
+    AttackFigure("attempts", lambda s: f"{s.attempts} in {s.duration_s:.1f} s"),
+    AttackFigure("attempts/s", lambda s: COLUMN_BY_KEY["attempts_per_s"].cell(s.to_dict())),
+    AttackFigure("command runs", _runs_text),
+    AttackFigure("runs without a connection", _runs_without_connection),
+    AttackFigure("hang median / p95 / max", _hangs_text),
+    AttackFigure(
+        "hang quartiles",
+        lambda s: (
+            f"{_seconds(s.hang_q1_s)} / {_seconds(s.hang_q3_s)}"
+            + (f" ({s.outlasted} outlasted: left out)" if s.outlasted else "")
+        ),
+    ),
+    AttackFigure(
+        "connect wait / slot median",
+        lambda s: f"{_seconds(s.connect_wait_median_s)} / {_seconds(s.slot_median_s)}",
+    ),
+    AttackFigure(
+        "attacker seconds wasted",
+        lambda s: (
+            f"{s.attacker_seconds_wasted:.1f} s per connection summed, "
+            f"{s.attacker_seconds_busy:.1f} s with a connection open"
+        ),
+    ),
+    AttackFigure("outcomes", _outcomes_text),
+    AttackFigure(
+        "closed by",
+        lambda s: ", ".join(f"{name} {n}" for name, n in s.closed_by.items() if n) or "none",
+    ),
+    AttackFigure("response data first", lambda s: f"{s.data_first} attempts"),
+    AttackFigure("the server said", _server_said),
+    AttackFigure("attacker peak open fds", _peak_open_fds),
+    AttackFigure(
+        "attacker peak kernel sockets",
+        lambda s: str(s.attacker_cost.get("peak_kernel_sockets", "-")),
+    ),
+)
+
+
 def print_attack(result: TrialResult, console: Console) -> None:
     config = result.config
     [spec] = config.attackers
@@ -133,56 +252,12 @@ def print_attack(result: TrialResult, console: Console) -> None:
     table = Table(title=title + ("" if result.complete else " (interrupted)"), show_header=False)
     table.add_column("figure", style="bold")
     table.add_column("value")
-    table.add_row("attempts", f"{summary.attempts} in {summary.duration_s:.1f} s")
-    table.add_row("attempts/s", f"{summary.attempts_per_s:.2f}")
-    if summary.runs is not None:
-        per_run = summary.attempts / summary.runs if summary.runs else 0.0
-        table.add_row(
-            "command runs",
-            f"{summary.runs} ({summary.runs_per_s:.2f}/s), {per_run:.1f} connections per run",
-        )
-    if errors := summary.attacker_cost.get("errors_without_connection"):
-        without = summary.attacker_cost.get("runs_without_connection", 0)
-        said = "; ".join(f"{escape(line)} ({count}x)" for line, count in errors.items())
-        table.add_row("runs without a connection", f"[red]{without}[/]: {said}")
-    hangs = (summary.hang_median_s, summary.hang_p95_s, summary.hang_max_s)
-    waits = f" ({summary.connect_waits} never sent a request: their wait to connect)"
-    table.add_row(
-        "hang median / p95 / max",
-        " / ".join(_seconds(h) for h in hangs) + (waits if summary.connect_waits else ""),
-    )
-    table.add_row(
-        "hang quartiles",
-        f"{_seconds(summary.hang_q1_s)} / {_seconds(summary.hang_q3_s)}"
-        + (f" ({summary.outlasted} outlasted: left out)" if summary.outlasted else ""),
-    )
-    table.add_row(
-        "connect wait / slot median",
-        f"{_seconds(summary.connect_wait_median_s)} / {_seconds(summary.slot_median_s)}",
-    )
-    table.add_row(
-        "attacker seconds wasted",
-        f"{summary.attacker_seconds_wasted:.1f} s per connection summed, "
-        f"{summary.attacker_seconds_busy:.1f} s with a connection open",
-    )
-    outcomes = ", ".join(
-        f"[{OUTCOME_STYLE[Outcome(name)]}]{name}[/] {count}"
-        for name, count in summary.outcomes.items()
-    )
-    table.add_row("outcomes", outcomes or "none")
-    closers = ", ".join(f"{name} {count}" for name, count in summary.closed_by.items() if count)
-    table.add_row("closed by", closers or "none")
-    table.add_row("response data first", f"{summary.data_first} attempts")
-    if summary.common_excerpt:
-        table.add_row(
-            "the server said",
-            f"{escape(repr(summary.common_excerpt))} ({summary.common_excerpt_attempts} attempts)",
-        )
-    cost = summary.attacker_cost
-    if "peak_open_sockets" in cost:
-        table.add_row("attacker peak open fds", str(cost["peak_open_sockets"]))
-    table.add_row("attacker peak kernel sockets", str(cost.get("peak_kernel_sockets", "-")))
-    for worker in cost.get("workers", []):  # the Locust engine's
+    for figure in ATTACK_FIGURES:
+        if (value := figure.value(summary)) is not None:
+            table.add_row(figure.label, value)
+    if tool := summary.attacker_cost.get("tool"):  # the tool attacker's own (attackers/tools.py)
+        table.add_row(f"{escape(tool['name'])} (the tool)", escape(_tool_text(tool)))
+    for worker in summary.attacker_cost.get("workers", []):  # the Locust engine's
         table.add_row(f"Locust worker {escape(worker['worker'])}", _worker_text(worker))
     if result.legit:
         legit = result.legit
@@ -252,12 +327,19 @@ RUN_COLUMNS = (
 )
 
 
+# Added when some trial ran a tool attacker: its own time, progress and how its runs ended.
+RUN_TOOL_COLUMNS = ("tool_wall_s", "tool_tries_per_s", "tool_ended", "attacker_seconds_busy")
+
+
 def print_run(result: RunOutcome, scenario: Scenario, console: Console) -> None:
     table = Table(title=f"{scenario.name}: {scenario.description}")
-    columns = [COLUMN_BY_KEY[key] for key in RUN_COLUMNS]
+    keys: tuple[str, ...] = RUN_COLUMNS
+    if any(row.tool_wall_s is not None for row in result.rows):
+        keys += RUN_TOOL_COLUMNS
+    columns = [COLUMN_BY_KEY[key] for key in keys]
     table.add_column("strategy", no_wrap=True)
     for column in columns:
-        words = column.key == "outcomes"
+        words = column.key in ("outcomes", "tool_ended")
         table.add_column(
             column.header,
             justify="left" if words else "right",

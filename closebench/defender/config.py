@@ -37,6 +37,7 @@ class ServerConfig:
     sysctl: tuple[tuple[str, int], ...] = ()  # the defender host's TCP knobs (defender/sysctl.py)
     confine: Confinement | None = None  # a command from a scenario file runs confined
     name: str | None = None  # a command's label (a scenario's strategy entry), for its trial
+    basic_auth: str | None = None  # USER:PASSWORD: the abuse path asks for HTTP basic auth
 
     @property
     def label(self) -> str:
@@ -87,4 +88,6 @@ class ServerConfig:
             argv += ["--ban-netns", self.ban_netns]
         if self.bpf_maps is not None:
             argv += ["--bpf-maps", self.bpf_maps]
+        if self.basic_auth is not None:
+            argv += ["--basic-auth", self.basic_auth]
         return argv

@@ -186,6 +186,13 @@ class Lab:
             return self.switch, SWITCH_PORT_TO_DEFENDER
         return self.attacker, "eth0"
 
+    def next_hop_mac(self) -> str:
+        """The MAC address the attacker host's packets go to (the router's, or the defender's):
+        what a tool that writes its own frames (masscan) must be told."""
+        host, ifname = (self.router, "to-attacker") if self.router else (self.defender, "eth0")
+        said = host.run(["ip", "-o", "link", "show", "dev", ifname])
+        return said.split("link/ether", 1)[1].split()[0]
+
     def add_attacker_addresses(self, count: int) -> None:
         """Give the attacker host `count` more addresses (attacker_extra(family, 0..count-1))."""
         commands = [

@@ -12,9 +12,14 @@ from __future__ import annotations
 import ipaddress
 import math
 from pathlib import Path
-from typing import TypeGuard
+from typing import TypeGuard, TypeVar
 
 import dpkt
+
+from closebench.core.file_names import unique_names
+from closebench.results.run_directory import PCAP_DIR
+
+T = TypeVar("T")
 
 TOLERANCE = 0.01  # of the captured SYNs
 BPF_LAYERS = ("xdp", "tc")
@@ -33,6 +38,36 @@ def drop_check(row: dict, pcap: Path) -> dict | None:
     counted = drops[layer]
     on_wire = syns_in_windows(pcap, windows)
     return {"layer": layer, "counted": counted, "on_wire": on_wire, "ok": agrees(counted, on_wire)}
+
+
+def add_drop_checks(agreement: T, directory: Path, rows: object) -> T:
+    """Each trial of a verify agreement (verify.RunAgreement) with its row among summary.json's
+    `rows` gets its drop check (`drops`), read from the run directory's pcap of that trial."""
+    named = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    by_trial = {row.get("trial"): row for row in named}
+    pcaps = dict(zip(by_trial, unique_names([str(t) for t in by_trial], ".pcap"), strict=True))
+    for trial in getattr(agreement, "trials", []):
+        row = by_trial.get(trial.trial)
+        if row is not None and trial.error is None and trial.trial in pcaps:
+            trial.drops = drop_check(row, directory / PCAP_DIR / pcaps[trial.trial])
+    return agreement
+
+
+def drop_texts(figures: dict) -> list[str]:
+    """The drop checks of a wire_agreement dict (a trial's `drops`, or a run's `drop_counters`)
+    in words."""
+    drops = figures.get("drops")
+    checks = [drops] if isinstance(drops, dict) else figures.get("drop_counters") or []
+    return [drop_text(check) for check in checks if isinstance(check, dict)]
+
+
+def drop_text(check: dict) -> str:
+    """One drop counter check in words."""
+    verdict = "agree" if check.get("ok") else "DISAGREE (beyond 1%)"
+    return (
+        f"the {check.get('layer')} program counted {check.get('counted')} SYNs dropped, the "
+        f"capture shows {check.get('on_wire')} sent while banned: {verdict}"
+    )
 
 
 def agrees(counted: int, on_wire: int) -> bool:

@@ -126,6 +126,15 @@ class TrialRow:
     attacker_seconds_busy: float | None = None
     closed_by: dict[str, int] = field(default_factory=dict)
     outlasted: int = 0
+    # The tool attackers' own figures (attackers[name].attacker_cost.tool has them per run): the
+    # tools and their versions, their wall time over every run, their tries (credential pairs or
+    # probes, as their output counts them) per second of it, and how their runs ended (finished,
+    # gave up, stopped). None and empty: no tool attacker.
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    tool_wall_s: float | None = None
+    tool_tries: int | None = None
+    tool_tries_per_s: float | None = None
+    tool_ended: dict[str, int] = field(default_factory=dict)
     # What the abuser learned: the share of attempts that got any byte before the server closed,
     # the commonest first line they got (a banner, a status line) and how many got it.
     received_share: float | None = None

@@ -66,6 +66,10 @@ KNOWN_FIGURES: tuple[Figure, ...] = (
     Figure("connect_waits", None, 2, "attempts that never sent a request"),
     Figure("runs", HIGHER, 2, "command runs (curl, browser page loads)", relative=0.05),
     Figure("runs_per_s", HIGHER, 0.05, "command runs per second", relative=0.05),
+    # A tool's progress: the more tries it gets through, the worse for the defender.
+    Figure("tool_wall_s", None, 0.5, "the tool attackers' wall time over their runs"),
+    Figure("tool_tries", HIGHER, 2, "the tools' tries, as they count them", relative=0.10),
+    Figure("tool_tries_per_s", HIGHER, 0.5, "the tools' tries per second", relative=0.10),
     Figure("legit_requests", None, 2, "legitimate requests made"),
     Figure("legit_success_rate", LOWER, 0.0, "share of legitimate requests answered 200"),
     # A few requests per trial on a busy machine: tens of ms of jitter are normal.

@@ -35,6 +35,7 @@ import pyarrow as pa
 from closebench.core.errors import ClosebenchError, UsageError
 from closebench.core.file_names import unique_names
 from closebench.core.input_files import SUMMARY_BYTES, TABLE_BYTES, check_regular, read_json
+from closebench.core.outcomes import LEGIT_CLIENT
 from closebench.results.dpkt_wire import (
     GaveUp,
     WireConnection,
@@ -42,9 +43,10 @@ from closebench.results.dpkt_wire import (
     outcome_for,
     stream_wire,
 )
-from closebench.results.drop_check import drop_check
+from closebench.results.drop_check import add_drop_checks, drop_texts
 from closebench.results.records import ATTEMPTS_DIR, BATCH_ROWS, trial_tables
 from closebench.results.run_directory import PCAP_DIR
+from closebench.results.tool_check import ToolProgress, check_tools
 from closebench.results.verify_fields import (
     Mismatch,
     closer_mismatch,
@@ -61,7 +63,7 @@ TAIL_S = 3.0
 SHOWN_MISMATCHES = 20  # mismatches kept per trial in the result
 # What the join reads of each record.
 RECORD_COLUMNS = ["trial", "src", "sport", "t_syn", "t_end", "outcome", "client_timeout"]
-RECORD_COLUMNS += ["t_request", "closed_by", "bytes_received", "excerpt"]
+RECORD_COLUMNS += ["t_request", "closed_by", "bytes_received", "excerpt", "attacker"]
 
 
 # joining records and connections
@@ -83,6 +85,11 @@ class TrialAgreement:
     received_mismatches: int = 0  # the server's bytes, or its first line, differ
     mismatches: list[Mismatch] = field(default_factory=list)
     error: str | None = None  # why the trial could not be checked
+    # The wire's count of what a tool counts as its tries: its connections (a scanner's
+    # probes), or its requests the server answered or closed on (a brute-forcer's pairs).
+    wire_connections: int = 0
+    wire_answered: int = 0
+    tool: ToolProgress | None = None  # the tool's own count against the wire's (tool_check.py)
     drops: dict | None = None  # xdp-drop, tc-drop: their counter against the capture (drop_check)
 
     @property
@@ -103,7 +110,7 @@ class TrialAgreement:
             and self.received_mismatches == 0
             and (request_p95 is None or request_p95 <= END_TOLERANCE_P95_S)
             and (self.drops is None or self.drops["ok"])
-        )
+        )  # a tool's own count (self.tool) is the tool's claim, not the records': told apart
 
     def to_dict(self) -> dict:
         return {
@@ -125,6 +132,7 @@ class TrialAgreement:
             "missing_in_records": self.missing_in_records,
             "mismatches": [m.describe() for m in self.mismatches[:SHOWN_MISMATCHES]],
             "error": self.error,
+            "tool_progress": None if self.tool is None else self.tool.to_dict(),
             "drops": self.drops,
         }
 
@@ -144,7 +152,10 @@ def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> 
     except (OSError, ValueError, ClosebenchError) as error:
         result.error = f"{pcap.name} is unreadable: {error}"
         return result
+    attackers: set[str] = set()  # the attackers' addresses (not the legitimate client's)
     for record in _records(records):
+        if record.get("attacker") != LEGIT_CLIENT:
+            attackers.add(str(record.get("src")))
         row = wire.nearest(_client(record), record.get("t_syn"))
         if row is None:
             result.missing_on_wire += 1
@@ -170,6 +181,7 @@ def verify_trial(trial: str, records: Sequence[dict] | pa.Table, pcap: Path) -> 
         result.end_deltas.append(abs(delta))
         if abs(delta) > END_TOLERANCE_P95_S:
             result.mismatches.append(_mismatch(record, "end", reading.outcome, delta))
+    result.wire_connections, result.wire_answered = wire.counts(attackers)
     for (address, port), t in wire.unjoined():
         result.missing_in_records += 1
         result.mismatches.append(Mismatch(address, port, t, "missing in the records", None, None))
@@ -298,11 +310,25 @@ class WireTable:
         requested = self.requested[row]
         return (None if math.isnan(requested) else requested), bool(self.held[row])
 
+    def counts(self, addresses: set[str]) -> tuple[int, int]:
+        """The connections from `addresses`, and those whose request the server answered or
+        closed on."""
+        named = [name[0] in addresses for name in self.client_names]
+        mine = np.array(named, bool)[np.frombuffer(self.client, np.int64)]
+        requested = ~np.isnan(np.frombuffer(self.requested, np.float64))
+        by_server = np.frombuffer(self.closer, np.int8) == 0
+        silent = np.frombuffer(self.outcome, np.int8) == _index_of(self.names, "silent")
+        return int(np.sum(mine)), int((mine & requested & by_server & ~silent).sum())
+
     def unjoined(self) -> Iterator[tuple[tuple[str, int], float]]:
         """(client, first SYN time) of each connection no record joined, in capture order."""
         rows = np.flatnonzero(~self.taken)
         for row in rows[np.argsort(np.frombuffer(self.index, np.int64)[rows], kind="stable")]:
             yield self.client_names[self.client[row]], self.syn_t[row]
+
+
+def _index_of(names: list[str], name: str) -> int:
+    return names.index(name) if name in names else -1
 
 
 def _records(records: Sequence[dict] | pa.Table) -> Iterator[dict]:
@@ -369,6 +395,9 @@ class RunAgreement:
             "missing_in_records": sum(t.missing_in_records for t in self.trials),
             "flagged": [t.trial for t in self.trials if not t.ok],
             "drop_counters": [t.drops for t in self.trials if t.drops is not None],
+            "tool_disagreements": sum(
+                t.tool is not None and not t.tool.agrees for t in self.trials
+            ),
         }
 
 
@@ -389,17 +418,13 @@ def verify_run(directory: Path) -> RunAgreement:
             raise TypeError("a trial name is not text")
     except (KeyError, TypeError) as error:
         raise refuse(f"summary.json has no rows of trials: {error}") from None
-    raw_rows: list = summary["rows"]  # type: ignore[index]
-    rows = {row["trial"]: row for row in raw_rows if isinstance(row, dict)}
-    return verify_trials(directory, trials, rows)
+    rows = summary["rows"]  # type: ignore[index]
+    return check_tools(add_drop_checks(verify_trials(directory, trials), directory, rows), rows)
 
 
-def verify_trials(
-    directory: Path, trials: list[str], rows: dict[str, dict] | None = None
-) -> RunAgreement:
+def verify_trials(directory: Path, trials: list[str]) -> RunAgreement:
     """Check the named trials of a run directory (in the run's order: it names their pcaps)
-    against its pcaps/, one trial's records in memory at a time; with their summary `rows`, the
-    xdp-drop and tc-drop counters too (drop_check.py)."""
+    against its pcaps/, one trial's records in memory at a time."""
     pcaps = dict(zip(trials, unique_names(trials, ".pcap"), strict=True))
     checked: dict[str, TrialAgreement] = {}
     try:
@@ -412,10 +437,6 @@ def verify_trials(
     for trial, name in pcaps.items():  # a capture without records: every connection missing
         if trial not in checked and (directory / PCAP_DIR / name).exists():
             checked[trial] = verify_trial(trial, [], directory / PCAP_DIR / name)
-    for trial, agreement in checked.items():
-        row = (rows or {}).get(trial)
-        if row is not None and agreement.error is None:
-            agreement.drops = drop_check(row, directory / PCAP_DIR / pcaps[trial])
     return RunAgreement([checked[trial] for trial in trials if trial in checked])
 
 
@@ -460,6 +481,10 @@ def agreement_text(figures: dict) -> str:
         parts.append(
             f"{figures['received_mismatches']} received byte count(s) or excerpt(s) disagree"
         )
+    if figures.get("tool_disagreements"):
+        parts.append(
+            f"{figures['tool_disagreements']} tool(s) counted tries the wire does not show"
+        )
     if figures.get("ends_not_on_wire"):
         parts.append(f"{figures['ends_not_on_wire']} end(s) no packet marks (a client's timeout)")
     missing = figures.get("missing_on_wire") or 0, figures.get("missing_in_records") or 0
@@ -469,19 +494,7 @@ def agreement_text(figures: dict) -> str:
         )
     else:
         parts.append("no connection missing on either side")
-    drops = figures.get("drops")
-    for check in [drops] if isinstance(drops, dict) else figures.get("drop_counters") or []:
-        parts.append(drop_text(check))
-    return "; ".join(parts)
-
-
-def drop_text(check: dict) -> str:
-    """One drop counter check (drop_check.py) in words."""
-    verdict = "agree" if check.get("ok") else "DISAGREE (beyond 1%)"
-    return (
-        f"the {check.get('layer')} program counted {check.get('counted')} SYNs dropped, the "
-        f"capture shows {check.get('on_wire')} sent while banned: {verdict}"
-    )
+    return "; ".join(parts + drop_texts(figures))
 
 
 _DELTAS = ("end_delta_median_s", "end_delta_p95_s", "end_delta_max_s")

@@ -11,6 +11,7 @@ from pathlib import Path
 from closebench import __version__
 from closebench.core.file_names import unique_names
 from closebench.results import report as run_report  # render.py (matplotlib) on first use
+from closebench.results.drop_check import add_drop_checks
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX, write_attempts_file
 from closebench.results.run_writing import new_run_directory, write_samples, write_summary
 from closebench.results.schema import SUMMARY_SCHEMA
@@ -64,7 +65,8 @@ class AttackRun:
             wire = None
             if trial.pcap:  # the records against the capture, as `closebench run` does
                 try:
-                    agreement = verify_trials(run.anchor, [trial.name], {row.trial: row.to_dict()})
+                    agreement = verify_trials(run.anchor, [trial.name])
+                    add_drop_checks(agreement, run.anchor, [row.to_dict()])
                     wire = agreement.to_dict()
                     row.wire_agreement = next((t.to_dict() for t in agreement.trials), None)
                 except Exception as error:  # recorded, never loses the run

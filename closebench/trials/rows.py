@@ -68,6 +68,8 @@ def trial_row(trial: TrialConfig, result: TrialResult) -> TrialRow:
             setattr(row, name, value)
     for name, value in layer_figures(result, row).items():
         setattr(row, name, value)
+    for name, value in tool_figures(result).items():
+        setattr(row, name, value)
     return row
 
 
@@ -116,6 +118,28 @@ def ban_windows(ban_log: list[dict]) -> list[dict]:
         for ban in ban_log
         if ban.get("t_effective") is not None
     ]
+
+
+def tool_figures(result: TrialResult) -> dict:
+    """The row's tool fields, from every tool attacker's attacker_cost.tool (attackers/tools.py)."""
+    tools = [
+        s.attacker_cost["tool"] for s in result.summaries.values() if "tool" in s.attacker_cost
+    ]
+    if not tools:
+        return {}
+    wall = sum(tool["wall_s"] for tool in tools)
+    tries = sum(tool["tries"] for tool in tools)
+    ended: dict[str, int] = {}
+    for tool in tools:
+        for how, count in tool["ended"].items():
+            ended[how] = ended.get(how, 0) + count
+    return {
+        "tool_versions": {tool["name"]: tool["version"] or "unknown" for tool in tools},
+        "tool_wall_s": wall,
+        "tool_tries": tries,
+        "tool_tries_per_s": tries / wall if wall > 0 else None,
+        "tool_ended": ended,
+    }
 
 
 def server_errors(result: TrialResult) -> int:

@@ -32,6 +32,7 @@ from closebench.lab import cpus
 from closebench.lab.cpus import Placement
 from closebench.results import report as run_report  # render.py (matplotlib) on first use
 from closebench.results.breaking_points import Thresholds, breaking_points
+from closebench.results.drop_check import add_drop_checks
 from closebench.results.records import ATTEMPTS_DIR, SUFFIX
 from closebench.results.run_directory import (
     SAMPLES_FILE,
@@ -39,6 +40,7 @@ from closebench.results.run_directory import (
 )
 from closebench.results.run_writing import new_run_directory, write_samples, write_summary
 from closebench.results.schema import SUMMARY_SCHEMA, TrialRow
+from closebench.results.tool_check import check_tools
 from closebench.results.verify import verify_trials
 from closebench.trials.attacker_kinds import PACKET_KINDS
 from closebench.trials.attacker_processes import saturated_packet_attackers, scaling
@@ -233,6 +235,7 @@ class Runner:
         spec = self.trials[index].server.spec
         # Peers are skipped by name (their program is missing), kernel needs by spec (options).
         skipped = (self.skipped.get(str(spec)) or self.skipped.get(spec.name)) if spec else None
+        skipped = skipped or self.skipped.get(self.trials[index].name)  # a tool not installed
         if skipped:
             results[index] = Skipped(skipped)
             progress.state = "skipped"
@@ -421,8 +424,9 @@ class Runner:
         summary.json, and each trial's figures in its row. A failure to verify is recorded,
         never loses the run."""
         try:
-            by_name = {row.trial: row.to_dict() for row in rows}
-            agreement = verify_trials(self.files, list(by_name), by_name)
+            dicts = [row.to_dict() for row in rows]
+            agreement = verify_trials(self.files, [row.trial for row in rows])
+            agreement = check_tools(add_drop_checks(agreement, self.files, dicts), dicts)
         except Exception as error:
             self.log(f"verify: failed: {type(error).__name__}: {error}")
             return {"ok": False, "error": f"{type(error).__name__}: {error}"}

@@ -2,7 +2,8 @@
 
 One schema (the pydantic models below) is the whole definition: an unknown key, a wrong type, an
 unknown strategy or an impossible value is an error naming the file, the key and what is allowed,
-and nothing starts.
+and nothing starts. It is over 500 lines: that one schema (every table's model, and how a scenario
+becomes its trials) reads as one definition; its checks on raw data live in scenario_checks.py.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from closebench.core.safe_files import read_text
 from closebench.defender import ServerConfig
 from closebench.defender.config import SERVER_PLACEHOLDERS
 from closebench.lab import MAX_ATTACKER_HOSTS, MAX_EXTRA_ADDRESSES
+from closebench.lab.confine import Confinement
 from closebench.servers.strategies import StrategySpec, parse_spec
 from closebench.trials.attacker_kinds import ADDRESSED_KINDS, default_kind
-from closebench.trials.scenario_checks import trial_count
+from closebench.trials.scenario_checks import tool_entry_problem, tools_missing, trial_count
 from closebench.trials.scenario_commands import Commanded
 from closebench.trials.scenario_tables import (
     CpusEntry,
@@ -135,6 +137,8 @@ class AttackerEntry(Commanded):
     request_delay: Wait = 0.0
     path: Annotated[str, Field(min_length=1, max_length=MAX_PATH)] = "/spam"
     command: list[str] | None = None
+    tool: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # kind = "tool"
+    args: Annotated[list[str], Field(max_length=256)] | None = None  # the tool's own options
     # A botnet: spread the connection slots over this many addresses of the attacker host.
     addresses: Annotated[int, Field(ge=1, le=MAX_EXTRA_ADDRESSES - 1)] | None = None
     duration: Seconds | None = None  # this attacker stops sooner than the scenario
@@ -171,6 +175,8 @@ class AttackerEntry(Commanded):
             raise ValueError(f'command goes with kind = "command", not {self.kind!r}')
         if self.command is None and self.kind == "command":
             raise ValueError('kind = "command" needs command = [...], the command to run')
+        if (problem := tool_entry_problem(self.kind, self.tool, self.args)) is not None:
+            raise ValueError(problem)
         problem = unknown_placeholder(self.command or [], COMMAND_PLACEHOLDERS)
         if problem is not None:
             raise ValueError(problem)
@@ -194,6 +200,13 @@ class AttackerEntry(Commanded):
             raise ValueError('workers goes with engine = "locust"')
         return self
 
+    @property
+    def confinement(self) -> Confinement | None:
+        """A tool from the file runs confined too, with what its profile needs (tools.py)."""
+        if self.kind == "tool":
+            return Confinement(tuple(self.capabilities), self.privileged)
+        return super().confinement
+
     def spec(self, duration: float) -> AttackerSpec:
         policy = Policy(
             timeout=self.timeout,
@@ -215,6 +228,8 @@ class AttackerEntry(Commanded):
             self.workers or 1,
             self.confinement,
             profile=self.profile,
+            tool=self.tool,
+            args=self.args,
         )
 
 
@@ -234,6 +249,10 @@ class Scenario(Strict):
     defender: DefenderEntry = DefenderEntry()
     sweep: SweepEntry | None = None
     cpus: CpusEntry = CpusEntry()
+    # Each attacker in trials of its own: one trial per strategy and attacker ("STRATEGY /
+    # ATTACKER"), e.g. one abuse tool at a time, as tools that cannot choose their source address
+    # need the attacker's address to themselves.
+    attackers_apart: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -380,14 +399,29 @@ class Scenario(Strict):
         trials = []
         for repetition in range(self.repetitions):
             for entry in self.strategies:
-                for step in self.steps():
-                    trials.append(self._trial(entry, repetition, step))
+                for alone in self.attacker_groups():
+                    for step in self.steps():
+                        trials.append(self._trial(entry, repetition, step, alone))
         return trials
 
-    def _trial(self, entry: StrategyEntry, repetition: int, step: float | None) -> TrialConfig:
+    def attacker_groups(self) -> list[int | None]:
+        """Which attacker each trial of a strategy runs (its index), or None: all of them."""
+        return list(range(len(self.attackers))) if self.attackers_apart else [None]
+
+    def tools_missing(self) -> dict[str, str]:
+        """The trials whose tool is not installed (scenario_checks.tools_missing)."""
+        return tools_missing(self.trials())
+
+    def _trial(
+        self, entry: StrategyEntry, repetition: int, step: float | None, alone: int | None = None
+    ) -> TrialConfig:
         again = f" #{repetition + 1}" if self.repetitions > 1 else ""
-        series = entry.name if self.sweep else None
         label = entry.name
+        attackers = self.attackers_at(step)
+        if alone is not None:
+            attackers = [attackers[alone]]
+            label += f" / {attackers[0].spec(self.duration).name}"
+        series = label if self.sweep else None
         if self.sweep and step is not None:
             label += f" @ {self.sweep.axis} {step:g}"
         server = ServerConfig(
@@ -400,10 +434,11 @@ class Scenario(Strict):
             command=list(entry.command or []),
             confine=entry.confinement,
             name=entry.label if entry.command else None,
+            basic_auth=self.server.basic_auth,
         )
         return TrialConfig(
             server=server,
-            attackers=tuple(a.spec(self.duration) for a in self.attackers_at(step)),
+            attackers=tuple(a.spec(self.duration) for a in attackers),
             legit=LegitClient(
                 self.legit.rate, self.legit.timeout, self.legit.start, self.legit.source
             )

@@ -39,6 +39,9 @@ class ServerEntry(Strict):
     nofile: Annotated[int, Field(ge=64, le=MAX_NOFILE)] | None = None
     backlog: Annotated[int, Field(ge=1, le=MAX_BACKLOG)] = 1024
     abuse_path: str = DEFAULT_ABUSE_PATH
+    # USER:PASSWORD: the reference server's abuse path asks for HTTP basic auth, so a
+    # brute-forcer's try is one credential pair (a wrong one is the abuse).
+    basic_auth: Annotated[str, Field(pattern=r"^[^:\s]+:\S+$", max_length=128)] | None = None
 
     @field_validator("abuse_path")
     @classmethod

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from closebench.attackers import COMMAND_KINDS, make_attacker, make_attacker_argv
+from closebench.attackers import Request, kind_of, make_attacker, make_attacker_argv
 from closebench.attackers.locust.swarm import lab_placement
 from closebench.attackers.policy import Policy, Target
 from closebench.core.errors import ClosebenchError, UsageError
@@ -61,6 +61,8 @@ class AttackerSpec:
     workers: int = 1  # Locust workers, each in an attacker host of its own
     # A command from a scenario file runs confined (lab/confine.py); None: as typed (the CLI's).
     confine: Confinement | None = None
+    tool: str | None = None  # the tool kind: its profile (attackers/tools.py)
+    args: list[str] | None = None  # the tool kind: its arguments (None: the profile's)
     # A packet attacker (scapy, volume): how many engines share its policy, each a process of its
     # own (trials/attacker_processes.py); the runner adds one when a step's engine set the pace.
     processes: int = 1
@@ -70,15 +72,16 @@ class AttackerSpec:
     def name(self) -> str:
         """Its label, or what it runs: a command's program (hydra, not "command"), else its kind."""
         program = os.path.basename(self.command[0]) if self.command else ""  # command kinds
-        return self.label or program or self.profile or self.kind
+        return self.label or program or self.profile or self.tool or self.kind
+
+    @property
+    def request(self) -> Request:
+        return Request(self.command, self.label, self.confine, self.tool, self.args, self.profile)
 
     @property
     def binds_source(self) -> bool:
         """A command that takes the address to leave from ({source}, as curl --interface)."""
-        if self.kind not in COMMAND_KINDS:
-            return False
-        argv = make_attacker_argv(self.kind, self.command)
-        return any("{source}" in part for part in argv)
+        return any("{source}" in part for part in make_attacker_argv(self.kind, self.request))
 
     @property
     def most_addresses(self) -> int:
@@ -125,7 +128,7 @@ class TrialConfig:
         if self.legit is not None and self.legit.source == "attacker":
             on_main.append("the legitimate client (source = attacker)")
         for spec in self.attackers:
-            if spec.kind not in COMMAND_KINDS or spec.binds_source:
+            if not kind_of(spec.kind).runs_command or spec.binds_source:
                 continue
             if spec.policy.concurrency > 1:
                 raise UsageError(
@@ -234,7 +237,7 @@ def _run_trial(config: TrialConfig, cancel, on_attempt, scratch: str) -> TrialRe
             lab.add_attacker_addresses(1 + sum(plan))
         server = config.server.with_attacker_rule(lab.attacker_ip(config.family))
         for spec, own in zip(config.attackers, _own_addresses(lab, config), strict=True):
-            for address in own if spec.kind in COMMAND_KINDS else ():  # the attacker, by address
+            for address in own if kind_of(spec.kind).runs_command else ():  # by its address
                 server = server.with_attacker_rule(address)
         ban_host = firewall.ban_host(lab, server.spec)
         defender = Defender(lab, server)
@@ -409,9 +412,7 @@ def _run_attackers(
                 lab, spec, target, own, sink_for(spec), cancel, reports, faults, mine
             )
             continue
-        attacker = make_attacker(
-            spec.kind, spec.command, spec.label, spec.engine, spec.confine, spec.profile
-        )
+        attacker = make_attacker(spec.kind, spec.request, spec.engine)
         if spec.engine == "locust":
             prepared.append(attacker)
             hosts = [next(more_hosts) for _ in range(spec.workers)]

@@ -104,7 +104,16 @@ COLUMNS = (
     Column("harness_cpu_share", "attacker CPU (of a core)", "harness", percent),
     Column("harness_loop_lag_p95_s", "loop lag p95 (ms)", "harness", millis),
 )
-COLUMN_BY_KEY = {column.key: column for column in COLUMNS}
+# Shown as a table of its own when some trial ran a tool attacker (its tool_wall_s is not null):
+# the tool's figures, beside the attacker time they cost on the wire (union and sum).
+TOOL_COLUMNS = (
+    Column("tool_versions", "tool", "tool", lambda v: ", ".join(f"{k} {x}" for k, x in v.items())),
+    Column("tool_wall_s", "tool time (s)", "tool", fixed(1)),
+    Column("tool_tries", "tries", "tool", whole),
+    Column("tool_tries_per_s", "tries/s", "tool", fixed(2)),
+    Column("tool_ended", "runs ended", "tool", outcome_counts),
+)
+COLUMN_BY_KEY = {column.key: column for column in COLUMNS + TOOL_COLUMNS}
 # Shown as a table of its own when the defender's kernel was sampled (/proc/net/sockstat and
 # the TcpExt counters; TCP memory is the whole machine's).
 KERNEL_COLUMNS = (
@@ -180,7 +189,9 @@ def html_tables(trials: list[TrialData], palette) -> list[dict]:
     extra += (("The defender's kernel", ("kernel",)),) if kernel else ()
     layered = any(t.row.get("drops_by_layer") for t in trials)
     extra += (("Layers in front of the server and their kernel cost", ("layers",)),) * layered
-    every = COLUMNS + BAN_COLUMNS + ROUTER_COLUMNS + KERNEL_COLUMNS + LAYER_COLUMNS
+    tools = any(t.row.get("tool_wall_s") is not None for t in trials)
+    extra += (("The abuse tools", ("tool",)),) if tools else ()
+    every = COLUMNS + BAN_COLUMNS + ROUTER_COLUMNS + KERNEL_COLUMNS + LAYER_COLUMNS + TOOL_COLUMNS
     for title, groups in TABLES + extra:
         columns = [c for c in every if c.group in groups]
         rows = [

@@ -29,7 +29,7 @@ from closebench.servers.reference.protocol import (
     OK_200,
     REFUSED_503,
     TOO_LARGE_431,
-    AbuseRules,
+    Config,
     request_target,
 )
 from closebench.servers.reference.sockets import (
@@ -43,7 +43,7 @@ from closebench.servers.reference.sockets import (
     open_reserve,
     set_hop_limit,
 )
-from closebench.servers.strategies import CLOSE_NAMES, STRATEGIES, StrategySpec
+from closebench.servers.strategies import CLOSE_NAMES, STRATEGIES
 
 if TYPE_CHECKING:  # imported by zero-window only: the other strategies need no dpkt
     from closebench.servers.zero_window import ZeroWindowTarpit
@@ -56,18 +56,6 @@ ACCEPT_BATCH = 64  # accepts per readiness event, so one busy listener cannot st
 LETTERS = string.ascii_letters.encode()
 
 Action = Callable[[], None]
-
-
-@dataclass(frozen=True)
-class Config:
-    spec: StrategySpec
-    port: int
-    bind4: str
-    bind6: str | None  # None: --no-ipv6
-    rules: AbuseRules
-    backlog: int
-    ban_netns: str | None = None  # fw-*: enforce bans in this network namespace (a router's)
-    bpf_maps: str | None = None  # xdp-drop, tc-drop: where the ban maps are pinned
 
 
 @dataclass
@@ -331,8 +319,11 @@ class Server:
             self._detach(conn)
             self.strategies[self.close_name](conn.sock)
         elif conn.flagged or self.config.rules.path_matches(target):
-            self._detach(conn)
-            self._punish(conn.sock, conn.host)
+            if (reply := self.config.rules.auth_reply(conn.buf, conn.flagged)) is not None:
+                self._respond(conn, reply)  # basic auth on the path: 401 for no pair, 200 right
+            else:
+                self._detach(conn)
+                self._punish(conn.sock, conn.host)
         elif b"\r\n\r\n" not in conn.buf:
             self._respond(conn, TOO_LARGE_431)
         elif target is None:

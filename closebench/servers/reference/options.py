@@ -12,9 +12,9 @@ from functools import partial
 
 from closebench.servers.bans import BanError
 from closebench.servers.bpf_maps import BpfError
-from closebench.servers.reference.event_loop import Config, Server
+from closebench.servers.reference.event_loop import Server
 from closebench.servers.reference.log import PROG, log
-from closebench.servers.reference.protocol import AbuseRules
+from closebench.servers.reference.protocol import AbuseRules, Config
 from closebench.servers.reference.startup import (
     StartupError,
     bind_listeners,
@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="treat clients from this network as abusive (repeatable, IPv4 or IPv6)",
     )
+    add(
+        "--basic-auth",
+        type=_checked(_credentials),
+        metavar="USER:PASSWORD",
+        help="the abuse path asks for HTTP basic auth: a wrong pair is abusive, none gets 401",
+    )
     add("--nofile", type=_checked(_int_at_least(MIN_NOFILE)), metavar="N", help="set RLIMIT_NOFILE")
     add(
         "--backlog", type=_checked(_int_at_least(1)), default=1024, metavar="N", help="default 1024"
@@ -131,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="xdp-drop/tc-drop: the directory where the program's ban maps are pinned",
     )
     return parser
+
+
+def _credentials(text: str) -> str:
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password or not text.isprintable():
+        raise ValueError("give USER:PASSWORD, both non-empty, printable")
+    return text
 
 
 def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
@@ -161,7 +174,7 @@ def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Co
         port=args.port,
         bind4=args.bind4,
         bind6=None if args.no_ipv6 else args.bind6,
-        rules=AbuseRules(args.abuse_path, tuple(args.abuse_source)),
+        rules=AbuseRules(args.abuse_path, tuple(args.abuse_source), args.basic_auth),
         backlog=args.backlog,
         ban_netns=args.ban_netns,
         bpf_maps=args.bpf_maps,

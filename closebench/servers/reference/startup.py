@@ -8,7 +8,7 @@ import resource
 import socket
 from typing import TYPE_CHECKING
 
-from closebench.servers.reference.event_loop import Config
+from closebench.servers.reference.protocol import Config
 from closebench.servers.reference.sockets import TCP_REPAIR, format_address
 
 if TYPE_CHECKING:  # imported by zero-window only: the other strategies need no dpkt
