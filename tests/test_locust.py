@@ -191,7 +191,7 @@ def test_graceful_gets_fin_from_both_workers_and_nothing_is_left(tmp_path):
     prefix = tmp_path / "locust"
     result = closebench(
         "attack", "-s", "graceful", "--engine", "locust", "--workers", "2", "--duration", "5",
-        "--json", "--records", str(records), "--locust-csv", str(prefix),
+        "--rate", "60", "--json", "--records", str(records), "--locust-csv", str(prefix),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
@@ -289,7 +289,10 @@ def test_sigkill_of_closebench_leaves_no_locust_process():
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("when", ["starting", "attacking"])
 def test_sigterm_stops_cleanly_and_keeps_what_was_measured(when):
-    with attacking("-s", "graceful", "--workers", "2", "--duration", "60") as runner:
+    # --rate: an uncapped graceful attack makes ~4,000 attempts/s, whose reading costs ~40 s
+    with attacking(
+        "-s", "graceful", "--workers", "2", "--duration", "60", "--rate", "100"
+    ) as runner:
         workers = 2 if when == "attacking" else 0
         assert wait_until(lambda: len(locust_processes()) >= 1 + workers, timeout=60)
         if when == "attacking":
