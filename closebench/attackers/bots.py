@@ -29,7 +29,6 @@ from collections.abc import Callable
 
 from closebench.attackers.bot_profiles import PROFILES, BotProfile
 from closebench.attackers.conversation import (
-    HEAD_SIZE,
     Abort,
     Connect,
     Conversation,
@@ -37,6 +36,7 @@ from closebench.attackers.conversation import (
     Send,
     Unsent,
     finish_attempt,
+    take_chunk,
 )
 from closebench.attackers.kernel import KernelSpammer
 from closebench.attackers.policy import Budget, Policy, Target
@@ -92,13 +92,9 @@ def bot_conversation(
                     break
                 probe_at = None
                 continue
-            if not isinstance(chunk, bytes) or not chunk:  # b"": the server's FIN
-                attempt.outcome = Outcome.FIN
-                break
-            if not attempt.bytes_received:
-                attempt.t_first_byte = clock()
-            attempt.bytes_received += len(chunk)
-            head = (head + chunk)[:HEAD_SIZE]
+            if (taken := take_chunk(attempt, head, chunk, clock)) is None:
+                break  # the server's FIN
+            head = taken
     except Stopped:
         yield Abort()
         attempt.detail, attempt.outcome = STOPPED, Outcome.SILENT

@@ -109,13 +109,9 @@ def conversation(
             if remaining <= 0:
                 raise TimeoutError
             chunk = yield Receive(remaining)
-            if not isinstance(chunk, bytes) or not chunk:  # b"": the server's FIN
-                attempt.outcome = Outcome.FIN
-                break
-            if not attempt.bytes_received:
-                attempt.t_first_byte = clock()
-            attempt.bytes_received += len(chunk)
-            head = (head + chunk)[:HEAD_SIZE]
+            if (taken := take_chunk(attempt, head, chunk, clock)) is None:
+                break  # the server's FIN
+            head = taken
     except OSError as error:
         outcome = outcome_of_error(error, established)
         if outcome is None:
@@ -124,6 +120,20 @@ def conversation(
         else:
             attempt.outcome = outcome
     finish_attempt(attempt, head, clock)
+
+
+def take_chunk(
+    attempt: Attempt, head: bytes, chunk: object, clock: Callable[[], float]
+) -> bytes | None:
+    """Count what a Receive brought; the server's first bytes so far, or None on its FIN (the
+    attempt then ends with it)."""
+    if not isinstance(chunk, bytes) or not chunk:  # b"": the server's FIN
+        attempt.outcome = Outcome.FIN
+        return None
+    if not attempt.bytes_received:
+        attempt.t_first_byte = clock()
+    attempt.bytes_received += len(chunk)
+    return (head + chunk)[:HEAD_SIZE]
 
 
 def finish_attempt(attempt: Attempt, head: bytes, clock: Callable[[], float] = time.time) -> None:
